@@ -1,0 +1,937 @@
+//! The session state machine: channel table, open/accept handshake, flow-control windows,
+//! EOF and CLOSE, and every check on what a peer sends.
+//!
+//! [`Session`] performs no IO. Bytes received from the transport go into
+//! [`Session::handle_input`]; frames to send come out of [`Session::poll_transmit`]; what happened
+//! comes out of [`Session::poll_event`]. A driver (such as the `qmux` crate) moves bytes and wakes
+//! tasks; it owns no protocol logic.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::error::{ChannelError, ProtocolError};
+use crate::frame::{self, Frame, DATA_HEADER_LEN, MAX_MAX_PACKET, MIN_MAX_PACKET, MSG_DATA};
+
+/// A channel's id on this side of the session (the id the peer names it by).
+pub type ChannelId = u32;
+
+/// Payloads at most this long are copied into a channel's own buffer instead of sharing the
+/// transport read buffer, so that small chunks never pin large read buffers.
+const SHARE_MIN: usize = 4096;
+
+/// Payloads handed to [`Session::send_bytes`] at least this long are queued without a copy.
+const ZERO_COPY_MIN: usize = 16 * 1024;
+
+/// Tunables of a session's protocol state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Receive window granted to the peer on every channel, in bytes.
+    pub window: u32,
+    /// Largest DATA payload accepted from the peer, in bytes (9 ..= 2^31).
+    pub max_packet: u32,
+    /// Channels the peer may have opened that the application has not accepted yet; further
+    /// OPENs are refused at once.
+    pub accept_backlog: usize,
+    /// Bytes of frames that may wait for the transport before channel writes are held back.
+    pub send_buffer: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            window: 4 * 1024 * 1024,
+            max_packet: 256 * 1024,
+            accept_backlog: 256,
+            send_buffer: 1024 * 1024,
+        }
+    }
+}
+
+/// Something the driver should act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The peer opened a channel: [`Session::accept`] or [`Session::reject`] it.
+    Incoming(ChannelId),
+    /// A channel this side opened was confirmed or refused: see [`Session::open_status`].
+    OpenReply(ChannelId),
+    /// Data, EOF or CLOSE arrived on a channel: readers may make progress.
+    Readable(ChannelId),
+    /// A channel's send window grew or the channel closed: writers may make progress.
+    Writable(ChannelId),
+}
+
+/// Outcome of [`Session::read`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// This many bytes were copied.
+    Data(usize),
+    /// The peer ended its direction and everything it sent has been read.
+    Eof,
+    /// Nothing to read yet.
+    Blocked,
+}
+
+/// State of a channel this side opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenStatus {
+    /// No reply yet.
+    Pending,
+    /// The peer confirmed: the channel is open.
+    Confirmed,
+    /// The peer refused.
+    Refused,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// We sent OPEN and wait for the reply.
+    Opening,
+    /// The peer sent OPEN; the application has not accepted yet.
+    Incoming,
+    /// Confirmed in both directions.
+    Open,
+    /// The peer refused our OPEN.
+    Refused,
+}
+
+#[derive(Debug)]
+struct Channel {
+    remote_id: u32,
+    phase: Phase,
+    /// Bytes we may still send.
+    send_window: u32,
+    /// Largest DATA payload the peer accepts.
+    remote_max_packet: u32,
+    /// Bytes the peer may still send.
+    recv_window: u32,
+    /// Bytes the application consumed that have not been granted back yet.
+    unacked: u32,
+    /// Received data, oldest first; `recv_tail` follows it.
+    recv_chunks: VecDeque<Bytes>,
+    /// Small payloads coalesced behind `recv_chunks`.
+    recv_tail: BytesMut,
+    recv_len: usize,
+    eof_sent: bool,
+    close_sent: bool,
+    eof_received: bool,
+    close_received: bool,
+    /// The application no longer holds the channel: incoming data is dropped.
+    released: bool,
+}
+
+impl Channel {
+    fn new(phase: Phase, recv_window: u32) -> Self {
+        Channel {
+            remote_id: 0,
+            phase,
+            send_window: 0,
+            remote_max_packet: MIN_MAX_PACKET,
+            recv_window,
+            unacked: 0,
+            recv_chunks: VecDeque::new(),
+            recv_tail: BytesMut::new(),
+            recv_len: 0,
+            eof_sent: false,
+            close_sent: false,
+            eof_received: false,
+            close_received: false,
+            released: false,
+        }
+    }
+
+    fn push_data(&mut self, chunk: Bytes, share: bool) {
+        if chunk.is_empty() {
+            return;
+        }
+        self.recv_len += chunk.len();
+        if share {
+            if !self.recv_tail.is_empty() {
+                self.recv_chunks.push_back(self.recv_tail.split().freeze());
+            }
+            self.recv_chunks.push_back(chunk);
+        } else {
+            self.recv_tail.extend_from_slice(&chunk);
+        }
+    }
+
+    fn clear_recv(&mut self) {
+        self.recv_chunks = VecDeque::new();
+        self.recv_tail = BytesMut::new();
+        self.recv_len = 0;
+    }
+
+    /// Takes up to `max` bytes from the front of the receive buffer.
+    fn take_front(&mut self, max: usize) -> Bytes {
+        let out = if let Some(front) = self.recv_chunks.front_mut() {
+            if front.len() <= max {
+                self.recv_chunks.pop_front().unwrap_or_default()
+            } else {
+                front.split_to(max)
+            }
+        } else {
+            let n = max.min(self.recv_tail.len());
+            self.recv_tail.split_to(n).freeze()
+        };
+        self.recv_len -= out.len();
+        out
+    }
+
+    fn copy_front(&mut self, dst: &mut [u8]) -> usize {
+        let mut n = 0;
+        while n < dst.len() && self.recv_len > 0 {
+            let src: &[u8] = match self.recv_chunks.front() {
+                Some(c) => c,
+                None => &self.recv_tail,
+            };
+            let k = src.len().min(dst.len() - n);
+            dst[n..n + k].copy_from_slice(&src[..k]);
+            n += k;
+            match self.recv_chunks.front_mut() {
+                Some(c) if c.len() == k => {
+                    self.recv_chunks.pop_front();
+                }
+                Some(c) => c.advance(k),
+                None => self.recv_tail.advance(k),
+            }
+            self.recv_len -= k;
+        }
+        n
+    }
+}
+
+#[derive(Debug)]
+enum Slot {
+    /// Unused. `closed` marks an id freed by a CLOSE handshake: late frames for it are tolerated.
+    Free { closed: bool },
+    Used(Box<Channel>),
+}
+
+/// Where the incremental decoder stands.
+#[derive(Clone, Copy, Debug)]
+enum Decode {
+    /// At a frame boundary.
+    Header,
+    /// Inside a DATA payload; `deliver` is false when the payload is dropped.
+    Payload {
+        id: ChannelId,
+        remaining: u32,
+        deliver: bool,
+    },
+}
+
+/// The protocol state of one qmux session. See the [module docs](self).
+#[derive(Debug)]
+pub struct Session {
+    config: Config,
+    slots: Vec<Slot>,
+    free: BinaryHeap<Reverse<u32>>,
+    live: usize,
+    incoming: usize,
+    decode: Decode,
+    /// Frames not yet handed to the driver, in order; `scratch` follows them.
+    outbox: VecDeque<Bytes>,
+    scratch: BytesMut,
+    /// Bytes queued or handed out and not yet reported written.
+    unsent: usize,
+    events: VecDeque<Event>,
+    ended: bool,
+}
+
+impl Session {
+    /// A session with no channels.
+    ///
+    /// # Panics
+    /// If `config.max_packet` is outside 9 ..= 2^31.
+    pub fn new(config: Config) -> Self {
+        assert!(
+            (MIN_MAX_PACKET..=MAX_MAX_PACKET).contains(&config.max_packet),
+            "max_packet must be within 9 ..= 2^31"
+        );
+        Session {
+            config,
+            slots: Vec::new(),
+            free: BinaryHeap::new(),
+            live: 0,
+            incoming: 0,
+            decode: Decode::Header,
+            outbox: VecDeque::new(),
+            scratch: BytesMut::with_capacity(64 * 1024),
+            unsent: 0,
+            events: VecDeque::new(),
+            ended: false,
+        }
+    }
+
+    /// The configuration this session runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Number of channels holding an id (opening, waiting for accept, open or closing).
+    pub fn channel_count(&self) -> usize {
+        self.live
+    }
+
+    /// True once [`Session::terminate`] was called.
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    // ----- ids -----
+
+    fn allocate(&mut self, ch: Channel) -> ChannelId {
+        self.live += 1;
+        if let Some(Reverse(id)) = self.free.pop() {
+            self.slots[id as usize] = Slot::Used(Box::new(ch));
+            id
+        } else {
+            self.slots.push(Slot::Used(Box::new(ch)));
+            (self.slots.len() - 1) as ChannelId
+        }
+    }
+
+    fn release_id(&mut self, id: ChannelId, closed: bool) {
+        self.slots[id as usize] = Slot::Free { closed };
+        self.free.push(Reverse(id));
+        self.live -= 1;
+    }
+
+    fn chan(&self, id: ChannelId) -> Result<&Channel, ChannelError> {
+        match self.slots.get(id as usize) {
+            Some(Slot::Used(ch)) => Ok(ch),
+            _ => Err(ChannelError::UnknownChannel),
+        }
+    }
+
+    fn chan_mut(&mut self, id: ChannelId) -> Result<&mut Channel, ChannelError> {
+        match self.slots.get_mut(id as usize) {
+            Some(Slot::Used(ch)) => Ok(ch),
+            _ => Err(ChannelError::UnknownChannel),
+        }
+    }
+
+    // ----- output -----
+
+    fn queue(&mut self, f: Frame) {
+        let before = self.scratch.len();
+        f.encode(&mut self.scratch);
+        self.unsent += self.scratch.len() - before;
+    }
+
+    fn flush_scratch(&mut self) {
+        if !self.scratch.is_empty() {
+            self.outbox.push_back(self.scratch.split().freeze());
+        }
+    }
+
+    /// Moves every frame waiting to be sent into `out`, in order, and returns their total size.
+    /// Report the bytes once written with [`Session::on_transmitted`].
+    pub fn poll_transmit(&mut self, out: &mut Vec<Bytes>) -> usize {
+        self.flush_scratch();
+        let mut n = 0;
+        for b in self.outbox.drain(..) {
+            n += b.len();
+            out.push(b);
+        }
+        n
+    }
+
+    /// True when frames wait to be taken by [`Session::poll_transmit`].
+    pub fn has_transmit(&self) -> bool {
+        !self.outbox.is_empty() || !self.scratch.is_empty()
+    }
+
+    /// Reports that `n` bytes handed out by [`Session::poll_transmit`] reached the transport.
+    pub fn on_transmitted(&mut self, n: usize) {
+        self.unsent = self.unsent.saturating_sub(n);
+    }
+
+    /// Bytes queued for the transport and not yet reported written.
+    pub fn unsent(&self) -> usize {
+        self.unsent
+    }
+
+    /// Next thing the driver should act on.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ----- opening -----
+
+    /// Starts opening a channel: queues an OPEN and returns the new channel's id. Watch for
+    /// [`Event::OpenReply`] and check [`Session::open_status`].
+    pub fn open(&mut self) -> Result<ChannelId, ChannelError> {
+        if self.ended {
+            return Err(ChannelError::SessionEnded);
+        }
+        let id = self.allocate(Channel::new(Phase::Opening, self.config.window));
+        self.queue(Frame::Open {
+            sender_id: id,
+            window: self.config.window,
+            max_packet: self.config.max_packet,
+        });
+        Ok(id)
+    }
+
+    /// Where an open started by [`Session::open`] stands.
+    pub fn open_status(&self, id: ChannelId) -> Result<OpenStatus, ChannelError> {
+        let ch = self.chan(id)?;
+        match ch.phase {
+            Phase::Opening if self.ended => Err(ChannelError::SessionEnded),
+            Phase::Opening => Ok(OpenStatus::Pending),
+            Phase::Open => Ok(OpenStatus::Confirmed),
+            Phase::Refused => Ok(OpenStatus::Refused),
+            Phase::Incoming => Err(ChannelError::NotOpen),
+        }
+    }
+
+    /// Confirms a channel the peer opened ([`Event::Incoming`]).
+    pub fn accept(&mut self, id: ChannelId) -> Result<(), ChannelError> {
+        if self.ended {
+            return Err(ChannelError::SessionEnded);
+        }
+        let (window, max_packet) = (self.config.window, self.config.max_packet);
+        let ch = self.chan_mut(id)?;
+        if ch.phase != Phase::Incoming {
+            return Err(ChannelError::NotOpen);
+        }
+        ch.phase = Phase::Open;
+        let remote = ch.remote_id;
+        self.incoming -= 1;
+        self.queue(Frame::OpenConfirm {
+            recipient_id: remote,
+            sender_id: id,
+            window,
+            max_packet,
+        });
+        Ok(())
+    }
+
+    /// Refuses a channel the peer opened ([`Event::Incoming`]); its id is free again.
+    pub fn reject(&mut self, id: ChannelId) -> Result<(), ChannelError> {
+        let ch = self.chan(id)?;
+        if ch.phase != Phase::Incoming {
+            return Err(ChannelError::NotOpen);
+        }
+        let remote = ch.remote_id;
+        self.incoming -= 1;
+        self.release_id(id, false);
+        if !self.ended {
+            self.queue(Frame::OpenFailure {
+                recipient_id: remote,
+            });
+        }
+        Ok(())
+    }
+
+    // ----- data -----
+
+    /// Copies received bytes of channel `id` into `dst`, granting the peer more window when
+    /// enough has been consumed.
+    pub fn read(&mut self, id: ChannelId, dst: &mut [u8]) -> Result<ReadOutcome, ChannelError> {
+        let ended = self.ended;
+        let ch = self.chan_mut(id)?;
+        if ch.recv_len == 0 {
+            return Self::empty_outcome(ch, ended);
+        }
+        let n = ch.copy_front(dst);
+        self.consumed(id, n);
+        Ok(ReadOutcome::Data(n))
+    }
+
+    /// Takes up to `max` received bytes of channel `id` without copying them. `Ok(None)` is the
+    /// end of the stream; [`ChannelError`]s as for [`Session::read`]; an empty `Bytes` means
+    /// nothing is buffered yet.
+    pub fn read_chunk(&mut self, id: ChannelId, max: usize) -> Result<Option<Bytes>, ChannelError> {
+        let ended = self.ended;
+        let ch = self.chan_mut(id)?;
+        if ch.recv_len == 0 || max == 0 {
+            return match Self::empty_outcome(ch, ended)? {
+                ReadOutcome::Eof => Ok(None),
+                _ => Ok(Some(Bytes::new())),
+            };
+        }
+        let b = ch.take_front(max);
+        self.consumed(id, b.len());
+        Ok(Some(b))
+    }
+
+    /// Bytes received on channel `id` and not read yet.
+    pub fn buffered(&self, id: ChannelId) -> usize {
+        self.chan(id).map(|c| c.recv_len).unwrap_or(0)
+    }
+
+    fn empty_outcome(ch: &Channel, ended: bool) -> Result<ReadOutcome, ChannelError> {
+        if ch.released {
+            return Err(ChannelError::Closed);
+        }
+        if ch.phase != Phase::Open {
+            return Err(ChannelError::NotOpen);
+        }
+        if ch.eof_received || ch.close_received {
+            return Ok(ReadOutcome::Eof);
+        }
+        if ended {
+            return Err(ChannelError::SessionEnded);
+        }
+        Ok(ReadOutcome::Blocked)
+    }
+
+    fn consumed(&mut self, id: ChannelId, n: usize) {
+        let threshold = (self.config.window / 2).max(1);
+        let ended = self.ended;
+        let Ok(ch) = self.chan_mut(id) else { return };
+        ch.unacked += n as u32;
+        if ch.unacked >= threshold && !ch.close_sent && !ch.close_received && !ended {
+            let bytes = ch.unacked;
+            ch.unacked = 0;
+            ch.recv_window += bytes;
+            let remote = ch.remote_id;
+            self.queue(Frame::WindowAdjust {
+                recipient_id: remote,
+                bytes,
+            });
+        }
+    }
+
+    fn writable(&self, id: ChannelId) -> Result<&Channel, ChannelError> {
+        if self.ended {
+            return Err(ChannelError::SessionEnded);
+        }
+        let ch = self.chan(id)?;
+        if ch.released || ch.close_sent || ch.close_received {
+            return Err(ChannelError::Closed);
+        }
+        if ch.phase != Phase::Open {
+            return Err(ChannelError::NotOpen);
+        }
+        if ch.eof_sent {
+            return Err(ChannelError::WriteClosed);
+        }
+        Ok(ch)
+    }
+
+    /// How many bytes a write on channel `id` may queue now: the peer's window, capped by the
+    /// room left in the send buffer. Zero means wait for [`Event::Writable`] or for the driver
+    /// to drain the send buffer.
+    pub fn send_capacity(&self, id: ChannelId) -> Result<usize, ChannelError> {
+        let ch = self.writable(id)?;
+        let room = self.config.send_buffer.saturating_sub(self.unsent);
+        Ok((ch.send_window as usize).min(room))
+    }
+
+    /// Queues as much of `data` as [`Session::send_capacity`] allows, as DATA frames no larger
+    /// than the peer's max packet, and returns how many bytes were taken (0: blocked).
+    pub fn send(&mut self, id: ChannelId, data: &[u8]) -> Result<usize, ChannelError> {
+        let n = data.len().min(self.send_capacity(id)?);
+        let ch = self.chan_mut(id)?;
+        ch.send_window -= n as u32;
+        let (remote, max) = (ch.remote_id, ch.remote_max_packet as usize);
+        self.scratch.reserve(n + DATA_HEADER_LEN * n.div_ceil(max));
+        for piece in data[..n].chunks(max) {
+            frame::encode_data_header(remote, piece.len() as u32, &mut self.scratch);
+            self.scratch.extend_from_slice(piece);
+            self.unsent += DATA_HEADER_LEN + piece.len();
+        }
+        Ok(n)
+    }
+
+    /// Like [`Session::send`] for an owned buffer: large payloads are queued without a copy.
+    /// Takes bytes from the front of `data`.
+    pub fn send_bytes(&mut self, id: ChannelId, data: &mut Bytes) -> Result<usize, ChannelError> {
+        let n = data.len().min(self.send_capacity(id)?);
+        if n < ZERO_COPY_MIN {
+            let k = self.send(id, &data[..n])?;
+            data.advance(k);
+            return Ok(k);
+        }
+        let ch = self.chan_mut(id)?;
+        ch.send_window -= n as u32;
+        let (remote, max) = (ch.remote_id, ch.remote_max_packet as usize);
+        let mut left = n;
+        while left > 0 {
+            let piece = data.split_to(left.min(max));
+            left -= piece.len();
+            frame::encode_data_header(remote, piece.len() as u32, &mut self.scratch);
+            self.unsent += DATA_HEADER_LEN + piece.len();
+            if piece.len() < ZERO_COPY_MIN {
+                self.scratch.extend_from_slice(&piece);
+            } else {
+                self.flush_scratch();
+                self.outbox.push_back(piece);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Sends EOF on channel `id`: the peer reads end-of-stream after the data already queued.
+    /// Harmless when already sent or when the channel is closed.
+    pub fn close_write(&mut self, id: ChannelId) -> Result<(), ChannelError> {
+        let ended = self.ended;
+        let ch = self.chan_mut(id)?;
+        if ch.phase != Phase::Open {
+            return Err(ChannelError::NotOpen);
+        }
+        if ch.eof_sent || ch.close_sent || ch.close_received || ended {
+            return Ok(());
+        }
+        ch.eof_sent = true;
+        let remote = ch.remote_id;
+        self.queue(Frame::Eof {
+            recipient_id: remote,
+        });
+        Ok(())
+    }
+
+    /// Sends CLOSE on channel `id` unless one was sent already. The channel stays readable until
+    /// the handle is released; writes fail from now on.
+    pub fn close(&mut self, id: ChannelId) -> Result<(), ChannelError> {
+        let ended = self.ended;
+        let ch = self.chan_mut(id)?;
+        if ch.phase != Phase::Open {
+            return Err(ChannelError::NotOpen);
+        }
+        if ch.close_sent || ended {
+            return Ok(());
+        }
+        ch.close_sent = true;
+        let remote = ch.remote_id;
+        self.queue(Frame::Close {
+            recipient_id: remote,
+        });
+        self.events.push_back(Event::Writable(id));
+        Ok(())
+    }
+
+    /// The application dropped its handle on channel `id` (or gave up opening it): close the
+    /// channel if needed, drop buffered data, and free the id once the CLOSE handshake is done.
+    pub fn release(&mut self, id: ChannelId) {
+        let ended = self.ended;
+        let Ok(ch) = self.chan_mut(id) else { return };
+        if ch.released {
+            return;
+        }
+        ch.released = true;
+        ch.clear_recv();
+        match ch.phase {
+            Phase::Opening if !ended => {} // freed when the reply comes
+            Phase::Incoming => {
+                let _ = self.reject(id);
+            }
+            Phase::Open if !ended => {
+                let done = ch.close_received;
+                let _ = self.close(id);
+                if done {
+                    self.release_id(id, true);
+                }
+            }
+            _ => self.release_id(id, false),
+        }
+    }
+
+    // ----- input -----
+
+    /// Consumes every complete frame (and any partial DATA payload) at the front of `src`.
+    ///
+    /// A DATA frame is checked against its channel (known id, max packet, window) as soon as
+    /// its 9-byte header is in, before any of its payload is awaited; its payload is delivered
+    /// as it arrives. Any error is fatal to the session: stop reading and call
+    /// [`Session::terminate`].
+    pub fn handle_input(&mut self, src: &mut BytesMut) -> Result<(), ProtocolError> {
+        let share_min = SHARE_MIN.max(src.capacity() / 2);
+        loop {
+            match self.decode {
+                Decode::Payload {
+                    id,
+                    remaining,
+                    deliver,
+                } => {
+                    if src.is_empty() {
+                        return Ok(());
+                    }
+                    let n = (remaining as usize).min(src.len());
+                    if deliver {
+                        let chunk = src.split_to(n);
+                        match self.slots.get_mut(id as usize) {
+                            Some(Slot::Used(ch)) if !ch.released => {
+                                let share = chunk.len() >= share_min;
+                                ch.push_data(chunk.freeze(), share);
+                                self.events.push_back(Event::Readable(id));
+                            }
+                            _ => {}
+                        }
+                    } else {
+                        src.advance(n);
+                    }
+                    let remaining = remaining - n as u32;
+                    self.decode = if remaining == 0 {
+                        Decode::Header
+                    } else {
+                        Decode::Payload {
+                            id,
+                            remaining,
+                            deliver,
+                        }
+                    };
+                }
+                Decode::Header => {
+                    let Some(&kind) = src.first() else {
+                        return Ok(());
+                    };
+                    let head =
+                        frame::header_len(kind).ok_or(ProtocolError::UnknownFrameType { kind })?;
+                    if src.len() < head {
+                        return Ok(());
+                    }
+                    if kind == MSG_DATA {
+                        let id = frame::read_u32(src, 1);
+                        let len = frame::read_u32(src, 5);
+                        let deliver = self.check_data(id, len)?;
+                        src.advance(head);
+                        if len > 0 {
+                            self.decode = Decode::Payload {
+                                id,
+                                remaining: len,
+                                deliver,
+                            };
+                        }
+                    } else {
+                        let f = frame::parse_fixed(kind, &src[..head]);
+                        src.advance(head);
+                        self.handle_frame(f)?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bytes still needed to finish the DATA payload being received (0 at a frame boundary).
+    pub fn payload_remaining(&self) -> usize {
+        match self.decode {
+            Decode::Payload { remaining, .. } => remaining as usize,
+            Decode::Header => 0,
+        }
+    }
+
+    /// The transport reached end-of-stream with `leftover` undecoded bytes: an error when the
+    /// stream stopped inside a frame.
+    pub fn handle_eof(&self, leftover: &[u8]) -> Result<(), ProtocolError> {
+        if let Decode::Payload { remaining, .. } = self.decode {
+            return Err(ProtocolError::Truncated {
+                missing: remaining as usize,
+            });
+        }
+        match leftover.first() {
+            None => Ok(()),
+            Some(&kind) => {
+                let head =
+                    frame::header_len(kind).ok_or(ProtocolError::UnknownFrameType { kind })?;
+                Err(ProtocolError::Truncated {
+                    missing: head.saturating_sub(leftover.len()).max(1),
+                })
+            }
+        }
+    }
+
+    /// Validates a DATA header; returns whether its payload goes to a reader.
+    fn check_data(&mut self, id: ChannelId, len: u32) -> Result<bool, ProtocolError> {
+        let max = self.config.max_packet;
+        if len > max {
+            return Err(ProtocolError::PacketTooLarge {
+                channel: id,
+                len,
+                max,
+            });
+        }
+        let ch = match self.slots.get_mut(id as usize) {
+            Some(Slot::Used(ch)) => ch,
+            Some(Slot::Free { closed: true }) => return Ok(false),
+            _ => {
+                return Err(ProtocolError::UnknownChannel {
+                    kind: MSG_DATA,
+                    channel: id,
+                })
+            }
+        };
+        if ch.phase != Phase::Open {
+            return Err(ProtocolError::NotYetOpen {
+                kind: MSG_DATA,
+                channel: id,
+            });
+        }
+        if len > ch.recv_window {
+            return Err(ProtocolError::WindowExceeded {
+                channel: id,
+                len,
+                window: ch.recv_window,
+            });
+        }
+        ch.recv_window -= len;
+        Ok(!ch.released && !ch.close_received && !ch.eof_received)
+    }
+
+    fn handle_frame(&mut self, f: Frame) -> Result<(), ProtocolError> {
+        let kind = f.kind();
+        if let Frame::Open {
+            sender_id,
+            window,
+            max_packet,
+        } = f
+        {
+            return self.handle_open(sender_id, window, max_packet);
+        }
+        let id = f.recipient_id().unwrap_or_default();
+        let ch = match self.slots.get_mut(id as usize) {
+            Some(Slot::Used(ch)) => ch,
+            Some(Slot::Free { closed: true }) => {
+                return match f {
+                    // Late frames a peer may still send after its CLOSE crossed ours.
+                    Frame::Eof { .. } | Frame::WindowAdjust { .. } => Ok(()),
+                    Frame::Close { .. } => Err(ProtocolError::DuplicateClose { channel: id }),
+                    _ => Err(ProtocolError::UnexpectedOpenReply { kind, channel: id }),
+                };
+            }
+            _ => return Err(ProtocolError::UnknownChannel { kind, channel: id }),
+        };
+        match f {
+            Frame::OpenConfirm {
+                sender_id,
+                window,
+                max_packet,
+                ..
+            } => {
+                if ch.phase != Phase::Opening {
+                    return Err(ProtocolError::UnexpectedOpenReply { kind, channel: id });
+                }
+                if !(MIN_MAX_PACKET..=MAX_MAX_PACKET).contains(&max_packet) {
+                    return Err(ProtocolError::InvalidMaxPacket {
+                        channel: id,
+                        max_packet,
+                    });
+                }
+                ch.phase = Phase::Open;
+                ch.remote_id = sender_id;
+                ch.send_window = window;
+                ch.remote_max_packet = max_packet;
+                if ch.released {
+                    // Nobody waits for it any more: close it right away.
+                    ch.close_sent = true;
+                    self.queue(Frame::Close {
+                        recipient_id: sender_id,
+                    });
+                } else {
+                    self.events.push_back(Event::OpenReply(id));
+                }
+            }
+            Frame::OpenFailure { .. } => {
+                if ch.phase != Phase::Opening {
+                    return Err(ProtocolError::UnexpectedOpenReply { kind, channel: id });
+                }
+                if ch.released {
+                    self.release_id(id, false);
+                } else {
+                    ch.phase = Phase::Refused;
+                    self.events.push_back(Event::OpenReply(id));
+                }
+            }
+            Frame::WindowAdjust { bytes, .. } => {
+                if ch.phase != Phase::Open {
+                    return Err(ProtocolError::NotYetOpen { kind, channel: id });
+                }
+                ch.send_window =
+                    ch.send_window
+                        .checked_add(bytes)
+                        .ok_or(ProtocolError::WindowOverflow {
+                            channel: id,
+                            window: ch.send_window,
+                            add: bytes,
+                        })?;
+                if bytes > 0 {
+                    self.events.push_back(Event::Writable(id));
+                }
+            }
+            Frame::Eof { .. } => {
+                if ch.phase != Phase::Open {
+                    return Err(ProtocolError::NotYetOpen { kind, channel: id });
+                }
+                ch.eof_received = true;
+                self.events.push_back(Event::Readable(id));
+            }
+            Frame::Close { .. } => {
+                if ch.phase != Phase::Open {
+                    return Err(ProtocolError::NotYetOpen { kind, channel: id });
+                }
+                if ch.close_received {
+                    return Err(ProtocolError::DuplicateClose { channel: id });
+                }
+                ch.close_received = true;
+                let reply = !ch.close_sent;
+                ch.close_sent = true;
+                let (remote, released) = (ch.remote_id, ch.released);
+                if reply {
+                    self.queue(Frame::Close {
+                        recipient_id: remote,
+                    });
+                }
+                if released {
+                    self.release_id(id, true);
+                } else {
+                    self.events.push_back(Event::Readable(id));
+                    self.events.push_back(Event::Writable(id));
+                }
+            }
+            Frame::Data { .. } | Frame::Open { .. } => unreachable!("handled before"),
+        }
+        Ok(())
+    }
+
+    fn handle_open(
+        &mut self,
+        sender_id: u32,
+        window: u32,
+        max_packet: u32,
+    ) -> Result<(), ProtocolError> {
+        let acceptable = (MIN_MAX_PACKET..=MAX_MAX_PACKET).contains(&max_packet);
+        if !acceptable || self.incoming >= self.config.accept_backlog || self.ended {
+            self.queue(Frame::OpenFailure {
+                recipient_id: sender_id,
+            });
+            return Ok(());
+        }
+        let mut ch = Channel::new(Phase::Incoming, self.config.window);
+        ch.remote_id = sender_id;
+        ch.send_window = window;
+        ch.remote_max_packet = max_packet;
+        let id = self.allocate(ch);
+        self.incoming += 1;
+        self.events.push_back(Event::Incoming(id));
+        Ok(())
+    }
+
+    /// Ends the session (transport gone or protocol error): every later operation fails, reads
+    /// return what was buffered and then [`ChannelError::SessionEnded`] unless the peer had
+    /// properly ended the stream. Pending frames are dropped.
+    pub fn terminate(&mut self) {
+        self.ended = true;
+        self.outbox.clear();
+        self.scratch.clear();
+        self.unsent = 0;
+    }
+
+    /// Peer's id for channel `id` (for diagnostics).
+    pub fn remote_id(&self, id: ChannelId) -> Option<u32> {
+        self.chan(id).ok().map(|c| c.remote_id)
+    }
+
+    /// Send window left on channel `id` (for diagnostics and tests).
+    pub fn send_window(&self, id: ChannelId) -> Option<u32> {
+        self.chan(id).ok().map(|c| c.send_window)
+    }
+
+    /// True when the peer has sent CLOSE on channel `id`, or the channel is gone.
+    pub fn is_closed_by_peer(&self, id: ChannelId) -> bool {
+        self.chan(id).map(|c| c.close_received).unwrap_or(true)
+    }
+}

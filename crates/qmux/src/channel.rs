@@ -1,0 +1,267 @@
+//! Channels: flow-controlled byte streams inside a session.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use qmux_proto::{ChannelId, ReadOutcome};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::session::Shared;
+
+/// The channel's id and session; releases the channel when dropped.
+struct Handle {
+    shared: Arc<Shared>,
+    id: ChannelId,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.lock().proto.release(self.id);
+    }
+}
+
+impl Handle {
+    fn close_write(&self) -> io::Result<()> {
+        let mut inner = self.shared.lock();
+        inner
+            .proto
+            .close_write(self.id)
+            .map_err(|e| inner.channel_error(e))
+    }
+
+    fn close(&self) -> io::Result<()> {
+        let mut inner = self.shared.lock();
+        inner
+            .proto
+            .close(self.id)
+            .map_err(|e| inner.channel_error(e))
+    }
+
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let mut inner = self.shared.lock();
+        let dst = buf.initialize_unfilled();
+        match inner.proto.read(self.id, dst) {
+            Ok(ReadOutcome::Data(n)) => {
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            Ok(ReadOutcome::Eof) => Poll::Ready(Ok(())),
+            Ok(ReadOutcome::Blocked) => {
+                inner.register_read(self.id, cx);
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(inner.channel_error(e))),
+        }
+    }
+
+    fn poll_read_chunk(&self, cx: &mut Context<'_>, max: usize) -> Poll<io::Result<Option<Bytes>>> {
+        let mut inner = self.shared.lock();
+        match inner.proto.read_chunk(self.id, max.max(1)) {
+            Ok(Some(b)) if b.is_empty() => {
+                inner.register_read(self.id, cx);
+                Poll::Pending
+            }
+            Ok(r) => Poll::Ready(Ok(r)),
+            Err(e) => Poll::Ready(Err(inner.channel_error(e))),
+        }
+    }
+
+    fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let mut inner = self.shared.lock();
+        match inner.proto.send(self.id, data) {
+            Ok(0) => {
+                inner.register_write(self.id, cx);
+                Poll::Pending
+            }
+            Ok(n) => Poll::Ready(Ok(n)),
+            Err(e) => Poll::Ready(Err(inner.channel_error(e))),
+        }
+    }
+
+    fn poll_write_bytes(&self, cx: &mut Context<'_>, data: &mut Bytes) -> Poll<io::Result<()>> {
+        let mut inner = self.shared.lock();
+        while !data.is_empty() {
+            match inner.proto.send_bytes(self.id, data) {
+                Ok(0) => {
+                    inner.register_write(self.id, cx);
+                    return Poll::Pending;
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(inner.channel_error(e))),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// One channel of a [`Session`](crate::Session): a full-duplex, flow-controlled byte stream.
+///
+/// Reading returns end-of-stream once the peer sent EOF or CLOSE and everything buffered was
+/// read. `poll_shutdown` (e.g. `AsyncWriteExt::shutdown`) and [`Channel::close_write`] send EOF;
+/// [`Channel::close`] and dropping the channel send CLOSE. Data written before closing is
+/// delivered: writes are queued in order behind the session's writer.
+pub struct Channel {
+    handle: Handle,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("id", &self.handle.id)
+            .finish()
+    }
+}
+
+impl Channel {
+    pub(crate) fn new(shared: Arc<Shared>, id: ChannelId) -> Self {
+        Channel {
+            handle: Handle { shared, id },
+        }
+    }
+
+    /// This side's id for the channel (the id the peer addresses it by).
+    pub fn id(&self) -> u32 {
+        self.handle.id
+    }
+
+    /// Sends EOF: the peer reads end-of-stream after the data already written. The channel
+    /// stays readable. Harmless when repeated or after close.
+    pub fn close_write(&self) -> io::Result<()> {
+        self.handle.close_write()
+    }
+
+    /// Sends CLOSE: no more data may be written; data already written is still delivered.
+    /// Buffered incoming data stays readable until the channel is dropped. Harmless when
+    /// repeated.
+    pub fn close(&self) -> io::Result<()> {
+        self.handle.close()
+    }
+
+    /// Bytes received and not yet read.
+    pub fn buffered(&self) -> usize {
+        self.handle.shared.lock().proto.buffered(self.handle.id)
+    }
+
+    /// Receives the next chunk of up to `max` bytes without copying; `None` at end-of-stream.
+    pub async fn read_chunk(&mut self, max: usize) -> io::Result<Option<Bytes>> {
+        std::future::poll_fn(|cx| self.handle.poll_read_chunk(cx, max)).await
+    }
+
+    /// Writes an owned buffer, without copying large payloads; returns once all of it is
+    /// queued for sending.
+    pub async fn write_bytes(&mut self, mut data: Bytes) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.handle.poll_write_bytes(cx, &mut data)).await
+    }
+
+    /// Splits the channel into a reading and a writing half that can be used from different
+    /// tasks. The channel is closed when both halves are dropped.
+    pub fn into_split(self) -> (ReadHalf, WriteHalf) {
+        let h = Arc::new(self.handle);
+        (ReadHalf(h.clone()), WriteHalf(h))
+    }
+}
+
+impl AsyncRead for Channel {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.handle.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Channel {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.handle.poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.handle.close_write())
+    }
+}
+
+/// The reading half of a [`Channel`], from [`Channel::into_split`].
+pub struct ReadHalf(Arc<Handle>);
+
+/// The writing half of a [`Channel`], from [`Channel::into_split`].
+pub struct WriteHalf(Arc<Handle>);
+
+impl ReadHalf {
+    /// The channel's id.
+    pub fn id(&self) -> u32 {
+        self.0.id
+    }
+
+    /// Receives the next chunk of up to `max` bytes without copying; `None` at end-of-stream.
+    pub async fn read_chunk(&mut self, max: usize) -> io::Result<Option<Bytes>> {
+        std::future::poll_fn(|cx| self.0.poll_read_chunk(cx, max)).await
+    }
+}
+
+impl WriteHalf {
+    /// The channel's id.
+    pub fn id(&self) -> u32 {
+        self.0.id
+    }
+
+    /// Sends EOF (see [`Channel::close_write`]).
+    pub fn close_write(&self) -> io::Result<()> {
+        self.0.close_write()
+    }
+
+    /// Sends CLOSE (see [`Channel::close`]).
+    pub fn close(&self) -> io::Result<()> {
+        self.0.close()
+    }
+
+    /// Writes an owned buffer without copying large payloads.
+    pub async fn write_bytes(&mut self, mut data: Bytes) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.0.poll_write_bytes(cx, &mut data)).await
+    }
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.0.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.0.poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.0.close_write())
+    }
+}

@@ -1,0 +1,593 @@
+//! The tokio driver: one reader task and one writer task per session around the sans-IO
+//! [`qmux_proto::Session`].
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use qmux_proto::{ChannelError, ChannelId, Event, OpenStatus};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::channel::Channel;
+use crate::config::Config;
+use crate::error::Error;
+
+/// Read buffer size between frames.
+const READ_CHUNK: usize = 64 * 1024;
+/// Largest single read while inside a big DATA payload.
+const READ_MAX: usize = 1024 * 1024;
+/// Most buffers handed to one vectored write.
+const MAX_IOV: usize = 64;
+/// Small buffers are merged up to this size for transports without vectored writes.
+const COALESCE_MAX: usize = 64 * 1024;
+
+/// A qmux session: many flow-controlled [`Channel`]s over one byte stream.
+///
+/// Either side may [`open`](Session::open) channels and [`accept`](Session::accept) the
+/// peer's. The handle is cheap to clone; the session runs until [`close`](Session::close) is
+/// called, the transport ends, or the peer breaks the protocol. [`wait`](Session::wait) reports
+/// why it ended. Dropping every handle does not end the session while channels or its tasks run;
+/// call `close` to end it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), qmux::Error> {
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// let (a, b) = tokio::io::duplex(64 * 1024);
+/// let client = qmux::Session::new(a, qmux::Config::default());
+/// let server = qmux::Session::new(b, qmux::Config::default());
+///
+/// tokio::spawn(async move {
+///     let mut ch = server.accept().await.unwrap();
+///     let mut msg = String::new();
+///     ch.read_to_string(&mut msg).await.unwrap();
+///     ch.write_all(msg.to_uppercase().as_bytes()).await.unwrap();
+/// });
+///
+/// let mut ch = client.open().await?;
+/// ch.write_all(b"hello").await?;
+/// ch.close_write()?;
+/// let mut reply = String::new();
+/// ch.read_to_string(&mut reply).await?;
+/// assert_eq!(reply, "HELLO");
+/// client.close();
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("ended", &self.shared.ended.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Shared {
+    inner: Mutex<Inner>,
+    /// Wakes the writer task: frames to send, or an accept deadline changed.
+    writer: Notify,
+    /// Cancelled when the session ends, for whatever reason.
+    ended: CancellationToken,
+    /// Cancelled once both tasks have exited and the transport is closed.
+    finished: CancellationToken,
+    config: Config,
+}
+
+#[derive(Default)]
+struct ChannelWakers {
+    read: Option<Waker>,
+    write: Option<Waker>,
+    open: Option<Waker>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) proto: qmux_proto::Session,
+    wakers: Vec<ChannelWakers>,
+    accept_queue: VecDeque<(ChannelId, Instant)>,
+    accept_wakers: Vec<Waker>,
+    /// Writers held back because the send buffer is full.
+    buffer_wakers: Vec<Waker>,
+    /// Wakers to call once the lock is released.
+    to_wake: Vec<Waker>,
+    /// Frames taken out at close, for the writer's last flush.
+    final_frames: Vec<Bytes>,
+    error: Option<Error>,
+}
+
+fn push_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+fn push_waker_list(list: &mut Vec<Waker>, cx: &Context<'_>) {
+    if !list.iter().any(|w| w.will_wake(cx.waker())) {
+        list.push(cx.waker().clone());
+    }
+}
+
+impl Inner {
+    fn wakers(&mut self, id: ChannelId) -> &mut ChannelWakers {
+        let i = id as usize;
+        if self.wakers.len() <= i {
+            self.wakers.resize_with(i + 1, ChannelWakers::default);
+        }
+        &mut self.wakers[i]
+    }
+
+    pub(crate) fn register_read(&mut self, id: ChannelId, cx: &Context<'_>) {
+        push_waker(&mut self.wakers(id).read, cx);
+    }
+
+    pub(crate) fn register_write(&mut self, id: ChannelId, cx: &Context<'_>) {
+        push_waker(&mut self.wakers(id).write, cx);
+        if self.proto.unsent() >= self.proto.config().send_buffer {
+            push_waker_list(&mut self.buffer_wakers, cx);
+        }
+    }
+
+    /// Turns protocol events into wake-ups.
+    fn dispatch(&mut self, accept_timeout: Duration) {
+        while let Some(ev) = self.proto.poll_event() {
+            let w = match ev {
+                Event::Incoming(id) => {
+                    self.accept_queue
+                        .push_back((id, Instant::now() + accept_timeout));
+                    self.to_wake.append(&mut self.accept_wakers);
+                    continue;
+                }
+                Event::OpenReply(id) => self.wakers(id).open.take(),
+                Event::Readable(id) => self.wakers(id).read.take(),
+                Event::Writable(id) => self.wakers(id).write.take(),
+            };
+            if let Some(w) = w {
+                self.to_wake.push(w);
+            }
+        }
+    }
+
+    /// Ends the session with `err` (unless it already ended) and wakes everyone.
+    fn end(&mut self, err: Error) {
+        if self.error.is_some() {
+            return;
+        }
+        tracing::debug!(cause = %err, "qmux session ended");
+        self.error = Some(err);
+        self.proto.terminate();
+        for w in self.wakers.iter_mut() {
+            self.to_wake.extend(w.read.take());
+            self.to_wake.extend(w.write.take());
+            self.to_wake.extend(w.open.take());
+        }
+        self.to_wake.append(&mut self.accept_wakers);
+        self.to_wake.append(&mut self.buffer_wakers);
+    }
+
+    pub(crate) fn session_error(&self) -> Error {
+        self.error.clone().unwrap_or(Error::Closed)
+    }
+
+    /// Maps a channel operation error to what the application sees.
+    pub(crate) fn channel_error(&self, e: ChannelError) -> io::Error {
+        match e {
+            ChannelError::SessionEnded => self.session_error().into(),
+            ChannelError::Closed | ChannelError::WriteClosed => {
+                io::Error::new(io::ErrorKind::BrokenPipe, e)
+            }
+            ChannelError::UnknownChannel | ChannelError::NotOpen => {
+                io::Error::new(io::ErrorKind::NotConnected, e)
+            }
+        }
+    }
+}
+
+/// A locked view of the session state; wakes whoever needs waking when dropped.
+pub(crate) struct Locked<'a> {
+    guard: Option<MutexGuard<'a, Inner>>,
+    shared: &'a Shared,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        self.guard.as_ref().expect("locked")
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        self.guard.as_mut().expect("locked")
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let Some(mut g) = self.guard.take() else {
+            return;
+        };
+        g.dispatch(self.shared.config.accept_timeout);
+        let transmit = g.proto.has_transmit();
+        let wake = if g.to_wake.is_empty() {
+            Vec::new()
+        } else {
+            std::mem::take(&mut g.to_wake)
+        };
+        drop(g);
+        if transmit {
+            self.shared.writer.notify_one();
+        }
+        for w in wake {
+            w.wake();
+        }
+    }
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> Locked<'_> {
+        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        Locked {
+            guard: Some(guard),
+            shared: self,
+        }
+    }
+}
+
+impl Session {
+    /// Runs a session over a duplex byte stream (split internally).
+    ///
+    /// Must be called within a tokio runtime: it spawns the session's reader and writer tasks.
+    pub fn new<T>(io: T, config: Config) -> Session
+    where
+        T: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (r, w) = tokio::io::split(io);
+        Session::from_split(r, w, config)
+    }
+
+    /// Runs a session over a separate reader and writer (pipes, stdio, split sockets).
+    ///
+    /// Must be called within a tokio runtime: it spawns the session's reader and writer tasks.
+    pub fn from_split<R, W>(reader: R, writer: W, config: Config) -> Session
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                proto: qmux_proto::Session::new(config.proto.clone()),
+                wakers: Vec::new(),
+                accept_queue: VecDeque::new(),
+                accept_wakers: Vec::new(),
+                buffer_wakers: Vec::new(),
+                to_wake: Vec::new(),
+                final_frames: Vec::new(),
+                error: None,
+            }),
+            writer: Notify::new(),
+            ended: CancellationToken::new(),
+            finished: CancellationToken::new(),
+            config,
+        });
+        let reader_done = CancellationToken::new();
+        tokio::spawn(read_loop(shared.clone(), reader, reader_done.clone()));
+        tokio::spawn(write_loop(shared.clone(), writer, reader_done));
+        Session { shared }
+    }
+
+    /// The configuration this session runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Opens a channel and waits for the peer to confirm it.
+    ///
+    /// Fails with [`Error::OpenRefused`] when the peer refuses, or with the session's error when
+    /// it ends first. Cancel-safe: dropping the future abandons the open, and a late
+    /// confirmation is answered with CLOSE. See [`Session::open_timeout`] for a deadline.
+    pub async fn open(&self) -> Result<Channel, Error> {
+        let id = {
+            let mut inner = self.shared.lock();
+            match inner.proto.open() {
+                Ok(id) => id,
+                Err(_) => return Err(inner.session_error()),
+            }
+        };
+        let mut pending = PendingOpen {
+            shared: &self.shared,
+            id: Some(id),
+        };
+        poll_fn(|cx| {
+            let mut inner = self.shared.lock();
+            match inner.proto.open_status(id) {
+                Ok(OpenStatus::Pending) => {
+                    push_waker(&mut inner.wakers(id).open, cx);
+                    Poll::Pending
+                }
+                Ok(OpenStatus::Confirmed) => {
+                    pending.id = None;
+                    Poll::Ready(Ok(Channel::new(self.shared.clone(), id)))
+                }
+                Ok(OpenStatus::Refused) => Poll::Ready(Err(Error::OpenRefused)),
+                Err(_) => Poll::Ready(Err(inner.session_error())),
+            }
+        })
+        .await
+    }
+
+    /// [`Session::open`] with a deadline: [`Error::Timeout`] when the peer has not answered in
+    /// time.
+    pub async fn open_timeout(&self, timeout: Duration) -> Result<Channel, Error> {
+        tokio::time::timeout(timeout, self.open())
+            .await
+            .unwrap_or(Err(Error::Timeout))
+    }
+
+    /// Waits for the next channel opened by the peer; `None` once the session has ended.
+    ///
+    /// Channels not accepted within the configured accept timeout are refused, without holding
+    /// up other channels.
+    pub async fn accept(&self) -> Option<Channel> {
+        poll_fn(|cx| {
+            let mut inner = self.shared.lock();
+            if inner.error.is_some() {
+                return Poll::Ready(None);
+            }
+            while let Some((id, _)) = inner.accept_queue.pop_front() {
+                if inner.proto.accept(id).is_ok() {
+                    return Poll::Ready(Some(Channel::new(self.shared.clone(), id)));
+                }
+            }
+            push_waker_list(&mut inner.accept_wakers, cx);
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Ends the session: frames already queued are still delivered (for up to the configured
+    /// close timeout), then the transport is closed. Pending operations fail with
+    /// [`Error::Closed`]. No frame announces the end, as in the reference.
+    pub fn close(&self) {
+        let mut inner = self.shared.lock();
+        if inner.error.is_some() {
+            return;
+        }
+        let mut frames = Vec::new();
+        inner.proto.poll_transmit(&mut frames);
+        inner.final_frames = frames;
+        inner.end(Error::Closed);
+        drop(inner);
+        self.shared.ended.cancel();
+    }
+
+    /// Waits until the session has ended and its transport is closed, and returns why it
+    /// ended: [`Error::PeerClosed`] when the peer went away cleanly, [`Error::Closed`] after
+    /// [`Session::close`]. Never returns success.
+    pub async fn wait(&self) -> Error {
+        self.shared.finished.cancelled().await;
+        self.shared.lock().session_error()
+    }
+
+    /// True once the session has ended.
+    pub fn is_closed(&self) -> bool {
+        self.shared.ended.is_cancelled()
+    }
+
+    /// Number of channels holding an id (opening, open, or closing).
+    pub fn channel_count(&self) -> usize {
+        self.shared.lock().proto.channel_count()
+    }
+}
+
+/// Abandons an unfinished open when the future is dropped.
+struct PendingOpen<'a> {
+    shared: &'a Shared,
+    id: Option<ChannelId>,
+}
+
+impl Drop for PendingOpen<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.shared.lock().proto.release(id);
+        }
+    }
+}
+
+fn end_session(shared: &Shared, err: Error) {
+    shared.lock().end(err);
+    shared.ended.cancel();
+}
+
+async fn read_loop<R>(shared: Arc<Shared>, mut reader: R, done: CancellationToken)
+where
+    R: AsyncRead + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut want = READ_CHUNK;
+    loop {
+        if buf.capacity() - buf.len() < want / 2 {
+            buf.reserve(want);
+        }
+        let read = tokio::select! {
+            biased;
+            _ = shared.ended.cancelled() => break,
+            r = reader.read_buf(&mut buf) => r,
+        };
+        let mut inner = shared.lock();
+        match read {
+            Ok(0) => {
+                let cause = match inner.proto.handle_eof(&buf) {
+                    Ok(()) => Error::PeerClosed,
+                    Err(e) => e.into(),
+                };
+                inner.end(cause);
+                drop(inner);
+                shared.ended.cancel();
+                break;
+            }
+            Ok(_) => {
+                if let Err(e) = inner.proto.handle_input(&mut buf) {
+                    tracing::debug!(error = %e, "qmux protocol error");
+                    inner.end(e.into());
+                    drop(inner);
+                    shared.ended.cancel();
+                    break;
+                }
+                want = inner.proto.payload_remaining().clamp(READ_CHUNK, READ_MAX);
+            }
+            Err(e) => {
+                let cause = if e.kind() == io::ErrorKind::ConnectionReset {
+                    Error::PeerClosed
+                } else {
+                    e.into()
+                };
+                inner.end(cause);
+                drop(inner);
+                shared.ended.cancel();
+                break;
+            }
+        }
+    }
+    drop(reader);
+    done.cancel();
+}
+
+async fn write_loop<W>(shared: Arc<Shared>, mut writer: W, reader_done: CancellationToken)
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut frames: Vec<Bytes> = Vec::new();
+    let mut staging = BytesMut::new();
+    loop {
+        let (n, deadline) = {
+            let mut inner = shared.lock();
+            expire_accepts(&mut inner);
+            let n = inner.proto.poll_transmit(&mut frames);
+            (n, inner.accept_queue.front().map(|(_, d)| *d))
+        };
+        if n > 0 {
+            let res = tokio::select! {
+                biased;
+                _ = shared.ended.cancelled() => break,
+                r = write_all(&mut writer, &mut frames, &mut staging) => r,
+            };
+            if let Err(e) = res {
+                end_session(&shared, e.into());
+                break;
+            }
+            let mut inner = shared.lock();
+            inner.proto.on_transmitted(n);
+            let woken = std::mem::take(&mut inner.buffer_wakers);
+            inner.to_wake.extend(woken);
+            continue;
+        }
+        tokio::select! {
+            biased;
+            _ = shared.ended.cancelled() => break,
+            _ = shared.writer.notified() => {}
+            _ = sleep_until(deadline) => {}
+        }
+    }
+    // After a local close, deliver what was queued (the rest of an interrupted batch first),
+    // then close the transport. After any other end, just close it.
+    let (closed_locally, last) = {
+        let mut inner = shared.lock();
+        let last = std::mem::take(&mut inner.final_frames);
+        (matches!(inner.error, Some(Error::Closed)), last)
+    };
+    let flush = async {
+        if closed_locally {
+            frames.extend(last);
+            write_all(&mut writer, &mut frames, &mut staging).await?;
+        }
+        writer.shutdown().await
+    };
+    let _ = tokio::time::timeout(shared.config.close_timeout, flush).await;
+    drop(writer);
+    reader_done.cancelled().await;
+    shared.finished.cancel();
+}
+
+/// Refuses incoming channels that waited too long for accept.
+fn expire_accepts(inner: &mut Inner) {
+    let now = Instant::now();
+    while let Some(&(id, deadline)) = inner.accept_queue.front() {
+        if deadline > now {
+            break;
+        }
+        inner.accept_queue.pop_front();
+        tracing::debug!(channel = id, "qmux: incoming channel not accepted in time");
+        let _ = inner.proto.reject(id);
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes every buffer, vectored where the transport supports it. Cancel-safe: `bufs` always
+/// holds exactly what is still unwritten.
+async fn write_all<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    bufs: &mut Vec<Bytes>,
+    staging: &mut BytesMut,
+) -> io::Result<()> {
+    let vectored = w.is_write_vectored();
+    while !bufs.is_empty() {
+        if !vectored && bufs.len() > 1 && bufs[0].len() < COALESCE_MAX {
+            // Merge leading small buffers so that plain writers don't pay a syscall per frame.
+            let mut k = 0;
+            staging.clear();
+            while k < bufs.len() && staging.len() + bufs[k].len() <= COALESCE_MAX {
+                staging.extend_from_slice(&bufs[k]);
+                k += 1;
+            }
+            if k > 1 {
+                bufs.drain(..k);
+                bufs.insert(0, staging.split().freeze());
+            }
+        }
+        let mut n = if vectored && bufs.len() > 1 {
+            let slices: Vec<IoSlice<'_>> = bufs
+                .iter()
+                .take(MAX_IOV)
+                .map(|b| IoSlice::new(b))
+                .collect();
+            w.write_vectored(&slices).await?
+        } else {
+            w.write(&bufs[0]).await?
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let mut done = 0;
+        while n > 0 {
+            let b = &mut bufs[done];
+            if b.len() <= n {
+                n -= b.len();
+                done += 1;
+            } else {
+                b.advance(n);
+                n = 0;
+            }
+        }
+        bufs.drain(..done);
+    }
+    w.flush().await
+}

@@ -1,0 +1,67 @@
+//! Ready-made transports: TCP, Unix sockets, this process's stdio, and a child process's
+//! stdin/stdout. Any other `AsyncRead + AsyncWrite` stream works with [`Session::new`].
+
+use std::io;
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::process::{Child, Command};
+
+use crate::{Config, Session};
+
+/// Connects to a TCP address and runs a session over the connection.
+pub async fn connect_tcp<A: ToSocketAddrs>(addr: A, config: Config) -> io::Result<Session> {
+    let stream = TcpStream::connect(addr).await?;
+    Ok(over_tcp(stream, config))
+}
+
+/// Runs a session over an established TCP connection (Nagle disabled; the session batches).
+pub fn over_tcp(stream: TcpStream, config: Config) -> Session {
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    Session::from_split(r, w, config)
+}
+
+/// Connects to a Unix socket and runs a session over the connection.
+#[cfg(unix)]
+pub async fn connect_unix<P: AsRef<Path>>(path: P, config: Config) -> io::Result<Session> {
+    let stream = tokio::net::UnixStream::connect(path).await?;
+    let (r, w) = stream.into_split();
+    Ok(Session::from_split(r, w, config))
+}
+
+/// Runs a session over this process's stdin (incoming) and stdout (outgoing). Nothing else may
+/// write to stdout while it runs.
+pub fn stdio(config: Config) -> Session {
+    Session::from_split(tokio::io::stdin(), tokio::io::stdout(), config)
+}
+
+/// Starts `sh -c <command>` and runs a session over its stdin and stdout; its stderr is
+/// inherited. The child is killed when the returned [`Child`] is dropped.
+pub fn spawn(command: &str, config: Config) -> io::Result<(Session, Child)> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdin = child.stdin.take().ok_or_else(|| io::Error::other("no stdin"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| io::Error::other("no stdout"))?;
+    Ok((Session::from_split(stdout, stdin, config), child))
+}
+
+/// Runs a session over a spawned child's piped stdout (incoming) and stdin (outgoing).
+pub fn over_child(child: &mut Child, config: Config) -> io::Result<Session> {
+    let stdin = child.stdin.take().ok_or_else(|| io::Error::other("stdin not piped"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| io::Error::other("stdout not piped"))?;
+    Ok(Session::from_split(stdout, stdin, config))
+}
