@@ -564,11 +564,8 @@ async fn write_all<W: AsyncWrite + Unpin>(
             }
         }
         let mut n = if vectored && bufs.len() > 1 {
-            let slices: Vec<IoSlice<'_>> = bufs
-                .iter()
-                .take(MAX_IOV)
-                .map(|b| IoSlice::new(b))
-                .collect();
+            let slices: Vec<IoSlice<'_>> =
+                bufs.iter().take(MAX_IOV).map(|b| IoSlice::new(b)).collect();
             w.write_vectored(&slices).await?
         } else {
             w.write(&bufs[0]).await?

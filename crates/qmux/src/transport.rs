@@ -48,7 +48,10 @@ pub fn spawn(command: &str, config: Config) -> io::Result<(Session, Child)> {
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()?;
-    let stdin = child.stdin.take().ok_or_else(|| io::Error::other("no stdin"))?;
+    let stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| io::Error::other("no stdin"))?;
     let stdout = child
         .stdout
         .take()
@@ -58,7 +61,10 @@ pub fn spawn(command: &str, config: Config) -> io::Result<(Session, Child)> {
 
 /// Runs a session over a spawned child's piped stdout (incoming) and stdin (outgoing).
 pub fn over_child(child: &mut Child, config: Config) -> io::Result<Session> {
-    let stdin = child.stdin.take().ok_or_else(|| io::Error::other("stdin not piped"))?;
+    let stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| io::Error::other("stdin not piped"))?;
     let stdout = child
         .stdout
         .take()

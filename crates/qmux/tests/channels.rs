@@ -340,7 +340,9 @@ async fn proxy_forwards_channels_and_half_close() {
     });
     tokio::spawn(echo_all(server.clone()));
     for i in 0..3 {
-        let mut ch = within(5, "open through proxy", client.open()).await.unwrap();
+        let mut ch = within(5, "open through proxy", client.open())
+            .await
+            .unwrap();
         let msg = pattern(300_000, i);
         ch.write_all(&msg).await.unwrap();
         ch.close_write().unwrap();
@@ -365,7 +367,10 @@ async fn proxy_forwards_channels_and_half_close() {
     let mut ch = within(5, "reverse open", server.open()).await.unwrap();
     ch.write_all(b"from the far side").await.unwrap();
     ch.close_write().unwrap();
-    assert_eq!(within(5, "reverse", acc).await.unwrap(), b"from the far side");
+    assert_eq!(
+        within(5, "reverse", acc).await.unwrap(),
+        b"from the far side"
+    );
     client.close();
     let cause = within(5, "proxy ends", proxy).await.unwrap();
     assert!(matches!(cause, Error::PeerClosed), "{cause}");

@@ -22,7 +22,9 @@ pub fn pipe_pair(config: Config) -> (Session, Session) {
 
 /// Two sessions over TCP loopback.
 pub async fn tcp_pair(config: Config) -> (Session, Session) {
-    let listener = Listener::bind_tcp("127.0.0.1:0", config.clone()).await.unwrap();
+    let listener = Listener::bind_tcp("127.0.0.1:0", config.clone())
+        .await
+        .unwrap();
     let addr = listener.local_addr().unwrap();
     let (client, server) = tokio::join!(
         qmux::transport::connect_tcp(addr, config),
@@ -60,4 +62,68 @@ fn rand_suffix() -> u64 {
 /// Deterministic test payload: byte k of stream `seed`.
 pub fn pattern(len: usize, seed: usize) -> Vec<u8> {
     (0..len).map(|k| ((k + 7 * seed) % 251) as u8).collect()
+}
+
+/// A hand-driven peer that speaks raw frames, to test how a session reacts to exact input.
+pub struct RawPeer {
+    pub io: tokio::net::TcpStream,
+    buf: bytes::BytesMut,
+}
+
+impl RawPeer {
+    /// A raw peer connected to a new session (the session is the TCP server side).
+    pub async fn connect(config: Config) -> (RawPeer, Session) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (io, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let session = qmux::transport::over_tcp(accepted.unwrap().0, config);
+        (
+            RawPeer {
+                io: io.unwrap(),
+                buf: bytes::BytesMut::new(),
+            },
+            session,
+        )
+    }
+
+    /// Wraps an established stream.
+    pub fn new(io: tokio::net::TcpStream) -> RawPeer {
+        RawPeer {
+            io,
+            buf: bytes::BytesMut::new(),
+        }
+    }
+
+    pub async fn send(&mut self, f: qmux::qmux_proto::Frame) {
+        let mut b = bytes::BytesMut::new();
+        f.encode(&mut b);
+        self.send_raw(&b).await;
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.io.write_all(bytes).await.unwrap();
+    }
+
+    /// Next frame from the session; `None` when the connection ended.
+    pub async fn recv(&mut self) -> Option<qmux::qmux_proto::Frame> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(f) = qmux::qmux_proto::Frame::decode(&mut self.buf, u32::MAX).unwrap() {
+                return Some(f);
+            }
+            match self.io.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Next frame within `ms` milliseconds, if any.
+    pub async fn recv_within(&mut self, ms: u64) -> Option<qmux::qmux_proto::Frame> {
+        tokio::time::timeout(Duration::from_millis(ms), self.recv())
+            .await
+            .ok()
+            .flatten()
+    }
 }

@@ -1,0 +1,206 @@
+//! Session end: every pending operation wakes promptly with an error, and no task is left.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{within, RawPeer};
+use qmux::qmux_proto::Frame;
+use qmux::{Config, Error};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+/// Sets up a session with one pending open, one pending accept, one pending read and one
+/// pending write (window used up), then runs `end` and checks they all fail quickly.
+async fn pending_operations_wake(end: impl std::future::Future<Output = ()>, peer_side: bool) {
+    let baseline = alive_tasks();
+    let (mut peer, session) = RawPeer::connect(Config::default()).await;
+
+    // A channel the peer opened: used for the pending read and the pending write.
+    peer.send(Frame::Open {
+        sender_id: 1,
+        window: 5,
+        max_packet: 1024,
+    })
+    .await;
+    let ch = within(5, "accept", session.accept()).await.unwrap();
+    let _ = peer.recv().await; // OPEN_CONFIRM
+    let (mut r, mut w) = ch.into_split();
+    let read = tokio::spawn(async move {
+        let mut buf = [0u8; 16];
+        r.read(&mut buf).await
+    });
+    let write = tokio::spawn(async move { w.write_all(b"more than five bytes").await });
+    let s = session.clone();
+    let accept = tokio::spawn(async move { s.accept().await });
+    let s = session.clone();
+    let open = tokio::spawn(async move { s.open().await });
+    // Let them all block.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for (name, done) in [
+        ("read", read.is_finished()),
+        ("write", write.is_finished()),
+        ("accept", accept.is_finished()),
+        ("open", open.is_finished()),
+    ] {
+        assert!(!done, "{name} finished before the session ended");
+    }
+
+    let t0 = Instant::now();
+    if peer_side {
+        drop(peer);
+        end.await;
+    } else {
+        end.await;
+        drop(peer);
+    }
+    let read = within(1, "read wakes", read).await.unwrap();
+    let write = within(1, "write wakes", write).await.unwrap();
+    let accept = within(1, "accept wakes", accept).await.unwrap();
+    let open = within(1, "open wakes", open).await.unwrap();
+    let elapsed = t0.elapsed();
+    assert!(read.is_err(), "read: {read:?}");
+    assert!(write.is_err(), "write: {write:?}");
+    assert!(accept.is_none());
+    assert!(open.is_err());
+    assert!(elapsed < Duration::from_millis(500), "took {elapsed:?}");
+    within(2, "wait", session.wait()).await;
+    drop(session);
+
+    // Both session tasks are gone.
+    within(2, "tasks exit", async {
+        while alive_tasks() > baseline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_closed_by_peer_wakes_everything() {
+    pending_operations_wake(async {}, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_close_wakes_everything() {
+    // `end` runs before the peer is dropped: close the session from our side.
+    let (mut peer, session) = RawPeer::connect(Config::default()).await;
+    let s = session.clone();
+    let accept = tokio::spawn(async move { s.accept().await });
+    let s = session.clone();
+    let open = tokio::spawn(async move { s.open().await });
+    let _ = within(5, "open frame", peer.recv()).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let t0 = Instant::now();
+    session.close();
+    assert!(within(1, "accept", accept).await.unwrap().is_none());
+    let err = within(1, "open", open).await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::Closed), "{err}");
+    assert!(t0.elapsed() < Duration::from_millis(500));
+    assert!(matches!(
+        within(2, "wait", session.wait()).await,
+        Error::Closed
+    ));
+    // The transport was closed: the peer sees end-of-stream.
+    assert!(within(2, "peer eof", peer.recv()).await.is_none());
+    // Operations after the end fail at once.
+    assert!(session.open().await.is_err());
+    assert!(session.accept().await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_gone_mid_transfer() {
+    let baseline = alive_tasks();
+    let (mut peer, session) = RawPeer::connect(Config::default()).await;
+    peer.send(Frame::Open {
+        sender_id: 1,
+        window: 1 << 20,
+        max_packet: 1 << 16,
+    })
+    .await;
+    let mut ch = within(5, "accept", session.accept()).await.unwrap();
+    let _ = peer.recv().await;
+    // Half of a DATA frame, then the peer vanishes.
+    let mut b = bytes::BytesMut::new();
+    qmux::qmux_proto::frame::encode_data_header(0, 1000, &mut b);
+    b.extend_from_slice(&[1u8; 500]);
+    peer.send_raw(&b).await;
+    let reader = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let r = ch.read_to_end(&mut buf).await;
+        (r, buf.len())
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    drop(peer);
+    let (r, n) = within(1, "reader wakes", reader).await.unwrap();
+    assert_eq!(n, 500);
+    assert!(r.is_err());
+    let cause = within(1, "wait", session.wait()).await;
+    assert!(matches!(cause, Error::Protocol(_)), "{cause}");
+    drop(session);
+    within(2, "tasks exit", async {
+        while alive_tasks() > baseline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_written_before_close_is_delivered() {
+    let (a, b) = common::tcp_pair(Config::default()).await;
+    let b2 = b.clone();
+    let reader = tokio::spawn(async move {
+        let mut ch = b2.accept().await.unwrap();
+        let mut got = Vec::new();
+        let _ = ch.read_to_end(&mut got).await;
+        got.len()
+    });
+    let mut ch = a.open().await.unwrap();
+    let data = common::pattern(900_000, 2);
+    ch.write_all(&data).await.unwrap();
+    ch.close().unwrap();
+    drop(ch);
+    a.close();
+    assert_eq!(within(5, "reader", reader).await.unwrap(), data.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_an_open_future_abandons_the_channel() {
+    let (mut peer, session) = RawPeer::connect(Config::default()).await;
+    let err = session
+        .open_timeout(Duration::from_millis(20))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout));
+    let Some(Frame::Open { sender_id, .. }) = peer.recv().await else {
+        panic!("expected OPEN");
+    };
+    // The late confirmation is answered with CLOSE.
+    peer.send(Frame::OpenConfirm {
+        recipient_id: sender_id,
+        sender_id: 9,
+        window: 100,
+        max_packet: 100,
+    })
+    .await;
+    assert_eq!(
+        within(5, "close", peer.recv()).await,
+        Some(Frame::Close { recipient_id: 9 })
+    );
+    peer.send(Frame::Close {
+        recipient_id: sender_id,
+    })
+    .await;
+    within(5, "id freed", async {
+        while session.channel_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+}
