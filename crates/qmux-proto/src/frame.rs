@@ -357,7 +357,10 @@ mod tests {
         let mut b = BytesMut::new();
         encode_data_header(0, 1_000_000, &mut b);
         let err = Frame::decode(&mut b, 1024).unwrap_err();
-        assert!(matches!(err, ProtocolError::PacketTooLarge { len: 1_000_000, .. }));
+        assert!(matches!(
+            err,
+            ProtocolError::PacketTooLarge { len: 1_000_000, .. }
+        ));
     }
 
     #[test]

@@ -204,7 +204,9 @@ impl Channel {
 #[derive(Debug)]
 enum Slot {
     /// Unused. `closed` marks an id freed by a CLOSE handshake: late frames for it are tolerated.
-    Free { closed: bool },
+    Free {
+        closed: bool,
+    },
     Used(Box<Channel>),
 }
 
