@@ -141,8 +141,16 @@ fn main() {
         let mux1 = qmux_tcp(total, 1, Config::default()).await;
         let mux16 = qmux_tcp(total, 16, Config::default()).await;
         println!("throughput over TCP loopback, {mb} MiB per run, MB/s (ratio to raw TCP)");
-        println!("{:<28} {:>10}", "raw TCP, 1 connection", format!("{raw1:.0}"));
-        println!("{:<28} {:>10}", "raw TCP, 16 connections", format!("{raw16:.0}"));
+        println!(
+            "{:<28} {:>10}",
+            "raw TCP, 1 connection",
+            format!("{raw1:.0}")
+        );
+        println!(
+            "{:<28} {:>10}",
+            "raw TCP, 16 connections",
+            format!("{raw16:.0}")
+        );
         println!(
             "{:<28} {:>10}  ({:.0}% of raw)",
             "qmux, 1 channel",
