@@ -1,0 +1,279 @@
+//! The calling side: [`Caller`], [`Request`], [`Response`].
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::codec::Codec;
+use crate::rpc::frame::{encode_frame, FrameReader};
+use crate::rpc::{CallHeader, Error, Options, ResponseHeader};
+
+/// Makes calls over a session: each call opens its own channel.
+///
+/// Cheap to clone. A handler reaches the caller of the session it was called on through
+/// [`Call::caller`](crate::rpc::Call::caller), so it can call back whoever called it.
+#[derive(Clone)]
+pub struct Caller {
+    session: qmux::Session,
+    codec: Arc<dyn Codec>,
+    options: Arc<Options>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("codec", &self.codec.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Caller {
+    /// A caller on `session` using `codec`, with default [`Options`].
+    pub fn new(session: qmux::Session, codec: impl Codec) -> Caller {
+        Caller::with_options(session, Arc::new(codec), Options::default())
+    }
+
+    /// A caller with a shared codec and explicit options.
+    pub fn with_options(session: qmux::Session, codec: Arc<dyn Codec>, options: Options) -> Caller {
+        Caller {
+            session,
+            codec,
+            options: Arc::new(options),
+        }
+    }
+
+    /// The session calls are made on.
+    pub fn session(&self) -> &qmux::Session {
+        &self.session
+    }
+
+    /// The codec values are encoded with.
+    pub fn codec(&self) -> &Arc<dyn Codec> {
+        &self.codec
+    }
+
+    /// Calls `selector` with `args` and decodes the single reply value.
+    ///
+    /// A responder's error comes back as [`Error::Remote`]. Dropping the future abandons the
+    /// call and closes its channel.
+    pub async fn call<A, R>(&self, selector: &str, args: &A) -> Result<R, Error>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let mut resp = self.call_raw(selector, args).await?;
+        resp.receive().await
+    }
+
+    /// [`Caller::call`] with a deadline: [`Error::Timeout`] when it passes (the channel is
+    /// closed, so the responder sees the call abandoned).
+    pub async fn call_timeout<A, R>(
+        &self,
+        timeout: Duration,
+        selector: &str,
+        args: &A,
+    ) -> Result<R, Error>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        tokio::time::timeout(timeout, self.call(selector, args))
+            .await
+            .unwrap_or(Err(Error::Timeout))
+    }
+
+    /// Calls `selector` with `args` and returns the [`Response`] once its header arrived:
+    /// receive several values from it, or use it as a byte stream when it continued.
+    pub async fn call_raw<A>(&self, selector: &str, args: &A) -> Result<Response, Error>
+    where
+        A: Serialize + ?Sized,
+    {
+        let mut buf = BytesMut::new();
+        encode_frame(
+            &*self.codec,
+            &CallHeader {
+                selector: selector.to_string(),
+            },
+            &mut buf,
+        )?;
+        encode_frame(&*self.codec, args, &mut buf)?;
+        let mut ch = self.session.open().await?;
+        ch.write_bytes(buf.freeze()).await?;
+        self.read_response(ch).await
+    }
+
+    /// Starts a call by sending only its header: stream argument values with
+    /// [`Request::send`], end them with [`Request::close_write`], then await
+    /// [`Request::response`].
+    pub async fn request(&self, selector: &str) -> Result<Request, Error> {
+        let mut buf = BytesMut::new();
+        encode_frame(
+            &*self.codec,
+            &CallHeader {
+                selector: selector.to_string(),
+            },
+            &mut buf,
+        )?;
+        let mut ch = self.session.open().await?;
+        ch.write_bytes(buf.freeze()).await?;
+        Ok(Request {
+            ch,
+            caller: self.clone(),
+        })
+    }
+
+    async fn read_response(&self, mut ch: qmux::Channel) -> Result<Response, Error> {
+        let mut reader = FrameReader::new(self.options.max_frame);
+        let header: ResponseHeader = reader.receive(&*self.codec, &mut ch).await?;
+        if let Some(e) = header.error {
+            return Err(Error::Remote(e));
+        }
+        Ok(Response {
+            header,
+            ch,
+            reader,
+            codec: self.codec.clone(),
+        })
+    }
+}
+
+/// A call whose header was sent; more argument values may follow.
+#[derive(Debug)]
+pub struct Request {
+    ch: qmux::Channel,
+    caller: Caller,
+}
+
+impl Request {
+    /// Sends one value to the responder.
+    pub async fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        let mut buf = BytesMut::new();
+        encode_frame(&*self.caller.codec, value, &mut buf)?;
+        Ok(self.ch.write_bytes(buf.freeze()).await?)
+    }
+
+    /// Ends the argument stream (sends EOF); the responder can still answer.
+    pub fn close_write(&self) -> Result<(), Error> {
+        Ok(self.ch.close_write()?)
+    }
+
+    /// The raw channel of this call (header already sent), as a byte stream: for relays that
+    /// forward a call without decoding it.
+    pub fn into_response_stream(self) -> qmux::Channel {
+        self.ch
+    }
+
+    /// Waits for the response header.
+    pub async fn response(self) -> Result<Response, Error> {
+        self.caller.read_response(self.ch).await
+    }
+}
+
+/// A response whose header arrived without an error.
+///
+/// Receive the reply values with [`Response::receive`]. When the responder continued, the
+/// response is also a full-duplex byte stream (`AsyncRead` + `AsyncWrite`) and can exchange
+/// further values with [`Response::send`] and [`Response::receive`]. Dropping it closes the
+/// channel.
+pub struct Response {
+    header: ResponseHeader,
+    ch: qmux::Channel,
+    reader: FrameReader,
+    codec: Arc<dyn Codec>,
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response")
+            .field("header", &self.header)
+            .field("channel", &self.ch.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Response {
+    /// The response header.
+    pub fn header(&self) -> &ResponseHeader {
+        &self.header
+    }
+
+    /// True when the responder kept the channel open after the reply.
+    pub fn is_continued(&self) -> bool {
+        self.header.continue_
+    }
+
+    /// Receives the next value.
+    pub async fn receive<T: DeserializeOwned>(&mut self) -> Result<T, Error> {
+        self.reader.receive(&*self.codec, &mut self.ch).await
+    }
+
+    /// Receives the next value, or `None` when the responder ended the stream.
+    pub async fn receive_next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, Error> {
+        match self.reader.next(&mut self.ch).await? {
+            Some(body) => Ok(Some(crate::codec::decode(&*self.codec, &body)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Sends a value to the responder (after it continued).
+    pub async fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        let mut buf = BytesMut::new();
+        encode_frame(&*self.codec, value, &mut buf)?;
+        Ok(self.ch.write_bytes(buf.freeze()).await?)
+    }
+
+    /// Sends EOF: the responder reads end-of-stream; this side can still read.
+    pub fn close_write(&self) -> Result<(), Error> {
+        Ok(self.ch.close_write()?)
+    }
+
+    /// Closes the channel.
+    pub fn close(&self) -> Result<(), Error> {
+        Ok(self.ch.close()?)
+    }
+
+    /// The underlying channel's id.
+    pub fn channel_id(&self) -> u32 {
+        self.ch.id()
+    }
+}
+
+impl AsyncRead for Response {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.reader.has_buffered() {
+            this.reader.drain_into(buf);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.ch).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Response {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().ch).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().ch).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().ch).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,447 @@
+//! The responding side: [`Handler`], [`Responder`], [`Call`], [`Continued`].
+
+use std::fmt::Display;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use crate::codec::{self, Codec};
+use crate::rpc::args::{decode_params, Params};
+use crate::rpc::frame::{encode_frame, FrameReader};
+use crate::rpc::{Caller, Error, RespondMux, ResponseHeader};
+
+/// A boxed, sendable future, as handlers return.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Answers calls. Implemented by [`RespondMux`], by [`handler_fn`] and [`func`] closures, and by
+/// any type of yours.
+///
+/// If the handler neither returns a value nor continues, the caller receives `null`, as in the
+/// reference. A panicking handler answers with an error and the session keeps serving.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one call.
+    fn respond(&self, responder: Responder, call: Call) -> BoxFuture<()>;
+
+    /// For routers: the [`RespondMux`] this handler is, so that a parent mux can delegate the
+    /// rest of the selector to it.
+    fn as_mux(&self) -> Option<&RespondMux> {
+        None
+    }
+}
+
+impl<H: Handler + ?Sized> Handler for Arc<H> {
+    fn respond(&self, responder: Responder, call: Call) -> BoxFuture<()> {
+        (**self).respond(responder, call)
+    }
+
+    fn as_mux(&self) -> Option<&RespondMux> {
+        (**self).as_mux()
+    }
+}
+
+/// The write side of a call, shared with the task serving it so that it can answer for a
+/// handler that did not.
+pub(crate) type Slot = Arc<Mutex<Option<qmux::WriteHalf>>>;
+
+/// Sends the response of one call: [`Responder::ret`] a value, [`Responder::error`], several
+/// values with [`Responder::ret_many`], or [`Responder::continue_with`] to keep the channel.
+pub struct Responder {
+    slot: Slot,
+    codec: Arc<dyn Codec>,
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responder").finish_non_exhaustive()
+    }
+}
+
+impl Responder {
+    pub(crate) fn new(slot: Slot, codec: Arc<dyn Codec>) -> Self {
+        Responder { slot, codec }
+    }
+
+    fn take(&self) -> Result<qmux::WriteHalf, Error> {
+        self.slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or(Error::AlreadyResponded)
+    }
+
+    /// Answers with one value and closes the channel. The value is encoded before the
+    /// returned future is first polled, so it need not outlive the call.
+    pub fn ret<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let prepared = self.prepare(None, false, std::iter::once(value));
+        async move {
+            let (w, buf) = prepared?;
+            finish_response(w, buf, false).await.map(drop)
+        }
+    }
+
+    /// Answers with several values (a multi-value return) and closes the channel.
+    pub fn ret_many<T, I>(
+        self,
+        values: I,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static
+    where
+        T: Serialize,
+        I: IntoIterator<Item = T>,
+    {
+        let values: Vec<T> = values.into_iter().collect();
+        let prepared = self.prepare(None, false, values.iter());
+        async move {
+            let (w, buf) = prepared?;
+            finish_response(w, buf, false).await.map(drop)
+        }
+    }
+
+    /// Answers with an error (the caller sees `remote: <message>`) and closes the channel.
+    pub fn error(
+        self,
+        message: impl Display,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let prepared = self.prepare(Some(message.to_string()), false, std::iter::once(&()));
+        async move {
+            let (w, buf) = prepared?;
+            finish_response(w, buf, false).await.map(drop)
+        }
+    }
+
+    /// Answers with `value` and keeps the channel open: the returned [`Continued`] sends more
+    /// values or raw bytes; the [`Call`] keeps receiving. Closing is then up to the handler.
+    pub fn continue_with<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+    ) -> impl Future<Output = Result<Continued, Error>> + Send + 'static {
+        let codec = self.codec.clone();
+        let prepared = self.prepare(None, true, std::iter::once(value));
+        async move {
+            let (w, buf) = prepared?;
+            let w = finish_response(w, buf, true).await?;
+            Ok(Continued { w, codec })
+        }
+    }
+
+    /// Takes over the channel without sending a response, for handlers that relay a
+    /// response produced elsewhere (see [`proxy_handler`]).
+    pub fn detach(self) -> Result<Continued, Error> {
+        Ok(Continued {
+            w: self.take()?,
+            codec: self.codec.clone(),
+        })
+    }
+
+    fn prepare<'a, T, I>(
+        &self,
+        error: Option<String>,
+        continue_: bool,
+        values: I,
+    ) -> Result<(qmux::WriteHalf, Bytes), Error>
+    where
+        T: Serialize + ?Sized + 'a,
+        I: IntoIterator<Item = &'a T>,
+    {
+        let buf = encode_response(&*self.codec, error, continue_, values)?;
+        Ok((self.take()?, buf))
+    }
+}
+
+/// Encodes a response header and its values (a `null` when there are none, or on error).
+pub(crate) fn encode_response<'a, T, I>(
+    codec: &dyn Codec,
+    error: Option<String>,
+    continue_: bool,
+    values: I,
+) -> Result<Bytes, Error>
+where
+    T: Serialize + ?Sized + 'a,
+    I: IntoIterator<Item = &'a T>,
+{
+    let mut buf = BytesMut::new();
+    let failed = error.is_some();
+    encode_frame(codec, &ResponseHeader { error, continue_ }, &mut buf)?;
+    let mut any = false;
+    if !failed {
+        for v in values {
+            encode_frame(codec, v, &mut buf)?;
+            any = true;
+        }
+    }
+    if !any {
+        encode_frame(codec, &(), &mut buf)?;
+    }
+    Ok(buf.freeze())
+}
+
+/// Writes an encoded response in one write; closes the channel unless continuing.
+pub(crate) async fn finish_response(
+    mut w: qmux::WriteHalf,
+    buf: Bytes,
+    continue_: bool,
+) -> Result<qmux::WriteHalf, Error> {
+    w.write_bytes(buf).await?;
+    if !continue_ {
+        w.close()?;
+    }
+    Ok(w)
+}
+
+/// Answers a call the handler left unanswered (null or an error) and closes it.
+pub(crate) async fn respond_fallback(w: qmux::WriteHalf, codec: &dyn Codec, error: Option<String>) {
+    if let Ok(buf) = encode_response(codec, error, false, std::iter::once(&())) {
+        let _ = finish_response(w, buf, false).await;
+    }
+}
+
+/// The sending side of a continued call: more values ([`Continued::send`]) or raw bytes
+/// (`AsyncWrite`). `shutdown`/[`Continued::close_write`] send EOF; dropping it (and the
+/// [`Call`]) closes the channel.
+pub struct Continued {
+    w: qmux::WriteHalf,
+    codec: Arc<dyn Codec>,
+}
+
+impl std::fmt::Debug for Continued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Continued")
+            .field("channel", &self.w.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Continued {
+    /// Sends one value.
+    pub async fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        let mut buf = BytesMut::new();
+        encode_frame(&*self.codec, value, &mut buf)?;
+        Ok(self.w.write_bytes(buf.freeze()).await?)
+    }
+
+    /// Sends EOF; the caller reads end-of-stream.
+    pub fn close_write(&self) -> Result<(), Error> {
+        Ok(self.w.close_write()?)
+    }
+
+    /// Closes the channel.
+    pub fn close(&self) -> Result<(), Error> {
+        Ok(self.w.close()?)
+    }
+}
+
+impl AsyncWrite for Continued {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().w).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().w).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().w).poll_shutdown(cx)
+    }
+}
+
+/// An incoming call: its selector, a [`Caller`] back to the calling peer, and the values (or,
+/// after continuing, raw bytes) the caller sends.
+pub struct Call {
+    selector: String,
+    caller: Caller,
+    reader: FrameReader,
+    r: qmux::ReadHalf,
+    codec: Arc<dyn Codec>,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("selector", &self.selector)
+            .field("channel", &self.r.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Call {
+    pub(crate) fn new(
+        selector: String,
+        caller: Caller,
+        reader: FrameReader,
+        r: qmux::ReadHalf,
+        codec: Arc<dyn Codec>,
+    ) -> Self {
+        Call {
+            selector,
+            caller,
+            reader,
+            r,
+            codec,
+        }
+    }
+
+    /// The normalized selector (`/`-separated, with a leading `/`).
+    pub fn selector(&self) -> &str {
+        &self.selector
+    }
+
+    /// A caller on the session this call arrived on: call back whoever called.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    /// The channel id of this call.
+    pub fn channel_id(&self) -> u32 {
+        self.r.id()
+    }
+
+    /// Receives the next value: first the arguments, then any streamed values.
+    pub async fn receive<T: DeserializeOwned>(&mut self) -> Result<T, Error> {
+        self.reader.receive(&*self.codec, &mut self.r).await
+    }
+
+    /// Receives the next value, or `None` once the caller ended its stream.
+    pub async fn receive_next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, Error> {
+        match self.reader.next(&mut self.r).await? {
+            Some(body) => Ok(Some(codec::decode(&*self.codec, &body)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Receives the arguments as positional parameters (an array), checking the count like
+    /// the reference: `fn: expected N params, got M`.
+    pub async fn params<P: Params>(&mut self) -> Result<P, Error> {
+        match self.reader.next(&mut self.r).await? {
+            Some(body) => decode_params(&*self.codec, &body),
+            None => Err(Error::Truncated),
+        }
+    }
+}
+
+impl AsyncRead for Call {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.reader.has_buffered() {
+            this.reader.drain_into(buf);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.r).poll_read(cx, buf)
+    }
+}
+
+/// A handler from a closure taking the [`Responder`] and the [`Call`], like Go's
+/// `rpc.HandlerFunc`.
+pub struct HandlerFn<F>(F);
+
+/// Makes a [`Handler`] from `async |responder, call| { ... }`.
+///
+/// ```
+/// use qtalk::rpc::{handler_fn, Call, Responder};
+/// let echo = handler_fn(|r: Responder, mut call: Call| async move {
+///     let v: qtalk::Value = call.receive().await.unwrap_or(qtalk::Value::Null);
+///     let _ = r.ret(&v).await;
+/// });
+/// # let _ = echo;
+/// ```
+pub fn handler_fn<F, Fut>(f: F) -> HandlerFn<F>
+where
+    F: Fn(Responder, Call) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    HandlerFn(f)
+}
+
+impl<F, Fut> Handler for HandlerFn<F>
+where
+    F: Fn(Responder, Call) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    fn respond(&self, responder: Responder, call: Call) -> BoxFuture<()> {
+        Box::pin((self.0)(responder, call))
+    }
+}
+
+/// A handler from a function of positional parameters, like the reference's exported
+/// functions: the arguments are an array, checked for count; `Ok(v)` answers `v`, `Err(e)`
+/// answers the error text.
+///
+/// ```
+/// use qtalk::rpc::{func, Call};
+/// let upper = func(|_call: Call, (s,): (String,)| async move {
+///     Ok::<_, std::convert::Infallible>(s.to_uppercase())
+/// });
+/// # let _ = upper;
+/// ```
+pub fn func<P, F, Fut, T, E>(f: F) -> impl Handler
+where
+    P: Params,
+    F: Fn(Call, P) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+    T: Serialize + Send + 'static,
+    E: Display + Send + 'static,
+{
+    let f = Arc::new(f);
+    handler_fn(move |r: Responder, mut call: Call| {
+        let f = f.clone();
+        async move {
+            let params = match call.params::<P>().await {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = r.error(e).await;
+                    return;
+                }
+            };
+            let _ = match f(call, params).await {
+                Ok(v) => r.ret(&v).await,
+                Err(e) => r.error(e).await,
+            };
+        }
+    })
+}
+
+/// A handler that forwards every call it gets to `dst` unchanged (same selector, arguments,
+/// streamed values and raw bytes), and relays the response: mount it as the default handler of
+/// a front router to put a backend behind it.
+pub fn proxy_handler(dst: Caller) -> impl Handler {
+    handler_fn(move |r: Responder, call: Call| {
+        let dst = dst.clone();
+        async move {
+            let upstream = match dst.request(call.selector()).await {
+                Ok(req) => req.into_response_stream(),
+                Err(e) => {
+                    let _ = r.error(e).await;
+                    return;
+                }
+            };
+            let Ok(mut down) = r.detach() else { return };
+            let (mut up_r, mut up_w) = tokio::io::split(upstream);
+            let mut call = call;
+            let forward = async {
+                let _ = tokio::io::copy(&mut call, &mut up_w).await;
+                let _ = up_w.shutdown().await;
+            };
+            let back = async {
+                let _ = tokio::io::copy(&mut up_r, &mut down).await;
+                let _ = down.close();
+            };
+            tokio::join!(forward, back);
+        }
+    })
+}

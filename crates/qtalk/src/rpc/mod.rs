@@ -1,0 +1,131 @@
+//! RPC over qmux: every call gets its own channel.
+//!
+//! On the wire (identical to qtalk-go): the caller opens a channel and sends a [`CallHeader`]
+//! and the arguments as one value; the responder answers with a [`ResponseHeader`] and at
+//! least one value. Without `Continue` the responder then closes the channel; with it, the
+//! channel stays open for more values or raw bytes in both directions. Each value is one rpc
+//! frame (4-byte big-endian length, then the codec's bytes).
+//!
+//! - Calling: [`Caller`] (`call`, `call_raw`, `request`), [`Request`], [`Response`].
+//! - Responding: the [`Handler`] trait, receiving a [`Responder`] and a [`Call`];
+//!   [`handler_fn`] and [`func`] turn closures into handlers; [`RespondMux`] routes selectors.
+//! - Running: [`Peer`] (one session that calls and responds) and [`Server`] (serves a
+//!   listener).
+
+mod args;
+mod caller;
+mod frame;
+mod handler;
+mod respond_mux;
+mod server;
+
+use std::io;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use args::Params;
+pub use caller::{Caller, Request, Response};
+pub use frame::{encode_frame, DEFAULT_MAX_FRAME};
+pub use handler::{
+    func, handler_fn, proxy_handler, BoxFuture, Call, Continued, Handler, HandlerFn, Responder,
+};
+pub use respond_mux::{clean_selector, MuxError, RespondMux};
+pub use server::{Peer, Server};
+
+use crate::codec::CodecError;
+
+/// First value of every call: which handler the caller wants.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallHeader {
+    /// The selector, e.g. `"Upper"` or `"/users/Join"`.
+    #[serde(rename = "Selector", alias = "selector")]
+    pub selector: String,
+}
+
+/// First value of every response.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseHeader {
+    /// The handler's error text, if it failed.
+    #[serde(rename = "Error", alias = "error", default)]
+    pub error: Option<String>,
+    /// True when the channel stays open after the reply values.
+    #[serde(rename = "Continue", alias = "continue", default)]
+    pub continue_: bool,
+}
+
+/// Why a call or a response failed.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Error {
+    /// The responder answered with an error (displayed as `remote: <text>`, as in Go).
+    #[error("remote: {0}")]
+    Remote(String),
+    /// The session could not open the call's channel.
+    #[error(transparent)]
+    Session(#[from] qmux::Error),
+    /// Reading or writing the channel failed.
+    #[error("rpc: {0}")]
+    Io(Arc<io::Error>),
+    /// A value could not be encoded or decoded.
+    #[error("rpc: {0}")]
+    Codec(#[from] CodecError),
+    /// An rpc frame's length prefix exceeds the configured maximum.
+    #[error("rpc: frame of {len} bytes exceeds the limit of {max}")]
+    FrameTooLarge {
+        /// The announced length.
+        len: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// The channel ended before a complete header or value arrived.
+    #[error("rpc: channel closed before the expected value")]
+    Truncated,
+    /// Positional parameters did not match the function's arity (reference wording).
+    #[error("fn: expected {expected} params, got {got}")]
+    Params {
+        /// Parameters the function takes.
+        expected: usize,
+        /// Parameters the call carried.
+        got: usize,
+    },
+    /// The response was already sent.
+    #[error("rpc: already responded")]
+    AlreadyResponded,
+    /// The call did not finish in time (its channel was closed).
+    #[error("rpc: call timed out")]
+    Timeout,
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(Arc::new(e))
+    }
+}
+
+impl Error {
+    /// The remote error text, when the responder reported one.
+    pub fn remote_message(&self) -> Option<&str> {
+        match self {
+            Error::Remote(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// Tunables shared by callers and responders.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Largest rpc frame accepted (default [`DEFAULT_MAX_FRAME`]).
+    pub max_frame: u32,
+    /// How long a responder waits for a call header on a new channel (default 30 s).
+    pub header_timeout: std::time::Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_frame: DEFAULT_MAX_FRAME,
+            header_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Selector routing with the reference's `RespondMux` semantics.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::rpc::handler::{BoxFuture, Call, Handler, Responder};
+
+/// Normalizes a selector as the reference does: empty becomes `/`, a leading `/` is added, and
+/// every `.` becomes `/` (`a.b` → `/a/b`).
+pub fn clean_selector(selector: &str) -> String {
+    let mut s = String::with_capacity(selector.len() + 1);
+    if !selector.starts_with('/') {
+        s.push('/');
+    }
+    s.extend(selector.chars().map(|c| if c == '.' { '/' } else { c }));
+    s
+}
+
+/// Registration refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MuxError {
+    /// The (normalized) pattern already has a handler.
+    #[error("rpc: multiple registrations for {0}")]
+    Duplicate(String),
+}
+
+#[derive(Clone)]
+struct Entry {
+    pattern: String,
+    handler: Arc<dyn Handler>,
+}
+
+#[derive(Default)]
+struct Routes {
+    exact: HashMap<String, Entry>,
+    /// Patterns ending in `/`, longest first.
+    prefixes: Vec<Entry>,
+}
+
+/// Routes calls to handlers by selector, like the reference's `RespondMux` (and Go's
+/// `net/http` mux): an exact match wins; otherwise the longest registered pattern ending in `/`
+/// that prefixes the selector; a pattern bound to another `RespondMux` hands it the rest of
+/// the selector. The pattern `""` (that is `/`) is the default handler. Unknown selectors
+/// answer `not found: <selector>`.
+///
+/// ```
+/// use qtalk::rpc::{func, Call, RespondMux};
+/// let mux = RespondMux::new();
+/// mux.handle("Upper", func(|_c: Call, (s,): (String,)| async move {
+///     Ok::<_, String>(s.to_uppercase())
+/// })).unwrap();
+/// assert!(mux.lookup("/Upper").is_some());
+/// assert!(mux.lookup("Lower").is_none());
+/// ```
+#[derive(Default)]
+pub struct RespondMux {
+    routes: RwLock<Routes>,
+}
+
+impl std::fmt::Debug for RespondMux {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let mut patterns: Vec<&String> = routes.exact.keys().collect();
+        patterns.sort();
+        f.debug_struct("RespondMux")
+            .field("patterns", &patterns)
+            .finish()
+    }
+}
+
+impl RespondMux {
+    /// An empty mux.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `handler` under `pattern` (normalized; a sub-mux's pattern gets a trailing
+    /// `/`). Refuses a pattern that is already registered.
+    pub fn handle(&self, pattern: &str, handler: impl Handler) -> Result<(), MuxError> {
+        self.handle_arc(pattern, Arc::new(handler))
+    }
+
+    /// [`RespondMux::handle`] for a shared handler.
+    pub fn handle_arc(&self, pattern: &str, handler: Arc<dyn Handler>) -> Result<(), MuxError> {
+        let mut pattern = clean_selector(pattern);
+        if handler.as_mux().is_some() && !pattern.ends_with('/') {
+            pattern.push('/');
+        }
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        if routes.exact.contains_key(&pattern) {
+            return Err(MuxError::Duplicate(pattern));
+        }
+        let entry = Entry {
+            pattern: pattern.clone(),
+            handler,
+        };
+        if pattern.ends_with('/') {
+            let at = routes
+                .prefixes
+                .iter()
+                .position(|e| e.pattern.len() < pattern.len())
+                .unwrap_or(routes.prefixes.len());
+            routes.prefixes.insert(at, entry.clone());
+        }
+        routes.exact.insert(pattern, entry);
+        Ok(())
+    }
+
+    /// Unregisters the handler for `selector` (normalized) and returns it.
+    pub fn remove(&self, selector: &str) -> Option<Arc<dyn Handler>> {
+        let selector = clean_selector(selector);
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        let entry = routes.exact.remove(&selector)?;
+        routes.prefixes.retain(|e| e.pattern != selector);
+        Some(entry.handler)
+    }
+
+    /// The handler `selector` routes to, and the pattern it matched.
+    pub fn lookup(&self, selector: &str) -> Option<(Arc<dyn Handler>, String)> {
+        let selector = clean_selector(selector);
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = routes.exact.get(&selector) {
+            return Some((e.handler.clone(), e.pattern.clone()));
+        }
+        for e in &routes.prefixes {
+            if let Some(rest) = selector.strip_prefix(e.pattern.as_str()) {
+                if let Some(sub) = e.handler.as_mux() {
+                    return sub.lookup(rest);
+                }
+                return Some((e.handler.clone(), e.pattern.clone()));
+            }
+        }
+        None
+    }
+}
+
+impl Handler for RespondMux {
+    fn respond(&self, responder: Responder, call: Call) -> BoxFuture<()> {
+        match self.lookup(call.selector()) {
+            Some((h, _)) => h.respond(responder, call),
+            None => {
+                let msg = format!("not found: {}", call.selector());
+                Box::pin(async move {
+                    let _ = responder.error(msg).await;
+                })
+            }
+        }
+    }
+
+    fn as_mux(&self) -> Option<&RespondMux> {
+        Some(self)
+    }
+}

@@ -1,0 +1,366 @@
+//! Running handlers: [`Peer`] (one session that calls and responds) and [`Server`].
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::codec::Codec;
+use crate::rpc::frame::FrameReader;
+use crate::rpc::handler::{respond_fallback, Call, Handler, Responder, Slot};
+use crate::rpc::{clean_selector, CallHeader, Caller, Error, MuxError, Options, RespondMux};
+
+/// Serves every channel the peer of `session` opens as a call to `handler`, one task per call,
+/// until the session ends or `stop` is cancelled.
+async fn serve_session(
+    session: qmux::Session,
+    handler: Arc<dyn Handler>,
+    caller: Caller,
+    options: Arc<Options>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+) {
+    loop {
+        let ch = tokio::select! {
+            _ = stop.cancelled() => return,
+            ch = session.accept() => ch,
+        };
+        let Some(ch) = ch else { return };
+        tracker.spawn(respond_call(
+            ch,
+            handler.clone(),
+            caller.clone(),
+            options.clone(),
+        ));
+    }
+}
+
+/// Reads one call's header, runs its handler, and answers for it when it did not.
+async fn respond_call(
+    ch: qmux::Channel,
+    handler: Arc<dyn Handler>,
+    caller: Caller,
+    options: Arc<Options>,
+) {
+    let channel = ch.id();
+    let codec = caller.codec().clone();
+    let (mut r, w) = ch.into_split();
+    let mut reader = FrameReader::new(options.max_frame);
+    let header = tokio::time::timeout(
+        options.header_timeout,
+        reader.receive::<CallHeader, _>(&*codec, &mut r),
+    )
+    .await;
+    let header = match header {
+        Ok(Ok(h)) => h,
+        Ok(Err(Error::Truncated)) | Err(_) => {
+            tracing::debug!(
+                channel,
+                "rpc: channel ended or timed out before a call header"
+            );
+            return;
+        }
+        Ok(Err(e)) => {
+            // The reference never answers here and its caller hangs; answer with the error.
+            tracing::debug!(channel, error = %e, "rpc: bad call header");
+            let msg = format!("bad call header: {e}");
+            respond_fallback(w, &*codec, Some(msg)).await;
+            return;
+        }
+    };
+    let selector = clean_selector(&header.selector);
+    let span = tracing::debug_span!("rpc call", selector = %selector, channel);
+    async move {
+        let slot: Slot = Arc::new(Mutex::new(Some(w)));
+        let responder = Responder::new(slot.clone(), codec.clone());
+        let call = Call::new(selector, caller, reader, r, codec.clone());
+        let outcome = AssertUnwindSafe(handler.respond(responder, call))
+            .catch_unwind()
+            .await;
+        let unanswered = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match (outcome, unanswered) {
+            (Ok(()), None) => tracing::debug!("rpc: responded"),
+            (Ok(()), Some(w)) => {
+                tracing::debug!("rpc: handler returned nothing; answering null");
+                respond_fallback(w, &*codec, None).await;
+            }
+            (Err(panic), w) => {
+                let msg = panic_message(&panic);
+                tracing::debug!(panic = %msg, "rpc: handler panicked");
+                if let Some(w) = w {
+                    let text = format!("panic: {msg}");
+                    respond_fallback(w, &*codec, Some(text)).await;
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "handler panicked".to_string()
+    }
+}
+
+/// One session that both calls and responds: either side of a connection can be a peer, and
+/// peers call each other in both directions (callbacks, workers, state sync).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), qtalk::rpc::Error> {
+/// use qtalk::rpc::{func, Call, Peer};
+/// use qtalk::codec::Json;
+///
+/// let (a, b) = tokio::io::duplex(64 * 1024);
+/// let a = Peer::new(qmux::Session::new(a, Default::default()), Json);
+/// let b = Peer::new(qmux::Session::new(b, Default::default()), Json);
+/// b.handle("hello", func(|_c: Call, (): ()| async { Ok::<_, String>("B") })).unwrap();
+/// b.respond();
+/// let reply: String = a.call("hello", &()).await?;
+/// assert_eq!(reply, "B");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Peer {
+    caller: Caller,
+    mux: Arc<RespondMux>,
+    handler: Arc<dyn Handler>,
+    options: Arc<Options>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+    started: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("caller", &self.caller)
+            .field("mux", &self.mux)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Peer {
+    /// A peer on `session` using `codec`, routing incoming calls through its own
+    /// [`RespondMux`] (see [`Peer::handle`]). Call [`Peer::respond`] to start answering.
+    pub fn new(session: qmux::Session, codec: impl Codec) -> Peer {
+        Peer::with_codec(session, Arc::new(codec))
+    }
+
+    /// [`Peer::new`] with a shared codec.
+    pub fn with_codec(session: qmux::Session, codec: Arc<dyn Codec>) -> Peer {
+        let mux = Arc::new(RespondMux::new());
+        Peer::build(session, codec, mux.clone(), mux, Options::default())
+    }
+
+    /// A peer answering with a handler of your choice (its [`Peer::mux`] is then unused).
+    pub fn with_handler(
+        session: qmux::Session,
+        codec: Arc<dyn Codec>,
+        handler: Arc<dyn Handler>,
+        options: Options,
+    ) -> Peer {
+        Peer::build(
+            session,
+            codec,
+            Arc::new(RespondMux::new()),
+            handler,
+            options,
+        )
+    }
+
+    fn build(
+        session: qmux::Session,
+        codec: Arc<dyn Codec>,
+        mux: Arc<RespondMux>,
+        handler: Arc<dyn Handler>,
+        options: Options,
+    ) -> Peer {
+        Peer {
+            caller: Caller::with_options(session, codec, options.clone()),
+            mux,
+            handler,
+            options: Arc::new(options),
+            tracker: TaskTracker::new(),
+            stop: CancellationToken::new(),
+            started: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
+    /// Registers a handler on the peer's mux.
+    pub fn handle(&self, pattern: &str, handler: impl Handler) -> Result<(), MuxError> {
+        self.mux.handle(pattern, handler)
+    }
+
+    /// The peer's mux.
+    pub fn mux(&self) -> &RespondMux {
+        &self.mux
+    }
+
+    /// The caller for this peer's session.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    /// The session.
+    pub fn session(&self) -> &qmux::Session {
+        self.caller.session()
+    }
+
+    /// Calls the other side (see [`Caller::call`]).
+    pub async fn call<A, R>(&self, selector: &str, args: &A) -> Result<R, Error>
+    where
+        A: serde::Serialize + ?Sized,
+        R: serde::de::DeserializeOwned,
+    {
+        self.caller.call(selector, args).await
+    }
+
+    /// Starts answering incoming calls in the background (once; later calls do nothing).
+    pub fn respond(&self) {
+        if self.started.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let serve = serve_session(
+            self.session().clone(),
+            self.handler.clone(),
+            self.caller.clone(),
+            self.options.clone(),
+            self.tracker.clone(),
+            self.stop.clone(),
+        );
+        tokio::spawn(serve);
+    }
+
+    /// Stops taking new calls, lets calls in flight finish for up to `grace`, then closes the
+    /// session.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stop.cancel();
+        self.tracker.close();
+        let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
+        self.session().close();
+    }
+
+    /// Closes the session at once.
+    pub fn close(&self) {
+        self.stop.cancel();
+        self.session().close();
+    }
+}
+
+/// Serves calls on every session of a listener with one handler (typically a
+/// [`RespondMux`]), with graceful shutdown.
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// use qtalk::rpc::{func, Call, RespondMux, Server};
+/// let mux = RespondMux::new();
+/// mux.handle("Upper", func(|_c: Call, (s,): (String,)| async move {
+///     Ok::<_, String>(s.to_uppercase())
+/// })).unwrap();
+/// let server = Server::new(mux, qtalk::codec::Json);
+/// let listener = qmux::Listener::bind_tcp("127.0.0.1:9000", Default::default()).await?;
+/// server.serve(listener).await
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    handler: Arc<dyn Handler>,
+    codec: Arc<dyn Codec>,
+    options: Arc<Options>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+    sessions: Arc<Mutex<Vec<qmux::Session>>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("codec", &self.codec.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A server answering with `handler` using `codec`.
+    pub fn new(handler: impl Handler, codec: impl Codec) -> Server {
+        Server::with_options(Arc::new(handler), Arc::new(codec), Options::default())
+    }
+
+    /// A server with shared handler and codec, and explicit options.
+    pub fn with_options(
+        handler: Arc<dyn Handler>,
+        codec: Arc<dyn Codec>,
+        options: Options,
+    ) -> Server {
+        Server {
+            handler,
+            codec,
+            options: Arc::new(options),
+            tracker: TaskTracker::new(),
+            stop: CancellationToken::new(),
+            sessions: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Accepts sessions from `listener` and serves each, until [`Server::shutdown`] or an
+    /// accept error.
+    pub async fn serve(&self, listener: qmux::Listener) -> std::io::Result<()> {
+        loop {
+            let session = tokio::select! {
+                _ = self.stop.cancelled() => return Ok(()),
+                s = listener.accept() => s?,
+            };
+            self.respond(session);
+        }
+    }
+
+    /// Serves calls arriving on one session (in the background). The handlers' callers
+    /// reach the session's peer.
+    pub fn respond(&self, session: qmux::Session) {
+        {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            sessions.retain(|s| !s.is_closed());
+            sessions.push(session.clone());
+        }
+        let caller =
+            Caller::with_options(session.clone(), self.codec.clone(), (*self.options).clone());
+        tokio::spawn(serve_session(
+            session,
+            self.handler.clone(),
+            caller,
+            self.options.clone(),
+            self.tracker.clone(),
+            self.stop.clone(),
+        ));
+    }
+
+    /// Stops accepting sessions and calls, waits up to `grace` for calls in flight, then
+    /// closes every session.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stop.cancel();
+        self.tracker.close();
+        let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
+        let sessions =
+            std::mem::take(&mut *self.sessions.lock().unwrap_or_else(|p| p.into_inner()));
+        for s in sessions {
+            s.close();
+        }
+    }
+
+    /// Calls in flight right now.
+    pub fn calls_in_flight(&self) -> usize {
+        self.tracker.len()
+    }
+}
