@@ -1,0 +1,142 @@
+//! The examples run and print what the classic versions print.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    if !path.exists() {
+        // `cargo test --test examples` does not build examples; build the one needed.
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "-p", "qtalk", "--example", name])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "building example {name}");
+    }
+    path
+}
+
+/// Kills the child when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a server example on a free port; returns it with its address and the rest of its
+/// stdout (one line per item, read in the background).
+fn start_server(name: &str) -> (Running, String, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(example(name))
+        .arg("127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    let addr = first
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_string();
+    (Running(child), addr, rx)
+}
+
+fn run(name: &str, args: &[&str]) -> String {
+    let out = Command::new(example(name)).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn wait_for_line(rx: &std::sync::mpsc::Receiver<String>, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line == want => return,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    panic!("server never printed {want:?}");
+}
+
+#[test]
+fn upper_client_and_server() {
+    let (_server, addr, _lines) = start_server("upper_server");
+    let out = run("upper_client", &[&addr]);
+    assert_eq!(out, "HELLO WORLD\nremote: user error [/Error]\n");
+}
+
+#[test]
+fn state_client_and_server() {
+    let (_server, addr, lines) = start_server("state_server");
+    let alice = Command::new(example("state_client"))
+        .args(["alice", &addr, "3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_line(&lines, "alice joined");
+    let bob = run("state_client", &["bob", &addr, "1"]);
+    assert_eq!(bob, "users: alice, bob\n");
+    let alice = alice.wait_with_output().unwrap();
+    assert!(alice.status.success());
+    assert_eq!(
+        String::from_utf8(alice.stdout).unwrap(),
+        "users: alice\nusers: alice, bob\nusers: alice\n"
+    );
+
+    // A client that vanishes without leaving is dropped at the next broadcast.
+    let mut carol = Running(
+        Command::new(example("state_client"))
+            .args(["carol", &addr])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_line(&lines, "carol joined");
+    let _ = carol.0.kill();
+    let _ = carol.0.wait();
+    let dave = run("state_client", &["dave", &addr, "1"]);
+    assert!(dave.starts_with("users:"), "{dave}");
+    wait_for_line(&lines, "dropping carol: callback failed");
+}
+
+#[test]
+fn streaming_example() {
+    assert_eq!(
+        run("streaming", &[]),
+        "count: 1\ncount: 2\ncount: 3\nsum: 10\nyou said: hi\nyou said: bye\n"
+    );
+}
+
+#[test]
+fn bytestream_proxy_example() {
+    assert_eq!(
+        run("bytestream_proxy", &[]),
+        "echoed: hello through the tunnel\n"
+    );
+}
