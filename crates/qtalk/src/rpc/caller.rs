@@ -105,7 +105,12 @@ impl Caller {
         )?;
         encode_frame(&*self.codec, args, &mut buf)?;
         let mut ch = self.session.open().await?;
-        ch.write_bytes(buf.freeze()).await?;
+        match ch.write_bytes(buf.freeze()).await {
+            Ok(()) => {}
+            // The responder closed the channel already; what it sent before is the answer.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => return Err(e.into()),
+        }
         self.read_response(ch).await
     }
 
@@ -122,7 +127,12 @@ impl Caller {
             &mut buf,
         )?;
         let mut ch = self.session.open().await?;
-        ch.write_bytes(buf.freeze()).await?;
+        match ch.write_bytes(buf.freeze()).await {
+            Ok(()) => {}
+            // Closed by the responder already: `response` reads what it sent.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => return Err(e.into()),
+        }
         Ok(Request {
             ch,
             caller: self.clone(),
