@@ -15,6 +15,7 @@ mod channel;
 mod config;
 mod error;
 mod listener;
+mod output;
 mod proxy;
 mod session;
 pub mod transport;

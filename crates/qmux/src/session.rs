@@ -3,14 +3,14 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::io::{self, IoSlice};
+use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use qmux_proto::{ChannelError, ChannelId, Event, OpenStatus};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -18,15 +18,12 @@ use tokio_util::sync::CancellationToken;
 use crate::channel::Channel;
 use crate::config::Config;
 use crate::error::Error;
+use crate::output::Output;
 
 /// Read buffer size between frames.
 const READ_CHUNK: usize = 64 * 1024;
 /// Largest single read while inside a big DATA payload.
 const READ_MAX: usize = 1024 * 1024;
-/// Most buffers handed to one vectored write.
-const MAX_IOV: usize = 64;
-/// Small buffers are merged up to this size for transports without vectored writes.
-const COALESCE_MAX: usize = 64 * 1024;
 
 /// A qmux session: many flow-controlled [`Channel`]s over one byte stream.
 ///
@@ -77,6 +74,9 @@ impl std::fmt::Debug for Session {
 
 pub(crate) struct Shared {
     inner: Mutex<Inner>,
+    /// The transport's writing side; lock order is `out` before `inner` (code holding `inner`
+    /// only ever `try_lock`s `out`).
+    out: Mutex<Output>,
     /// Wakes the writer task: frames to send, or an accept deadline changed.
     writer: Notify,
     /// Cancelled when the session ends, for whatever reason.
@@ -220,15 +220,33 @@ impl Drop for Locked<'_> {
             return;
         };
         g.dispatch(self.shared.config.accept_timeout);
-        let transmit = g.proto.has_transmit();
-        let wake = if g.to_wake.is_empty() {
-            Vec::new()
+        let mut wake = std::mem::take(&mut g.to_wake);
+        if g.proto.has_transmit() {
+            match self.shared.out.try_lock() {
+                // The transport is idle (the writer task waits on nothing): write from this
+                // task instead of waking the writer. Polling with a no-op waker is harmless
+                // only then, as it would replace a waiting writer's registration.
+                Ok(mut out) if out.is_idle() => {
+                    g.proto.poll_transmit(&mut out.pending);
+                    drop(g);
+                    let mut cx = Context::from_waker(Waker::noop());
+                    let (written, res) = out.write_some(&mut cx);
+                    drop(out);
+                    if written > 0 {
+                        self.shared.transmitted(written, &mut wake);
+                    }
+                    if !matches!(res, Poll::Ready(Ok(()))) {
+                        // Full transport or an error: the writer task takes over.
+                        self.shared.writer.notify_one();
+                    }
+                }
+                _ => {
+                    drop(g);
+                    self.shared.writer.notify_one();
+                }
+            }
         } else {
-            std::mem::take(&mut g.to_wake)
-        };
-        drop(g);
-        if transmit {
-            self.shared.writer.notify_one();
+            drop(g);
         }
         for w in wake {
             w.wake();
@@ -237,6 +255,13 @@ impl Drop for Locked<'_> {
 }
 
 impl Shared {
+    /// Accounts `n` bytes as written and collects writers waiting for send-buffer room.
+    fn transmitted(&self, n: usize, wake: &mut Vec<Waker>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.proto.on_transmitted(n);
+        wake.append(&mut inner.buffer_wakers);
+    }
+
     pub(crate) fn lock(&self) -> Locked<'_> {
         let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         Locked {
@@ -264,7 +289,7 @@ impl Session {
     pub fn from_split<R, W>(reader: R, writer: W, config: Config) -> Session
     where
         R: AsyncRead + Send + Unpin + 'static,
-        W: AsyncWrite + Send + Unpin + 'static,
+        W: AsyncWrite + Send + 'static,
     {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
@@ -277,6 +302,7 @@ impl Session {
                 final_frames: Vec::new(),
                 error: None,
             }),
+            out: Mutex::new(Output::new(writer)),
             writer: Notify::new(),
             ended: CancellationToken::new(),
             finished: CancellationToken::new(),
@@ -284,7 +310,7 @@ impl Session {
         });
         let reader_done = CancellationToken::new();
         tokio::spawn(read_loop(shared.clone(), reader, reader_done.clone()));
-        tokio::spawn(write_loop(shared.clone(), writer, reader_done));
+        tokio::spawn(write_loop(shared.clone(), reader_done));
         Session { shared }
     }
 
@@ -465,35 +491,53 @@ where
     done.cancel();
 }
 
-async fn write_loop<W>(shared: Arc<Shared>, mut writer: W, reader_done: CancellationToken)
-where
-    W: AsyncWrite + Unpin,
-{
-    let mut frames: Vec<Bytes> = Vec::new();
-    let mut staging = BytesMut::new();
-    loop {
-        let (n, deadline) = {
-            let mut inner = shared.lock();
-            expire_accepts(&mut inner);
-            let n = inner.proto.poll_transmit(&mut frames);
-            (n, inner.accept_queue.front().map(|(_, d)| *d))
-        };
-        if n > 0 {
-            let res = tokio::select! {
-                biased;
-                _ = shared.ended.cancelled() => break,
-                r = write_all(&mut writer, &mut frames, &mut staging) => r,
-            };
-            if let Err(e) = res {
-                end_session(&shared, e.into());
-                break;
+/// Takes frames from the protocol state and writes them until none are left or the
+/// transport is full (then `Pending`, registered with `cx`).
+fn poll_drain(shared: &Shared, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    let mut wake = Vec::new();
+    let res = {
+        let mut out = shared.out.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if out.pending.is_empty() {
+                let mut inner = shared.inner.lock().unwrap_or_else(|p| p.into_inner());
+                expire_accepts(&mut inner);
+                inner.proto.poll_transmit(&mut out.pending);
+                drop(inner);
+                if out.pending.is_empty() && !out.unflushed {
+                    break Poll::Ready(Ok(()));
+                }
             }
-            let mut inner = shared.lock();
-            inner.proto.on_transmitted(n);
-            let woken = std::mem::take(&mut inner.buffer_wakers);
-            inner.to_wake.extend(woken);
-            continue;
+            let (written, res) = out.write_some(cx);
+            if written > 0 {
+                shared.transmitted(written, &mut wake);
+            }
+            match res {
+                Poll::Ready(Ok(())) => {}
+                other => break other,
+            }
         }
+    };
+    for w in wake {
+        w.wake();
+    }
+    res
+}
+
+async fn write_loop(shared: Arc<Shared>, reader_done: CancellationToken) {
+    loop {
+        let res = tokio::select! {
+            biased;
+            _ = shared.ended.cancelled() => break,
+            r = poll_fn(|cx| poll_drain(&shared, cx)) => r,
+        };
+        if let Err(e) = res {
+            end_session(&shared, e.into());
+            break;
+        }
+        let deadline = {
+            let inner = shared.inner.lock().unwrap_or_else(|p| p.into_inner());
+            inner.accept_queue.front().map(|(_, d)| *d)
+        };
         tokio::select! {
             biased;
             _ = shared.ended.cancelled() => break,
@@ -501,22 +545,36 @@ where
             _ = sleep_until(deadline) => {}
         }
     }
-    // After a local close, deliver what was queued (the rest of an interrupted batch first),
+    // After a local close, deliver what was queued (the rest of an interrupted write first),
     // then close the transport. After any other end, just close it.
     let (closed_locally, last) = {
-        let mut inner = shared.lock();
+        let mut inner = shared.inner.lock().unwrap_or_else(|p| p.into_inner());
         let last = std::mem::take(&mut inner.final_frames);
         (matches!(inner.error, Some(Error::Closed)), last)
     };
-    let flush = async {
+    let flush = poll_fn(|cx| {
+        let mut out = shared.out.lock().unwrap_or_else(|p| p.into_inner());
         if closed_locally {
-            frames.extend(last);
-            write_all(&mut writer, &mut frames, &mut staging).await?;
+            if !last.is_empty() && !out.closed {
+                out.pending.extend(last.iter().cloned());
+                out.closed = true; // no more inline writes
+            }
+            match out.write_some(cx).1 {
+                Poll::Ready(Ok(())) => {}
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            }
         }
-        writer.shutdown().await
-    };
+        out.closed = true;
+        out.pending.clear();
+        out.poll_shutdown(cx)
+    });
     let _ = tokio::time::timeout(shared.config.close_timeout, flush).await;
-    drop(writer);
+    shared
+        .out
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .release();
     reader_done.cancelled().await;
     shared.finished.cancel();
 }
@@ -539,52 +597,4 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
-}
-
-/// Writes every buffer, vectored where the transport supports it. Cancel-safe: `bufs` always
-/// holds exactly what is still unwritten.
-async fn write_all<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    bufs: &mut Vec<Bytes>,
-    staging: &mut BytesMut,
-) -> io::Result<()> {
-    let vectored = w.is_write_vectored();
-    while !bufs.is_empty() {
-        if !vectored && bufs.len() > 1 && bufs[0].len() < COALESCE_MAX {
-            // Merge leading small buffers so that plain writers don't pay a syscall per frame.
-            let mut k = 0;
-            staging.clear();
-            while k < bufs.len() && staging.len() + bufs[k].len() <= COALESCE_MAX {
-                staging.extend_from_slice(&bufs[k]);
-                k += 1;
-            }
-            if k > 1 {
-                bufs.drain(..k);
-                bufs.insert(0, staging.split().freeze());
-            }
-        }
-        let mut n = if vectored && bufs.len() > 1 {
-            let slices: Vec<IoSlice<'_>> =
-                bufs.iter().take(MAX_IOV).map(|b| IoSlice::new(b)).collect();
-            w.write_vectored(&slices).await?
-        } else {
-            w.write(&bufs[0]).await?
-        };
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        let mut done = 0;
-        while n > 0 {
-            let b = &mut bufs[done];
-            if b.len() <= n {
-                n -= b.len();
-                done += 1;
-            } else {
-                b.advance(n);
-                n = 0;
-            }
-        }
-        bufs.drain(..done);
-    }
-    w.flush().await
 }
