@@ -1,0 +1,611 @@
+//! `qtalk`: call qtalk peers, serve and check the interop service, benchmark peers.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use qtalk::codec::{Codec, Json};
+use qtalk::rpc::{Error as RpcError, Peer};
+use qtalk::Value;
+use qtalk_cli::interop::{self, Faults};
+use qtalk_cli::peer::{self, PeerSpec};
+use qtalk_cli::url::{self, Endpoint};
+use qtalk_cli::{bench, check, exit, parse_duration, Failure};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the remote side answered with an error (call), or a check failed (check)
+  2  usage error: bad option, URL, argument or QTALK_CODEC value
+  3  connection or transport error: refused or lost connection, peer could not be
+     started, peer broke the protocol, no reply in time (call)";
+
+const URLS: &str = "\
+URLs:
+  tcp://HOST:PORT/Selector          TCP (HOST may be a name, IPv4 or [IPv6])
+  unix:///abs/path/to.sock#Selector Unix socket, absolute path (three slashes)
+  unix:relative/to.sock#Selector    Unix socket, path relative to the current directory
+  The selector follows `#` for Unix sockets because the socket path itself may contain
+  `/`; write a literal `#` or `%` in a path as %23 or %25. ws:// is not supported yet.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "qtalk",
+    version,
+    about = "A utility for the qtalk protocol stack (RPC over qmux)",
+    long_about = "A utility for the qtalk protocol stack: RPC over qmux, wire compatible with \
+                  qtalk-go. Call remote functions, serve and check the interop service, and \
+                  benchmark peers.",
+    after_help = format!("Examples:
+  qtalk call tcp://127.0.0.1:9000/Upper '\"hello\"'
+  qtalk interop --listen tcp://127.0.0.1:9000
+  qtalk check
+  QTALK_CODEC=json qtalk check '/path/to/go/qtalk interop'   # the Go reference's CLI
+  qtalk bench --duration 1s --json
+
+Logging: set RUST_LOG (e.g. RUST_LOG=debug); logs go to stderr.
+
+{EXIT_CODES}")
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Call a remote function and print its reply as indented JSON
+    #[command(
+        long_about = "Call a remote function and print its reply as indented JSON (2 spaces) on \
+                      stdout. A remote error prints `remote: <text>` on stderr and exits 1.\n\n\
+                      Arguments: each ARG is one JSON value; a bare word that is not valid JSON \
+                      is taken as a string (`hello` = `\"hello\"`), but an ARG starting with `{`, \
+                      `[` or `\"` must be valid JSON. The ARGs are sent as positional parameters, \
+                      the way function handlers take them (Go's fn.HandlerFrom, qtalk's `func`): \
+                      an array of the ARGs, or `null` when there is none. With --raw, a single ARG \
+                      is sent as the value itself (for handlers that read one value, like the \
+                      interop service's); several are still an array. (The Go reference's call \
+                      builds the value from HTTPie-style `key=value` / `[]=value` pairs instead; \
+                      like it, no argument sends null.) Put `--` before arguments that start with \
+                      `-` and are not numbers.",
+        after_help = format!("Examples:
+  qtalk call tcp://127.0.0.1:9000/Upper '\"hello\"'      # sends [\"hello\"]
+  qtalk call tcp://127.0.0.1:9000/Upper hello          # the same
+  qtalk call tcp://localhost:9000/math.Add 1 2         # sends [1,2]
+  qtalk call unix:///run/app.sock#users.Get '{{\"id\":7}}'  # sends [{{\"id\":7}}]
+  qtalk call --raw tcp://127.0.0.1:9000/Error boom     # sends \"boom\"
+  qtalk call --codec cbor --timeout 2s tcp://[::1]:9000/Ping  # sends null
+
+{URLS}
+
+{EXIT_CODES}")
+    )]
+    Call(CallArgs),
+    /// Serve the interop service (on stdin/stdout unless --listen)
+    #[command(
+        long_about = "Serve the interop service: Unary, Stream and Bytes (each calls the same \
+                      selector back on the caller before answering) and Error. Without --listen \
+                      it speaks qmux on stdin/stdout and exits when stdin ends; stdout carries \
+                      only protocol bytes and logs go to stderr. The codec is CBOR unless \
+                      QTALK_CODEC=json. If the peer breaks the protocol (garbage bytes, a \
+                      truncated frame, an oversized rpc frame) it exits 3 with one line on \
+                      stderr.",
+        after_help = format!("Examples:
+  qtalk interop                                  # on stdio, for `qtalk check CMD`
+  QTALK_CODEC=json qtalk interop
+  qtalk interop --listen tcp://127.0.0.1:9000    # port 0 picks a free port
+  qtalk interop --listen unix:///tmp/qtalk.sock
+
+With --listen, the address actually listened on is printed on stderr as
+`listening on URL`.
+
+{EXIT_CODES}")
+    )]
+    Interop(InteropArgs),
+    /// Check an interop peer with the reference's check sequence
+    #[command(
+        long_about = "Check an interop peer with the reference's check sequence: Error and \
+                      BadSelector must fail with `test` and `not found: /BadSelector`; Unary must \
+                      echo 100, true, \"hello\", {\"foo\":\"bar\"} and [1,2,3] while answering the \
+                      peer's callback; Stream must echo those values sent after the call; Bytes \
+                      must echo 1 byte, 1 KiB and 1 MiB of random bytes. One line per check is \
+                      printed as the reference prints it, then a summary; the first difference \
+                      stops with exit code 1.\n\n\
+                      The peer is `sh -c CMD` speaking qmux on its stdin/stdout (default: this \
+                      program's own `interop`), or a listening peer with --connect. The codec is \
+                      CBOR unless QTALK_CODEC=json (a spawned peer inherits the variable).",
+        after_help = format!("Examples:
+  qtalk check                                      # against this binary's interop
+  QTALK_CODEC=json qtalk check
+  qtalk check '/path/to/go/qtalk interop'          # any command speaking qmux on stdio
+  qtalk check 'ssh build-host qtalk interop'       # ... even a remote one
+  qtalk check --connect tcp://127.0.0.1:9000
+
+{EXIT_CODES}")
+    )]
+    Check(CheckArgs),
+    /// Benchmark an interop peer: MiB/s, calls/s, latency
+    #[command(
+        long_about = "Benchmark an interop peer: bulk MiB/s each way through a Bytes raw stream, \
+                      unary calls/s with 1 caller and with --concurrency callers, and p50/p99 \
+                      latency. Each measurement runs for --duration. Progress goes to stderr, the \
+                      table (or with --json a JSON object) to stdout. The peer is chosen as for \
+                      `check`; the codec by QTALK_CODEC.",
+        after_help = format!("Examples:
+  qtalk bench
+  qtalk bench --duration 5s --concurrency 128
+  qtalk bench --json --connect tcp://127.0.0.1:9000 | jq .unary_sequential
+
+{EXIT_CODES}")
+    )]
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct CallArgs {
+    /// Where to call: tcp://HOST:PORT/Selector or unix:///path/to.sock#Selector
+    #[arg(value_name = "URL")]
+    url: String,
+    /// Arguments, each a JSON value (a bare word is a string)
+    #[arg(
+        value_name = "ARGS",
+        allow_hyphen_values = true,
+        trailing_var_arg = true
+    )]
+    args: Vec<String>,
+    /// Send a single ARG as the value itself instead of as a one-element parameter array
+    #[arg(long)]
+    raw: bool,
+    /// Codec: json or cbor
+    #[arg(long, default_value = "json", value_parser = ["json", "cbor"])]
+    codec: String,
+    /// Give up after this long (connecting and calling), e.g. 5s, 500ms
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+struct InteropArgs {
+    /// Listen on tcp://HOST:PORT or unix:///path instead of serving stdin/stdout
+    #[arg(long, value_name = "URL")]
+    listen: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    /// Shell command of the peer (run with `sh -c`); default: this program's `interop`
+    #[arg(value_name = "CMD", conflicts_with = "connect")]
+    cmd: Option<String>,
+    /// Check a listening peer at tcp://HOST:PORT or unix:///path instead
+    #[arg(long, value_name = "URL")]
+    connect: Option<String>,
+    /// Deadline for connecting and for each check, e.g. 10s
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Shell command of the peer (run with `sh -c`); default: this program's `interop`
+    #[arg(value_name = "CMD", conflicts_with = "connect")]
+    cmd: Option<String>,
+    /// Benchmark a listening peer at tcp://HOST:PORT or unix:///path instead
+    #[arg(long, value_name = "URL")]
+    connect: Option<String>,
+    /// How long each measurement runs, e.g. 2s, 500ms
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Callers of the concurrent unary measurement
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+    /// Print a JSON object instead of a table
+    #[arg(long)]
+    json: bool,
+    /// Deadline for connecting and for any single call, e.g. 10s
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let name = match &cli.command {
+        Command::Call(_) => "call",
+        Command::Interop(_) => "interop",
+        Command::Check(_) => "check",
+        Command::Bench(_) => "bench",
+    };
+    let faults = Faults::new();
+    init_tracing(matches!(cli.command, Command::Interop(_)).then(|| faults.clone()));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return report(name, &Failure::Transport(format!("cannot start: {e}"))),
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Call(a) => call(a).await,
+            Command::Interop(a) => interop_cmd(a, faults).await,
+            Command::Check(a) => check_cmd(a).await,
+            Command::Bench(a) => bench_cmd(a).await,
+        }
+    });
+    let code = match result {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(f) => report(name, &f),
+    };
+    // Don't wait for blocking stdin reads still parked in the runtime.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    code
+}
+
+/// Prints the one-line error for `f` and returns its exit code.
+fn report(command: &str, f: &Failure) -> ExitCode {
+    let _ = std::io::stdout().flush();
+    match f {
+        Failure::Remote(m) => eprintln!("remote: {m}"),
+        other => eprintln!("qtalk {command}: {}", other.message()),
+    }
+    ExitCode::from(f.exit_code())
+}
+
+fn init_tracing(faults: Option<Faults>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(true)
+        .with_filter(filter);
+    let registry = tracing_subscriber::registry().with(fmt);
+    match faults {
+        Some(f) => {
+            let _ = registry.with(interop::fault_layer(f)).try_init();
+        }
+        None => {
+            let _ = registry.try_init();
+        }
+    }
+}
+
+fn parse_url(text: &str) -> Result<url::Target, Failure> {
+    url::parse(text).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+/// Parses `call`'s arguments: each a JSON value, a bare word a string. None → null; otherwise
+/// an array of them (positional parameters), except that with `raw` a single one is sent as
+/// itself.
+fn call_args(args: &[String], raw: bool) -> Result<Value, Failure> {
+    let mut values = Vec::with_capacity(args.len());
+    for (i, a) in args.iter().enumerate() {
+        match qtalk::codec::decode::<Value>(&Json, a.as_bytes()) {
+            Ok(v) => values.push(v),
+            Err(e) => {
+                if a.trim_start().starts_with(['{', '[', '"']) {
+                    return Err(Failure::Usage(format!(
+                        "argument {} is not valid JSON ({}): {a}",
+                        i + 1,
+                        e.to_string().trim_start_matches("decode: ")
+                    )));
+                }
+                values.push(Value::Text(a.clone()));
+            }
+        }
+    }
+    Ok(match values.len() {
+        0 => Value::Null,
+        1 if raw => values.pop().unwrap_or_default(),
+        _ => Value::Array(values),
+    })
+}
+
+async fn call(a: CallArgs) -> Result<(), Failure> {
+    let target = parse_url(&a.url)?;
+    let selector = peer::require_selector(&target)?.to_string();
+    let args = call_args(&a.args, a.raw)?;
+    let codec = peer::codec_by_name(&a.codec)
+        .ok_or_else(|| Failure::Usage(format!("unknown codec {:?}", a.codec)))?;
+    let started = tokio::time::Instant::now();
+    let session =
+        peer::connect_within(&target.endpoint, qmux::Config::default(), a.timeout).await?;
+    // A peer of our own so that calls back to us get `not found` rather than waiting.
+    let me = Peer::with_codec(session.clone(), codec);
+    me.respond();
+    let left = a.timeout.saturating_sub(started.elapsed());
+    let result = me
+        .caller()
+        .call_timeout::<_, Value>(left, &selector, &args)
+        .await;
+    session.close();
+    let _ = tokio::time::timeout(Duration::from_secs(1), session.wait()).await;
+    match result {
+        Ok(v) => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{v}");
+            let _ = out.flush();
+            Ok(())
+        }
+        Err(RpcError::Remote(m)) => Err(Failure::Remote(m)),
+        Err(RpcError::Timeout) => Err(Failure::Transport(format!(
+            "no reply from {} within {}",
+            target,
+            qtalk_cli::human_duration(a.timeout)
+        ))),
+        Err(e) => Err(Failure::from_rpc(&format!("calling {target}"), &e)),
+    }
+}
+
+async fn interop_cmd(a: InteropArgs, faults: Faults) -> Result<(), Failure> {
+    let codec = peer::codec_from_env()?;
+    match a.listen {
+        None => {
+            let session = qmux::transport::stdio(qmux::Config::default());
+            let peer = interop::serve(session.clone(), codec, faults.clone());
+            let fault = tokio::select! {
+                end = session.wait() => {
+                    // Calls in flight may still find a fault in data that arrived before the
+                    // end (e.g. an oversized frame followed by end-of-stream).
+                    peer.shutdown(Duration::from_millis(500)).await;
+                    match faults.first() {
+                        Some(fault) => fault,
+                        None => return session_end(end),
+                    }
+                }
+                fault = faults.wait() => fault,
+            };
+            // Let the answer to the bad call (an error) go out, briefly.
+            session.close();
+            let _ = tokio::time::timeout(Duration::from_millis(500), session.wait()).await;
+            Err(Failure::Transport(format!(
+                "peer broke the protocol: {fault}"
+            )))
+        }
+        Some(text) => {
+            let target = parse_url(&text)?;
+            if target.selector.is_some() {
+                return Err(Failure::Usage(format!(
+                    "--listen takes an address without a selector: {}",
+                    target.endpoint
+                )));
+            }
+            listen(target.endpoint, codec).await
+        }
+    }
+}
+
+/// Maps how a stdio session ended to the interop's result.
+fn session_end(end: qmux::Error) -> Result<(), Failure> {
+    match end {
+        qmux::Error::PeerClosed | qmux::Error::Closed => Ok(()),
+        qmux::Error::Io(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            Ok(())
+        }
+        qmux::Error::Protocol(p) => {
+            Err(Failure::Transport(format!("peer broke the protocol: {p}")))
+        }
+        other => Err(Failure::Transport(other.to_string())),
+    }
+}
+
+async fn listen(endpoint: Endpoint, codec: Arc<dyn Codec>) -> Result<(), Failure> {
+    let config = qmux::Config::default();
+    let (listener, shown, cleanup) = match &endpoint {
+        Endpoint::Tcp(addr) => {
+            let l = qmux::Listener::bind_tcp(addr.as_str(), config)
+                .await
+                .map_err(|e| {
+                    Failure::Transport(format!(
+                        "cannot listen on {endpoint}: {}",
+                        peer::describe_io(&e)
+                    ))
+                })?;
+            let shown = match l.local_addr() {
+                Ok(a) => Endpoint::Tcp(a.to_string()),
+                Err(_) => endpoint.clone(),
+            };
+            (l, shown, None)
+        }
+        Endpoint::Unix(path) => {
+            let l = bind_unix(path, config).await.map_err(|e| {
+                Failure::Transport(format!(
+                    "cannot listen on {endpoint}: {}",
+                    peer::describe_io(&e)
+                ))
+            })?;
+            (l, endpoint.clone(), Some(path.clone()))
+        }
+    };
+    eprintln!("listening on {shown}");
+    let serve = async {
+        loop {
+            let session = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let codec = codec.clone();
+            tokio::spawn(async move {
+                let faults = Faults::new();
+                let _peer = interop::serve(session.clone(), codec, faults.clone());
+                tokio::select! {
+                    end = session.wait() => {
+                        if let Err(f) = session_end(end) {
+                            tracing::warn!("session ended: {}", f.message());
+                        }
+                    }
+                    fault = faults.wait() => {
+                        tracing::warn!("closing a session: peer broke the protocol: {fault}");
+                        session.close();
+                    }
+                }
+            });
+        }
+    };
+    tokio::select! {
+        _ = serve => Ok(()),
+        _ = shutdown_signal() => {
+            if let Some(path) = cleanup {
+                let _ = std::fs::remove_file(path);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        match (term, int) {
+            (Ok(mut t), Ok(mut i)) => {
+                tokio::select! {
+                    _ = t.recv() => {}
+                    _ = i.recv() => {}
+                }
+            }
+            _ => std::future::pending().await,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Binds a Unix socket, replacing a stale socket file nobody listens on.
+#[cfg(unix)]
+async fn bind_unix(
+    path: &std::path::Path,
+    config: qmux::Config,
+) -> std::io::Result<qmux::Listener> {
+    match qmux::Listener::bind_unix(path, config.clone()) {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            use std::os::unix::fs::FileTypeExt;
+            let is_socket = std::fs::symlink_metadata(path)
+                .map(|m| m.file_type().is_socket())
+                .unwrap_or(false);
+            let alive = tokio::net::UnixStream::connect(path).await.is_ok();
+            if is_socket && !alive {
+                std::fs::remove_file(path)?;
+                qmux::Listener::bind_unix(path, config)
+            } else {
+                Err(e)
+            }
+        }
+        other => other,
+    }
+}
+
+#[cfg(not(unix))]
+async fn bind_unix(_: &std::path::Path, _: qmux::Config) -> std::io::Result<qmux::Listener> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "Unix sockets are not available on this platform",
+    ))
+}
+
+fn peer_spec(cmd: Option<String>, connect: Option<String>) -> Result<PeerSpec, Failure> {
+    match (cmd, connect) {
+        (_, Some(u)) => {
+            let target = parse_url(&u)?;
+            Ok(PeerSpec::Connect(target.endpoint))
+        }
+        (Some(c), None) => {
+            let t = c.trim();
+            if ["tcp://", "unix:", "udp://", "ws://", "wss://"]
+                .iter()
+                .any(|p| t.starts_with(p))
+            {
+                return Err(Failure::Usage(format!(
+                    "{t:?} looks like a URL, not a command: use --connect {t}"
+                )));
+            }
+            Ok(PeerSpec::Command(c))
+        }
+        (None, None) => Ok(PeerSpec::SelfInterop),
+    }
+}
+
+async fn check_cmd(a: CheckArgs) -> Result<(), Failure> {
+    let codec = peer::codec_from_env()?;
+    if codec.name() == "json" {
+        eprintln!("* Using JSON codec");
+    }
+    let spec = peer_spec(a.cmd, a.connect)?;
+    let mut conn = peer::open(&spec, qmux::Config::default(), a.timeout).await?;
+    let me = interop::serve_callbacks(conn.session.clone(), codec.clone());
+    let options = check::Options {
+        timeout: a.timeout,
+        ..Default::default()
+    };
+    let mut out = std::io::stdout();
+    let result = check::run(me.caller(), &options, &mut out).await;
+    let result = match result {
+        Err(Failure::Transport(m)) => Err(Failure::Transport(conn.explain(m).await)),
+        other => other,
+    };
+    me.close();
+    let status = conn.shutdown(Duration::from_secs(3)).await;
+    let summary = result?;
+    if let Some(status) = status.filter(|s| !s.success()) {
+        tracing::warn!("the peer exited with {status} after the checks");
+    }
+    // A closed stdout (`qtalk check | head -1`) is not worth a panic.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "ok: {} checks passed in {} (codec {}, peer {spec})",
+        summary.passed,
+        qtalk_cli::human_duration(summary.elapsed),
+        codec.name(),
+    );
+    let _ = out.flush();
+    Ok(())
+}
+
+async fn bench_cmd(a: BenchArgs) -> Result<(), Failure> {
+    let codec = peer::codec_from_env()?;
+    let spec = peer_spec(a.cmd, a.connect)?;
+    let mut conn = peer::open(&spec, qmux::Config::default(), a.timeout).await?;
+    let me = interop::serve_callbacks(conn.session.clone(), codec);
+    let options = bench::Options {
+        duration: a.duration,
+        concurrency: usize::from(a.concurrency),
+        timeout: a.timeout,
+    };
+    let result = bench::run(me.caller(), &options, &spec.to_string()).await;
+    let result = match result {
+        Err(Failure::Transport(m)) => Err(Failure::Transport(conn.explain(m).await)),
+        other => other,
+    };
+    me.close();
+    conn.shutdown(Duration::from_secs(3)).await;
+    let report = result?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| Failure::Transport(format!("encoding the report: {e}")))?;
+        let _ = writeln!(out, "{text}");
+    } else {
+        let _ = write!(out, "{}", report.table());
+    }
+    let _ = out.flush();
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! Reaching a peer: a spawned command, this binary's own `interop`, or a URL; and choosing the
+//! codec.
+
+use std::io;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use qtalk::codec::{Cbor, Codec, Json};
+use tokio::process::{Child, Command};
+
+use crate::url::{Endpoint, Target};
+use crate::Failure;
+
+/// The environment variable that selects the codec of `interop`, `check` and `bench`.
+pub const CODEC_ENV: &str = "QTALK_CODEC";
+
+/// A codec by name: `json` or `cbor` (case-insensitive).
+pub fn codec_by_name(name: &str) -> Option<Arc<dyn Codec>> {
+    match name.to_ascii_lowercase().as_str() {
+        "json" => Some(Arc::new(Json)),
+        "cbor" => Some(Arc::new(Cbor)),
+        _ => None,
+    }
+}
+
+/// The codec chosen by `QTALK_CODEC`, as the reference chooses it: `json` selects JSON;
+/// unset or empty selects CBOR. Unlike the reference, `cbor` is accepted explicitly and any
+/// other value is a usage error rather than silently CBOR.
+pub fn codec_from_env() -> Result<Arc<dyn Codec>, Failure> {
+    match std::env::var(CODEC_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(Arc::new(Cbor)),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Failure::Usage(format!(
+            "{CODEC_ENV} must be `json` or `cbor`"
+        ))),
+        Ok(v) if v.trim().is_empty() => Ok(Arc::new(Cbor)),
+        Ok(v) => codec_by_name(v.trim())
+            .ok_or_else(|| Failure::Usage(format!("{CODEC_ENV}={v:?}: must be `json` or `cbor`"))),
+    }
+}
+
+/// Which peer `check` and `bench` talk to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerSpec {
+    /// This very binary, run as `<current exe> interop` (the default).
+    SelfInterop,
+    /// A shell command (`sh -c CMD`) speaking qmux on its stdin/stdout.
+    Command(String),
+    /// A listening peer.
+    Connect(Endpoint),
+}
+
+impl std::fmt::Display for PeerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerSpec::SelfInterop => f.write_str("this program's interop"),
+            PeerSpec::Command(c) => write!(f, "`{c}`"),
+            PeerSpec::Connect(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A session with a peer, and the peer's process when we started it.
+#[derive(Debug)]
+pub struct Connection {
+    /// The qmux session.
+    pub session: qmux::Session,
+    child: Option<Child>,
+}
+
+impl Connection {
+    /// The peer process's exit status, if it was spawned and has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// Explains a broken session: the session's error, plus the peer process's exit status
+    /// when it has exited (give it a moment to be reaped).
+    pub async fn explain(&mut self, error: impl std::fmt::Display) -> String {
+        if self.child.is_some() {
+            for _ in 0..20 {
+                if let Some(status) = self.exited() {
+                    return format!("{error} (the peer process exited: {status})");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        error.to_string()
+    }
+
+    /// Ends the session (queued frames are flushed first) and, for a spawned peer, waits up to
+    /// `grace` for it to exit after its stdin closed, then kills it. Returns its exit status.
+    pub async fn shutdown(mut self, grace: Duration) -> Option<ExitStatus> {
+        self.session.close();
+        let _ = tokio::time::timeout(grace, self.session.wait()).await;
+        let mut child = self.child.take()?;
+        match tokio::time::timeout(grace, child.wait()).await {
+            Ok(Ok(status)) => Some(status),
+            _ => {
+                let _ = child.kill().await;
+                child.wait().await.ok()
+            }
+        }
+    }
+}
+
+/// Connects to a listening peer.
+pub async fn connect(endpoint: &Endpoint, config: qmux::Config) -> io::Result<qmux::Session> {
+    match endpoint {
+        Endpoint::Tcp(addr) => qmux::transport::connect_tcp(addr.as_str(), config).await,
+        #[cfg(unix)]
+        Endpoint::Unix(path) => qmux::transport::connect_unix(path, config).await,
+        #[cfg(not(unix))]
+        Endpoint::Unix(_) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "Unix sockets are not available on this platform",
+        )),
+    }
+}
+
+/// Connects with a deadline; failures become one-line [`Failure::Transport`]s naming the
+/// endpoint.
+pub async fn connect_within(
+    endpoint: &Endpoint,
+    config: qmux::Config,
+    timeout: Duration,
+) -> Result<qmux::Session, Failure> {
+    match tokio::time::timeout(timeout, connect(endpoint, config)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(Failure::Transport(format!(
+            "cannot connect to {endpoint}: {}",
+            describe_io(&e)
+        ))),
+        Err(_) => Err(Failure::Transport(format!(
+            "cannot connect to {endpoint}: no answer within {}",
+            crate::human_duration(timeout)
+        ))),
+    }
+}
+
+/// An io error as one short line (the OS text, without the `(os error N)` suffix).
+pub fn describe_io(e: &io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// Starts or connects to the peer described by `spec` (see [`PeerSpec`]).
+pub async fn open(
+    spec: &PeerSpec,
+    config: qmux::Config,
+    timeout: Duration,
+) -> Result<Connection, Failure> {
+    match spec {
+        PeerSpec::Connect(endpoint) => Ok(Connection {
+            session: connect_within(endpoint, config, timeout).await?,
+            child: None,
+        }),
+        PeerSpec::Command(cmd) => {
+            let mut command = Command::new("sh");
+            command.arg("-c").arg(cmd);
+            spawn(command, config).map_err(|e| {
+                Failure::Transport(format!("cannot start `sh -c {cmd}`: {}", describe_io(&e)))
+            })
+        }
+        PeerSpec::SelfInterop => {
+            let exe = self_exe().map_err(|e| {
+                Failure::Transport(format!(
+                    "cannot find this program's path: {}",
+                    describe_io(&e)
+                ))
+            })?;
+            let mut command = Command::new(&exe);
+            command.arg("interop");
+            spawn(command, config).map_err(|e| {
+                Failure::Transport(format!(
+                    "cannot start `{} interop`: {}",
+                    exe.display(),
+                    describe_io(&e)
+                ))
+            })
+        }
+    }
+}
+
+fn self_exe() -> io::Result<PathBuf> {
+    std::env::current_exe()
+}
+
+fn spawn(mut command: Command, config: qmux::Config) -> io::Result<Connection> {
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let mut child = command.spawn()?;
+    let session = qmux::transport::over_child(&mut child, config)?;
+    Ok(Connection {
+        session,
+        child: Some(child),
+    })
+}
+
+/// A target's selector, or a usage error saying how to name one.
+pub fn require_selector(target: &Target) -> Result<&str, Failure> {
+    target.selector.as_deref().ok_or_else(|| {
+        let hint = match &target.endpoint {
+            Endpoint::Tcp(_) => format!("{}/Selector", target.endpoint),
+            Endpoint::Unix(_) => format!("{}#Selector", target.endpoint),
+        };
+        Failure::Usage(format!("the URL names no selector to call: write {hint}"))
+    })
+}
