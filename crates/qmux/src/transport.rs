@@ -59,6 +59,18 @@ pub fn spawn(command: &str, config: Config) -> io::Result<(Session, Child)> {
     Ok((Session::from_split(stdout, stdin, config), child))
 }
 
+/// Starts `command` with piped stdin and stdout and runs a session over them; stderr is left
+/// as configured on `command`. The child is killed when the returned [`Child`] is dropped.
+pub fn spawn_command(mut command: Command, config: Config) -> io::Result<(Session, Child)> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let session = over_child(&mut child, config)?;
+    Ok((session, child))
+}
+
 /// Runs a session over a spawned child's piped stdout (incoming) and stdin (outgoing).
 pub fn over_child(child: &mut Child, config: Config) -> io::Result<Session> {
     let stdin = child

@@ -17,8 +17,8 @@
 //! with its argument and echoes raw bytes.
 //!
 //! Peer faults (an rpc frame above the size limit, undecodable bytes) are reported to a
-//! [`Faults`] so that `qtalk interop` can stop with one clear line; the rpc library reports a
-//! bad call *header* only through `tracing`, which [`FaultLayer`] turns into a fault.
+//! [`Faults`] so that `qtalk interop` can stop with one clear line: faults in a call's values
+//! by the handlers, malformed call headers through the rpc layer's `on_bad_call` hook.
 
 use std::sync::{Arc, Mutex};
 
@@ -127,12 +127,14 @@ pub fn service(faults: Faults) -> RespondMux {
 
 /// Serves the interop service on `session` and returns the running peer.
 pub fn serve(session: qmux::Session, codec: Arc<dyn Codec>, faults: Faults) -> Peer {
-    let peer = Peer::with_handler(
-        session,
-        codec,
-        Arc::new(service(faults)),
-        Options::default(),
-    );
+    let hook = faults.clone();
+    let options = Options {
+        on_bad_call: Some(Arc::new(move |channel, e| {
+            hook.report(format!("{e} (call header on channel {channel})"))
+        })),
+        ..Options::default()
+    };
+    let peer = Peer::with_handler(session, codec, Arc::new(service(faults)), options);
     peer.respond();
     peer
 }
@@ -360,102 +362,5 @@ where
         }
         to.write_all(&buf[..n]).await?;
         total += n as u64;
-    }
-}
-
-/// A `tracing` layer that turns the rpc library's report of a bad call header (an rpc frame
-/// above the size limit, or bytes that do not decode) into a fault. Install it with a filter
-/// that lets the `qtalk::rpc` debug events through, e.g. [`fault_layer`].
-#[derive(Debug, Clone)]
-pub struct FaultLayer {
-    faults: Faults,
-}
-
-/// [`FaultLayer`] with the per-layer filter it needs (debug events of `qtalk::rpc` only), to
-/// add to a `tracing_subscriber::registry()` next to the logging layer.
-pub fn fault_layer<S>(faults: Faults) -> impl tracing_subscriber::Layer<S>
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    use tracing_subscriber::Layer as _;
-    FaultLayer { faults }.with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-        meta.is_event() && meta.target().starts_with("qtalk::rpc")
-    }))
-}
-
-#[derive(Default)]
-struct EventFields {
-    message: String,
-    error: Option<String>,
-    channel: Option<u64>,
-}
-
-impl tracing::field::Visit for EventFields {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        match field.name() {
-            "message" => self.message = format!("{value:?}"),
-            "error" => self.error = Some(format!("{value:?}")),
-            _ => {}
-        }
-    }
-
-    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
-        if field.name() == "channel" {
-            self.channel = Some(value);
-        } else {
-            self.record_debug(field, &value);
-        }
-    }
-
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        match field.name() {
-            "message" => self.message = value.to_string(),
-            "error" => self.error = Some(value.to_string()),
-            _ => {}
-        }
-    }
-}
-
-/// How the texts of the rpc errors that are peer faults begin, taken from the library's own
-/// `Display` so that they follow its wording.
-fn fault_prefixes() -> &'static [String] {
-    static PREFIXES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    PREFIXES.get_or_init(|| {
-        let upto_digit = |s: String| match s.find(|c: char| c.is_ascii_digit()) {
-            Some(i) => s[..i].to_string(),
-            None => s,
-        };
-        vec![
-            upto_digit(Error::FrameTooLarge { len: 0, max: 0 }.to_string()),
-            Error::Codec(qtalk::codec::CodecError::Decode(String::new())).to_string(),
-            Error::Codec(qtalk::codec::CodecError::Encode(String::new())).to_string(),
-        ]
-    })
-}
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for FaultLayer {
-    fn on_event(
-        &self,
-        event: &tracing::Event<'_>,
-        _ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        let mut fields = EventFields::default();
-        event.record(&mut fields);
-        if !fields.message.starts_with("rpc: bad call header") {
-            return;
-        }
-        // The library logs every failed header read here, a lost session included; only the
-        // texts of `Error::FrameTooLarge` and `Error::Codec` are the peer's fault.
-        let Some(error) = fields.error else { return };
-        if fault_prefixes()
-            .iter()
-            .any(|p| error.starts_with(p.as_str()))
-        {
-            let at = fields
-                .channel
-                .map(|c| format!(" (call header on channel {c})"))
-                .unwrap_or_default();
-            self.faults.report(format!("{error}{at}"));
-        }
     }
 }

@@ -217,7 +217,7 @@ fn main() -> ExitCode {
         Command::Bench(_) => "bench",
     };
     let faults = Faults::new();
-    init_tracing(matches!(cli.command, Command::Interop(_)).then(|| faults.clone()));
+    init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -252,7 +252,7 @@ fn report(command: &str, f: &Failure) -> ExitCode {
     ExitCode::from(f.exit_code())
 }
 
-fn init_tracing(faults: Option<Faults>) {
+fn init_tracing() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
@@ -264,15 +264,7 @@ fn init_tracing(faults: Option<Faults>) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(true)
         .with_filter(filter);
-    let registry = tracing_subscriber::registry().with(fmt);
-    match faults {
-        Some(f) => {
-            let _ = registry.with(interop::fault_layer(f)).try_init();
-        }
-        None => {
-            let _ = registry.try_init();
-        }
-    }
+    let _ = tracing_subscriber::registry().with(fmt).try_init();
 }
 
 fn parse_url(text: &str) -> Result<url::Target, Failure> {

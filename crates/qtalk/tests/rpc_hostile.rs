@@ -215,3 +215,38 @@ async fn responder_sending_an_undecodable_header() {
         .unwrap_err();
     assert!(matches!(err, Error::Codec(_)), "{err}");
 }
+
+#[tokio::test]
+async fn bad_call_hook_sees_malformed_headers_only() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let seen = Arc::new(AtomicUsize::new(0));
+    let s2 = seen.clone();
+    let options = qtalk::rpc::Options {
+        on_bad_call: Some(Arc::new(move |_channel, e| {
+            assert!(matches!(e, Error::Codec(_) | Error::FrameTooLarge { .. }));
+            s2.fetch_add(1, Ordering::SeqCst);
+        })),
+        ..Default::default()
+    };
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let peer = Peer::with_handler(
+        qmux::Session::new(a, Default::default()),
+        Arc::new(Json),
+        Arc::new(qtalk::rpc::RespondMux::new()),
+        options,
+    );
+    peer.respond();
+    let raw = qmux::Session::new(b, Default::default());
+    // A channel closed before any header is not a malformed call.
+    let ch = raw.open().await.unwrap();
+    drop(ch);
+    // Garbage and an oversized header are.
+    for bytes in [frame_of(b"{nope"), 0xffff_ffffu32.to_be_bytes().to_vec()] {
+        let mut ch = raw.open().await.unwrap();
+        ch.write_all(&bytes).await.unwrap();
+        let (header, _) = read_response(&mut ch).await;
+        assert!(header.error.is_some());
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+}

@@ -112,13 +112,29 @@ impl Error {
     }
 }
 
+/// Called with the channel id and the error when a peer sends a call whose header cannot be
+/// read (undecodable or oversized); the call is answered with an error either way.
+pub type BadCallHook = Arc<dyn Fn(u32, &Error) + Send + Sync>;
+
 /// Tunables shared by callers and responders.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Options {
     /// Largest rpc frame accepted (default [`DEFAULT_MAX_FRAME`]).
     pub max_frame: u32,
     /// How long a responder waits for a call header on a new channel (default 30 s).
     pub header_timeout: std::time::Duration,
+    /// Observer of malformed calls (default none), e.g. to stop a service that is fed garbage.
+    pub on_bad_call: Option<BadCallHook>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("max_frame", &self.max_frame)
+            .field("header_timeout", &self.header_timeout)
+            .field("on_bad_call", &self.on_bad_call.is_some())
+            .finish()
+    }
 }
 
 impl Default for Options {
@@ -126,6 +142,7 @@ impl Default for Options {
         Options {
             max_frame: DEFAULT_MAX_FRAME,
             header_timeout: std::time::Duration::from_secs(30),
+            on_bad_call: None,
         }
     }
 }

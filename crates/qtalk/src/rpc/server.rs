@@ -57,18 +57,22 @@ async fn respond_call(
     .await;
     let header = match header {
         Ok(Ok(h)) => h,
-        Ok(Err(Error::Truncated)) | Err(_) => {
-            tracing::debug!(
-                channel,
-                "rpc: channel ended or timed out before a call header"
-            );
+        Ok(Err(e @ (Error::Codec(_) | Error::FrameTooLarge { .. }))) => {
+            // The reference never answers here and its caller hangs; answer with the error.
+            tracing::debug!(channel, error = %e, "rpc: bad call header");
+            if let Some(hook) = &options.on_bad_call {
+                hook(channel, &e);
+            }
+            let msg = format!("bad call header: {e}");
+            respond_fallback(w, &*codec, Some(msg)).await;
             return;
         }
         Ok(Err(e)) => {
-            // The reference never answers here and its caller hangs; answer with the error.
-            tracing::debug!(channel, error = %e, "rpc: bad call header");
-            let msg = format!("bad call header: {e}");
-            respond_fallback(w, &*codec, Some(msg)).await;
+            tracing::debug!(channel, error = %e, "rpc: channel ended before a call header");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(channel, "rpc: no call header in time");
             return;
         }
     };
