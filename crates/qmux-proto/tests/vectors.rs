@@ -1021,7 +1021,7 @@ fn replay_lines(name: &str, lines: &[Line], mode: Feed) -> Result<ReplayStats, S
             }
             Err(e) if r.fatal.is_some() => return Err(e),
             Err(e) => {
-                if best.as_ref().map_or(true, |(b, _)| reached > *b) {
+                if best.as_ref().is_none_or(|(b, _)| reached > *b) {
                     best = Some((reached, e));
                 }
             }
