@@ -36,6 +36,11 @@ pub struct Config {
     pub accept_backlog: usize,
     /// Bytes of frames that may wait for the transport before channel writes are held back.
     pub send_buffer: usize,
+    /// How many other channels must finish their CLOSE handshake before an id freed by one is
+    /// given out again. The reference may still send a DATA frame after its CLOSE; delaying
+    /// reuse keeps such a late frame from landing on a new channel. 0 reuses the lowest free
+    /// id at once, exactly as the reference allocates.
+    pub id_reuse_delay: usize,
 }
 
 impl Default for Config {
@@ -45,6 +50,7 @@ impl Default for Config {
             max_packet: 256 * 1024,
             accept_backlog: 256,
             send_buffer: 1024 * 1024,
+            id_reuse_delay: 256,
         }
     }
 }
@@ -119,6 +125,9 @@ struct Channel {
     close_received: bool,
     /// The application no longer holds the channel: incoming data is dropped.
     released: bool,
+    /// The id was freed by a CLOSE handshake just before: until the channel is confirmed,
+    /// frames for it can only be late frames of the previous channel, and are dropped.
+    reused: bool,
 }
 
 impl Channel {
@@ -138,7 +147,15 @@ impl Channel {
             eof_received: false,
             close_received: false,
             released: false,
+            reused: false,
         }
+    }
+
+    /// True when a frame other than an open reply arrives before the channel is confirmed and
+    /// can be dropped as a late frame of the id's previous channel (the reference may send DATA
+    /// after its CLOSE).
+    fn is_stale_before_open(&self) -> bool {
+        self.reused && matches!(self.phase, Phase::Opening | Phase::Incoming)
     }
 
     fn push_data(&mut self, chunk: Bytes, share: bool) {
@@ -228,7 +245,10 @@ enum Decode {
 pub struct Session {
     config: Config,
     slots: Vec<Slot>,
+    /// Ids ready to be given out (lowest first).
     free: BinaryHeap<Reverse<u32>>,
+    /// Ids freed by a CLOSE handshake, oldest first, waiting out `id_reuse_delay`.
+    quarantine: VecDeque<u32>,
     live: usize,
     incoming: usize,
     decode: Decode,
@@ -255,6 +275,7 @@ impl Session {
             config,
             slots: Vec::new(),
             free: BinaryHeap::new(),
+            quarantine: VecDeque::new(),
             live: 0,
             incoming: 0,
             decode: Decode::Header,
@@ -283,9 +304,10 @@ impl Session {
 
     // ----- ids -----
 
-    fn allocate(&mut self, ch: Channel) -> ChannelId {
+    fn allocate(&mut self, mut ch: Channel) -> ChannelId {
         self.live += 1;
         if let Some(Reverse(id)) = self.free.pop() {
+            ch.reused = matches!(self.slots[id as usize], Slot::Free { closed: true });
             self.slots[id as usize] = Slot::Used(Box::new(ch));
             id
         } else {
@@ -296,8 +318,18 @@ impl Session {
 
     fn release_id(&mut self, id: ChannelId, closed: bool) {
         self.slots[id as usize] = Slot::Free { closed };
-        self.free.push(Reverse(id));
         self.live -= 1;
+        if !closed {
+            // Refused or rejected: the peer never used this id, nothing late can come.
+            self.free.push(Reverse(id));
+            return;
+        }
+        self.quarantine.push_back(id);
+        while self.quarantine.len() > self.config.id_reuse_delay {
+            if let Some(old) = self.quarantine.pop_front() {
+                self.free.push(Reverse(old));
+            }
+        }
     }
 
     fn chan(&self, id: ChannelId) -> Result<&Channel, ChannelError> {
@@ -757,6 +789,9 @@ impl Session {
                 })
             }
         };
+        if ch.is_stale_before_open() {
+            return Ok(false);
+        }
         if ch.phase != Phase::Open {
             return Err(ProtocolError::NotYetOpen {
                 kind: MSG_DATA,
@@ -838,6 +873,7 @@ impl Session {
                     self.events.push_back(Event::OpenReply(id));
                 }
             }
+            Frame::WindowAdjust { .. } | Frame::Eof { .. } if ch.is_stale_before_open() => {}
             Frame::WindowAdjust { bytes, .. } => {
                 if ch.phase != Phase::Open {
                     return Err(ProtocolError::NotYetOpen { kind, channel: id });

@@ -24,11 +24,13 @@ use transcript::{
     vectors_dir, Line, Side,
 };
 
-/// The window and max packet the Go peers advertised in the recordings.
+/// The window and max packet the Go peers advertised in the recordings, and the reference's
+/// id allocation (lowest free id, reused at once).
 fn go_config() -> Config {
     Config {
         window: 0x4000_0000,
         max_packet: 0x0100_0000,
+        id_reuse_delay: 0,
         ..Default::default()
     }
 }

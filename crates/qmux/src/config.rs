@@ -71,6 +71,14 @@ impl Config {
         self
     }
 
+    /// How many other channels must finish closing before an id is given out again (default
+    /// 256; 0 reuses the lowest free id at once, as the reference does). The delay keeps a
+    /// DATA frame the reference may send after its CLOSE from reaching a new channel.
+    pub fn id_reuse_delay(mut self, channels: usize) -> Self {
+        self.proto.id_reuse_delay = channels;
+        self
+    }
+
     /// How long [`Session::close`](crate::Session::close) keeps trying to deliver frames already
     /// queued (default 5 s).
     pub fn close_timeout(mut self, timeout: Duration) -> Self {

@@ -232,12 +232,10 @@ async fn pending_reads_complete_in_order() {
     assert_eq!(&two, b"bc");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ids_are_reused_after_close() {
-    let (a, b) = pipe_pair(Config::default());
-    tokio::spawn(echo_all(b.clone()));
+/// Opens, uses and closes `n` channels one after another; returns their ids.
+async fn sequential_ids(a: &Session, n: usize) -> Vec<u32> {
     let mut ids = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..n {
         let mut ch = a.open().await.unwrap();
         ids.push(ch.id());
         ch.write_all(b"ping").await.unwrap();
@@ -254,13 +252,28 @@ async fn ids_are_reused_after_close() {
         })
         .await;
     }
-    assert_eq!(ids, vec![0, 0, 0, 0, 0]);
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_are_reused_after_close() {
+    // As the reference: the lowest free id, at once.
+    let (a, b) = pipe_pair(Config::default().id_reuse_delay(0));
+    tokio::spawn(echo_all(b.clone()));
+    assert_eq!(sequential_ids(&a, 5).await, vec![0, 0, 0, 0, 0]);
     within(5, "peer frees ids", async {
         while b.channel_count() > 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     })
     .await;
+
+    // By default an id waits for 256 other channels to close before it is reused.
+    let (a, b) = pipe_pair(Config::default());
+    tokio::spawn(echo_all(b.clone()));
+    let ids = sequential_ids(&a, 300).await;
+    let expect: Vec<u32> = (0..257).chain(0..43).collect();
+    assert_eq!(ids, expect);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -394,3 +394,88 @@ async fn garbage_never_panics() {
         let _ = within(5, "end", session.wait()).await;
     }
 }
+
+#[tokio::test]
+async fn late_data_for_a_reused_id_before_confirm_is_dropped() {
+    // The reference may write DATA after its CLOSE; by then the id can be reused by a new open
+    // (at once when reuse is not delayed).
+    let (mut peer, session) = RawPeer::connect(Config::default().id_reuse_delay(0)).await;
+    let s2 = session.clone();
+    let first = tokio::spawn(async move { s2.open().await });
+    assert!(matches!(
+        within(5, "open", peer.recv()).await,
+        Some(Frame::Open { sender_id: 0, .. })
+    ));
+    peer.send(Frame::OpenConfirm {
+        recipient_id: 0,
+        sender_id: 5,
+        window: 1000,
+        max_packet: 1000,
+    })
+    .await;
+    let ch = first.await.unwrap().unwrap();
+    drop(ch);
+    assert_eq!(
+        within(5, "close", peer.recv()).await,
+        Some(Frame::Close { recipient_id: 5 })
+    );
+    peer.send(Frame::Close { recipient_id: 0 }).await;
+    within(5, "id freed", async {
+        while session.channel_count() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    // Id 0 is reused for a new open ...
+    let s2 = session.clone();
+    let second = tokio::spawn(async move { s2.open().await });
+    assert!(matches!(
+        within(5, "open", peer.recv()).await,
+        Some(Frame::Open { sender_id: 0, .. })
+    ));
+    // ... and a late DATA/EOF of the old channel arrives before the confirmation.
+    peer.send(Frame::Data {
+        recipient_id: 0,
+        payload: bytes::Bytes::from_static(b"null\n"),
+    })
+    .await;
+    peer.send(Frame::Eof { recipient_id: 0 }).await;
+    peer.send(Frame::OpenConfirm {
+        recipient_id: 0,
+        sender_id: 6,
+        window: 1000,
+        max_packet: 1000,
+    })
+    .await;
+    let mut ch = within(5, "second open", second).await.unwrap().unwrap();
+    peer.send(Frame::Data {
+        recipient_id: 0,
+        payload: bytes::Bytes::from_static(b"fresh"),
+    })
+    .await;
+    peer.send(Frame::Eof { recipient_id: 0 }).await;
+    let mut got = Vec::new();
+    within(5, "read", ch.read_to_end(&mut got)).await.unwrap();
+    assert_eq!(got, b"fresh");
+    assert!(!session.is_closed());
+}
+
+#[tokio::test]
+async fn data_before_confirm_on_a_fresh_id_is_fatal() {
+    let (mut peer, session) = RawPeer::connect(Config::default()).await;
+    let s2 = session.clone();
+    let _open = tokio::spawn(async move { s2.open().await });
+    let _ = within(5, "open", peer.recv()).await;
+    peer.send(Frame::Data {
+        recipient_id: 0,
+        payload: bytes::Bytes::from_static(b"early"),
+    })
+    .await;
+    assert_eq!(
+        ended_with(&session).await,
+        ProtocolError::NotYetOpen {
+            kind: 104,
+            channel: 0
+        }
+    );
+}
