@@ -250,3 +250,17 @@ async fn bad_call_hook_sees_malformed_headers_only() {
     }
     assert_eq!(seen.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn early_answer_waits_for_the_arguments_before_closing() {
+    // Callers (the reference's included) write the header and the arguments separately; a
+    // `not found` answered at once must leave the channel open until the arguments arrive.
+    let (_peer, raw) = responder();
+    let caller = Caller::new(raw.clone(), Json);
+    let mut req = caller.request("nope").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    req.send(&["late", "args"]).await.unwrap();
+    let err = within(5, "response", req.response()).await.unwrap_err();
+    assert_eq!(err.remote_message(), Some("not found: /nope"));
+    still_serving(&raw).await;
+}

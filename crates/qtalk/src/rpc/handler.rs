@@ -85,7 +85,7 @@ impl Responder {
         let prepared = self.prepare(None, false, std::iter::once(value));
         async move {
             let (w, buf) = prepared?;
-            finish_response(w, buf, false).await.map(drop)
+            finish_response(w, buf).await.map(drop)
         }
     }
 
@@ -102,7 +102,7 @@ impl Responder {
         let prepared = self.prepare(None, false, values.iter());
         async move {
             let (w, buf) = prepared?;
-            finish_response(w, buf, false).await.map(drop)
+            finish_response(w, buf).await.map(drop)
         }
     }
 
@@ -114,7 +114,7 @@ impl Responder {
         let prepared = self.prepare(Some(message.to_string()), false, std::iter::once(&()));
         async move {
             let (w, buf) = prepared?;
-            finish_response(w, buf, false).await.map(drop)
+            finish_response(w, buf).await.map(drop)
         }
     }
 
@@ -128,7 +128,7 @@ impl Responder {
         let prepared = self.prepare(None, true, std::iter::once(value));
         async move {
             let (w, buf) = prepared?;
-            let w = finish_response(w, buf, true).await?;
+            let w = finish_response(w, buf).await?;
             Ok(Continued { w, codec })
         }
     }
@@ -184,23 +184,21 @@ where
     Ok(buf.freeze())
 }
 
-/// Writes an encoded response in one write; closes the channel unless continuing.
+/// Writes an encoded response in one write. Unless continuing, this side is done with the
+/// channel: the write half is dropped, and the channel closes once the [`Call`] is gone too
+/// (which waits for the arguments if they were never read, see [`Call`]).
 pub(crate) async fn finish_response(
     mut w: qmux::WriteHalf,
     buf: Bytes,
-    continue_: bool,
 ) -> Result<qmux::WriteHalf, Error> {
     w.write_bytes(buf).await?;
-    if !continue_ {
-        w.close()?;
-    }
     Ok(w)
 }
 
 /// Answers a call the handler left unanswered (null or an error) and closes it.
 pub(crate) async fn respond_fallback(w: qmux::WriteHalf, codec: &dyn Codec, error: Option<String>) {
     if let Ok(buf) = encode_response(codec, error, false, std::iter::once(&())) {
-        let _ = finish_response(w, buf, false).await;
+        let _ = finish_response(w, buf).await;
     }
 }
 
@@ -263,15 +261,40 @@ pub struct Call {
     selector: String,
     caller: Caller,
     reader: FrameReader,
-    r: qmux::ReadHalf,
+    /// `None` only while dropping.
+    r: Option<qmux::ReadHalf>,
     codec: Arc<dyn Codec>,
+    /// The arguments (or the end of the caller's stream) have been read.
+    args_read: bool,
+}
+
+/// How long a call dropped before reading its arguments keeps its channel open for them.
+const ARGS_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Drop for Call {
+    /// A caller writes the header and the arguments separately (the reference does), so a
+    /// responder that answers without reading the arguments (e.g. `not found`) must not close
+    /// the channel before they arrive, or the caller's second write fails and it never sees
+    /// the answer. The channel stays open until they came (or a short grace period passed).
+    fn drop(&mut self) {
+        if self.args_read {
+            return;
+        }
+        let (Some(mut r), Ok(rt)) = (self.r.take(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let mut reader = std::mem::replace(&mut self.reader, FrameReader::new(0));
+        rt.spawn(async move {
+            let _ = tokio::time::timeout(ARGS_GRACE, reader.next(&mut r)).await;
+        });
+    }
 }
 
 impl std::fmt::Debug for Call {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Call")
             .field("selector", &self.selector)
-            .field("channel", &self.r.id())
+            .field("channel", &self.channel_id())
             .finish_non_exhaustive()
     }
 }
@@ -288,8 +311,9 @@ impl Call {
             selector,
             caller,
             reader,
-            r,
+            r: Some(r),
             codec,
+            args_read: false,
         }
     }
 
@@ -305,17 +329,21 @@ impl Call {
 
     /// The channel id of this call.
     pub fn channel_id(&self) -> u32 {
-        self.r.id()
+        self.r.as_ref().map_or(0, |r| r.id())
     }
 
     /// Receives the next value: first the arguments, then any streamed values.
     pub async fn receive<T: DeserializeOwned>(&mut self) -> Result<T, Error> {
-        self.reader.receive(&*self.codec, &mut self.r).await
+        self.args_read = true;
+        let r = self.r.as_mut().expect("present until drop");
+        self.reader.receive(&*self.codec, r).await
     }
 
     /// Receives the next value, or `None` once the caller ended its stream.
     pub async fn receive_next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, Error> {
-        match self.reader.next(&mut self.r).await? {
+        self.args_read = true;
+        let r = self.r.as_mut().expect("present until drop");
+        match self.reader.next(r).await? {
             Some(body) => Ok(Some(codec::decode(&*self.codec, &body)?)),
             None => Ok(None),
         }
@@ -324,7 +352,9 @@ impl Call {
     /// Receives the arguments as positional parameters (an array), checking the count like
     /// the reference: `fn: expected N params, got M`.
     pub async fn params<P: Params>(&mut self) -> Result<P, Error> {
-        match self.reader.next(&mut self.r).await? {
+        self.args_read = true;
+        let r = self.r.as_mut().expect("present until drop");
+        match self.reader.next(r).await? {
             Some(body) => decode_params(&*self.codec, &body),
             None => Err(Error::Truncated),
         }
@@ -338,11 +368,15 @@ impl AsyncRead for Call {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.args_read = true;
         if this.reader.has_buffered() {
             this.reader.drain_into(buf);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.r).poll_read(cx, buf)
+        match this.r.as_mut() {
+            Some(r) => Pin::new(r).poll_read(cx, buf),
+            None => Poll::Ready(Ok(())),
+        }
     }
 }
 
