@@ -1,7 +1,8 @@
 // Command qtalk-go-peer is a small test peer built on the reference Go
-// implementation of qmux (github.com/progrium/qtalk-go/mux). The Rust
-// integration tests start it as a subprocess and talk to it over stdio or
-// TCP, so that the Rust implementation is checked against the real thing.
+// implementation of qtalk (github.com/progrium/qtalk-go: mux, rpc, fn, talk
+// and the CBOR codec of x/cbor). The Rust integration tests start it as a
+// subprocess and talk to it over stdio or TCP, so that the Rust
+// implementation is checked against the real thing.
 //
 // Every event is logged as one line on stderr; in stdio mode stdout carries
 // only protocol bytes. See README.md for the flags and modes.
@@ -48,26 +49,58 @@ type options struct {
 	chunk    int
 	timeout  time.Duration
 	linger   time.Duration
+	codec    string
+	codecSet bool // -codec was given explicitly
+	duration time.Duration
+	cmd      string
+	careful  bool
 }
 
 func main() {
 	var o options
-	flag.StringVar(&o.mode, "mode", "echo", "echo | hello | recv | closefirst | open | sequential | selfbench")
+	flag.StringVar(&o.mode, "mode", "echo", "echo | hello | recv | closefirst | open | sequential | selfbench | rpc-serve | rpc-call | interop | check | rpc-selfbench")
 	flag.StringVar(&o.listen, "listen", "", "listen on this TCP address (e.g. 127.0.0.1:0) and serve exactly one connection")
 	flag.StringVar(&o.dial, "dial", "", "dial this TCP address")
 	flag.IntVar(&o.channels, "channels", 0, "number of channels (open, sequential: default 1; selfbench: default 16)")
 	flag.Int64Var(&o.size, "size", -1, "bytes per channel (open: default 1024; selfbench: total bytes, default 1 GiB)")
 	flag.IntVar(&o.chunk, "chunk", 32768, "write size in bytes (open, selfbench)")
-	flag.DurationVar(&o.timeout, "timeout", 120*time.Second, "client modes (open, sequential): give up and exit 1 after this long (0 = never)")
-	flag.DurationVar(&o.linger, "linger", 100*time.Millisecond, "client modes: wait this long after 'done' before closing the session, so the peer's CLOSE replies can arrive")
+	flag.DurationVar(&o.timeout, "timeout", 120*time.Second, "client modes (open, sequential, rpc-call, check): give up and exit 1 after this long (0 = never)")
+	flag.DurationVar(&o.linger, "linger", 100*time.Millisecond, "client modes (open, sequential, rpc-call): wait this long after 'done' before closing the session, so the peer's CLOSE replies can arrive")
+	flag.StringVar(&o.codec, "codec", "json", "rpc modes: json | cbor (interop, check: default from QTALK_CODEC, CBOR unless it is json)")
+	flag.DurationVar(&o.duration, "duration", 3*time.Second, "rpc-selfbench: measuring time per scenario")
+	flag.BoolVar(&o.careful, "careful", false, "check: send each call's header and arguments in one write and drain error answers before closing (avoids races of the reference's own server; off by default so that peers are checked with the reference's plain client)")
+	flag.StringVar(&o.cmd, "cmd", "", "check: run this command with sh -c as the peer, over its stdin/stdout")
 	flag.Parse()
+	modeSet := false
+	flag.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "codec":
+			o.codecSet = true
+		case "mode":
+			modeSet = true
+		}
+	})
+	// Like the reference's qtalk command: "interop" and "check [CMD]" also
+	// work as positional arguments (after the flags).
+	rest := flag.Args()
+	if len(rest) > 0 && !modeSet {
+		switch {
+		case rest[0] == "interop" && len(rest) == 1:
+			o.mode, rest = "interop", nil
+		case rest[0] == "check" && len(rest) <= 2 && o.cmd == "":
+			if len(rest) == 2 {
+				o.cmd = rest[1]
+			}
+			o.mode, rest = "check", nil
+		}
+	}
 
 	// Without this, Go kills the process with SIGPIPE when the peer stops
 	// reading our stdout; with it the write just fails and the session ends.
 	signal.Ignore(syscall.SIGPIPE)
 
-	if flag.NArg() != 0 {
-		fatalf("unexpected arguments: %v", flag.Args())
+	if len(rest) != 0 {
+		fatalf("unexpected arguments: %v", rest)
 	}
 	if o.listen != "" && o.dial != "" {
 		fatalf("-listen and -dial are mutually exclusive")
@@ -75,8 +108,21 @@ func main() {
 	if o.chunk <= 0 {
 		fatalf("-chunk must be positive")
 	}
+	if o.codec != "json" && o.codec != "cbor" {
+		fatalf("unknown codec %q (json | cbor)", o.codec)
+	}
 
 	switch o.mode {
+	case "rpc-selfbench":
+		rpcSelfbench(o)
+		return
+	case "check":
+		if o.listen != "" {
+			fatalf("check: -listen is not supported (use -dial or -cmd)")
+		}
+		check(o)
+		return
+	case "rpc-serve", "rpc-call", "interop":
 	case "selfbench":
 		if o.channels <= 0 {
 			o.channels = 16
@@ -113,6 +159,12 @@ func main() {
 		runClient(sess, o, openMode)
 	case "sequential":
 		runClient(sess, o, sequentialMode)
+	case "rpc-serve":
+		rpcServe(sess, o)
+	case "rpc-call":
+		rpcCall(sess, o)
+	case "interop":
+		interopServe(sess, o)
 	}
 }
 
