@@ -1,0 +1,225 @@
+//! The `qtalk` command and the Go reference certifying each other: the reference's check
+//! against our `qtalk interop`, our `qtalk check` against the reference's interop service over
+//! stdio and TCP, `qtalk call` and `qtalk bench` against the Go peer, with both codecs.
+//!
+//! The Go peer is the program in `interop/go`; `scripts/test.sh` builds it and exports its path
+//! as `QTALK_GO_PEER`. Without it these tests print a SKIPPED notice and pass vacuously.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const QTALK: &str = env!("CARGO_BIN_EXE_qtalk");
+
+fn go_peer() -> Option<String> {
+    match std::env::var("QTALK_GO_PEER") {
+        Ok(p) if std::path::Path::new(&p).exists() => Some(p),
+        _ => {
+            eprintln!("SKIPPED: Go reference peer not available (QTALK_GO_PEER unset)");
+            None
+        }
+    }
+}
+
+/// Runs `cmd` to completion within `secs` seconds.
+fn run(mut cmd: Command, secs: u64) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let o = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let e = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{cmd:?} did not finish within {secs}s");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: o.join().unwrap(),
+        stderr: e.join().unwrap(),
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The check lines the reference prints (tests/vectors/cli_check/*_check_output.txt).
+fn assert_reference_report(stdout: &str) {
+    let expected = [
+        "Error: test",
+        "Error: not found: /BadSelector",
+        "Unary: 100 100",
+        "Unary: true true",
+        "Unary: hello hello",
+        "Unary: map[foo:bar] map[foo:bar]",
+        "Unary: [1 2 3] [1 2 3]",
+        "Stream: 100",
+        "Stream: true",
+        "Stream: hello",
+        "Stream: map[foo:bar]",
+        "Stream: [1 2 3]",
+        "Bytes: 1",
+        "Bytes: 1024",
+        "Bytes: 1048576",
+    ];
+    let lines: Vec<&str> = stdout.lines().collect();
+    for want in expected {
+        assert!(lines.contains(&want), "missing {want:?} in:\n{stdout}");
+    }
+}
+
+/// A Go peer listening on TCP; returns it with its address.
+fn go_listening(peer: &str, args: &[&str], codec: &str) -> (Child, String) {
+    let mut child = Command::new(peer)
+        .args(args)
+        .args(["-listen", "127.0.0.1:0"])
+        .env("QTALK_CODEC", codec)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("Go peer printed no address");
+        if let Some(a) = line.strip_prefix("listening ") {
+            break a.trim().to_string();
+        }
+    };
+    (child, addr)
+}
+
+#[test]
+fn reference_check_passes_against_our_interop_over_stdio() {
+    let Some(peer) = go_peer() else { return };
+    for codec in ["cbor", "json"] {
+        let mut cmd = Command::new(&peer);
+        cmd.args(["-mode", "check", "-cmd", &format!("{QTALK} interop")])
+            .env("QTALK_CODEC", codec);
+        let out = run(cmd, 60);
+        assert!(
+            out.status.success(),
+            "{codec}: Go check failed: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert_reference_report(&text(&out.stdout));
+    }
+}
+
+#[test]
+fn our_check_passes_against_the_reference_interop_over_stdio() {
+    let Some(peer) = go_peer() else { return };
+    for codec in ["cbor", "json"] {
+        let mut cmd = Command::new(QTALK);
+        cmd.args(["check", &format!("{peer} -mode interop")])
+            .env("QTALK_CODEC", codec);
+        let out = run(cmd, 60);
+        assert!(
+            out.status.success(),
+            "{codec}: qtalk check failed: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert_reference_report(&text(&out.stdout));
+    }
+}
+
+#[test]
+fn our_check_passes_against_the_reference_interop_over_tcp() {
+    let Some(peer) = go_peer() else { return };
+    for codec in ["cbor", "json"] {
+        let (mut go, addr) = go_listening(&peer, &["-mode", "interop"], codec);
+        let mut cmd = Command::new(QTALK);
+        cmd.args(["check", "--connect", &format!("tcp://{addr}")])
+            .env("QTALK_CODEC", codec);
+        let out = run(cmd, 60);
+        let _ = go.kill();
+        let _ = go.wait();
+        assert!(
+            out.status.success(),
+            "{codec}: qtalk check --connect failed: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert_reference_report(&text(&out.stdout));
+    }
+}
+
+#[test]
+fn our_check_passes_against_our_interop_with_both_codecs() {
+    for codec in ["cbor", "json"] {
+        let mut cmd = Command::new(QTALK);
+        cmd.arg("check").env("QTALK_CODEC", codec);
+        let out = run(cmd, 60);
+        assert!(out.status.success(), "{codec}: {}", text(&out.stderr));
+        assert_reference_report(&text(&out.stdout));
+    }
+}
+
+#[test]
+fn qtalk_call_against_the_go_peer() {
+    let Some(peer) = go_peer() else { return };
+    for codec in ["json", "cbor"] {
+        let (mut go, addr) = go_listening(&peer, &["-mode", "rpc-serve", "-codec", codec], codec);
+        let mut cmd = Command::new(QTALK);
+        cmd.args([
+            "call",
+            "--codec",
+            codec,
+            &format!("tcp://{addr}/Upper"),
+            "\"hello\"",
+        ]);
+        let out = run(cmd, 30);
+        let _ = go.kill();
+        let _ = go.wait();
+        assert!(out.status.success(), "{codec}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).trim(), "\"HELLO\"");
+    }
+}
+
+#[test]
+fn qtalk_bench_against_the_go_interop() {
+    let Some(peer) = go_peer() else { return };
+    let mut cmd = Command::new(QTALK);
+    cmd.args([
+        "bench",
+        "--duration",
+        "300ms",
+        "--json",
+        &format!("{peer} -mode interop"),
+    ]);
+    let out = run(cmd, 120);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v.is_object(), "{v}");
+}
