@@ -20,6 +20,10 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::output::Output;
 
+/// Largest amount of queued frames written inline by the task that queued them.
+const INLINE_MAX: usize = 16 * 1024;
+/// Inline writes are used only while at most this many channels hold an id.
+const INLINE_MAX_CHANNELS: usize = 4;
 /// Read buffer size between frames.
 const READ_CHUNK: usize = 64 * 1024;
 /// Largest single read while inside a big DATA payload.
@@ -96,7 +100,11 @@ struct ChannelWakers {
 pub(crate) struct Inner {
     pub(crate) proto: qmux_proto::Session,
     wakers: Vec<ChannelWakers>,
-    accept_queue: VecDeque<(ChannelId, Instant)>,
+    /// Incoming channels not yet taken by `accept`: id, deadline, and whether it was already
+    /// confirmed (done at once when an acceptor is waiting, saving it a round of wake-ups).
+    accept_queue: VecDeque<(ChannelId, Instant, bool)>,
+    /// The writer task must recompute its accept deadline (the queue was empty).
+    deadline_armed: bool,
     accept_wakers: Vec<Waker>,
     /// Writers held back because the send buffer is full.
     buffer_wakers: Vec<Waker>,
@@ -145,8 +153,10 @@ impl Inner {
         while let Some(ev) = self.proto.poll_event() {
             let w = match ev {
                 Event::Incoming(id) => {
+                    let confirmed = !self.accept_wakers.is_empty() && self.proto.accept(id).is_ok();
+                    self.deadline_armed |= self.accept_queue.is_empty();
                     self.accept_queue
-                        .push_back((id, Instant::now() + accept_timeout));
+                        .push_back((id, Instant::now() + accept_timeout, confirmed));
                     self.to_wake.append(&mut self.accept_wakers);
                     continue;
                 }
@@ -221,12 +231,22 @@ impl Drop for Locked<'_> {
         };
         g.dispatch(self.shared.config.accept_timeout);
         let mut wake = std::mem::take(&mut g.to_wake);
+        if std::mem::take(&mut g.deadline_armed) {
+            // The writer task enforces accept deadlines: let it see the new one.
+            self.shared.writer.notify_one();
+        }
         if g.proto.has_transmit() {
-            match self.shared.out.try_lock() {
+            // With few channels busy, small writes (control frames, rpc messages) go out from
+            // this task at once, saving a task wake-up per exchange. Bulk data, and traffic of
+            // many channels, is left to the writer task: copying and writing then overlap, and
+            // frames of many channels share one vectored write.
+            let small =
+                g.proto.unsent() <= INLINE_MAX && g.proto.channel_count() <= INLINE_MAX_CHANNELS;
+            match self.shared.out.try_lock().ok().filter(|_| small) {
                 // The transport is idle (the writer task waits on nothing): write from this
                 // task instead of waking the writer. Polling with a no-op waker is harmless
                 // only then, as it would replace a waiting writer's registration.
-                Ok(mut out) if out.is_idle() => {
+                Some(mut out) if out.is_idle() => {
                     g.proto.poll_transmit(&mut out.pending);
                     drop(g);
                     let mut cx = Context::from_waker(Waker::noop());
@@ -296,6 +316,7 @@ impl Session {
                 proto: qmux_proto::Session::new(config.proto.clone()),
                 wakers: Vec::new(),
                 accept_queue: VecDeque::new(),
+                deadline_armed: false,
                 accept_wakers: Vec::new(),
                 buffer_wakers: Vec::new(),
                 to_wake: Vec::new(),
@@ -372,8 +393,8 @@ impl Session {
             if inner.error.is_some() {
                 return Poll::Ready(None);
             }
-            while let Some((id, _)) = inner.accept_queue.pop_front() {
-                if inner.proto.accept(id).is_ok() {
+            while let Some((id, _, confirmed)) = inner.accept_queue.pop_front() {
+                if confirmed || inner.proto.accept(id).is_ok() {
                     return Poll::Ready(Some(Channel::new(self.shared.clone(), id)));
                 }
             }
@@ -536,7 +557,7 @@ async fn write_loop(shared: Arc<Shared>, reader_done: CancellationToken) {
         }
         let deadline = {
             let inner = shared.inner.lock().unwrap_or_else(|p| p.into_inner());
-            inner.accept_queue.front().map(|(_, d)| *d)
+            inner.accept_queue.front().map(|&(_, d, _)| d)
         };
         tokio::select! {
             biased;
@@ -579,16 +600,21 @@ async fn write_loop(shared: Arc<Shared>, reader_done: CancellationToken) {
     shared.finished.cancel();
 }
 
-/// Refuses incoming channels that waited too long for accept.
+/// Refuses incoming channels that waited too long for accept (closes those confirmed early
+/// whose acceptor went away).
 fn expire_accepts(inner: &mut Inner) {
     let now = Instant::now();
-    while let Some(&(id, deadline)) = inner.accept_queue.front() {
+    while let Some(&(id, deadline, confirmed)) = inner.accept_queue.front() {
         if deadline > now {
             break;
         }
         inner.accept_queue.pop_front();
         tracing::debug!(channel = id, "qmux: incoming channel not accepted in time");
-        let _ = inner.proto.reject(id);
+        if confirmed {
+            inner.proto.release(id);
+        } else {
+            let _ = inner.proto.reject(id);
+        }
     }
 }
 

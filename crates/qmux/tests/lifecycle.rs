@@ -204,3 +204,33 @@ async fn dropping_an_open_future_abandons_the_channel() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_confirmed_channel_nobody_takes_is_closed_after_the_accept_timeout() {
+    let cfg = Config::default().accept_timeout(Duration::from_millis(100));
+    let (mut peer, session) = RawPeer::connect(cfg).await;
+    // An acceptor that gives up: its waker stays registered, so the next OPEN is confirmed
+    // at once, but nobody takes the channel.
+    let s = session.clone();
+    let gave_up = tokio::time::timeout(Duration::from_millis(20), async move { s.accept().await });
+    assert!(gave_up.await.is_err());
+    peer.send(Frame::Open {
+        sender_id: 4,
+        window: 100,
+        max_packet: 100,
+    })
+    .await;
+    let Some(Frame::OpenConfirm {
+        recipient_id: 4, ..
+    }) = within(5, "confirm", peer.recv()).await
+    else {
+        panic!("expected OPEN_CONFIRM");
+    };
+    let t0 = Instant::now();
+    assert_eq!(
+        within(5, "close", peer.recv()).await,
+        Some(Frame::Close { recipient_id: 4 })
+    );
+    assert!(t0.elapsed() >= Duration::from_millis(50));
+    assert!(!session.is_closed());
+}
