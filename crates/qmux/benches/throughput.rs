@@ -2,7 +2,9 @@
 //! with the ratio to raw TCP. When the Go reference peer is available (`QTALK_GO_PEER` names the
 //! built `interop/go` binary), its own in-process measurement runs too.
 //!
-//! `cargo bench -p qmux --bench throughput` (set `QMUX_BENCH_MB` to change the 1024 MiB size).
+//! `cargo bench -p qmux --bench throughput` (`QMUX_BENCH_MB` sets the size, default 1024 MiB;
+//! `QMUX_BENCH_RUNS` the runs per row, default 3; `QMUX_BENCH_SWEEP=256,1024,4096` also tries
+//! those windows in KiB with several max packet sizes).
 
 use std::time::Instant;
 
@@ -120,11 +122,29 @@ fn go_reference(total: usize) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Median of `runs` measurements.
+async fn median<F, Fut>(runs: usize, mut f: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = f64>,
+{
+    let mut v = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        v.push(f().await);
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
 fn main() {
     let mb: usize = std::env::var("QMUX_BENCH_MB")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024);
+    let runs: usize = std::env::var("QMUX_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let total = mb << 20;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -136,39 +156,39 @@ fn main() {
         raw_tcp(total / 8, 1).await;
         qmux_tcp(total / 8, 1, Config::default()).await;
 
-        let raw1 = raw_tcp(total, 1).await;
-        let raw16 = raw_tcp(total, 16).await;
-        let mux1 = qmux_tcp(total, 1, Config::default()).await;
-        let mux16 = qmux_tcp(total, 16, Config::default()).await;
-        println!("throughput over TCP loopback, {mb} MiB per run, MB/s (ratio to raw TCP)");
+        let raw1 = median(runs, || raw_tcp(total, 1)).await;
+        let raw16 = median(runs, || raw_tcp(total, 16)).await;
+        let mux1 = median(runs, || qmux_tcp(total, 1, Config::default())).await;
+        let mux16 = median(runs, || qmux_tcp(total, 16, Config::default())).await;
+        println!("throughput over TCP loopback, {mb} MiB per run, median of {runs} runs, MB/s");
         println!(
-            "{:<28} {:>10}",
+            "{:<28} {:>8}",
             "raw TCP, 1 connection",
             format!("{raw1:.0}")
         );
         println!(
-            "{:<28} {:>10}",
+            "{:<28} {:>8}",
             "raw TCP, 16 connections",
             format!("{raw16:.0}")
         );
         println!(
-            "{:<28} {:>10}  ({:.0}% of raw)",
+            "{:<28} {:>8}  ({:.0}% of raw TCP, 1 connection)",
             "qmux, 1 channel",
             format!("{mux1:.0}"),
             100.0 * mux1 / raw1
         );
         println!(
-            "{:<28} {:>10}  ({:.0}% of raw)",
+            "{:<28} {:>8}  ({:.0}% of raw TCP, 16 connections)",
             "qmux, 16 channels",
             format!("{mux16:.0}"),
-            100.0 * mux16 / raw1
+            100.0 * mux16 / raw16
         );
         if let Ok(sweep) = std::env::var("QMUX_BENCH_SWEEP") {
             for w in sweep.split(',').filter_map(|w| w.parse::<u32>().ok()) {
                 for mp in [32u32 << 10, 256 << 10, 1 << 20] {
                     let cfg = Config::default().window(w << 10).max_packet(mp);
-                    let r = qmux_tcp(total, 1, cfg.clone()).await;
-                    let r16 = qmux_tcp(total, 16, cfg).await;
+                    let r = median(runs, || qmux_tcp(total, 1, cfg.clone())).await;
+                    let r16 = median(runs, || qmux_tcp(total, 16, cfg.clone())).await;
                     println!(
                         "window {w} KiB, max packet {} KiB: 1ch {r:.0} MB/s, 16ch {r16:.0} MB/s",
                         mp >> 10
@@ -178,7 +198,7 @@ fn main() {
         }
     });
     if let Some(go) = go_reference(total) {
-        println!("Go reference (qtalk-go mux, its own run):");
+        println!("Go reference (qtalk-go mux, its own in-process run; MB/s in the last column):");
         print!("{go}");
     }
 }
