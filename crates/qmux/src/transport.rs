@@ -33,8 +33,26 @@ pub async fn connect_unix<P: AsRef<Path>>(path: P, config: Config) -> io::Result
 
 /// Runs a session over this process's stdin (incoming) and stdout (outgoing). Nothing else may
 /// write to stdout while it runs.
+///
+/// When stdin and stdout are pipes (as for a spawned child), they are switched to non-blocking
+/// mode and driven by the reactor directly; otherwise tokio's blocking-pool stdio is used.
 pub fn stdio(config: Config) -> Session {
+    #[cfg(unix)]
+    if let Some((r, w)) = stdio_pipes() {
+        return Session::from_split(r, w, config);
+    }
     Session::from_split(tokio::io::stdin(), tokio::io::stdout(), config)
+}
+
+/// Stdin and stdout as non-blocking pipes, when both are pipes.
+#[cfg(unix)]
+fn stdio_pipes() -> Option<(tokio::net::unix::pipe::Receiver, tokio::net::unix::pipe::Sender)> {
+    use std::os::fd::AsFd;
+    let input = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+    let output = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+    let r = tokio::net::unix::pipe::Receiver::from_file(std::fs::File::from(input)).ok()?;
+    let w = tokio::net::unix::pipe::Sender::from_file(std::fs::File::from(output)).ok()?;
+    Some((r, w))
 }
 
 /// Starts `sh -c <command>` and runs a session over its stdin and stdout; its stderr is
