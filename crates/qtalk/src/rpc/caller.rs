@@ -95,22 +95,7 @@ impl Caller {
     where
         A: Serialize + ?Sized,
     {
-        let mut buf = BytesMut::new();
-        encode_frame(
-            &*self.codec,
-            &CallHeader {
-                selector: selector.to_string(),
-            },
-            &mut buf,
-        )?;
-        encode_frame(&*self.codec, args, &mut buf)?;
-        let mut ch = self.session.open().await?;
-        match ch.write_bytes(buf.freeze()).await {
-            Ok(()) => {}
-            // The responder closed the channel already; what it sent before is the answer.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-            Err(e) => return Err(e.into()),
-        }
+        let ch = self.start(selector, Some(args)).await?;
         self.read_response(ch).await
     }
 
@@ -118,25 +103,33 @@ impl Caller {
     /// [`Request::send`], end them with [`Request::close_write`], then await
     /// [`Request::response`].
     pub async fn request(&self, selector: &str) -> Result<Request, Error> {
-        let mut buf = BytesMut::new();
-        encode_frame(
-            &*self.codec,
-            &CallHeader {
-                selector: selector.to_string(),
-            },
-            &mut buf,
-        )?;
-        let mut ch = self.session.open().await?;
-        match ch.write_bytes(buf.freeze()).await {
-            Ok(()) => {}
-            // Closed by the responder already: `response` reads what it sent.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-            Err(e) => return Err(e.into()),
-        }
+        let ch = self.start::<()>(selector, None).await?;
         Ok(Request {
             ch,
             caller: self.clone(),
         })
+    }
+
+    /// Opens the call's channel and sends the header (and the arguments, in the same write).
+    async fn start<A>(&self, selector: &str, args: Option<&A>) -> Result<qmux::Channel, Error>
+    where
+        A: Serialize + ?Sized,
+    {
+        let mut buf = BytesMut::new();
+        let header = CallHeader {
+            selector: selector.to_string(),
+        };
+        encode_frame(&*self.codec, &header, &mut buf)?;
+        if let Some(args) = args {
+            encode_frame(&*self.codec, args, &mut buf)?;
+        }
+        let mut ch = self.session.open().await?;
+        match ch.write_bytes(buf.freeze()).await {
+            Ok(()) => Ok(ch),
+            // The responder closed the channel already; what it sent is read as the answer.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ch),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn read_response(&self, mut ch: qmux::Channel) -> Result<Response, Error> {
