@@ -13,7 +13,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::codec::Codec;
 use crate::rpc::frame::{encode_frame, FrameReader};
-use crate::rpc::{CallHeader, Error, Options, ResponseHeader};
+use crate::rpc::{Error, Options, ResponseHeader};
+
+/// [`CallHeader`](crate::rpc::CallHeader) borrowing its selector, for encoding without a copy.
+#[derive(Serialize)]
+struct CallHeaderRef<'a> {
+    #[serde(rename = "Selector")]
+    selector: &'a str,
+}
 
 /// Makes calls over a session: each call opens its own channel.
 ///
@@ -116,10 +123,7 @@ impl Caller {
         A: Serialize + ?Sized,
     {
         let mut buf = BytesMut::new();
-        let header = CallHeader {
-            selector: selector.to_string(),
-        };
-        encode_frame(&*self.codec, &header, &mut buf)?;
+        encode_frame(&*self.codec, &CallHeaderRef { selector }, &mut buf)?;
         if let Some(args) = args {
             encode_frame(&*self.codec, args, &mut buf)?;
         }
