@@ -452,3 +452,59 @@ async fn server_serves_a_listener_and_shuts_down_gracefully() {
     within(5, "serve returns", serving).await.unwrap().unwrap();
     assert!(caller.call::<_, String>("Upper", &["x"]).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_passed_as_values() {
+    use qtalk::rpc::Callback;
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Subscribe {
+        topic: String,
+        notify: Callback,
+    }
+    for codec in codecs() {
+        let (a, b) = peers(codec).await;
+        // B calls back whatever callback it receives, nested in a struct.
+        b.handle(
+            "subscribe",
+            func(|call: Call, (sub,): (Subscribe,)| async move {
+                let ack: String = sub
+                    .notify
+                    .call(call.caller(), &[format!("news about {}", sub.topic)])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>(ack)
+            }),
+        )
+        .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let cb = Callback::register(
+            a.mux(),
+            func(move |_c: Call, (msg,): (String,)| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(msg).unwrap();
+                    Ok::<_, String>("got it")
+                }
+            }),
+        )
+        .unwrap();
+        let sub = Subscribe {
+            topic: "rust".into(),
+            notify: cb.clone(),
+        };
+        let ack: String = a.call("subscribe", &[&sub]).await.unwrap();
+        assert_eq!(ack, "got it");
+        assert_eq!(rx.recv().await.unwrap(), "news about rust");
+
+        // A callback also decodes from a dynamic value ({"$fnptr": id} in a map).
+        let v: Value = serde_json::from_str(&format!(r#"{{"$fnptr":"{}"}}"#, cb.id)).unwrap();
+        let back: Callback = serde_json::from_value(serde_json::to_value(&v).unwrap()).unwrap();
+        assert_eq!(back, cb);
+
+        // Unregistered, it is gone.
+        assert!(cb.unregister(a.mux()));
+        let err = a.call::<_, String>("subscribe", &[&sub]).await.unwrap_err();
+        assert!(err.to_string().contains("not found"), "{err}");
+        a.close();
+    }
+}

@@ -11,8 +11,10 @@
 //!   [`handler_fn`] and [`func`] turn closures into handlers; [`RespondMux`] routes selectors.
 //! - Running: [`Peer`] (one session that calls and responds) and [`Server`] (serves a
 //!   listener).
+//! - Callbacks passed as values: [`Callback`] (`{"$fnptr": "<id>"}`).
 
 mod args;
+mod callback;
 mod caller;
 mod frame;
 mod handler;
@@ -25,6 +27,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use args::Params;
+pub use callback::Callback;
 pub use caller::{Caller, Request, Response};
 pub use frame::{encode_frame, DEFAULT_MAX_FRAME};
 pub use handler::{
