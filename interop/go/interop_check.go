@@ -63,11 +63,7 @@ func check(o options) {
 	var sess mux.Session
 	var cmd *exec.Cmd
 	if o.dial != "" {
-		s, err := mux.DialTCP(o.dial)
-		if err != nil {
-			fatalf("dial: %v", err)
-		}
-		sess = s
+		sess = dial(o)
 	} else {
 		if o.cmd != "" {
 			cmd = exec.Command("sh", "-c", o.cmd)

@@ -1,7 +1,7 @@
 // Command qtalk-go-peer is a small test peer built on the reference Go
 // implementation of qtalk (github.com/progrium/qtalk-go: mux, rpc, fn, talk
 // and the CBOR codec of x/cbor). The Rust integration tests start it as a
-// subprocess and talk to it over stdio or TCP, so that the Rust
+// subprocess and talk to it over stdio, TCP or WebSocket, so that the Rust
 // implementation is checked against the real thing.
 //
 // Every event is logged as one line on stderr; in stdio mode stdout carries
@@ -44,6 +44,7 @@ type options struct {
 	mode     string
 	listen   string
 	dial     string
+	ws       bool // -listen / -dial speak qmux over WebSocket
 	channels int
 	size     int64
 	chunk    int
@@ -61,6 +62,7 @@ func main() {
 	flag.StringVar(&o.mode, "mode", "echo", "echo | hello | recv | closefirst | open | sequential | selfbench | rpc-serve | rpc-call | interop | check | rpc-selfbench")
 	flag.StringVar(&o.listen, "listen", "", "listen on this TCP address (e.g. 127.0.0.1:0) and serve exactly one connection")
 	flag.StringVar(&o.dial, "dial", "", "dial this TCP address")
+	flag.BoolVar(&o.ws, "ws", false, "with -listen or -dial: qmux over WebSocket (the reference's mux.ListenWS / mux.DialWS, path /) instead of plain TCP")
 	flag.IntVar(&o.channels, "channels", 0, "number of channels (open, sequential: default 1; selfbench: default 16)")
 	flag.Int64Var(&o.size, "size", -1, "bytes per channel (open: default 1024; selfbench: total bytes, default 1 GiB)")
 	flag.IntVar(&o.chunk, "chunk", 32768, "write size in bytes (open, selfbench)")
@@ -104,6 +106,9 @@ func main() {
 	}
 	if o.listen != "" && o.dial != "" {
 		fatalf("-listen and -dial are mutually exclusive")
+	}
+	if o.ws && o.listen == "" && o.dial == "" {
+		fatalf("-ws needs -listen or -dial")
 	}
 	if o.chunk <= 0 {
 		fatalf("-chunk must be positive")
@@ -177,7 +182,11 @@ func fatalf(format string, args ...any) {
 func connect(o options) mux.Session {
 	switch {
 	case o.listen != "":
-		l, err := mux.ListenTCP(o.listen)
+		listen := mux.ListenTCP
+		if o.ws {
+			listen = mux.ListenWS
+		}
+		l, err := listen(o.listen)
 		if err != nil {
 			fatalf("listen: %v", err)
 		}
@@ -189,11 +198,7 @@ func connect(o options) mux.Session {
 		}
 		return sess
 	case o.dial != "":
-		sess, err := mux.DialTCP(o.dial)
-		if err != nil {
-			fatalf("dial: %v", err)
-		}
-		return sess
+		return dial(o)
 	default:
 		sess, err := mux.DialIO(os.Stdout, os.Stdin)
 		if err != nil {
@@ -201,6 +206,19 @@ func connect(o options) mux.Session {
 		}
 		return sess
 	}
+}
+
+// dial connects to o.dial over TCP, or over WebSocket with -ws.
+func dial(o options) mux.Session {
+	d := mux.DialTCP
+	if o.ws {
+		d = mux.DialWS
+	}
+	sess, err := d(o.dial)
+	if err != nil {
+		fatalf("dial: %v", err)
+	}
+	return sess
 }
 
 // endSession waits for the session to end, logs it and exits 0.

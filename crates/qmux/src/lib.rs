@@ -2,10 +2,10 @@
 //! compatible with the Go reference implementation (qtalk-go's `mux` package).
 //!
 //! A [`Session`] runs over any `AsyncRead + AsyncWrite` transport ([`transport`] has TCP, Unix
-//! sockets, stdio and child processes; [`Listener`] accepts connections). Either side can
-//! [`open`](Session::open) channels and [`accept`](Session::accept) the other's. A [`Channel`]
-//! is an `AsyncRead + AsyncWrite` stream with its own flow control, so one slow reader never
-//! stalls the others.
+//! sockets, WebSocket, stdio and child processes; [`Listener`] accepts connections). Either
+//! side can [`open`](Session::open) channels and [`accept`](Session::accept) the other's. A
+//! [`Channel`] is an `AsyncRead + AsyncWrite` stream with its own flow control, so one slow
+//! reader never stalls the others.
 //!
 //! The protocol logic lives in the sans-IO crate [`qmux_proto`]; this crate moves bytes: one
 //! reader task and one writer task per session, with frames batched into vectored writes.

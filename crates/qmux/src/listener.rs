@@ -11,9 +11,12 @@ enum Kind {
     Tcp(TcpListener),
     #[cfg(unix)]
     Unix(tokio::net::UnixListener),
+    #[cfg(feature = "websocket")]
+    Ws(transport::ws::WsListener),
 }
 
-/// Accepts connections on a TCP or Unix socket and runs a session on each.
+/// Accepts connections on a TCP or Unix socket, or WebSocket connections, and runs a session
+/// on each.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -53,6 +56,20 @@ impl Listener {
         })
     }
 
+    /// Listens for WebSocket connections on a TCP address (plain `ws://`, no TLS), as the
+    /// reference's `mux.ListenWS`: the upgrade is accepted on any path, without requiring an
+    /// `Origin` header. Handshakes run concurrently (each has 10 s); connections whose
+    /// handshake fails are dropped without an error from [`accept`](Listener::accept).
+    #[cfg(feature = "websocket")]
+    pub async fn bind_ws<A: ToSocketAddrs>(addr: A, config: Config) -> io::Result<Listener> {
+        Ok(Listener {
+            kind: Kind::Ws(transport::ws::WsListener::new(
+                TcpListener::bind(addr).await?,
+            )),
+            config,
+        })
+    }
+
     /// Waits for the next connection and returns a session running over it.
     pub async fn accept(&self) -> io::Result<Session> {
         match &self.kind {
@@ -66,6 +83,8 @@ impl Listener {
                 let (r, w) = stream.into_split();
                 Ok(Session::from_split(r, w, self.config.clone()))
             }
+            #[cfg(feature = "websocket")]
+            Kind::Ws(l) => l.accept(&self.config).await,
         }
     }
 
@@ -73,6 +92,8 @@ impl Listener {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match &self.kind {
             Kind::Tcp(l) => l.local_addr(),
+            #[cfg(feature = "websocket")]
+            Kind::Ws(l) => l.local_addr(),
             #[cfg(unix)]
             Kind::Unix(_) => Err(io::Error::new(
                 io::ErrorKind::Unsupported,

@@ -1,5 +1,6 @@
-//! Ready-made transports: TCP, Unix sockets, this process's stdio, and a child process's
-//! stdin/stdout. Any other `AsyncRead + AsyncWrite` stream works with [`Session::new`].
+//! Ready-made transports: TCP, Unix sockets, WebSocket ([`ws`]), this process's stdio, and a
+//! child process's stdin/stdout. Any other `AsyncRead + AsyncWrite` stream works with
+//! [`Session::new`].
 
 use std::io;
 use std::path::Path;
@@ -9,6 +10,11 @@ use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::process::{Child, Command};
 
 use crate::{Config, Session};
+
+#[cfg(feature = "websocket")]
+pub mod ws;
+#[cfg(feature = "websocket")]
+pub use ws::{connect_ws, over_websocket};
 
 /// Connects to a TCP address and runs a session over the connection.
 pub async fn connect_tcp<A: ToSocketAddrs>(addr: A, config: Config) -> io::Result<Session> {

@@ -23,6 +23,12 @@ enum Link {
     GoListens,
     /// We listen on TCP; the peer dials.
     GoDials,
+    /// The peer listens on WebSocket (`mux.ListenWS`); we connect.
+    #[cfg(feature = "websocket")]
+    GoListensWs,
+    /// We listen on WebSocket; the peer dials (`mux.DialWS`).
+    #[cfg(feature = "websocket")]
+    GoDialsWs,
 }
 
 struct GoPeer {
@@ -42,6 +48,20 @@ fn peer_path() -> Option<String> {
             None
         }
     }
+}
+
+/// The address from the peer's `listening <host:port>` line.
+async fn listening_addr(lines: &mut mpsc::UnboundedReceiver<String>) -> String {
+    let line = within(10, "listening line", async {
+        loop {
+            let l = lines.recv().await.expect("peer exited");
+            if l.starts_with("listening ") {
+                return l;
+            }
+        }
+    })
+    .await;
+    line.trim_start_matches("listening ").trim().to_string()
 }
 
 impl GoPeer {
@@ -64,6 +84,19 @@ impl GoPeer {
                 cmd.args(["-listen", "127.0.0.1:0"]);
                 None
             }
+            #[cfg(feature = "websocket")]
+            Link::GoDialsWs => {
+                let l = qmux::Listener::bind_ws("127.0.0.1:0", Config::default())
+                    .await
+                    .unwrap();
+                cmd.args(["-ws", "-dial", &l.local_addr().unwrap().to_string()]);
+                Some(l)
+            }
+            #[cfg(feature = "websocket")]
+            Link::GoListensWs => {
+                cmd.args(["-ws", "-listen", "127.0.0.1:0"]);
+                None
+            }
             Link::Stdio => None,
         };
         let mut child = cmd.spawn().expect("start Go peer");
@@ -83,18 +116,21 @@ impl GoPeer {
             Link::GoDials => within(10, "Go dials", listener.unwrap().accept())
                 .await
                 .unwrap(),
+            #[cfg(feature = "websocket")]
+            Link::GoDialsWs => within(10, "Go dials", listener.unwrap().accept())
+                .await
+                .unwrap(),
             Link::GoListens => {
-                let line = within(10, "listening line", async {
-                    loop {
-                        let l = lines.recv().await.expect("peer exited");
-                        if l.starts_with("listening ") {
-                            return l;
-                        }
-                    }
-                })
-                .await;
-                let addr = line.trim_start_matches("listening ").trim().to_string();
+                let addr = listening_addr(&mut lines).await;
                 qmux::transport::connect_tcp(addr, Config::default())
+                    .await
+                    .unwrap()
+            }
+            #[cfg(feature = "websocket")]
+            Link::GoListensWs => {
+                let addr = listening_addr(&mut lines).await;
+                let url = format!("ws://{addr}/");
+                qmux::transport::ws::connect_ws(&url, Config::default())
                     .await
                     .unwrap()
             }
@@ -235,6 +271,30 @@ async fn go_opens_100_channels_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_mib_go_to_rust_and_back() {
     go_opens_rust_echoes(Link::Stdio, 1, 64 << 20).await;
+}
+
+#[cfg(feature = "websocket")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_opens_go_echoes_over_websocket() {
+    rust_opens_go_echoes(Link::GoListensWs, 1, 1 << 20).await;
+}
+
+#[cfg(feature = "websocket")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_opens_16_channels_go_echoes_over_websocket() {
+    rust_opens_go_echoes(Link::GoListensWs, 16, 256 * 1024).await;
+}
+
+#[cfg(feature = "websocket")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_opens_rust_echoes_over_websocket() {
+    go_opens_rust_echoes(Link::GoDialsWs, 1, 1 << 20).await;
+}
+
+#[cfg(feature = "websocket")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_opens_16_channels_rust_echoes_over_websocket() {
+    go_opens_rust_echoes(Link::GoDialsWs, 16, 256 * 1024).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,10 +25,13 @@ Exit codes:
 const URLS: &str = "\
 URLs:
   tcp://HOST:PORT/Selector          TCP (HOST may be a name, IPv4 or [IPv6])
+  ws://HOST[:PORT]/Selector         WebSocket (port 80 by default; the WebSocket is always
+                                    opened at path `/`, as by the Go reference)
   unix:///abs/path/to.sock#Selector Unix socket, absolute path (three slashes)
   unix:relative/to.sock#Selector    Unix socket, path relative to the current directory
   The selector follows `#` for Unix sockets because the socket path itself may contain
-  `/`; write a literal `#` or `%` in a path as %23 or %25. ws:// is not supported yet.";
+  `/`; write a literal `#` or `%` in a path as %23 or %25. wss:// (TLS) and udp://
+  (QUIC) are not supported yet.";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,8 +43,10 @@ URLs:
                   benchmark peers.",
     after_help = format!("Examples:
   qtalk call tcp://127.0.0.1:9000/Upper '\"hello\"'
+  qtalk call ws://127.0.0.1:8080/Upper hello
   qtalk interop --listen tcp://127.0.0.1:9000
   qtalk check
+  qtalk check --connect ws://127.0.0.1:8080
   QTALK_CODEC=json qtalk check '/path/to/go/qtalk interop'   # the Go reference's CLI
   qtalk bench --duration 1s --json
 
@@ -75,6 +80,7 @@ enum Command {
   qtalk call tcp://127.0.0.1:9000/Upper hello          # the same
   qtalk call tcp://localhost:9000/math.Add 1 2         # sends [1,2]
   qtalk call unix:///run/app.sock#users.Get '{{\"id\":7}}'  # sends [{{\"id\":7}}]
+  qtalk call ws://127.0.0.1:8080/Upper hello           # over WebSocket
   qtalk call --raw tcp://127.0.0.1:9000/Error boom     # sends \"boom\"
   qtalk call --codec cbor --timeout 2s tcp://[::1]:9000/Ping  # sends null
 
@@ -97,6 +103,7 @@ enum Command {
   QTALK_CODEC=json qtalk interop
   qtalk interop --listen tcp://127.0.0.1:9000    # port 0 picks a free port
   qtalk interop --listen unix:///tmp/qtalk.sock
+  qtalk interop --listen ws://127.0.0.1:8080     # WebSocket, any path
 
 With --listen, the address actually listened on is printed on stderr as
 `listening on URL`.
@@ -122,6 +129,7 @@ With --listen, the address actually listened on is printed on stderr as
   qtalk check '/path/to/go/qtalk interop'          # any command speaking qmux on stdio
   qtalk check 'ssh build-host qtalk interop'       # ... even a remote one
   qtalk check --connect tcp://127.0.0.1:9000
+  qtalk check --connect ws://127.0.0.1:8080
 
 {EXIT_CODES}")
     )]
@@ -137,6 +145,7 @@ With --listen, the address actually listened on is printed on stderr as
   qtalk bench
   qtalk bench --duration 5s --concurrency 128
   qtalk bench --json --connect tcp://127.0.0.1:9000 | jq .unary_sequential
+  qtalk bench --connect ws://127.0.0.1:8080
 
 {EXIT_CODES}")
     )]
@@ -145,7 +154,8 @@ With --listen, the address actually listened on is printed on stderr as
 
 #[derive(Args, Debug)]
 struct CallArgs {
-    /// Where to call: tcp://HOST:PORT/Selector or unix:///path/to.sock#Selector
+    /// Where to call: tcp://HOST:PORT/Selector, ws://HOST:PORT/Selector or
+    /// unix:///path/to.sock#Selector
     #[arg(value_name = "URL")]
     url: String,
     /// Arguments, each a JSON value (a bare word is a string)
@@ -168,7 +178,8 @@ struct CallArgs {
 
 #[derive(Args, Debug)]
 struct InteropArgs {
-    /// Listen on tcp://HOST:PORT or unix:///path instead of serving stdin/stdout
+    /// Listen on tcp://HOST:PORT, ws://HOST:PORT or unix:///path instead of serving
+    /// stdin/stdout
     #[arg(long, value_name = "URL")]
     listen: Option<String>,
 }
@@ -178,7 +189,7 @@ struct CheckArgs {
     /// Shell command of the peer (run with `sh -c`); default: this program's `interop`
     #[arg(value_name = "CMD", conflicts_with = "connect")]
     cmd: Option<String>,
-    /// Check a listening peer at tcp://HOST:PORT or unix:///path instead
+    /// Check a listening peer at tcp://HOST:PORT, ws://HOST:PORT or unix:///path instead
     #[arg(long, value_name = "URL")]
     connect: Option<String>,
     /// Deadline for connecting and for each check, e.g. 10s
@@ -191,7 +202,7 @@ struct BenchArgs {
     /// Shell command of the peer (run with `sh -c`); default: this program's `interop`
     #[arg(value_name = "CMD", conflicts_with = "connect")]
     cmd: Option<String>,
-    /// Benchmark a listening peer at tcp://HOST:PORT or unix:///path instead
+    /// Benchmark a listening peer at tcp://HOST:PORT, ws://HOST:PORT or unix:///path instead
     #[arg(long, value_name = "URL")]
     connect: Option<String>,
     /// How long each measurement runs, e.g. 2s, 500ms
@@ -405,6 +416,21 @@ async fn listen(endpoint: Endpoint, codec: Arc<dyn Codec>) -> Result<(), Failure
                 })?;
             let shown = match l.local_addr() {
                 Ok(a) => Endpoint::Tcp(a.to_string()),
+                Err(_) => endpoint.clone(),
+            };
+            (l, shown, None)
+        }
+        Endpoint::Ws(addr) => {
+            let l = qmux::Listener::bind_ws(addr.as_str(), config)
+                .await
+                .map_err(|e| {
+                    Failure::Transport(format!(
+                        "cannot listen on {endpoint}: {}",
+                        peer::describe_io(&e)
+                    ))
+                })?;
+            let shown = match l.local_addr() {
+                Ok(a) => Endpoint::Ws(a.to_string()),
                 Err(_) => endpoint.clone(),
             };
             (l, shown, None)

@@ -109,6 +109,10 @@ impl Connection {
 pub async fn connect(endpoint: &Endpoint, config: qmux::Config) -> io::Result<qmux::Session> {
     match endpoint {
         Endpoint::Tcp(addr) => qmux::transport::connect_tcp(addr.as_str(), config).await,
+        // The selector is not part of the WebSocket URL: as the reference's DialWS, path `/`.
+        Endpoint::Ws(addr) => {
+            qmux::transport::ws::connect_ws(&format!("ws://{addr}/"), config).await
+        }
         #[cfg(unix)]
         Endpoint::Unix(path) => qmux::transport::connect_unix(path, config).await,
         #[cfg(not(unix))]
@@ -208,7 +212,7 @@ fn spawn(mut command: Command, config: qmux::Config) -> io::Result<Connection> {
 pub fn require_selector(target: &Target) -> Result<&str, Failure> {
     target.selector.as_deref().ok_or_else(|| {
         let hint = match &target.endpoint {
-            Endpoint::Tcp(_) => format!("{}/Selector", target.endpoint),
+            Endpoint::Tcp(_) | Endpoint::Ws(_) => format!("{}/Selector", target.endpoint),
             Endpoint::Unix(_) => format!("{}#Selector", target.endpoint),
         };
         Failure::Usage(format!("the URL names no selector to call: write {hint}"))

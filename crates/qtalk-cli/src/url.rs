@@ -4,6 +4,8 @@
 //! | --- | --- |
 //! | `tcp://HOST:PORT` | a TCP peer (`HOST` may be a name, an IPv4 address or `[IPv6]`) |
 //! | `tcp://HOST:PORT/Selector` | ... and the selector to call (the path after the first `/`) |
+//! | `ws://HOST[:PORT]` | a WebSocket peer (port 80 by default); the WebSocket path is always `/` |
+//! | `ws://HOST[:PORT]/Selector` | ... and the selector to call |
 //! | `unix:///abs/path/to.sock` | a Unix socket peer, absolute path (three slashes) |
 //! | `unix:relative/path.sock` | a Unix socket peer, path relative to the working directory |
 //! | `unix:///abs/path/to.sock#Selector` | ... and the selector to call (the fragment) |
@@ -13,8 +15,11 @@
 //! a path at `#`). `tcp://HOST:PORT#Selector` is accepted too. Both path and selector are
 //! percent-decoded, so a socket path holding `#` or `%` is written with `%23` or `%25`.
 //!
-//! `ws://`, `wss://` and `udp://` (the reference's QUIC) are recognized and refused with a
-//! clear "not supported yet" message.
+//! For `ws://` the path names the selector, as in the reference's `qtalk call`: like the
+//! reference's `mux.DialWS`, the WebSocket itself is always opened at path `/`.
+//!
+//! `wss://` (WebSocket over TLS) and `udp://` (the reference's QUIC) are recognized and
+//! refused with a clear "not supported yet" message.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -24,6 +29,8 @@ use std::path::PathBuf;
 pub enum Endpoint {
     /// A TCP address, `host:port` (IPv6 hosts keep their brackets).
     Tcp(String),
+    /// A WebSocket peer at `ws://host:port/` (`host:port` as for [`Endpoint::Tcp`]).
+    Ws(String),
     /// A Unix socket path.
     Unix(PathBuf),
 }
@@ -32,6 +39,7 @@ impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Endpoint::Tcp(addr) => write!(f, "tcp://{addr}"),
+            Endpoint::Ws(addr) => write!(f, "ws://{addr}"),
             Endpoint::Unix(path) if path.is_absolute() => {
                 write!(f, "unix://{}", percent_encode(&path.to_string_lossy()))
             }
@@ -52,7 +60,9 @@ pub struct Target {
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.endpoint, &self.selector) {
-            (Endpoint::Tcp(_), Some(sel)) => write!(f, "{}/{}", self.endpoint, sel),
+            (Endpoint::Tcp(_) | Endpoint::Ws(_), Some(sel)) => {
+                write!(f, "{}/{}", self.endpoint, sel)
+            }
             (Endpoint::Unix(_), Some(sel)) => write!(f, "{}#{}", self.endpoint, sel),
             (_, None) => write!(f, "{}", self.endpoint),
         }
@@ -88,7 +98,8 @@ impl fmt::Display for UrlError {
 
 impl std::error::Error for UrlError {}
 
-const FORMS: &str = "expected tcp://HOST:PORT[/Selector] or unix:///path/to.sock[#Selector]";
+const FORMS: &str = "expected tcp://HOST:PORT[/Selector], ws://HOST[:PORT][/Selector] or \
+                     unix:///path/to.sock[#Selector]";
 
 /// Parses a `qtalk` URL (see the [module documentation](self) for the forms).
 ///
@@ -102,7 +113,11 @@ const FORMS: &str = "expected tcp://HOST:PORT[/Selector] or unix:///path/to.sock
 /// assert_eq!(t.endpoint, Endpoint::Unix("/run/my app/qtalk.sock".into()));
 /// assert_eq!(t.selector.as_deref(), Some("users.Join"));
 ///
-/// assert!(parse("ws://example.com/x").unwrap_err().to_string().contains("not supported"));
+/// let t = parse("ws://localhost:8080/Upper").unwrap();
+/// assert_eq!(t.endpoint, Endpoint::Ws("localhost:8080".into()));
+/// assert_eq!(t.selector.as_deref(), Some("Upper"));
+///
+/// assert!(parse("wss://example.com/x").unwrap_err().to_string().contains("not supported"));
 /// ```
 pub fn parse(url: &str) -> Result<Target, UrlError> {
     let err = |reason: String| UrlError::new(url, reason);
@@ -134,10 +149,21 @@ pub fn parse(url: &str) -> Result<Target, UrlError> {
         None => None,
     };
     match scheme.to_ascii_lowercase().as_str() {
-        "tcp" => parse_tcp(rest, fragment).map_err(err),
+        "tcp" => parse_host_port(rest, fragment, "tcp", None)
+            .map(|(addr, selector)| Target {
+                endpoint: Endpoint::Tcp(addr),
+                selector,
+            })
+            .map_err(err),
+        "ws" => parse_host_port(rest, fragment, "ws", Some(80))
+            .map(|(addr, selector)| Target {
+                endpoint: Endpoint::Ws(addr),
+                selector,
+            })
+            .map_err(err),
         "unix" => parse_unix(rest, fragment).map_err(err),
-        "ws" | "wss" => Err(err(
-            "WebSocket (ws://, wss://) is not supported yet; use tcp:// or unix:".into(),
+        "wss" => Err(err(
+            "WebSocket over TLS (wss://) is not supported yet; use ws://, tcp:// or unix:".into(),
         )),
         "udp" | "quic" => Err(err(
             "QUIC (udp://) is not supported yet; use tcp:// or unix:".into(),
@@ -146,9 +172,18 @@ pub fn parse(url: &str) -> Result<Target, UrlError> {
     }
 }
 
-fn parse_tcp(rest: &str, fragment: Option<String>) -> Result<Target, String> {
+/// `//HOST:PORT[/Selector]` of a `tcp:` or `ws:` URL: the address `host:port` and the
+/// selector. Without `default_port` the port is required.
+fn parse_host_port(
+    rest: &str,
+    fragment: Option<String>,
+    scheme: &str,
+    default_port: Option<u16>,
+) -> Result<(String, Option<String>), String> {
     let Some(rest) = rest.strip_prefix("//") else {
-        return Err("a tcp URL starts with tcp:// (then HOST:PORT)".into());
+        return Err(format!(
+            "a {scheme} URL starts with {scheme}:// (then HOST:PORT)"
+        ));
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], Some(&rest[i + 1..])),
@@ -164,29 +199,37 @@ fn parse_tcp(rest: &str, fragment: Option<String>) -> Result<Target, String> {
         if host.parse::<std::net::Ipv6Addr>().is_err() {
             return Err(format!("{host:?} is not an IPv6 address"));
         }
-        let Some(port) = after.strip_prefix(':') else {
-            return Err("missing port: write tcp://[IPV6]:PORT".into());
+        let port = match (after.strip_prefix(':'), default_port) {
+            (Some(port), _) => Some(port),
+            (None, Some(_)) if after.is_empty() => None,
+            _ => return Err(format!("missing port: write {scheme}://[IPV6]:PORT")),
         };
         (format!("[{host}]"), port)
     } else {
-        let Some((host, port)) = authority.rsplit_once(':') else {
-            return Err(if authority.is_empty() {
-                "missing host and port: write tcp://HOST:PORT".into()
-            } else {
-                format!("missing port: write tcp://{authority}:PORT")
-            });
-        };
-        if host.contains(':') {
-            return Err("an IPv6 host must be in brackets: tcp://[::1]:PORT".into());
+        match authority.rsplit_once(':') {
+            Some((host, _)) if host.contains(':') => {
+                return Err(format!(
+                    "an IPv6 host must be in brackets: {scheme}://[::1]:PORT"
+                ));
+            }
+            Some((host, port)) => (host.to_string(), Some(port)),
+            None if authority.is_empty() => {
+                return Err(format!("missing host and port: write {scheme}://HOST:PORT"))
+            }
+            None if default_port.is_some() => (authority.to_string(), None),
+            None => return Err(format!("missing port: write {scheme}://{authority}:PORT")),
         }
-        (host.to_string(), port)
     };
     if host.is_empty() {
-        return Err("missing host: write tcp://HOST:PORT".into());
+        return Err(format!("missing host: write {scheme}://HOST:PORT"));
     }
-    let port: u16 = match port.parse() {
-        Ok(p) => p,
-        Err(_) => return Err(format!("{port:?} is not a port number (0-65535)")),
+    let port: u16 = match (port, default_port) {
+        (Some(port), _) => match port.parse() {
+            Ok(p) => p,
+            Err(_) => return Err(format!("{port:?} is not a port number (0-65535)")),
+        },
+        (None, Some(p)) => p,
+        (None, None) => return Err(format!("missing port: write {scheme}://HOST:PORT")),
     };
     let path = match path {
         Some(p) if !p.is_empty() => Some(percent_decode(p).map_err(|e| format!("selector: {e}"))?),
@@ -199,10 +242,7 @@ fn parse_tcp(rest: &str, fragment: Option<String>) -> Result<Target, String> {
         (Some(p), _) => Some(p),
         (None, f) => f.filter(|f| !f.is_empty()),
     };
-    Ok(Target {
-        endpoint: Endpoint::Tcp(format!("{host}:{port}")),
-        selector,
-    })
+    Ok((format!("{host}:{port}"), selector))
 }
 
 fn parse_unix(rest: &str, fragment: Option<String>) -> Result<Target, String> {
@@ -302,6 +342,34 @@ mod tests {
     }
 
     #[test]
+    fn ws_forms() {
+        let t = ok("ws://127.0.0.1:9000/Upper");
+        assert_eq!(t.endpoint, Endpoint::Ws("127.0.0.1:9000".into()));
+        assert_eq!(t.selector.as_deref(), Some("Upper"));
+        assert_eq!(t.to_string(), "ws://127.0.0.1:9000/Upper");
+        let t = ok("ws://example.com");
+        assert_eq!(t.endpoint, Endpoint::Ws("example.com:80".into()));
+        assert_eq!(t.selector, None);
+        assert_eq!(
+            ok("WS://h/users/Join").selector.as_deref(),
+            Some("users/Join")
+        );
+        assert_eq!(ok("ws://h:1/").selector, None);
+        assert_eq!(ok("ws://h:1#Upper").selector.as_deref(), Some("Upper"));
+        assert_eq!(ok("ws://[::1]/X").endpoint, Endpoint::Ws("[::1]:80".into()));
+        assert_eq!(
+            ok("ws://[::1]:81").endpoint,
+            Endpoint::Ws("[::1]:81".into())
+        );
+        assert!(bad("ws://").contains("missing host"));
+        assert!(bad("ws://:80/X").contains("missing host"));
+        assert!(bad("ws://h:x/X").contains("not a port"));
+        assert!(bad("ws://::1/X").contains("brackets"));
+        assert!(bad("ws:h:1").contains("ws://"));
+        assert!(bad("ws://h:1/A?x=1").contains("query"));
+    }
+
+    #[test]
     fn unix_forms() {
         let t = ok("unix:///tmp/a/b.sock#Upper");
         assert_eq!(t.endpoint, Endpoint::Unix("/tmp/a/b.sock".into()));
@@ -330,7 +398,6 @@ mod tests {
         assert!(bad("").contains("empty"));
         assert!(bad("localhost:9000").contains("unknown scheme"));
         assert!(bad("/tmp/sock").contains("no scheme"));
-        assert!(bad("ws://h:1/x").contains("not supported yet"));
         assert!(bad("wss://h:1/x").contains("not supported yet"));
         assert!(bad("udp://h:1").contains("not supported yet"));
         assert!(bad("http://h/x").contains("unknown scheme"));

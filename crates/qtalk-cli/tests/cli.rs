@@ -225,6 +225,76 @@ fn check_via_connect_json_against_interop_listening_on_unix_socket() {
 }
 
 #[test]
+fn check_call_and_bench_via_connect_against_interop_listening_on_websocket() {
+    let server = listen("ws://127.0.0.1:0", None);
+    assert!(server.url.starts_with("ws://127.0.0.1:"), "{}", server.url);
+    assert!(!server.url.ends_with(":0"), "{}", server.url);
+    let out = run(qtalk().args(["check", "--connect", &server.url]));
+    assert_check_output(&out, "cbor_check_output.txt", "cbor");
+    assert!(out.stdout.contains(&server.url), "stdout: {}", out.stdout);
+    // The listener serves session after session.
+    let out = run(qtalk().args(["check", "--connect", &server.url]));
+    assert_check_output(&out, "cbor_check_output.txt", "cbor");
+
+    let out = run(qtalk().args([
+        "call",
+        "--raw",
+        "--codec",
+        "cbor",
+        &format!("{}/Error", server.url),
+        "boom",
+    ]));
+    assert_eq!(out.code(), Some(1), "stderr: {}", out.stderr);
+    assert_eq!(out.stderr, "remote: boom\n");
+
+    let out = run(qtalk().args([
+        "bench",
+        "--duration",
+        "100ms",
+        "--json",
+        "--connect",
+        &server.url,
+    ]));
+    assert_eq!(out.code(), Some(0), "stderr: {}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    assert_eq!(v["peer"], server.url.as_str());
+}
+
+#[test]
+fn call_over_websocket() {
+    let server = upper_server_on("json", true);
+    assert!(server.url.starts_with("ws://"), "{}", server.url);
+    let out = run(qtalk().args(["call", &format!("{}/Upper", server.url), "hello"]));
+    assert_eq!(out.code(), Some(0), "stderr: {}", out.stderr);
+    assert_eq!(out.stdout, "\"HELLO\"\n");
+    assert!(out.stderr.is_empty(), "stderr: {}", out.stderr);
+    let out = run(qtalk().args(["call", &format!("{}#Fail", server.url), "boom"]));
+    assert_eq!(out.code(), Some(1));
+    assert_eq!(out.stderr, "remote: boom\n");
+
+    // A refused connection, and a peer that is not a WebSocket server (plain qmux on TCP).
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let out = run(qtalk().args(["call", &format!("ws://127.0.0.1:{port}/Upper"), "x"]));
+    assert_eq!(out.code(), Some(3));
+    assert_eq!(
+        assert_one_clean_line(&out.stderr),
+        format!("qtalk call: cannot connect to ws://127.0.0.1:{port}: Connection refused")
+    );
+    let tcp = upper_server("json");
+    let ws_url = tcp.url.replace("tcp://", "ws://");
+    let out = run(qtalk().args(["call", "--timeout", "5s", &format!("{ws_url}/Upper"), "x"]));
+    assert_eq!(out.code(), Some(3), "stderr: {}", out.stderr);
+    let line = assert_one_clean_line(&out.stderr);
+    assert!(
+        line.starts_with(&format!("qtalk call: cannot connect to {ws_url}: ")),
+        "{line}"
+    );
+}
+
+#[test]
 fn check_reports_a_codec_mismatch_as_a_failure() {
     let server = listen("tcp://127.0.0.1:0", None);
     let out = run(qtalk()
@@ -270,6 +340,11 @@ impl Drop for UpperServer {
 }
 
 fn upper_server(codec: &str) -> UpperServer {
+    upper_server_on(codec, false)
+}
+
+/// [`upper_server`] on TCP, or with `websocket` on a WebSocket listener.
+fn upper_server_on(codec: &str, websocket: bool) -> UpperServer {
     use qtalk::rpc::{func, handler_fn, Call, RespondMux, Responder, Server};
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -317,15 +392,20 @@ fn upper_server(codec: &str) -> UpperServer {
         qtalk::rpc::Options::default(),
     );
     let addr = runtime.block_on(async move {
-        let listener = qmux::Listener::bind_tcp("127.0.0.1:0", qmux::Config::default())
-            .await
-            .expect("bind");
+        let config = qmux::Config::default();
+        let listener = if websocket {
+            qmux::Listener::bind_ws("127.0.0.1:0", config).await
+        } else {
+            qmux::Listener::bind_tcp("127.0.0.1:0", config).await
+        }
+        .expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { server.serve(listener).await });
         addr
     });
+    let scheme = if websocket { "ws" } else { "tcp" };
     UpperServer {
-        url: format!("tcp://{addr}"),
+        url: format!("{scheme}://{addr}"),
         runtime: Some(runtime),
     }
 }
@@ -478,7 +558,8 @@ fn call_times_out_against_a_silent_server() {
 fn bad_urls_and_usage_are_one_line_exit_2() {
     for (url, needle) in [
         ("tcp://localhost/Upper", "missing port"),
-        ("ws://localhost:9000/Upper", "not supported yet"),
+        ("wss://localhost:9000/Upper", "not supported yet"),
+        ("ws://127.0.0.1:9000", "names no selector"),
         ("unix://tmp/x.sock#Upper", "three slashes"),
         ("localhost:9000/Upper", "unknown scheme"),
         ("tcp://127.0.0.1:9000", "names no selector"),
@@ -524,6 +605,8 @@ fn help_documents_examples_and_exit_codes() {
     }
     let out = run(qtalk().args(["call", "--help"]));
     assert!(out.stdout.contains("unix:///abs/path/to.sock#Selector"));
+    assert!(out.stdout.contains("ws://HOST[:PORT]/Selector"));
+    assert!(!out.stdout.contains("ws:// is not supported"));
 }
 
 /// Starts `qtalk interop` on stdio with every stream piped.

@@ -1,6 +1,6 @@
 //! The `qtalk` command and the Go reference certifying each other: the reference's check
 //! against our `qtalk interop`, our `qtalk check` against the reference's interop service over
-//! stdio and TCP, `qtalk call` and `qtalk bench` against the Go peer, with both codecs.
+//! stdio, TCP and WebSocket, `qtalk call` and `qtalk bench` against the Go peer, with both codecs.
 //!
 //! The Go peer is the program in `interop/go`; `scripts/test.sh` builds it and exports its path
 //! as `QTALK_GO_PEER`. Without it these tests print a SKIPPED notice and pass vacuously.
@@ -89,7 +89,8 @@ fn assert_reference_report(stdout: &str) {
     }
 }
 
-/// A Go peer listening on TCP; returns it with its address.
+/// A Go peer listening on TCP (on WebSocket when `args` has `-ws`); returns it with its
+/// address.
 fn go_listening(peer: &str, args: &[&str], codec: &str) -> (Child, String) {
     let mut child = Command::new(peer)
         .args(args)
@@ -176,6 +177,62 @@ fn our_check_passes_against_the_reference_interop_over_tcp() {
 }
 
 #[test]
+fn our_check_passes_against_the_reference_interop_over_websocket() {
+    let Some(peer) = go_peer() else { return };
+    for codec in ["cbor", "json"] {
+        let (mut go, addr) = go_listening(&peer, &["-mode", "interop", "-ws"], codec);
+        let mut cmd = Command::new(QTALK);
+        cmd.args(["check", "--connect", &format!("ws://{addr}")])
+            .env("QTALK_CODEC", codec);
+        let out = run(cmd, 60);
+        let _ = go.kill();
+        let _ = go.wait();
+        assert!(
+            out.status.success(),
+            "{codec}: qtalk check --connect ws:// failed: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert_reference_report(&text(&out.stdout));
+    }
+}
+
+#[test]
+fn reference_check_passes_against_our_interop_listening_on_websocket() {
+    let Some(peer) = go_peer() else { return };
+    for codec in ["cbor", "json"] {
+        let mut ours = Command::new(QTALK)
+            .args(["interop", "--listen", "ws://127.0.0.1:0"])
+            .env("QTALK_CODEC", codec)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(ours.stderr.take().unwrap()).lines();
+        let line = lines.next().expect("no output").unwrap();
+        let addr = line
+            .strip_prefix("listening on ws://")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_string();
+        thread::spawn(move || lines.for_each(drop));
+        let mut cmd = Command::new(&peer);
+        cmd.args(["-mode", "check", "-ws", "-dial", &addr])
+            .env("QTALK_CODEC", codec);
+        let out = run(cmd, 60);
+        let _ = ours.kill();
+        let _ = ours.wait();
+        assert!(
+            out.status.success(),
+            "{codec}: Go check -ws failed: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert_reference_report(&text(&out.stdout));
+    }
+}
+
+#[test]
 fn our_check_passes_against_our_interop_with_both_codecs() {
     for codec in ["cbor", "json"] {
         let mut cmd = Command::new(QTALK);
@@ -205,6 +262,23 @@ fn qtalk_call_against_the_go_peer() {
         assert!(out.status.success(), "{codec}: {}", text(&out.stderr));
         assert_eq!(text(&out.stdout).trim(), "\"HELLO\"");
     }
+}
+
+#[test]
+fn qtalk_call_against_the_go_peer_over_websocket() {
+    let Some(peer) = go_peer() else { return };
+    let (mut go, addr) = go_listening(
+        &peer,
+        &["-mode", "rpc-serve", "-codec", "json", "-ws"],
+        "json",
+    );
+    let mut cmd = Command::new(QTALK);
+    cmd.args(["call", &format!("ws://{addr}/Upper"), "hello"]);
+    let out = run(cmd, 30);
+    let _ = go.kill();
+    let _ = go.wait();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "\"HELLO\"");
 }
 
 #[test]
