@@ -125,8 +125,9 @@ struct Channel {
     close_received: bool,
     /// The application no longer holds the channel: incoming data is dropped.
     released: bool,
-    /// The id was freed by a CLOSE handshake just before: until the channel is confirmed,
-    /// frames for it can only be late frames of the previous channel, and are dropped.
+    /// The id was freed by a CLOSE handshake just before (ids reused at once): until the
+    /// channel is confirmed, frames for it are taken as late frames of the previous channel
+    /// and dropped, not as early frames of this one.
     reused: bool,
 }
 
@@ -156,6 +157,14 @@ impl Channel {
     /// after its CLOSE).
     fn is_stale_before_open(&self) -> bool {
         self.reused && matches!(self.phase, Phase::Opening | Phase::Incoming)
+    }
+
+    /// True when DATA, EOF and CLOSE from the peer are acceptable: the channel is open, or we
+    /// opened it and wait for the confirmation. The reference hands an incoming channel to its
+    /// application before it sends OPEN_CONFIRM, so its first frames can overtake the
+    /// confirmation; they are addressed to our id and within the window our OPEN granted.
+    fn may_receive(&self) -> bool {
+        matches!(self.phase, Phase::Open | Phase::Opening)
     }
 
     fn push_data(&mut self, chunk: Bytes, share: bool) {
@@ -307,7 +316,10 @@ impl Session {
     fn allocate(&mut self, mut ch: Channel) -> ChannelId {
         self.live += 1;
         if let Some(Reverse(id)) = self.free.pop() {
-            ch.reused = matches!(self.slots[id as usize], Slot::Free { closed: true });
+            // With reuse delayed, late frames of the id's previous channel are not expected any
+            // more; frames before the confirmation are then early frames of this one.
+            ch.reused = self.config.id_reuse_delay == 0
+                && matches!(self.slots[id as usize], Slot::Free { closed: true });
             self.slots[id as usize] = Slot::Used(Box::new(ch));
             id
         } else {
@@ -792,7 +804,7 @@ impl Session {
         if ch.is_stale_before_open() {
             return Ok(false);
         }
-        if ch.phase != Phase::Open {
+        if !ch.may_receive() {
             return Err(ProtocolError::NotYetOpen {
                 kind: MSG_DATA,
                 channel: id,
@@ -852,14 +864,19 @@ impl Session {
                 ch.remote_id = sender_id;
                 ch.send_window = window;
                 ch.remote_max_packet = max_packet;
-                if ch.released {
-                    // Nobody waits for it any more: close it right away.
+                let (released, closed_early) = (ch.released, ch.close_received);
+                if released || closed_early {
+                    // Nobody waits for it any more, or the peer closed it before confirming:
+                    // send our CLOSE now that we know the peer's id.
                     ch.close_sent = true;
                     self.queue(Frame::Close {
                         recipient_id: sender_id,
                     });
-                } else {
+                }
+                if !released {
                     self.events.push_back(Event::OpenReply(id));
+                } else if closed_early {
+                    self.release_id(id, true);
                 }
             }
             Frame::OpenFailure { .. } => {
@@ -891,11 +908,19 @@ impl Session {
                 }
             }
             Frame::Eof { .. } => {
-                if ch.phase != Phase::Open {
+                if !ch.may_receive() {
                     return Err(ProtocolError::NotYetOpen { kind, channel: id });
                 }
                 ch.eof_received = true;
                 self.events.push_back(Event::Readable(id));
+            }
+            Frame::Close { .. } if ch.phase == Phase::Opening && !ch.reused => {
+                // Closed before the confirmation (see `may_receive`): our CLOSE follows the
+                // OPEN_CONFIRM, once the peer's id is known.
+                if ch.close_received {
+                    return Err(ProtocolError::DuplicateClose { channel: id });
+                }
+                ch.close_received = true;
             }
             Frame::Close { .. } => {
                 if ch.phase != Phase::Open {

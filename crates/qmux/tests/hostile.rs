@@ -461,14 +461,86 @@ async fn late_data_for_a_reused_id_before_confirm_is_dropped() {
 }
 
 #[tokio::test]
-async fn data_before_confirm_on_a_fresh_id_is_fatal() {
+async fn early_frames_before_the_confirmation_are_accepted() {
+    // The reference hands an incoming channel to its application before it sends
+    // OPEN_CONFIRM, so DATA, EOF and even CLOSE can overtake the confirmation.
     let (mut peer, session) = RawPeer::connect(Config::default()).await;
+    let s2 = session.clone();
+    let open = tokio::spawn(async move { s2.open().await });
+    let Some(Frame::Open { sender_id, .. }) = within(5, "open", peer.recv()).await else {
+        panic!("expected OPEN");
+    };
+    peer.send(Frame::Data {
+        recipient_id: sender_id,
+        payload: bytes::Bytes::from_static(b"early"),
+    })
+    .await;
+    peer.send(Frame::Eof {
+        recipient_id: sender_id,
+    })
+    .await;
+    peer.send(Frame::Close {
+        recipient_id: sender_id,
+    })
+    .await;
+    peer.send(Frame::OpenConfirm {
+        recipient_id: sender_id,
+        sender_id: 9,
+        window: 1000,
+        max_packet: 1000,
+    })
+    .await;
+    let mut ch = within(5, "open completes", open).await.unwrap().unwrap();
+    // Our CLOSE follows, addressed to the id the confirmation gave.
+    assert_eq!(
+        within(5, "close", peer.recv()).await,
+        Some(Frame::Close { recipient_id: 9 })
+    );
+    let mut got = Vec::new();
+    within(5, "read", ch.read_to_end(&mut got)).await.unwrap();
+    assert_eq!(got, b"early");
+    drop(ch);
+    within(5, "id freed", async {
+        while session.channel_count() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    assert!(!session.is_closed());
+}
+
+#[tokio::test]
+async fn early_data_beyond_the_opened_window_is_fatal() {
+    let (mut peer, session) = RawPeer::connect(Config::default().window(100)).await;
     let s2 = session.clone();
     let _open = tokio::spawn(async move { s2.open().await });
     let _ = within(5, "open", peer.recv()).await;
+    let mut b = BytesMut::new();
+    encode_data_header(0, 101, &mut b);
+    peer.send_raw(&b).await;
+    assert_eq!(
+        ended_with(&session).await,
+        ProtocolError::WindowExceeded {
+            channel: 0,
+            len: 101,
+            window: 100
+        }
+    );
+}
+
+#[tokio::test]
+async fn data_on_a_channel_we_have_not_confirmed_is_fatal() {
+    let (mut peer, session) = RawPeer::connect(Config::default()).await;
+    peer.send(Frame::Open {
+        sender_id: 3,
+        window: 100,
+        max_packet: 100,
+    })
+    .await;
+    // Nobody accepted yet: the peer cannot know our id for it.
     peer.send(Frame::Data {
         recipient_id: 0,
-        payload: bytes::Bytes::from_static(b"early"),
+        payload: bytes::Bytes::from_static(b"guess"),
     })
     .await;
     assert_eq!(
