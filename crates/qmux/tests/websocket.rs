@@ -5,7 +5,7 @@
 mod common;
 
 use bytes::{Bytes, BytesMut};
-use common::{pattern, within};
+use common::{basic_exchange, pattern, within};
 use futures_util::{SinkExt, StreamExt};
 use qmux::qmux_proto::Frame;
 use qmux::transport::ws::{connect_ws, tokio_tungstenite};
@@ -47,47 +47,9 @@ async fn echo_all(s: Session) {
 /// The basic exchanges of `channels.rs`: hello + close, then echo with half-close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_exchange_over_websocket() {
-    let (a, b) = ws_pair(Config::default()).await;
-    let b2 = b.clone();
-    let hello = tokio::spawn(async move {
-        let mut ch = b2.accept().await.expect("accept");
-        ch.write_all(b"Hello world").await.unwrap();
-        ch.close().unwrap();
-    });
-    let mut ch = within(5, "open", a.open()).await.unwrap();
-    let mut got = Vec::new();
-    within(5, "read hello", ch.read_to_end(&mut got))
-        .await
-        .unwrap();
-    assert_eq!(got, b"Hello world");
-    ch.close().unwrap();
-    hello.await.unwrap();
-
-    let a2 = a.clone();
-    let echo = tokio::spawn(async move {
-        let mut ch = a2.accept().await.expect("accept");
-        let mut buf = Vec::new();
-        ch.read_to_end(&mut buf).await.unwrap();
-        ch.write_all(&buf).await.unwrap();
-        ch.close_write().unwrap();
-    });
-    let mut ch = within(5, "open", b.open()).await.unwrap();
-    let msg = pattern(100_000, 3);
-    ch.write_all(&msg).await.unwrap();
-    ch.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    within(5, "read echo", ch.read_to_end(&mut back))
-        .await
-        .unwrap();
-    assert_eq!(back, msg);
-    echo.await.unwrap();
-
     // Closing sends a WebSocket Close frame: the peer sees a clean end.
-    a.close();
-    let err = within(5, "wait", a.wait()).await;
-    assert!(matches!(err, Error::Closed), "{err}");
-    let err = within(5, "peer wait", b.wait()).await;
-    assert!(matches!(err, Error::PeerClosed), "{err}");
+    let (a, b) = ws_pair(Config::default()).await;
+    basic_exchange(a, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

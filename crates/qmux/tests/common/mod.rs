@@ -4,7 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use qmux::{Config, Listener, Session};
+use qmux::{Config, Error, Listener, Session};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Fails the test when `f` does not finish within `secs` seconds.
 pub async fn within<F: Future>(secs: u64, what: &str, f: F) -> F::Output {
@@ -126,4 +127,51 @@ impl RawPeer {
             .ok()
             .flatten()
     }
+}
+
+/// The reference's basic exchanges: B writes "Hello world" and closes, A reads it all then EOF;
+/// then B opens, A echoes and half-closes, B reads back exactly what it sent.
+pub async fn basic_exchange(a: Session, b: Session) {
+    let b2 = b.clone();
+    let hello = tokio::spawn(async move {
+        let mut ch = b2.accept().await.expect("accept");
+        ch.write_all(b"Hello world").await.unwrap();
+        ch.close().unwrap();
+        // Closing twice is harmless.
+        ch.close().unwrap();
+    });
+    let mut ch = within(5, "open", a.open()).await.unwrap();
+    let mut got = Vec::new();
+    within(5, "read hello", ch.read_to_end(&mut got))
+        .await
+        .unwrap();
+    assert_eq!(got, b"Hello world");
+    ch.close().unwrap();
+    ch.close().unwrap();
+    hello.await.unwrap();
+
+    let a2 = a.clone();
+    let echo = tokio::spawn(async move {
+        let mut ch = a2.accept().await.expect("accept");
+        let mut buf = Vec::new();
+        ch.read_to_end(&mut buf).await.unwrap();
+        ch.write_all(&buf).await.unwrap();
+        ch.close_write().unwrap();
+    });
+    let mut ch = within(5, "open", b.open()).await.unwrap();
+    let msg = pattern(100_000, 3);
+    ch.write_all(&msg).await.unwrap();
+    ch.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    within(5, "read echo", ch.read_to_end(&mut back))
+        .await
+        .unwrap();
+    assert_eq!(back, msg);
+    echo.await.unwrap();
+
+    a.close();
+    let err = within(5, "wait", a.wait()).await;
+    assert!(matches!(err, Error::Closed), "{err}");
+    let err = within(5, "peer wait", b.wait()).await;
+    assert!(matches!(err, Error::PeerClosed), "{err}");
 }
