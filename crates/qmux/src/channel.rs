@@ -110,63 +110,111 @@ impl Handle {
 /// [`Channel::close`] and dropping the channel send CLOSE. Data written before closing is
 /// delivered: writes are queued in order behind the session's writer.
 pub struct Channel {
-    handle: Handle,
+    repr: Repr,
+}
+
+enum Repr {
+    Mux(Handle),
+    #[cfg(feature = "quic")]
+    Quic(crate::quic::QuicChannel),
 }
 
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Channel")
-            .field("id", &self.handle.id)
-            .finish()
+        f.debug_struct("Channel").field("id", &self.id()).finish()
     }
 }
 
 impl Channel {
     pub(crate) fn new(shared: Arc<Shared>, id: ChannelId) -> Self {
         Channel {
-            handle: Handle { shared, id },
+            repr: Repr::Mux(Handle { shared, id }),
         }
     }
 
-    /// This side's id for the channel (the id the peer addresses it by).
+    #[cfg(feature = "quic")]
+    pub(crate) fn from_quic(ch: crate::quic::QuicChannel) -> Self {
+        Channel {
+            repr: Repr::Quic(ch),
+        }
+    }
+
+    /// This side's id for the channel (the id the peer addresses it by); over QUIC, the stream
+    /// id (its low 32 bits, as the reference).
     pub fn id(&self) -> u32 {
-        self.handle.id
+        match &self.repr {
+            Repr::Mux(h) => h.id,
+            #[cfg(feature = "quic")]
+            Repr::Quic(q) => q.read.id(),
+        }
     }
 
     /// Sends EOF: the peer reads end-of-stream after the data already written. The channel
     /// stays readable. Harmless when repeated or after close.
     pub fn close_write(&self) -> io::Result<()> {
-        self.handle.close_write()
+        match &self.repr {
+            Repr::Mux(h) => h.close_write(),
+            #[cfg(feature = "quic")]
+            Repr::Quic(q) => q.write.close_write(),
+        }
     }
 
     /// Sends CLOSE: no more data may be written; data already written is still delivered.
     /// Buffered incoming data stays readable until the channel is dropped. Harmless when
     /// repeated.
     pub fn close(&self) -> io::Result<()> {
-        self.handle.close()
+        match &self.repr {
+            Repr::Mux(h) => h.close(),
+            #[cfg(feature = "quic")]
+            Repr::Quic(q) => q.write.close_write(),
+        }
     }
 
-    /// Bytes received and not yet read.
+    /// Bytes received and not yet read (always 0 over QUIC, which does not tell).
     pub fn buffered(&self) -> usize {
-        self.handle.shared.lock().proto.buffered(self.handle.id)
+        match &self.repr {
+            Repr::Mux(h) => h.shared.lock().proto.buffered(h.id),
+            #[cfg(feature = "quic")]
+            Repr::Quic(_) => 0,
+        }
     }
 
     /// Receives the next chunk of up to `max` bytes without copying; `None` at end-of-stream.
     pub async fn read_chunk(&mut self, max: usize) -> io::Result<Option<Bytes>> {
-        std::future::poll_fn(|cx| self.handle.poll_read_chunk(cx, max)).await
+        match &mut self.repr {
+            Repr::Mux(h) => std::future::poll_fn(|cx| h.poll_read_chunk(cx, max)).await,
+            #[cfg(feature = "quic")]
+            Repr::Quic(q) => q.read.read_chunk(max).await,
+        }
     }
 
     /// Writes an owned buffer, without copying large payloads; returns once all of it is
     /// queued for sending.
     pub async fn write_bytes(&mut self, mut data: Bytes) -> io::Result<()> {
-        std::future::poll_fn(|cx| self.handle.poll_write_bytes(cx, &mut data)).await
+        match &mut self.repr {
+            Repr::Mux(h) => std::future::poll_fn(|cx| h.poll_write_bytes(cx, &mut data)).await,
+            #[cfg(feature = "quic")]
+            Repr::Quic(q) => q.write.write_bytes(data).await,
+        }
     }
 
     /// Splits the channel into a reading and a writing half that can be used from different
     /// tasks. The channel is closed when both halves are dropped.
     pub fn into_split(self) -> (ReadHalf, WriteHalf) {
-        let h = Arc::new(self.handle);
-        (ReadHalf(h.clone()), WriteHalf(h))
+        match self.repr {
+            Repr::Mux(h) => {
+                let h = Arc::new(h);
+                (
+                    ReadHalf(ReadRepr::Mux(h.clone())),
+                    WriteHalf(WriteRepr::Mux(h)),
+                )
+            }
+            #[cfg(feature = "quic")]
+            Repr::Quic(q) => (
+                ReadHalf(ReadRepr::Quic(q.read)),
+                WriteHalf(WriteRepr::Quic(q.write)),
+            ),
+        }
     }
 }
 
@@ -176,7 +224,11 @@ impl AsyncRead for Channel {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.handle.poll_read(cx, buf)
+        match &mut self.get_mut().repr {
+            Repr::Mux(h) => h.poll_read(cx, buf),
+            #[cfg(feature = "quic")]
+            Repr::Quic(q) => q.read.poll_read(cx, buf),
+        }
     }
 }
 
@@ -186,7 +238,11 @@ impl AsyncWrite for Channel {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.handle.poll_write(cx, data)
+        match &mut self.get_mut().repr {
+            Repr::Mux(h) => h.poll_write(cx, data),
+            #[cfg(feature = "quic")]
+            Repr::Quic(q) => q.write.poll_write(cx, data),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -194,47 +250,83 @@ impl AsyncWrite for Channel {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.handle.close_write())
+        Poll::Ready(self.close_write())
     }
 }
 
 /// The reading half of a [`Channel`], from [`Channel::into_split`].
-pub struct ReadHalf(Arc<Handle>);
+pub struct ReadHalf(ReadRepr);
 
 /// The writing half of a [`Channel`], from [`Channel::into_split`].
-pub struct WriteHalf(Arc<Handle>);
+pub struct WriteHalf(WriteRepr);
+
+enum ReadRepr {
+    Mux(Arc<Handle>),
+    #[cfg(feature = "quic")]
+    Quic(crate::quic::QuicReadHalf),
+}
+
+enum WriteRepr {
+    Mux(Arc<Handle>),
+    #[cfg(feature = "quic")]
+    Quic(crate::quic::QuicWriteHalf),
+}
 
 impl ReadHalf {
     /// The channel's id.
     pub fn id(&self) -> u32 {
-        self.0.id
+        match &self.0 {
+            ReadRepr::Mux(h) => h.id,
+            #[cfg(feature = "quic")]
+            ReadRepr::Quic(q) => q.id(),
+        }
     }
 
     /// Receives the next chunk of up to `max` bytes without copying; `None` at end-of-stream.
     pub async fn read_chunk(&mut self, max: usize) -> io::Result<Option<Bytes>> {
-        std::future::poll_fn(|cx| self.0.poll_read_chunk(cx, max)).await
+        match &mut self.0 {
+            ReadRepr::Mux(h) => std::future::poll_fn(|cx| h.poll_read_chunk(cx, max)).await,
+            #[cfg(feature = "quic")]
+            ReadRepr::Quic(q) => q.read_chunk(max).await,
+        }
     }
 }
 
 impl WriteHalf {
     /// The channel's id.
     pub fn id(&self) -> u32 {
-        self.0.id
+        match &self.0 {
+            WriteRepr::Mux(h) => h.id,
+            #[cfg(feature = "quic")]
+            WriteRepr::Quic(q) => q.id(),
+        }
     }
 
     /// Sends EOF (see [`Channel::close_write`]).
     pub fn close_write(&self) -> io::Result<()> {
-        self.0.close_write()
+        match &self.0 {
+            WriteRepr::Mux(h) => h.close_write(),
+            #[cfg(feature = "quic")]
+            WriteRepr::Quic(q) => q.close_write(),
+        }
     }
 
     /// Sends CLOSE (see [`Channel::close`]).
     pub fn close(&self) -> io::Result<()> {
-        self.0.close()
+        match &self.0 {
+            WriteRepr::Mux(h) => h.close(),
+            #[cfg(feature = "quic")]
+            WriteRepr::Quic(q) => q.close_write(),
+        }
     }
 
     /// Writes an owned buffer without copying large payloads.
     pub async fn write_bytes(&mut self, mut data: Bytes) -> io::Result<()> {
-        std::future::poll_fn(|cx| self.0.poll_write_bytes(cx, &mut data)).await
+        match &mut self.0 {
+            WriteRepr::Mux(h) => std::future::poll_fn(|cx| h.poll_write_bytes(cx, &mut data)).await,
+            #[cfg(feature = "quic")]
+            WriteRepr::Quic(q) => q.write_bytes(data).await,
+        }
     }
 }
 
@@ -244,7 +336,11 @@ impl AsyncRead for ReadHalf {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.0.poll_read(cx, buf)
+        match &mut self.get_mut().0 {
+            ReadRepr::Mux(h) => h.poll_read(cx, buf),
+            #[cfg(feature = "quic")]
+            ReadRepr::Quic(q) => q.poll_read(cx, buf),
+        }
     }
 }
 
@@ -254,7 +350,11 @@ impl AsyncWrite for WriteHalf {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.0.poll_write(cx, data)
+        match &mut self.get_mut().0 {
+            WriteRepr::Mux(h) => h.poll_write(cx, data),
+            #[cfg(feature = "quic")]
+            WriteRepr::Quic(q) => q.poll_write(cx, data),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -262,6 +362,6 @@ impl AsyncWrite for WriteHalf {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.0.close_write())
+        Poll::Ready(self.close_write())
     }
 }

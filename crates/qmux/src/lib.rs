@@ -20,6 +20,11 @@ mod proxy;
 mod session;
 pub mod transport;
 
+#[cfg(feature = "quic")]
+pub mod quic;
+#[cfg(feature = "quic")]
+pub mod tls;
+
 pub use channel::{Channel, ReadHalf, WriteHalf};
 pub use config::Config;
 pub use error::{Error, ProtocolError};

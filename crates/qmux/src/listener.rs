@@ -13,6 +13,8 @@ enum Kind {
     Unix(tokio::net::UnixListener),
     #[cfg(feature = "websocket")]
     Ws(transport::ws::WsListener),
+    #[cfg(feature = "quic")]
+    Quic(crate::quic::QuicListener),
 }
 
 /// Accepts connections on a TCP or Unix socket, or WebSocket connections, and runs a session
@@ -70,6 +72,22 @@ impl Listener {
         })
     }
 
+    /// Listens for QUIC connections on a UDP address, as the reference's QUIC listener: each
+    /// connection is a session whose channels are QUIC streams (see [`crate::quic`]). The TLS
+    /// settings must hold a certificate (see [`crate::tls`]); ALPN `qtalk-quic` is offered unless
+    /// they name protocols. Handshakes run concurrently; failed ones are skipped.
+    #[cfg(feature = "quic")]
+    pub async fn bind_quic<A: ToSocketAddrs>(
+        addr: A,
+        tls: rustls::ServerConfig,
+        config: Config,
+    ) -> io::Result<Listener> {
+        Ok(Listener {
+            kind: Kind::Quic(crate::quic::QuicListener::bind(addr, tls, &config).await?),
+            config,
+        })
+    }
+
     /// Waits for the next connection and returns a session running over it.
     pub async fn accept(&self) -> io::Result<Session> {
         match &self.kind {
@@ -85,15 +103,19 @@ impl Listener {
             }
             #[cfg(feature = "websocket")]
             Kind::Ws(l) => l.accept(&self.config).await,
+            #[cfg(feature = "quic")]
+            Kind::Quic(l) => l.accept(&self.config).await,
         }
     }
 
-    /// The TCP address listened on (an error for Unix sockets).
+    /// The TCP (or, for QUIC, UDP) address listened on (an error for Unix sockets).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match &self.kind {
             Kind::Tcp(l) => l.local_addr(),
             #[cfg(feature = "websocket")]
             Kind::Ws(l) => l.local_addr(),
+            #[cfg(feature = "quic")]
+            Kind::Quic(l) => l.local_addr(),
             #[cfg(unix)]
             Kind::Unix(_) => Err(io::Error::new(
                 io::ErrorKind::Unsupported,

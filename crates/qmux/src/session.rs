@@ -65,13 +65,27 @@ const READ_MAX: usize = 1024 * 1024;
 /// ```
 #[derive(Clone)]
 pub struct Session {
-    pub(crate) shared: Arc<Shared>,
+    backend: Backend,
+}
+
+/// What carries the channels: qmux frames over a byte stream, or QUIC streams.
+#[derive(Clone)]
+enum Backend {
+    Mux(Arc<Shared>),
+    #[cfg(feature = "quic")]
+    Quic(Arc<crate::quic::QuicSession>),
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let base = match &self.backend {
+            Backend::Mux(_) => "qmux",
+            #[cfg(feature = "quic")]
+            Backend::Quic(_) => "quic",
+        };
         f.debug_struct("Session")
-            .field("ended", &self.shared.ended.is_cancelled())
+            .field("base", &base)
+            .field("ended", &self.is_closed())
             .finish_non_exhaustive()
     }
 }
@@ -332,12 +346,26 @@ impl Session {
         let reader_done = CancellationToken::new();
         tokio::spawn(read_loop(shared.clone(), reader, reader_done.clone()));
         tokio::spawn(write_loop(shared.clone(), reader_done));
-        Session { shared }
+        Session {
+            backend: Backend::Mux(shared),
+        }
+    }
+
+    /// A session whose channels are the streams of a QUIC connection.
+    #[cfg(feature = "quic")]
+    pub(crate) fn from_quic(quic: crate::quic::QuicSession) -> Session {
+        Session {
+            backend: Backend::Quic(Arc::new(quic)),
+        }
     }
 
     /// The configuration this session runs with.
     pub fn config(&self) -> &Config {
-        &self.shared.config
+        match &self.backend {
+            Backend::Mux(shared) => &shared.config,
+            #[cfg(feature = "quic")]
+            Backend::Quic(quic) => quic.config(),
+        }
     }
 
     /// Opens a channel and waits for the peer to confirm it.
@@ -345,34 +373,15 @@ impl Session {
     /// Fails with [`Error::OpenRefused`] when the peer refuses, or with the session's error when
     /// it ends first. Cancel-safe: dropping the future abandons the open, and a late
     /// confirmation is answered with CLOSE. See [`Session::open_timeout`] for a deadline.
+    ///
+    /// Over QUIC there is no confirmation: the stream is opened (waiting while the peer's
+    /// stream limit is reached) and announced to the peer at once.
     pub async fn open(&self) -> Result<Channel, Error> {
-        let id = {
-            let mut inner = self.shared.lock();
-            match inner.proto.open() {
-                Ok(id) => id,
-                Err(_) => return Err(inner.session_error()),
-            }
-        };
-        let mut pending = PendingOpen {
-            shared: &self.shared,
-            id: Some(id),
-        };
-        poll_fn(|cx| {
-            let mut inner = self.shared.lock();
-            match inner.proto.open_status(id) {
-                Ok(OpenStatus::Pending) => {
-                    push_waker(&mut inner.wakers(id).open, cx);
-                    Poll::Pending
-                }
-                Ok(OpenStatus::Confirmed) => {
-                    pending.id = None;
-                    Poll::Ready(Ok(Channel::new(self.shared.clone(), id)))
-                }
-                Ok(OpenStatus::Refused) => Poll::Ready(Err(Error::OpenRefused)),
-                Err(_) => Poll::Ready(Err(inner.session_error())),
-            }
-        })
-        .await
+        match &self.backend {
+            Backend::Mux(shared) => open_mux(shared).await,
+            #[cfg(feature = "quic")]
+            Backend::Quic(quic) => quic.open().await,
+        }
     }
 
     /// [`Session::open`] with a deadline: [`Error::Timeout`] when the peer has not answered in
@@ -388,55 +397,120 @@ impl Session {
     /// Channels not accepted within the configured accept timeout are refused, without holding
     /// up other channels.
     pub async fn accept(&self) -> Option<Channel> {
-        poll_fn(|cx| {
-            let mut inner = self.shared.lock();
-            if inner.error.is_some() {
-                return Poll::Ready(None);
-            }
-            while let Some((id, _, confirmed)) = inner.accept_queue.pop_front() {
-                if confirmed || inner.proto.accept(id).is_ok() {
-                    return Poll::Ready(Some(Channel::new(self.shared.clone(), id)));
-                }
-            }
-            push_waker_list(&mut inner.accept_wakers, cx);
-            Poll::Pending
-        })
-        .await
+        match &self.backend {
+            Backend::Mux(shared) => accept_mux(shared).await,
+            #[cfg(feature = "quic")]
+            Backend::Quic(quic) => quic.accept().await,
+        }
     }
 
     /// Ends the session: frames already queued are still delivered (for up to the configured
     /// close timeout), then the transport is closed. Pending operations fail with
     /// [`Error::Closed`]. No frame announces the end, as in the reference.
+    ///
+    /// Over QUIC the connection is closed at once with application error code 42 and reason
+    /// `close connection`, as the reference does; stream data the peer has not yet received
+    /// is abandoned, so close after the replies that matter have been read.
     pub fn close(&self) {
-        let mut inner = self.shared.lock();
-        if inner.error.is_some() {
-            return;
+        match &self.backend {
+            Backend::Mux(shared) => close_mux(shared),
+            #[cfg(feature = "quic")]
+            Backend::Quic(quic) => quic.close(),
         }
-        let mut frames = Vec::new();
-        inner.proto.poll_transmit(&mut frames);
-        inner.final_frames = frames;
-        inner.end(Error::Closed);
-        drop(inner);
-        self.shared.ended.cancel();
     }
 
     /// Waits until the session has ended and its transport is closed, and returns why it
     /// ended: [`Error::PeerClosed`] when the peer went away cleanly, [`Error::Closed`] after
     /// [`Session::close`]. Never returns success.
     pub async fn wait(&self) -> Error {
-        self.shared.finished.cancelled().await;
-        self.shared.lock().session_error()
+        match &self.backend {
+            Backend::Mux(shared) => {
+                shared.finished.cancelled().await;
+                shared.lock().session_error()
+            }
+            #[cfg(feature = "quic")]
+            Backend::Quic(quic) => quic.wait().await,
+        }
     }
 
     /// True once the session has ended.
     pub fn is_closed(&self) -> bool {
-        self.shared.ended.is_cancelled()
+        match &self.backend {
+            Backend::Mux(shared) => shared.ended.is_cancelled(),
+            #[cfg(feature = "quic")]
+            Backend::Quic(quic) => quic.is_closed(),
+        }
     }
 
-    /// Number of channels holding an id (opening, open, or closing).
+    /// Number of channels holding an id (opening, open, or closing); over QUIC, the channels
+    /// this side holds.
     pub fn channel_count(&self) -> usize {
-        self.shared.lock().proto.channel_count()
+        match &self.backend {
+            Backend::Mux(shared) => shared.lock().proto.channel_count(),
+            #[cfg(feature = "quic")]
+            Backend::Quic(quic) => quic.channel_count(),
+        }
     }
+}
+
+async fn open_mux(shared: &Arc<Shared>) -> Result<Channel, Error> {
+    let id = {
+        let mut inner = shared.lock();
+        match inner.proto.open() {
+            Ok(id) => id,
+            Err(_) => return Err(inner.session_error()),
+        }
+    };
+    let mut pending = PendingOpen {
+        shared,
+        id: Some(id),
+    };
+    poll_fn(|cx| {
+        let mut inner = shared.lock();
+        match inner.proto.open_status(id) {
+            Ok(OpenStatus::Pending) => {
+                push_waker(&mut inner.wakers(id).open, cx);
+                Poll::Pending
+            }
+            Ok(OpenStatus::Confirmed) => {
+                pending.id = None;
+                Poll::Ready(Ok(Channel::new(shared.clone(), id)))
+            }
+            Ok(OpenStatus::Refused) => Poll::Ready(Err(Error::OpenRefused)),
+            Err(_) => Poll::Ready(Err(inner.session_error())),
+        }
+    })
+    .await
+}
+
+async fn accept_mux(shared: &Arc<Shared>) -> Option<Channel> {
+    poll_fn(|cx| {
+        let mut inner = shared.lock();
+        if inner.error.is_some() {
+            return Poll::Ready(None);
+        }
+        while let Some((id, _, confirmed)) = inner.accept_queue.pop_front() {
+            if confirmed || inner.proto.accept(id).is_ok() {
+                return Poll::Ready(Some(Channel::new(shared.clone(), id)));
+            }
+        }
+        push_waker_list(&mut inner.accept_wakers, cx);
+        Poll::Pending
+    })
+    .await
+}
+
+fn close_mux(shared: &Shared) {
+    let mut inner = shared.lock();
+    if inner.error.is_some() {
+        return;
+    }
+    let mut frames = Vec::new();
+    inner.proto.poll_transmit(&mut frames);
+    inner.final_frames = frames;
+    inner.end(Error::Closed);
+    drop(inner);
+    shared.ended.cancel();
 }
 
 /// Abandons an unfinished open when the future is dropped.
@@ -552,7 +626,13 @@ async fn write_loop(shared: Arc<Shared>, reader_done: CancellationToken) {
             r = poll_fn(|cx| poll_drain(&shared, cx)) => r,
         };
         if let Err(e) = res {
-            end_session(&shared, e.into());
+            // A peer that closed the connection breaks our writes: that is its going away,
+            // whichever of the reader and the writer notices first.
+            let cause = match e.kind() {
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => Error::PeerClosed,
+                _ => e.into(),
+            };
+            end_session(&shared, cause);
             break;
         }
         let deadline = {

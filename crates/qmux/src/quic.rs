@@ -1,0 +1,444 @@
+//! QUIC as the base layer: a [`Session`] whose channels are the bidirectional streams of one
+//! QUIC connection, as the reference's `x/quic` package.
+//!
+//! No qmux frames travel: QUIC provides the channels, their flow control and their ends. Opening
+//! a channel opens a stream and writes one byte (`!`) so the peer learns of it at once; the
+//! accepting side drops that byte before the application reads. EOF finishes the stream's
+//! sending side; dropping a channel also stops its receiving side (error code 42). Closing the
+//! session closes the connection with error code 42 and reason `close connection`. TLS 1.3 is
+//! mandatory; both sides offer the ALPN protocol [`ALPN`] (`qtalk-quic`) unless the given
+//! rustls configuration names its own. See [`crate::tls`] for certificates.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! let identity = qmux::tls::self_signed(&["localhost"])?;
+//! let server_tls = qmux::tls::server_config(identity.certs.clone(), identity.key)?;
+//! let listener = qmux::Listener::bind_quic("127.0.0.1:0", server_tls, qmux::Config::default()).await?;
+//! let addr = listener.local_addr()?;
+//! tokio::spawn(async move {
+//!     let session = listener.accept().await.unwrap();
+//!     let mut ch = session.accept().await.unwrap();
+//!     let mut msg = String::new();
+//!     ch.read_to_string(&mut msg).await.unwrap();
+//!     ch.write_all(msg.to_uppercase().as_bytes()).await.unwrap();
+//!     ch.close_write().unwrap();
+//!     session.wait().await;
+//! });
+//!
+//! let client_tls = qmux::tls::client_config(identity.certs)?;
+//! let session = qmux::quic::connect(addr, "localhost", client_tls, qmux::Config::default()).await?;
+//! let mut ch = session.open().await?;
+//! ch.write_all(b"hello").await?;
+//! ch.close_write()?;
+//! let mut reply = String::new();
+//! ch.read_to_string(&mut reply).await?;
+//! assert_eq!(reply, "HELLO");
+//! session.close();
+//! # Ok(())
+//! # }
+//! ```
+
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::{ConnectionError, VarInt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::ToSocketAddrs;
+use tokio::task::JoinSet;
+
+use crate::{Channel, Config, Error, Session};
+
+pub use quinn;
+
+/// The ALPN protocol both sides offer: `qtalk-quic`.
+pub const ALPN: &[u8] = b"qtalk-quic";
+
+/// Application error code for closing a connection or stopping a stream, as the reference.
+const CLOSE_CODE: u32 = 42;
+/// Reason sent when a session closes; the reference's accept loop treats it as a clean end.
+const CLOSE_REASON: &[u8] = b"close connection";
+/// The byte that announces a new stream.
+const OPEN_MARKER: &[u8] = b"!";
+/// Keep-alive, so an idle session outlives QUIC's idle timeout.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// A peer silent for this long is gone.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Transport limits derived from the session configuration: the channel window is the stream
+/// window, the connection may hold four windows in all, and the accept backlog bounds how many
+/// streams the peer may have open at once.
+fn transport_config(config: &Config) -> quinn::TransportConfig {
+    let window = u64::from(config.window_size());
+    let mut t = quinn::TransportConfig::default();
+    t.stream_receive_window(VarInt::from_u32(config.window_size()))
+        .receive_window(VarInt::from_u64(window * 4).unwrap_or(VarInt::MAX))
+        .send_window(window * 4)
+        .max_concurrent_bidi_streams(VarInt::from_u32(
+            u32::try_from(config.proto.accept_backlog.max(1)).unwrap_or(u32::MAX),
+        ))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .keep_alive_interval(Some(KEEP_ALIVE))
+        .max_idle_timeout(Some(
+            IDLE_TIMEOUT
+                .try_into()
+                .expect("30 s is a valid idle timeout"),
+        ));
+    t
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("quic: {e}"))
+}
+
+/// quinn client settings from rustls settings (ALPN `qtalk-quic` unless one is set).
+pub fn client_config(
+    mut tls: rustls::ClientConfig,
+    config: &Config,
+) -> io::Result<quinn::ClientConfig> {
+    if tls.alpn_protocols.is_empty() {
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+    }
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(invalid)?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(Arc::new(transport_config(config)));
+    Ok(client)
+}
+
+/// quinn server settings from rustls settings (ALPN `qtalk-quic` unless one is set).
+pub fn server_config(
+    mut tls: rustls::ServerConfig,
+    config: &Config,
+) -> io::Result<quinn::ServerConfig> {
+    if tls.alpn_protocols.is_empty() {
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+    }
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(invalid)?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(transport_config(config)));
+    Ok(server)
+}
+
+/// Dials a QUIC server and runs a session over the connection. `server_name` is checked
+/// against the server's certificate.
+pub async fn connect(
+    addr: impl ToSocketAddrs,
+    server_name: &str,
+    tls: rustls::ClientConfig,
+    config: Config,
+) -> io::Result<Session> {
+    let remote = tokio::net::lookup_host(addr)
+        .await?
+        .next()
+        .ok_or_else(|| invalid("the address resolved to nothing"))?;
+    let local: SocketAddr = if remote.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let endpoint = quinn::Endpoint::client(local)?;
+    let connecting = endpoint
+        .connect_with(client_config(tls, &config)?, remote, server_name)
+        .map_err(invalid)?;
+    let conn = connecting.await.map_err(io::Error::from)?;
+    Ok(Session::from_quic(QuicSession::new(
+        conn,
+        Some(endpoint),
+        config,
+    )))
+}
+
+/// Runs a session over an established QUIC connection (either side).
+pub fn over_connection(conn: quinn::Connection, config: Config) -> Session {
+    Session::from_quic(QuicSession::new(conn, None, config))
+}
+
+/// Why a connection ended, in the session's terms.
+fn session_error(e: ConnectionError) -> Error {
+    match e {
+        ConnectionError::LocallyClosed => Error::Closed,
+        ConnectionError::ApplicationClosed(_) => Error::PeerClosed,
+        ConnectionError::TimedOut => Error::Timeout,
+        other => Error::from(io::Error::from(other)),
+    }
+}
+
+/// The QUIC side of [`Session`].
+pub(crate) struct QuicSession {
+    conn: quinn::Connection,
+    /// The client's own endpoint, kept for a clean close.
+    endpoint: Option<quinn::Endpoint>,
+    config: Config,
+    channels: Arc<AtomicUsize>,
+}
+
+impl QuicSession {
+    fn new(conn: quinn::Connection, endpoint: Option<quinn::Endpoint>, config: Config) -> Self {
+        QuicSession {
+            conn,
+            endpoint,
+            config,
+            channels: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn channel(&self, send: quinn::SendStream, recv: quinn::RecvStream, accepted: bool) -> Channel {
+        let id = u64::from(send.id()) as u32;
+        let count = Arc::new(Counted::new(&self.channels));
+        Channel::from_quic(QuicChannel {
+            read: QuicReadHalf {
+                stream: recv,
+                marker_pending: accepted,
+                eof: false,
+                id,
+                _count: count.clone(),
+            },
+            write: QuicWriteHalf {
+                stream: Mutex::new(send),
+                id,
+                _count: count,
+            },
+        })
+    }
+
+    pub(crate) async fn open(&self) -> Result<Channel, Error> {
+        let (mut send, recv) = self.conn.open_bi().await.map_err(session_error)?;
+        send.write_all(OPEN_MARKER)
+            .await
+            .map_err(|e| Error::from(io::Error::from(e)))?;
+        Ok(self.channel(send, recv, false))
+    }
+
+    pub(crate) async fn accept(&self) -> Option<Channel> {
+        let (send, recv) = self.conn.accept_bi().await.ok()?;
+        Some(self.channel(send, recv, true))
+    }
+
+    pub(crate) fn close(&self) {
+        self.conn.close(VarInt::from_u32(CLOSE_CODE), CLOSE_REASON);
+    }
+
+    pub(crate) async fn wait(&self) -> Error {
+        let err = session_error(self.conn.closed().await);
+        if let Some(endpoint) = &self.endpoint {
+            // Let the connection's close reach the peer before the endpoint goes away.
+            let _ = tokio::time::timeout(self.config.close_timeout, endpoint.wait_idle()).await;
+        }
+        err
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some()
+    }
+
+    pub(crate) fn channel_count(&self) -> usize {
+        self.channels.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a live channel in its session until dropped.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Counted(count.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A channel over QUIC: one bidirectional stream.
+pub(crate) struct QuicChannel {
+    pub(crate) read: QuicReadHalf,
+    pub(crate) write: QuicWriteHalf,
+}
+
+/// The receiving side of a channel's stream.
+pub(crate) struct QuicReadHalf {
+    stream: quinn::RecvStream,
+    /// The opener's announcement byte has not been read yet.
+    marker_pending: bool,
+    eof: bool,
+    id: u32,
+    _count: Arc<Counted>,
+}
+
+impl QuicReadHalf {
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Reads and drops the opener's announcement byte.
+    fn poll_marker(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        ready!(Pin::new(&mut self.stream).poll_read(cx, &mut buf))?;
+        self.marker_pending = false;
+        self.eof = buf.filled().is_empty();
+        Poll::Ready(Ok(()))
+    }
+
+    pub(crate) fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.marker_pending {
+            ready!(self.poll_marker(cx))?;
+        }
+        if self.eof || buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.stream).poll_read(cx, buf))?;
+        self.eof = buf.filled().len() == before;
+        Poll::Ready(Ok(()))
+    }
+
+    pub(crate) async fn read_chunk(&mut self, max: usize) -> io::Result<Option<Bytes>> {
+        if self.marker_pending {
+            poll_fn(|cx| self.poll_marker(cx)).await?;
+        }
+        if self.eof {
+            return Ok(None);
+        }
+        match self.stream.read_chunk(max.max(1), true).await {
+            Ok(Some(chunk)) => Ok(Some(chunk.bytes)),
+            Ok(None) => {
+                self.eof = true;
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Drop for QuicReadHalf {
+    fn drop(&mut self) {
+        if !self.eof {
+            let _ = self.stream.stop(VarInt::from_u32(CLOSE_CODE));
+        }
+    }
+}
+
+/// The sending side of a channel's stream.
+pub(crate) struct QuicWriteHalf {
+    /// Locked only by `close_write`, which takes `&self`; writes reach it through `get_mut`.
+    stream: Mutex<quinn::SendStream>,
+    id: u32,
+    _count: Arc<Counted>,
+}
+
+impl QuicWriteHalf {
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
+    fn stream(&mut self) -> &mut quinn::SendStream {
+        self.stream
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Finishes the stream; harmless when repeated.
+    pub(crate) fn close_write(&self) -> io::Result<()> {
+        let _ = self
+            .stream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .finish();
+        Ok(())
+    }
+
+    pub(crate) fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        AsyncWrite::poll_write(Pin::new(self.stream()), cx, data)
+    }
+
+    pub(crate) async fn write_bytes(&mut self, data: Bytes) -> io::Result<()> {
+        self.stream()
+            .write_chunk(data)
+            .await
+            .map_err(io::Error::from)
+    }
+}
+
+/// Accepts QUIC connections for [`Listener::bind_quic`](crate::Listener::bind_quic),
+/// running handshakes concurrently.
+pub(crate) struct QuicListener {
+    endpoint: quinn::Endpoint,
+    handshakes: tokio::sync::Mutex<JoinSet<Option<quinn::Connection>>>,
+}
+
+impl QuicListener {
+    pub(crate) async fn bind(
+        addr: impl ToSocketAddrs,
+        tls: rustls::ServerConfig,
+        config: &Config,
+    ) -> io::Result<QuicListener> {
+        let addr = tokio::net::lookup_host(addr)
+            .await?
+            .next()
+            .ok_or_else(|| invalid("the address resolved to nothing"))?;
+        let endpoint = quinn::Endpoint::server(server_config(tls, config)?, addr)?;
+        Ok(QuicListener {
+            endpoint,
+            handshakes: tokio::sync::Mutex::new(JoinSet::new()),
+        })
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// The next connection whose handshake succeeded, as a session. Failed handshakes are
+    /// logged (debug) and skipped.
+    pub(crate) async fn accept(&self, config: &Config) -> io::Result<Session> {
+        let mut handshakes = self.handshakes.lock().await;
+        loop {
+            tokio::select! {
+                incoming = self.endpoint.accept() => {
+                    let Some(incoming) = incoming else {
+                        return Err(io::Error::new(io::ErrorKind::NotConnected, "quic: endpoint closed"));
+                    };
+                    handshakes.spawn(async move {
+                        let peer = incoming.remote_address();
+                        match incoming.await {
+                            Ok(conn) => Some(conn),
+                            Err(e) => {
+                                tracing::debug!(%peer, error = %e, "qmux: QUIC handshake failed");
+                                None
+                            }
+                        }
+                    });
+                }
+                Some(done) = handshakes.join_next() => {
+                    if let Ok(Some(conn)) = done {
+                        return Ok(over_connection(conn, config.clone()));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! TLS configuration for the QUIC base layer: certificates, server and client settings.
+//!
+//! Everything here uses rustls with the *ring* provider, TLS 1.3 only, and needs no process-wide
+//! default provider. A server needs a certificate chain and its key ([`load_certs`] and
+//! [`load_key`] read PEM files; [`self_signed`] makes one for development and tests). A client
+//! trusts the operating system's roots ([`platform_client_config`]), the roots it is given
+//! ([`client_config`]), or, for development against self-signed
+//! servers only, nothing at all ([`insecure_client_config`], what the reference's checker does).
+//!
+//! ```
+//! let identity = qmux::tls::self_signed(&["localhost"])?;
+//! let server = qmux::tls::server_config(identity.certs.clone(), identity.key.clone_key())?;
+//! let client = qmux::tls::client_config(identity.certs)?;
+//! # let _ = (server, client);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+pub use rustls;
+
+/// A certificate chain with its private key: what a server presents.
+#[derive(Debug)]
+pub struct Identity {
+    /// The chain, leaf first.
+    pub certs: Vec<CertificateDer<'static>>,
+    /// The leaf's private key.
+    pub key: PrivateKeyDer<'static>,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_error(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("tls: {e}"))
+}
+
+/// A fresh self-signed certificate for the given DNS names or IP addresses (development and
+/// tests; clients must trust it explicitly, or skip verification).
+pub fn self_signed(names: &[&str]) -> io::Result<Identity> {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let generated = rcgen::generate_simple_self_signed(names).map_err(tls_error)?;
+    Ok(Identity {
+        certs: vec![generated.cert.der().clone()],
+        key: PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into()),
+    })
+}
+
+/// A fresh self-signed certificate as PEM text: `(certificate, private key)`, ready to be
+/// written to the files [`load_certs`] and [`load_key`] read.
+pub fn self_signed_pem(names: &[&str]) -> io::Result<(String, String)> {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let generated = rcgen::generate_simple_self_signed(names).map_err(tls_error)?;
+    Ok((generated.cert.pem(), generated.signing_key.serialize_pem()))
+}
+
+/// Reads every certificate of a PEM file (a chain, leaf first, or CA roots).
+pub fn load_certs(path: impl AsRef<Path>) -> io::Result<Vec<CertificateDer<'static>>> {
+    let path = path.as_ref();
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| tls_error(format!("{}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(tls_error(format!(
+            "{}: no certificate in the file",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+/// Reads the first private key (PKCS#8, PKCS#1 or SEC1) of a PEM file.
+pub fn load_key(path: impl AsRef<Path>) -> io::Result<PrivateKeyDer<'static>> {
+    let path = path.as_ref();
+    PrivateKeyDer::from_pem_file(path).map_err(|e| tls_error(format!("{}: {e}", path.display())))
+}
+
+/// Server settings presenting `certs` and `key`, without client authentication.
+pub fn server_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> io::Result<rustls::ServerConfig> {
+    rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_error)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(tls_error)
+}
+
+/// Client settings trusting the given root certificates (a private CA, or a server's
+/// self-signed certificate).
+pub fn client_config(
+    roots: impl IntoIterator<Item = CertificateDer<'static>>,
+) -> io::Result<rustls::ClientConfig> {
+    let mut store = rustls::RootCertStore::empty();
+    for cert in roots {
+        store.add(cert).map_err(tls_error)?;
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_error)?
+        .with_root_certificates(store)
+        .with_no_client_auth())
+}
+
+/// Client settings that verify servers the way the operating system does (its trust store and
+/// verifier): what to use for servers with publicly trusted certificates.
+pub fn platform_client_config() -> io::Result<rustls::ClientConfig> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_error)?
+        .with_platform_verifier()
+        .map_err(tls_error)?
+        .with_no_client_auth())
+}
+
+/// Client settings that accept any server certificate. The handshake is still encrypted and
+/// its signatures checked, but the server is not authenticated: anyone on the path can pose as
+/// it. For development against self-signed servers only (the reference's checker does this).
+pub fn insecure_client_config() -> rustls::ClientConfig {
+    let provider = provider();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("the ring provider supports TLS 1.3")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    config
+        .dangerous()
+        .set_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)));
+    config
+}
+
+/// Accepts every certificate; checks handshake signatures with the provider's algorithms.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,265 @@
+//! QUIC as the base layer: sessions of our own on both ends of a real UDP connection.
+#![cfg(feature = "quic")]
+
+mod common;
+
+use common::{basic_exchange, pattern, within};
+use qmux::{tls, Config, Error, Listener, Session};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A QUIC listener with a fresh self-signed certificate, and the client TLS settings that
+/// trust it.
+async fn quic_listener(config: Config) -> (Listener, qmux::tls::rustls::ClientConfig) {
+    let identity = tls::self_signed(&["localhost"]).unwrap();
+    let server = tls::server_config(identity.certs.clone(), identity.key).unwrap();
+    let listener = Listener::bind_quic("127.0.0.1:0", server, config)
+        .await
+        .unwrap();
+    (listener, tls::client_config(identity.certs).unwrap())
+}
+
+/// Two sessions over QUIC on loopback: (client, server).
+async fn quic_pair(config: Config) -> (Session, Session) {
+    let (listener, client_tls) = quic_listener(config.clone()).await;
+    let addr = listener.local_addr().unwrap();
+    let (client, server) = tokio::join!(
+        qmux::quic::connect(addr, "localhost", client_tls, config),
+        listener.accept()
+    );
+    (client.unwrap(), server.unwrap())
+}
+
+/// Accepts every channel and echoes it, half-closing after the peer's EOF.
+async fn echo_all(s: Session) {
+    while let Some(ch) = s.accept().await {
+        tokio::spawn(async move {
+            let (mut r, mut w) = ch.into_split();
+            while let Ok(Some(chunk)) = r.read_chunk(usize::MAX).await {
+                if w.write_bytes(chunk).await.is_err() {
+                    break;
+                }
+            }
+            let _ = w.shutdown().await;
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_exchange_over_quic() {
+    let (a, b) = quic_pair(Config::default()).await;
+    basic_exchange(a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_channels_interleaved_over_quic() {
+    // More channels than the peer lets be open at once: opens wait for streams to end.
+    let (a, b) = quic_pair(Config::default().accept_backlog(16)).await;
+    tokio::spawn(echo_all(b.clone()));
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            let ch = a.open().await.unwrap();
+            let msg = pattern(40_000 + i * 100, i);
+            let (mut r, mut w) = ch.into_split();
+            let m2 = msg.clone();
+            let writer = tokio::spawn(async move {
+                for part in m2.chunks(1000) {
+                    w.write_all(part).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+                w.shutdown().await.unwrap();
+                w
+            });
+            let mut back = Vec::new();
+            r.read_to_end(&mut back).await.unwrap();
+            let _w = writer.await.unwrap();
+            assert_eq!(back, msg, "channel {i}");
+        }));
+    }
+    for t in tasks {
+        within(30, "64 channels", t).await.unwrap();
+    }
+    a.close();
+    within(5, "peer end", b.wait()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_both_ways_with_zero_copy_halves() {
+    // A window smaller than the payload: QUIC's flow control holds the writer back.
+    let (a, b) = quic_pair(Config::default().window(256 * 1024)).await;
+    tokio::spawn(echo_all(b.clone()));
+    let ch = a.open().await.unwrap();
+    let (mut r, mut w) = ch.into_split();
+    let msg = pattern(8 << 20, 5);
+    let m2 = bytes::Bytes::from(msg.clone());
+    let writer = tokio::spawn(async move {
+        for k in 0..8 {
+            w.write_bytes(m2.slice(k << 20..(k + 1) << 20))
+                .await
+                .unwrap();
+        }
+        w.close_write().unwrap();
+        w
+    });
+    let mut back = Vec::with_capacity(msg.len());
+    within(30, "echo 8 MiB", async {
+        while let Some(chunk) = r.read_chunk(64 * 1024).await.unwrap() {
+            assert!(chunk.len() <= 64 * 1024);
+            back.extend_from_slice(&chunk);
+        }
+    })
+    .await;
+    let _w = writer.await.unwrap();
+    assert!(back == msg, "echo differs");
+    a.close();
+}
+
+#[tokio::test]
+async fn opener_sees_eof_and_acceptor_sees_no_marker() {
+    let (a, b) = quic_pair(Config::default()).await;
+    let mut ch = a.open().await.unwrap();
+    // An open with nothing written: the peer's first read is already end-of-stream, the
+    // announcement byte is not data.
+    ch.close_write().unwrap();
+    let mut accepted = within(5, "accept", b.accept()).await.unwrap();
+    let mut buf = Vec::new();
+    within(5, "read", accepted.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    assert!(buf.is_empty(), "{buf:?}");
+    assert_eq!(accepted.read_chunk(16).await.unwrap(), None);
+    // Ids are the QUIC stream ids: the client's first bidirectional stream is 0 on both sides.
+    assert_eq!(ch.id(), 0);
+    assert_eq!(accepted.id(), 0);
+    accepted.write_all(b"late").await.unwrap();
+    accepted.close_write().unwrap();
+    let mut reply = String::new();
+    within(5, "reply", ch.read_to_string(&mut reply))
+        .await
+        .unwrap();
+    assert_eq!(reply, "late");
+    assert_eq!(a.channel_count(), 1);
+    drop(ch);
+    assert_eq!(a.channel_count(), 0);
+    a.close();
+}
+
+#[tokio::test]
+async fn dropping_a_channel_stops_the_peer_writing() {
+    let (a, b) = quic_pair(Config::default().window(64 * 1024)).await;
+    let ch = a.open().await.unwrap();
+    let mut accepted = within(5, "accept", b.accept()).await.unwrap();
+    drop(ch);
+    // The writer learns that nobody reads (STOP_SENDING) instead of blocking on the window.
+    let chunk = vec![7u8; 32 * 1024];
+    let err = within(10, "write fails", async {
+        loop {
+            if let Err(e) = accepted.write_all(&chunk).await {
+                return e;
+            }
+        }
+    })
+    .await;
+    assert_ne!(err.kind(), std::io::ErrorKind::Other, "{err}");
+    a.close();
+}
+
+#[tokio::test]
+async fn closing_the_session_ends_both_sides() {
+    let (a, b) = quic_pair(Config::default()).await;
+    let b2 = b.clone();
+    let acceptor = tokio::spawn(async move { b2.accept().await.is_none() });
+    b.close();
+    assert!(b.is_closed());
+    assert!(matches!(within(5, "wait", b.wait()).await, Error::Closed));
+    assert!(acceptor.await.unwrap(), "accept ends with None");
+    let err = within(5, "peer wait", a.wait()).await;
+    assert!(matches!(err, Error::PeerClosed), "{err}");
+    assert!(a.is_closed());
+    assert!(within(5, "open after end", a.open()).await.is_err());
+    assert!(a.accept().await.is_none());
+}
+
+#[tokio::test]
+async fn untrusted_certificate_or_wrong_name_is_refused() {
+    let (listener, _) = quic_listener(Config::default()).await;
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { while listener.accept().await.is_ok() {} });
+
+    let other = tls::self_signed(&["localhost"]).unwrap();
+    let untrusting = tls::client_config(other.certs).unwrap();
+    let err = within(
+        10,
+        "untrusted",
+        qmux::quic::connect(addr, "localhost", untrusting, Config::default()),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("certificate"), "{err}");
+
+    // The insecure settings skip verification, as the reference's checker does.
+    let session = within(
+        10,
+        "insecure",
+        qmux::quic::connect(
+            addr,
+            "elsewhere",
+            tls::insecure_client_config(),
+            Config::default(),
+        ),
+    )
+    .await
+    .unwrap();
+    session.close();
+}
+
+#[tokio::test]
+async fn alpn_must_match() {
+    let (listener, mut client_tls) = quic_listener(Config::default()).await;
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { while listener.accept().await.is_ok() {} });
+    client_tls.alpn_protocols = vec![b"h3".to_vec()];
+    let result = within(
+        10,
+        "alpn",
+        qmux::quic::connect(addr, "localhost", client_tls, Config::default()),
+    )
+    .await;
+    assert!(result.is_err(), "a client offering only h3 must be refused");
+}
+
+#[tokio::test]
+async fn pem_files_load_and_bad_ones_are_clear_errors() {
+    let dir = std::env::temp_dir().join(format!("qmux-pem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_pem, key_pem) = tls::self_signed_pem(&["localhost"]).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), key_pem).unwrap();
+    let certs = tls::load_certs(dir.join("cert.pem")).unwrap();
+    let key = tls::load_key(dir.join("key.pem")).unwrap();
+    let listener = Listener::bind_quic(
+        "127.0.0.1:0",
+        tls::server_config(certs.clone(), key).unwrap(),
+        Config::default(),
+    )
+    .await
+    .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client_tls = tls::client_config(certs).unwrap();
+    let (client, server) = tokio::join!(
+        qmux::quic::connect(addr, "localhost", client_tls, Config::default()),
+        listener.accept()
+    );
+    let (client, server) = (client.unwrap(), server.unwrap());
+    client.close();
+    within(5, "peer end", server.wait()).await;
+
+    let empty = dir.join("empty.pem");
+    std::fs::write(&empty, "not a pem file\n").unwrap();
+    let err = tls::load_certs(&empty).unwrap_err();
+    assert!(err.to_string().contains("no certificate"), "{err}");
+    assert!(tls::load_key(&empty).is_err());
+    assert!(tls::load_certs(dir.join("missing.pem")).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
