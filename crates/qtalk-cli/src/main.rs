@@ -27,11 +27,14 @@ URLs:
   tcp://HOST:PORT/Selector          TCP (HOST may be a name, IPv4 or [IPv6])
   ws://HOST[:PORT]/Selector         WebSocket (port 80 by default; the WebSocket is always
                                     opened at path `/`, as by the Go reference)
+  quic://HOST:PORT/Selector         QUIC over UDP (udp:// is the same); servers' certificates
+                                    are checked against the system's roots unless --ca FILE
+                                    or --insecure is given
   unix:///abs/path/to.sock#Selector Unix socket, absolute path (three slashes)
   unix:relative/to.sock#Selector    Unix socket, path relative to the current directory
   The selector follows `#` for Unix sockets because the socket path itself may contain
-  `/`; write a literal `#` or `%` in a path as %23 or %25. wss:// (TLS) and udp://
-  (QUIC) are not supported yet.";
+  `/`; write a literal `#` or `%` in a path as %23 or %25. wss:// (WebSocket over TLS)
+  is not supported yet.";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,6 +48,8 @@ URLs:
   qtalk call tcp://127.0.0.1:9000/Upper '\"hello\"'
   qtalk call ws://127.0.0.1:8080/Upper hello
   qtalk interop --listen tcp://127.0.0.1:9000
+  qtalk interop --listen quic://127.0.0.1:4242    # self-signed certificate
+  qtalk check --insecure --connect quic://127.0.0.1:4242
   qtalk check
   qtalk check --connect ws://127.0.0.1:8080
   QTALK_CODEC=json qtalk check '/path/to/go/qtalk interop'   # the Go reference's CLI
@@ -81,6 +86,7 @@ enum Command {
   qtalk call tcp://localhost:9000/math.Add 1 2         # sends [1,2]
   qtalk call unix:///run/app.sock#users.Get '{{\"id\":7}}'  # sends [{{\"id\":7}}]
   qtalk call ws://127.0.0.1:8080/Upper hello           # over WebSocket
+  qtalk call --ca cert.pem quic://localhost:4242/Upper hello  # over QUIC
   qtalk call --raw tcp://127.0.0.1:9000/Error boom     # sends \"boom\"
   qtalk call --codec cbor --timeout 2s tcp://[::1]:9000/Ping  # sends null
 
@@ -104,6 +110,8 @@ enum Command {
   qtalk interop --listen tcp://127.0.0.1:9000    # port 0 picks a free port
   qtalk interop --listen unix:///tmp/qtalk.sock
   qtalk interop --listen ws://127.0.0.1:8080     # WebSocket, any path
+  qtalk interop --listen quic://127.0.0.1:4242   # QUIC, self-signed certificate
+  qtalk interop --listen quic://0.0.0.0:4242 --cert cert.pem --key key.pem
 
 With --listen, the address actually listened on is printed on stderr as
 `listening on URL`.
@@ -174,14 +182,50 @@ struct CallArgs {
     /// Give up after this long (connecting and calling), e.g. 5s, 500ms
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    trust: TrustArgs,
+}
+
+/// Which QUIC server certificates to accept.
+#[derive(Args, Debug)]
+struct TrustArgs {
+    /// QUIC: trust the certificates in this PEM file (a CA, or the server's own certificate)
+    /// instead of the system's roots
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+    /// QUIC: accept any server certificate (encrypted but unauthenticated; for development
+    /// servers with self-signed certificates)
+    #[arg(long, conflicts_with = "ca")]
+    insecure: bool,
+}
+
+impl TrustArgs {
+    fn dial(&self) -> peer::Dial {
+        let trust = match (&self.ca, self.insecure) {
+            (_, true) => peer::Trust::Insecure,
+            (Some(path), false) => peer::Trust::Roots(path.clone()),
+            (None, false) => peer::Trust::System,
+        };
+        peer::Dial {
+            config: qmux::Config::default(),
+            trust,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
 struct InteropArgs {
-    /// Listen on tcp://HOST:PORT, ws://HOST:PORT or unix:///path instead of serving
-    /// stdin/stdout
+    /// Listen on tcp://HOST:PORT, ws://HOST:PORT, quic://HOST:PORT or unix:///path instead
+    /// of serving stdin/stdout
     #[arg(long, value_name = "URL")]
     listen: Option<String>,
+    /// QUIC: the certificate chain to present (PEM); without it a self-signed certificate
+    /// for localhost and the listening host is made
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// QUIC: the private key of --cert (PEM)
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -189,12 +233,14 @@ struct CheckArgs {
     /// Shell command of the peer (run with `sh -c`); default: this program's `interop`
     #[arg(value_name = "CMD", conflicts_with = "connect")]
     cmd: Option<String>,
-    /// Check a listening peer at tcp://HOST:PORT, ws://HOST:PORT or unix:///path instead
+    /// Check a listening peer at tcp://, ws://, quic://HOST:PORT or unix:///path instead
     #[arg(long, value_name = "URL")]
     connect: Option<String>,
     /// Deadline for connecting and for each check, e.g. 10s
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 
 #[derive(Args, Debug)]
@@ -202,7 +248,7 @@ struct BenchArgs {
     /// Shell command of the peer (run with `sh -c`); default: this program's `interop`
     #[arg(value_name = "CMD", conflicts_with = "connect")]
     cmd: Option<String>,
-    /// Benchmark a listening peer at tcp://HOST:PORT, ws://HOST:PORT or unix:///path instead
+    /// Benchmark a listening peer at tcp://, ws://, quic://HOST:PORT or unix:///path instead
     #[arg(long, value_name = "URL")]
     connect: Option<String>,
     /// How long each measurement runs, e.g. 2s, 500ms
@@ -217,6 +263,8 @@ struct BenchArgs {
     /// Deadline for connecting and for any single call, e.g. 10s
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 
 fn main() -> ExitCode {
@@ -316,8 +364,7 @@ async fn call(a: CallArgs) -> Result<(), Failure> {
     let codec = peer::codec_by_name(&a.codec)
         .ok_or_else(|| Failure::Usage(format!("unknown codec {:?}", a.codec)))?;
     let started = tokio::time::Instant::now();
-    let session =
-        peer::connect_within(&target.endpoint, qmux::Config::default(), a.timeout).await?;
+    let session = peer::connect_within(&target.endpoint, &a.trust.dial(), a.timeout).await?;
     // A peer of our own so that calls back to us get `not found` rather than waiting.
     let me = Peer::with_codec(session.clone(), codec);
     me.respond();
@@ -378,7 +425,11 @@ async fn interop_cmd(a: InteropArgs, faults: Faults) -> Result<(), Failure> {
                     target.endpoint
                 )));
             }
-            listen(target.endpoint, codec).await
+            let identity = match (a.cert, a.key) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                _ => None,
+            };
+            listen(target.endpoint, identity, codec).await
         }
     }
 }
@@ -402,9 +453,61 @@ fn session_end(end: qmux::Error) -> Result<(), Failure> {
     }
 }
 
-async fn listen(endpoint: Endpoint, codec: Arc<dyn Codec>) -> Result<(), Failure> {
+/// The TLS settings of a QUIC listener: the given certificate and key, or a fresh self-signed
+/// certificate for localhost and `host`.
+fn server_tls(
+    identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    host: &str,
+) -> std::io::Result<(qmux::tls::rustls::ServerConfig, bool)> {
+    match identity {
+        Some((cert, key)) => Ok((
+            qmux::tls::server_config(qmux::tls::load_certs(cert)?, qmux::tls::load_key(key)?)?,
+            false,
+        )),
+        None => {
+            let mut names = vec!["localhost", "127.0.0.1", "::1"];
+            if !names.contains(&host) && !host.is_empty() {
+                names.push(host);
+            }
+            let id = qmux::tls::self_signed(&names)?;
+            Ok((qmux::tls::server_config(id.certs, id.key)?, true))
+        }
+    }
+}
+
+async fn listen(
+    endpoint: Endpoint,
+    identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    codec: Arc<dyn Codec>,
+) -> Result<(), Failure> {
     let config = qmux::Config::default();
+    if identity.is_some() && !matches!(endpoint, Endpoint::Quic(_)) {
+        return Err(Failure::Usage(
+            "--cert and --key apply to quic:// listeners only".into(),
+        ));
+    }
+    let mut self_signed = false;
     let (listener, shown, cleanup) = match &endpoint {
+        Endpoint::Quic(addr) => {
+            let host = addr.rsplit_once(':').map_or("", |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let (tls, generated) = server_tls(identity, host)
+                .map_err(|e| Failure::Usage(format!("cannot set up TLS: {e}")))?;
+            self_signed = generated;
+            let l = qmux::Listener::bind_quic(addr.as_str(), tls, config)
+                .await
+                .map_err(|e| {
+                    Failure::Transport(format!(
+                        "cannot listen on {endpoint}: {}",
+                        peer::describe_io(&e)
+                    ))
+                })?;
+            let shown = match l.local_addr() {
+                Ok(a) => Endpoint::Quic(a.to_string()),
+                Err(_) => endpoint.clone(),
+            };
+            (l, shown, None)
+        }
         Endpoint::Tcp(addr) => {
             let l = qmux::Listener::bind_tcp(addr.as_str(), config)
                 .await
@@ -446,6 +549,12 @@ async fn listen(endpoint: Endpoint, codec: Arc<dyn Codec>) -> Result<(), Failure
         }
     };
     eprintln!("listening on {shown}");
+    if self_signed {
+        eprintln!(
+            "note: serving a self-signed certificate; clients need --insecure, or --cert/--key \
+             here and --ca there"
+        );
+    }
     let serve = async {
         loop {
             let session = match listener.accept().await {
@@ -547,7 +656,7 @@ fn peer_spec(cmd: Option<String>, connect: Option<String>) -> Result<PeerSpec, F
         }
         (Some(c), None) => {
             let t = c.trim();
-            if ["tcp://", "unix:", "udp://", "ws://", "wss://"]
+            if ["tcp://", "unix:", "udp://", "quic://", "ws://", "wss://"]
                 .iter()
                 .any(|p| t.starts_with(p))
             {
@@ -567,7 +676,7 @@ async fn check_cmd(a: CheckArgs) -> Result<(), Failure> {
         eprintln!("* Using JSON codec");
     }
     let spec = peer_spec(a.cmd, a.connect)?;
-    let mut conn = peer::open(&spec, qmux::Config::default(), a.timeout).await?;
+    let mut conn = peer::open(&spec, &a.trust.dial(), a.timeout).await?;
     let me = interop::serve_callbacks(conn.session.clone(), codec.clone());
     let options = check::Options {
         timeout: a.timeout,
@@ -601,7 +710,7 @@ async fn check_cmd(a: CheckArgs) -> Result<(), Failure> {
 async fn bench_cmd(a: BenchArgs) -> Result<(), Failure> {
     let codec = peer::codec_from_env()?;
     let spec = peer_spec(a.cmd, a.connect)?;
-    let mut conn = peer::open(&spec, qmux::Config::default(), a.timeout).await?;
+    let mut conn = peer::open(&spec, &a.trust.dial(), a.timeout).await?;
     let me = interop::serve_callbacks(conn.session.clone(), codec);
     let options = bench::Options {
         duration: a.duration,

@@ -105,9 +105,54 @@ impl Connection {
     }
 }
 
+/// Which QUIC servers a client believes: the certificates it accepts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Trust {
+    /// Certificates the operating system trusts (the default).
+    #[default]
+    System,
+    /// Certificates issued by the roots in this PEM file (a private CA, or a server's
+    /// self-signed certificate itself).
+    Roots(PathBuf),
+    /// Any certificate: encrypted but unauthenticated, for development servers with
+    /// self-signed certificates (as the reference's checker).
+    Insecure,
+}
+
+impl Trust {
+    /// The rustls client settings for this choice.
+    pub fn client_config(&self) -> io::Result<qmux::tls::rustls::ClientConfig> {
+        match self {
+            Trust::System => qmux::tls::platform_client_config(),
+            Trust::Roots(path) => qmux::tls::client_config(qmux::tls::load_certs(path)?),
+            Trust::Insecure => Ok(qmux::tls::insecure_client_config()),
+        }
+    }
+}
+
+/// How to reach listening peers: session settings and, for QUIC, which certificates to trust.
+#[derive(Clone, Debug, Default)]
+pub struct Dial {
+    /// Session settings.
+    pub config: qmux::Config,
+    /// Certificates accepted from QUIC servers.
+    pub trust: Trust,
+}
+
+/// The host part of `host:port` (without IPv6 brackets): the name a certificate must carry.
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 /// Connects to a listening peer.
-pub async fn connect(endpoint: &Endpoint, config: qmux::Config) -> io::Result<qmux::Session> {
+pub async fn connect(endpoint: &Endpoint, dial: &Dial) -> io::Result<qmux::Session> {
+    let config = dial.config.clone();
     match endpoint {
+        Endpoint::Quic(addr) => {
+            let tls = dial.trust.client_config()?;
+            qmux::quic::connect(addr.as_str(), host_of(addr), tls, config).await
+        }
         Endpoint::Tcp(addr) => qmux::transport::connect_tcp(addr.as_str(), config).await,
         // The selector is not part of the WebSocket URL: as the reference's DialWS, path `/`.
         Endpoint::Ws(addr) => {
@@ -127,10 +172,10 @@ pub async fn connect(endpoint: &Endpoint, config: qmux::Config) -> io::Result<qm
 /// endpoint.
 pub async fn connect_within(
     endpoint: &Endpoint,
-    config: qmux::Config,
+    dial: &Dial,
     timeout: Duration,
 ) -> Result<qmux::Session, Failure> {
-    match tokio::time::timeout(timeout, connect(endpoint, config)).await {
+    match tokio::time::timeout(timeout, connect(endpoint, dial)).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => Err(Failure::Transport(format!(
             "cannot connect to {endpoint}: {}",
@@ -153,14 +198,11 @@ pub fn describe_io(e: &io::Error) -> String {
 }
 
 /// Starts or connects to the peer described by `spec` (see [`PeerSpec`]).
-pub async fn open(
-    spec: &PeerSpec,
-    config: qmux::Config,
-    timeout: Duration,
-) -> Result<Connection, Failure> {
+pub async fn open(spec: &PeerSpec, dial: &Dial, timeout: Duration) -> Result<Connection, Failure> {
+    let config = dial.config.clone();
     match spec {
         PeerSpec::Connect(endpoint) => Ok(Connection {
-            session: connect_within(endpoint, config, timeout).await?,
+            session: connect_within(endpoint, dial, timeout).await?,
             child: None,
         }),
         PeerSpec::Command(cmd) => {
@@ -212,9 +254,23 @@ fn spawn(mut command: Command, config: qmux::Config) -> io::Result<Connection> {
 pub fn require_selector(target: &Target) -> Result<&str, Failure> {
     target.selector.as_deref().ok_or_else(|| {
         let hint = match &target.endpoint {
-            Endpoint::Tcp(_) | Endpoint::Ws(_) => format!("{}/Selector", target.endpoint),
+            Endpoint::Tcp(_) | Endpoint::Ws(_) | Endpoint::Quic(_) => {
+                format!("{}/Selector", target.endpoint)
+            }
             Endpoint::Unix(_) => format!("{}#Selector", target.endpoint),
         };
         Failure::Usage(format!("the URL names no selector to call: write {hint}"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn certificate_names() {
+        assert_eq!(host_of("localhost:9000"), "localhost");
+        assert_eq!(host_of("127.0.0.1:9000"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:9000"), "::1");
+    }
 }

@@ -6,6 +6,7 @@
 //! | `tcp://HOST:PORT/Selector` | ... and the selector to call (the path after the first `/`) |
 //! | `ws://HOST[:PORT]` | a WebSocket peer (port 80 by default); the WebSocket path is always `/` |
 //! | `ws://HOST[:PORT]/Selector` | ... and the selector to call |
+//! | `quic://HOST:PORT[/Selector]` | a QUIC peer (UDP); `udp://` means the same, as in the reference |
 //! | `unix:///abs/path/to.sock` | a Unix socket peer, absolute path (three slashes) |
 //! | `unix:relative/path.sock` | a Unix socket peer, path relative to the working directory |
 //! | `unix:///abs/path/to.sock#Selector` | ... and the selector to call (the fragment) |
@@ -18,8 +19,8 @@
 //! For `ws://` the path names the selector, as in the reference's `qtalk call`: like the
 //! reference's `mux.DialWS`, the WebSocket itself is always opened at path `/`.
 //!
-//! `wss://` (WebSocket over TLS) and `udp://` (the reference's QUIC) are recognized and
-//! refused with a clear "not supported yet" message.
+//! `wss://` (WebSocket over TLS) is recognized and refused with a clear "not supported yet"
+//! message.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -33,6 +34,8 @@ pub enum Endpoint {
     Ws(String),
     /// A Unix socket path.
     Unix(PathBuf),
+    /// A QUIC peer at `host:port` (UDP).
+    Quic(String),
 }
 
 impl fmt::Display for Endpoint {
@@ -40,6 +43,7 @@ impl fmt::Display for Endpoint {
         match self {
             Endpoint::Tcp(addr) => write!(f, "tcp://{addr}"),
             Endpoint::Ws(addr) => write!(f, "ws://{addr}"),
+            Endpoint::Quic(addr) => write!(f, "quic://{addr}"),
             Endpoint::Unix(path) if path.is_absolute() => {
                 write!(f, "unix://{}", percent_encode(&path.to_string_lossy()))
             }
@@ -60,7 +64,7 @@ pub struct Target {
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.endpoint, &self.selector) {
-            (Endpoint::Tcp(_) | Endpoint::Ws(_), Some(sel)) => {
+            (Endpoint::Tcp(_) | Endpoint::Ws(_) | Endpoint::Quic(_), Some(sel)) => {
                 write!(f, "{}/{}", self.endpoint, sel)
             }
             (Endpoint::Unix(_), Some(sel)) => write!(f, "{}#{}", self.endpoint, sel),
@@ -98,8 +102,8 @@ impl fmt::Display for UrlError {
 
 impl std::error::Error for UrlError {}
 
-const FORMS: &str = "expected tcp://HOST:PORT[/Selector], ws://HOST[:PORT][/Selector] or \
-                     unix:///path/to.sock[#Selector]";
+const FORMS: &str = "expected tcp://HOST:PORT[/Selector], ws://HOST[:PORT][/Selector], \
+                     quic://HOST:PORT[/Selector] or unix:///path/to.sock[#Selector]";
 
 /// Parses a `qtalk` URL (see the [module documentation](self) for the forms).
 ///
@@ -116,6 +120,10 @@ const FORMS: &str = "expected tcp://HOST:PORT[/Selector], ws://HOST[:PORT][/Sele
 /// let t = parse("ws://localhost:8080/Upper").unwrap();
 /// assert_eq!(t.endpoint, Endpoint::Ws("localhost:8080".into()));
 /// assert_eq!(t.selector.as_deref(), Some("Upper"));
+///
+/// let t = parse("udp://127.0.0.1:4242/Upper").unwrap();
+/// assert_eq!(t.endpoint, Endpoint::Quic("127.0.0.1:4242".into()));
+/// assert_eq!(t.to_string(), "quic://127.0.0.1:4242/Upper");
 ///
 /// assert!(parse("wss://example.com/x").unwrap_err().to_string().contains("not supported"));
 /// ```
@@ -165,9 +173,12 @@ pub fn parse(url: &str) -> Result<Target, UrlError> {
         "wss" => Err(err(
             "WebSocket over TLS (wss://) is not supported yet; use ws://, tcp:// or unix:".into(),
         )),
-        "udp" | "quic" => Err(err(
-            "QUIC (udp://) is not supported yet; use tcp:// or unix:".into(),
-        )),
+        "quic" | "udp" => parse_host_port(rest, fragment, "quic", None)
+            .map(|(addr, selector)| Target {
+                endpoint: Endpoint::Quic(addr),
+                selector,
+            })
+            .map_err(err),
         other => Err(err(format!("unknown scheme {other:?}; {FORMS}"))),
     }
 }
@@ -391,6 +402,10 @@ mod tests {
         assert_eq!(t.endpoint, Endpoint::Unix("/tmp/we#ird.sock".into()));
         assert_eq!(t.to_string(), "unix:///tmp/we%23ird.sock#A");
         assert_eq!(ok("unix:///tmp/x#").selector, None);
+        let t = ok("quic://[::1]:4242/a/b");
+        assert_eq!(t.endpoint, Endpoint::Quic("[::1]:4242".into()));
+        assert_eq!(t.selector.as_deref(), Some("a/b"));
+        assert_eq!(ok("udp://h:1").to_string(), "quic://h:1");
     }
 
     #[test]
@@ -399,7 +414,7 @@ mod tests {
         assert!(bad("localhost:9000").contains("unknown scheme"));
         assert!(bad("/tmp/sock").contains("no scheme"));
         assert!(bad("wss://h:1/x").contains("not supported yet"));
-        assert!(bad("udp://h:1").contains("not supported yet"));
+        assert!(bad("quic://h").contains("missing port: write quic://h:PORT"));
         assert!(bad("http://h/x").contains("unknown scheme"));
         assert!(bad("tcp://h").contains("missing port"));
         assert!(bad("tcp://:80").contains("missing host"));

@@ -171,6 +171,11 @@ fn listen(url: &str, codec: Option<&str>) -> Listening {
     if let Some(c) = codec {
         cmd.env("QTALK_CODEC", c);
     }
+    listen_with(cmd, url)
+}
+
+/// Starts a prepared `qtalk interop --listen` command and reads the address it prints.
+fn listen_with(mut cmd: Command, url: &str) -> Listening {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -779,4 +784,120 @@ fn bench_via_connect() {
     assert_eq!(out.code(), Some(0), "stderr: {}", out.stderr);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
     assert_eq!(v["peer"], server.url.as_str());
+}
+
+#[test]
+fn check_call_and_bench_over_quic_with_a_self_signed_certificate() {
+    let server = listen("quic://127.0.0.1:0", None);
+    assert!(
+        server.url.starts_with("quic://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    assert!(!server.url.ends_with(":0"), "{}", server.url);
+    let out = run(qtalk().args(["check", "--insecure", "--connect", &server.url]));
+    assert_check_output(&out, "cbor_check_output.txt", "cbor");
+    // The reference's spelling of a QUIC address.
+    let udp = server.url.replace("quic://", "udp://");
+    let out = run(qtalk().args(["check", "--insecure", "--connect", &udp]));
+    assert_check_output(&out, "cbor_check_output.txt", "cbor");
+
+    let call = |extra: &[&str]| {
+        let mut cmd = qtalk();
+        cmd.args(["call", "--raw", "--codec", "cbor"]).args(extra);
+        cmd.args([&format!("{}/Error", server.url), "boom"]);
+        run(&mut cmd)
+    };
+    let out = call(&["--insecure"]);
+    assert_eq!(out.code(), Some(1), "stderr: {}", out.stderr);
+    assert_eq!(out.stderr, "remote: boom\n");
+
+    // Without --insecure the self-signed certificate is not trusted: one line, exit 3.
+    let out = call(&[]);
+    assert_eq!(out.code(), Some(3), "stderr: {}", out.stderr);
+    let line = assert_one_clean_line(&out.stderr);
+    assert!(
+        line.starts_with(&format!("qtalk call: cannot connect to {}: ", server.url))
+            && line.contains("certificate"),
+        "{line}"
+    );
+
+    let out = run(qtalk().args([
+        "bench",
+        "--insecure",
+        "--duration",
+        "100ms",
+        "--json",
+        "--connect",
+        &server.url,
+    ]));
+    assert_eq!(out.code(), Some(0), "stderr: {}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    assert_eq!(v["peer"], server.url.as_str());
+}
+
+#[test]
+fn quic_with_certificate_files_and_a_trusted_ca() {
+    let dir = std::env::temp_dir().join(format!("qtalk-cli-quic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (cert, key) = qmux::tls::self_signed_pem(&["localhost"]).expect("certificate");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert).expect("write cert");
+    std::fs::write(&key_path, key).expect("write key");
+    let (cert_arg, key_arg) = (
+        cert_path.to_str().expect("utf-8 path"),
+        key_path.to_str().expect("utf-8 path"),
+    );
+
+    let mut cmd = qtalk();
+    cmd.args(["interop", "--listen", "quic://127.0.0.1:0"])
+        .args(["--cert", cert_arg, "--key", key_arg]);
+    let server = listen_with(cmd, "quic");
+    // The certificate names localhost: dial by that name.
+    let url = server.url.replace("127.0.0.1", "localhost");
+    let out = run(qtalk().args(["check", "--ca", cert_arg, "--connect", &url]));
+    assert_check_output(&out, "cbor_check_output.txt", "cbor");
+    // By address, the name does not match the certificate.
+    let out = run(qtalk().args(["check", "--ca", cert_arg, "--connect", &server.url]));
+    assert_eq!(out.code(), Some(3), "stdout: {}", out.stdout);
+    assert!(out.stderr.contains("certificate"), "{}", out.stderr);
+
+    // A key without a certificate, a missing file, and TLS files for a TCP listener are usage
+    // errors.
+    let out = run(qtalk().args([
+        "interop",
+        "--listen",
+        "quic://127.0.0.1:0",
+        "--key",
+        key_arg,
+    ]));
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    let out = run(qtalk().args([
+        "interop",
+        "--listen",
+        "quic://127.0.0.1:0",
+        "--cert",
+        "/nonexistent/cert.pem",
+        "--key",
+        key_arg,
+    ]));
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    assert!(
+        assert_one_clean_line(&out.stderr).contains("/nonexistent/cert.pem"),
+        "{}",
+        out.stderr
+    );
+    let out = run(qtalk().args([
+        "interop",
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--cert",
+        cert_arg,
+        "--key",
+        key_arg,
+    ]));
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    assert!(assert_one_clean_line(&out.stderr).contains("quic://"));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
 }
