@@ -2,7 +2,8 @@
 //! with the ratio to raw TCP. When the Go reference peer is available (`QTALK_GO_PEER` names the
 //! built `interop/go` binary), its own in-process measurement runs too.
 //!
-//! `cargo bench -p qmux --bench throughput` (`QMUX_BENCH_MB` sets the size, default 1024 MiB;
+//! `cargo bench -p qmux --features quic --bench throughput` (without `--features quic` the
+//! QUIC rows are left out; `QMUX_BENCH_MB` sets the size, default 1024 MiB;
 //! `QMUX_BENCH_RUNS` the runs per row, default 3; `QMUX_BENCH_SWEEP=256,1024,4096` also tries
 //! those windows in KiB with several max packet sizes).
 
@@ -78,7 +79,28 @@ async fn qmux_tcp(total: usize, channels: usize, config: Config) -> f64 {
         qmux::transport::connect_tcp(addr, config),
         listener.accept()
     );
-    let (client, server) = (client.unwrap(), server.unwrap());
+    bulk(client.unwrap(), server.unwrap(), total, channels).await
+}
+
+/// The same transfer with QUIC as the base layer (one stream per channel), on UDP loopback.
+#[cfg(feature = "quic")]
+async fn quic(total: usize, channels: usize) -> f64 {
+    let id = qmux::tls::self_signed(&["localhost"]).unwrap();
+    let server_tls = qmux::tls::server_config(id.certs.clone(), id.key).unwrap();
+    let listener = Listener::bind_quic("127.0.0.1:0", server_tls, Config::default())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client_tls = qmux::tls::client_config(id.certs).unwrap();
+    let (client, server) = tokio::join!(
+        qmux::quic::connect(addr, "localhost", client_tls, Config::default()),
+        listener.accept()
+    );
+    bulk(client.unwrap(), server.unwrap(), total, channels).await
+}
+
+/// Sends `total` bytes from `client` to `server` over `channels` channels at once; MB/s.
+async fn bulk(client: qmux::Session, server: qmux::Session, total: usize, channels: usize) -> f64 {
     let per = total / channels;
     let start = Instant::now();
     let sink = tokio::spawn(async move {
@@ -183,6 +205,23 @@ fn main() {
             format!("{mux16:.0}"),
             100.0 * mux16 / raw16
         );
+        #[cfg(feature = "quic")]
+        {
+            let quic1 = median(runs, || quic(total, 1)).await;
+            let quic16 = median(runs, || quic(total, 16)).await;
+            println!(
+                "{:<28} {:>8}  ({:.0}% of raw TCP, 1 connection)",
+                "QUIC, 1 stream (UDP)",
+                format!("{quic1:.0}"),
+                100.0 * quic1 / raw1
+            );
+            println!(
+                "{:<28} {:>8}  ({:.0}% of raw TCP, 16 connections)",
+                "QUIC, 16 streams (UDP)",
+                format!("{quic16:.0}"),
+                100.0 * quic16 / raw16
+            );
+        }
         if let Ok(sweep) = std::env::var("QMUX_BENCH_SWEEP") {
             for w in sweep.split(',').filter_map(|w| w.parse::<u32>().ok()) {
                 for mp in [32u32 << 10, 256 << 10, 1 << 20] {

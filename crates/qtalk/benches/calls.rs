@@ -1,6 +1,6 @@
 //! Unary call rate and latency over TCP loopback: a raw tokio TCP ping-pong, then qtalk echo
 //! calls with 1 caller and with 64 concurrent callers on one session (JSON and CBOR), in one
-//! run. When `QTALK_GO_PEER` names the built `interop/go` peer, the Go reference's own
+//! run, and CBOR calls with QUIC as the base layer (UDP loopback). When `QTALK_GO_PEER` names the built `interop/go` peer, the Go reference's own
 //! measurement of the same workload runs too.
 //!
 //! `cargo bench -p qtalk --bench calls` (`QTALK_BENCH_SECS` sets seconds per workload, default 3).
@@ -97,7 +97,25 @@ async fn raw_ping_pong(workers: usize, secs: Duration) -> Stats {
     .await
 }
 
+/// The base layer a call benchmark runs on.
+#[derive(Clone, Copy)]
+enum Base {
+    /// qmux over TCP loopback.
+    Tcp,
+    /// QUIC on UDP loopback (one stream per call).
+    Quic,
+}
+
 async fn qtalk_calls(codec: Arc<dyn Codec>, workers: usize, secs: Duration) -> Stats {
+    qtalk_calls_on(Base::Tcp, codec, workers, secs).await
+}
+
+async fn qtalk_calls_on(
+    base: Base,
+    codec: Arc<dyn Codec>,
+    workers: usize,
+    secs: Duration,
+) -> Stats {
     let mux = RespondMux::new();
     mux.handle(
         "echo",
@@ -108,15 +126,31 @@ async fn qtalk_calls(codec: Arc<dyn Codec>, workers: usize, secs: Duration) -> S
     )
     .unwrap();
     let server = Server::with_options(Arc::new(mux), codec.clone(), Default::default());
-    let listener = qmux::Listener::bind_tcp("127.0.0.1:0", Default::default())
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let s2 = server.clone();
-    tokio::spawn(async move { s2.serve(listener).await });
-    let session = qmux::transport::connect_tcp(addr, Default::default())
-        .await
-        .unwrap();
+    let session = match base {
+        Base::Tcp => {
+            let listener = qmux::Listener::bind_tcp("127.0.0.1:0", Default::default())
+                .await
+                .unwrap();
+            let addr = listener.local_addr().unwrap();
+            let s2 = server.clone();
+            tokio::spawn(async move { s2.serve(listener).await });
+            let session = qmux::transport::connect_tcp(addr, Default::default());
+            session.await.unwrap()
+        }
+        Base::Quic => {
+            let id = qmux::tls::self_signed(&["localhost"]).unwrap();
+            let tls = qmux::tls::server_config(id.certs.clone(), id.key).unwrap();
+            let listener = qmux::Listener::bind_quic("127.0.0.1:0", tls, Default::default())
+                .await
+                .unwrap();
+            let addr = listener.local_addr().unwrap();
+            let s2 = server.clone();
+            tokio::spawn(async move { s2.serve(listener).await });
+            let tls = qmux::tls::client_config(id.certs).unwrap();
+            let session = qmux::quic::connect(addr, "localhost", tls, Default::default());
+            session.await.unwrap()
+        }
+    };
     let caller = Caller::with_options(session, codec, Default::default());
     let c2 = caller.clone();
     let stats = drive(workers, secs, move |_| {
@@ -177,6 +211,17 @@ fn main() {
             rows.push((name, 1, qtalk_calls(codec.clone(), 1, secs).await));
             rows.push((name, 64, qtalk_calls(codec, 64, secs).await));
         }
+        let cbor = Arc::new(Cbor) as Arc<dyn Codec>;
+        rows.push((
+            "qtalk CBOR over QUIC",
+            1,
+            qtalk_calls_on(Base::Quic, cbor.clone(), 1, secs).await,
+        ));
+        rows.push((
+            "qtalk CBOR over QUIC",
+            64,
+            qtalk_calls_on(Base::Quic, cbor, 64, secs).await,
+        ));
         println!(
             "unary echo calls over TCP loopback, {}s per row",
             secs.as_secs()

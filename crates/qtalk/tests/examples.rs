@@ -140,3 +140,11 @@ fn bytestream_proxy_example() {
         "echoed: hello through the tunnel\n"
     );
 }
+
+#[test]
+fn upper_over_quic_example() {
+    assert_eq!(
+        run("upper_quic", &[]),
+        "HELLO WORLD\nremote: user error [/Error]\n"
+    );
+}
