@@ -22,7 +22,7 @@ pub mod transport;
 
 #[cfg(feature = "quic")]
 pub mod quic;
-#[cfg(feature = "quic")]
+#[cfg(feature = "tls")]
 pub mod tls;
 
 pub use channel::{Channel, ReadHalf, WriteHalf};

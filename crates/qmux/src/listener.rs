@@ -11,14 +11,83 @@ enum Kind {
     Tcp(TcpListener),
     #[cfg(unix)]
     Unix(tokio::net::UnixListener),
-    #[cfg(feature = "websocket")]
-    Ws(transport::ws::WsListener),
+    #[cfg(any(feature = "websocket", feature = "tls"))]
+    Handshaking(Handshaking),
     #[cfg(feature = "quic")]
     Quic(crate::quic::QuicListener),
 }
 
-/// Accepts connections on a TCP or Unix socket, or WebSocket connections, and runs a session
-/// on each.
+/// What a TCP connection goes through before its session runs.
+#[cfg(any(feature = "websocket", feature = "tls"))]
+#[derive(Clone)]
+enum Handshake {
+    #[cfg(feature = "websocket")]
+    Ws,
+    #[cfg(all(feature = "websocket", feature = "tls"))]
+    Wss(tokio_rustls::TlsAcceptor),
+    #[cfg(feature = "tls")]
+    Tls(tokio_rustls::TlsAcceptor),
+}
+
+/// A TCP listener whose connections need a handshake (WebSocket, TLS) first; handshakes run
+/// concurrently, each within its own deadline, and failed ones are skipped.
+#[cfg(any(feature = "websocket", feature = "tls"))]
+struct Handshaking {
+    tcp: TcpListener,
+    handshake: Handshake,
+    pending: tokio::sync::Mutex<tokio::task::JoinSet<Option<Session>>>,
+}
+
+#[cfg(any(feature = "websocket", feature = "tls"))]
+impl Handshaking {
+    fn new(tcp: TcpListener, handshake: Handshake) -> Self {
+        Handshaking {
+            tcp,
+            handshake,
+            pending: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
+        }
+    }
+
+    async fn accept(&self, config: &Config) -> io::Result<Session> {
+        let mut pending = self.pending.lock().await;
+        loop {
+            tokio::select! {
+                accepted = self.tcp.accept() => {
+                    let (stream, peer) = accepted?;
+                    let config = config.clone();
+                    match self.handshake.clone() {
+                        #[cfg(feature = "websocket")]
+                        Handshake::Ws => pending.spawn(transport::ws::server_session(
+                            stream,
+                            peer,
+                            #[cfg(feature = "tls")]
+                            None,
+                            config,
+                        )),
+                        #[cfg(all(feature = "websocket", feature = "tls"))]
+                        Handshake::Wss(tls) => pending.spawn(transport::ws::server_session(
+                            stream,
+                            peer,
+                            Some(tls),
+                            config,
+                        )),
+                        #[cfg(feature = "tls")]
+                        Handshake::Tls(tls) => pending.spawn(crate::tls::server_session(
+                            stream, peer, tls, config,
+                        )),
+                    };
+                }
+                Some(done) = pending.join_next() => {
+                    if let Ok(Some(session)) = done {
+                        return Ok(session);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Accepts connections (TCP, Unix socket, WebSocket, TLS, QUIC) and runs a session on each.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -65,8 +134,44 @@ impl Listener {
     #[cfg(feature = "websocket")]
     pub async fn bind_ws<A: ToSocketAddrs>(addr: A, config: Config) -> io::Result<Listener> {
         Ok(Listener {
-            kind: Kind::Ws(transport::ws::WsListener::new(
+            kind: Kind::Handshaking(Handshaking::new(
                 TcpListener::bind(addr).await?,
+                Handshake::Ws,
+            )),
+            config,
+        })
+    }
+
+    /// Listens for TLS connections on a TCP address and runs a session over each (qmux inside
+    /// TLS; not in the reference). The settings must hold a certificate (see [`crate::tls`]).
+    /// Handshakes run concurrently (each has 10 s); failed ones are skipped.
+    #[cfg(feature = "tls")]
+    pub async fn bind_tls<A: ToSocketAddrs>(
+        addr: A,
+        tls: rustls::ServerConfig,
+        config: Config,
+    ) -> io::Result<Listener> {
+        Ok(Listener {
+            kind: Kind::Handshaking(Handshaking::new(
+                TcpListener::bind(addr).await?,
+                Handshake::Tls(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls))),
+            )),
+            config,
+        })
+    }
+
+    /// Listens for WebSocket connections over TLS (`wss://`) on a TCP address, as
+    /// [`bind_ws`](Listener::bind_ws) after a TLS handshake with these settings.
+    #[cfg(all(feature = "websocket", feature = "tls"))]
+    pub async fn bind_wss<A: ToSocketAddrs>(
+        addr: A,
+        tls: rustls::ServerConfig,
+        config: Config,
+    ) -> io::Result<Listener> {
+        Ok(Listener {
+            kind: Kind::Handshaking(Handshaking::new(
+                TcpListener::bind(addr).await?,
+                Handshake::Wss(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls))),
             )),
             config,
         })
@@ -101,8 +206,8 @@ impl Listener {
                 let (r, w) = stream.into_split();
                 Ok(Session::from_split(r, w, self.config.clone()))
             }
-            #[cfg(feature = "websocket")]
-            Kind::Ws(l) => l.accept(&self.config).await,
+            #[cfg(any(feature = "websocket", feature = "tls"))]
+            Kind::Handshaking(l) => l.accept(&self.config).await,
             #[cfg(feature = "quic")]
             Kind::Quic(l) => l.accept(&self.config).await,
         }
@@ -112,8 +217,8 @@ impl Listener {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         match &self.kind {
             Kind::Tcp(l) => l.local_addr(),
-            #[cfg(feature = "websocket")]
-            Kind::Ws(l) => l.local_addr(),
+            #[cfg(any(feature = "websocket", feature = "tls"))]
+            Kind::Handshaking(l) => l.tcp.local_addr(),
             #[cfg(feature = "quic")]
             Kind::Quic(l) => l.local_addr(),
             #[cfg(unix)]

@@ -1,4 +1,5 @@
-//! TLS configuration for the QUIC base layer: certificates, server and client settings.
+//! TLS: certificates and settings for QUIC, TLS over TCP (`transport::connect_tls`,
+//! `Listener::bind_tls`) and `wss://`; feature `tls` (implied by `quic`).
 //!
 //! Everything here uses rustls with the *ring* provider, TLS 1.3 only, and needs no process-wide
 //! default provider. A server needs a certificate chain and its key ([`load_certs`] and
@@ -187,5 +188,44 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The client side of a TLS handshake on `stream`, checking that the certificate names
+/// `server_name`.
+pub(crate) async fn client_handshake<S>(
+    stream: S,
+    server_name: &str,
+    tls: rustls::ClientConfig,
+) -> io::Result<tokio_rustls::client::TlsStream<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let name = ServerName::try_from(server_name.to_string())
+        .map_err(|_| tls_error(format!("{server_name:?} is not a valid server name")))?;
+    tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, stream)
+        .await
+}
+
+/// The server side of a TLS connection for a listener: the handshake within 10 s, then a
+/// session; `None` (logged at debug level) when the handshake fails.
+pub(crate) async fn server_session(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    tls: tokio_rustls::TlsAcceptor,
+    config: crate::Config,
+) -> Option<crate::Session> {
+    let _ = stream.set_nodelay(true);
+    match tokio::time::timeout(std::time::Duration::from_secs(10), tls.accept(stream)).await {
+        Ok(Ok(stream)) => Some(crate::Session::new(stream, config)),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "qmux: TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "qmux: TLS handshake timed out");
+            None
+        }
     }
 }

@@ -13,6 +13,8 @@ use crate::{Config, Session};
 
 #[cfg(feature = "websocket")]
 pub mod ws;
+#[cfg(all(feature = "websocket", feature = "tls"))]
+pub use ws::connect_wss;
 #[cfg(feature = "websocket")]
 pub use ws::{connect_ws, over_websocket};
 
@@ -20,6 +22,22 @@ pub use ws::{connect_ws, over_websocket};
 pub async fn connect_tcp<A: ToSocketAddrs>(addr: A, config: Config) -> io::Result<Session> {
     let stream = TcpStream::connect(addr).await?;
     Ok(over_tcp(stream, config))
+}
+
+/// Connects to a TCP address, performs a TLS handshake with these settings (the server's
+/// certificate must name `server_name`; see [`crate::tls`]) and runs a session inside TLS.
+/// Not in the reference, whose peers speak qmux on plain TCP.
+#[cfg(feature = "tls")]
+pub async fn connect_tls<A: ToSocketAddrs>(
+    addr: A,
+    server_name: &str,
+    tls: rustls::ClientConfig,
+    config: Config,
+) -> io::Result<Session> {
+    let stream = TcpStream::connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    let stream = crate::tls::client_handshake(stream, server_name, tls).await?;
+    Ok(Session::new(stream, config))
 }
 
 /// Runs a session over an established TCP connection (Nagle disabled; the session batches).

@@ -27,14 +27,16 @@ URLs:
   tcp://HOST:PORT/Selector          TCP (HOST may be a name, IPv4 or [IPv6])
   ws://HOST[:PORT]/Selector         WebSocket (port 80 by default; the WebSocket is always
                                     opened at path `/`, as by the Go reference)
-  quic://HOST:PORT/Selector         QUIC over UDP (udp:// is the same); servers' certificates
-                                    are checked against the system's roots unless --ca FILE
-                                    or --insecure is given
+  quic://HOST:PORT/Selector         QUIC over UDP (udp:// is the same)
+  tls://HOST:PORT/Selector          qmux inside TLS over TCP
+  wss://HOST[:PORT]/Selector        WebSocket over TLS (port 443 by default)
+                                    For quic://, tls:// and wss://, the server's certificate
+                                    must name HOST and is checked against the system's roots,
+                                    unless --ca FILE or --insecure is given
   unix:///abs/path/to.sock#Selector Unix socket, absolute path (three slashes)
   unix:relative/to.sock#Selector    Unix socket, path relative to the current directory
   The selector follows `#` for Unix sockets because the socket path itself may contain
-  `/`; write a literal `#` or `%` in a path as %23 or %25. wss:// (WebSocket over TLS)
-  is not supported yet.";
+  `/`; write a literal `#` or `%` in a path as %23 or %25.";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -111,6 +113,7 @@ enum Command {
   qtalk interop --listen unix:///tmp/qtalk.sock
   qtalk interop --listen ws://127.0.0.1:8080     # WebSocket, any path
   qtalk interop --listen quic://127.0.0.1:4242   # QUIC, self-signed certificate
+  qtalk interop --listen tls://127.0.0.1:9443    # TLS over TCP (or wss://)
   qtalk interop --listen quic://0.0.0.0:4242 --cert cert.pem --key key.pem
 
 With --listen, the address actually listened on is printed on stderr as
@@ -162,8 +165,8 @@ With --listen, the address actually listened on is printed on stderr as
 
 #[derive(Args, Debug)]
 struct CallArgs {
-    /// Where to call: tcp://HOST:PORT/Selector, ws://HOST:PORT/Selector or
-    /// unix:///path/to.sock#Selector
+    /// Where to call, e.g. tcp://HOST:PORT/Selector or unix:///path/to.sock#Selector (all
+    /// forms below)
     #[arg(value_name = "URL")]
     url: String,
     /// Arguments, each a JSON value (a bare word is a string)
@@ -189,12 +192,12 @@ struct CallArgs {
 /// Which QUIC server certificates to accept.
 #[derive(Args, Debug)]
 struct TrustArgs {
-    /// QUIC: trust the certificates in this PEM file (a CA, or the server's own certificate)
-    /// instead of the system's roots
+    /// quic://, tls://, wss://: trust the certificates in this PEM file (a CA, or the
+    /// server's own certificate) instead of the system's roots
     #[arg(long, value_name = "FILE")]
     ca: Option<std::path::PathBuf>,
-    /// QUIC: accept any server certificate (encrypted but unauthenticated; for development
-    /// servers with self-signed certificates)
+    /// quic://, tls://, wss://: accept any server certificate (encrypted but
+    /// unauthenticated; for development servers with self-signed certificates)
     #[arg(long, conflicts_with = "ca")]
     insecure: bool,
 }
@@ -215,15 +218,15 @@ impl TrustArgs {
 
 #[derive(Args, Debug)]
 struct InteropArgs {
-    /// Listen on tcp://HOST:PORT, ws://HOST:PORT, quic://HOST:PORT or unix:///path instead
-    /// of serving stdin/stdout
+    /// Listen on tcp://, ws://, tls://, wss://, quic://HOST:PORT or unix:///path instead of
+    /// serving stdin/stdout
     #[arg(long, value_name = "URL")]
     listen: Option<String>,
-    /// QUIC: the certificate chain to present (PEM); without it a self-signed certificate
-    /// for localhost and the listening host is made
+    /// tls://, wss://, quic://: the certificate chain to present (PEM); without it a
+    /// self-signed certificate for localhost and the listening host is made
     #[arg(long, value_name = "FILE", requires = "key")]
     cert: Option<std::path::PathBuf>,
-    /// QUIC: the private key of --cert (PEM)
+    /// The private key of --cert (PEM)
     #[arg(long, value_name = "FILE", requires = "cert")]
     key: Option<std::path::PathBuf>,
 }
@@ -233,7 +236,7 @@ struct CheckArgs {
     /// Shell command of the peer (run with `sh -c`); default: this program's `interop`
     #[arg(value_name = "CMD", conflicts_with = "connect")]
     cmd: Option<String>,
-    /// Check a listening peer at tcp://, ws://, quic://HOST:PORT or unix:///path instead
+    /// Check a listening peer (tcp://, tls://, ws://, wss://, quic://, unix://) instead
     #[arg(long, value_name = "URL")]
     connect: Option<String>,
     /// Deadline for connecting and for each check, e.g. 10s
@@ -248,7 +251,7 @@ struct BenchArgs {
     /// Shell command of the peer (run with `sh -c`); default: this program's `interop`
     #[arg(value_name = "CMD", conflicts_with = "connect")]
     cmd: Option<String>,
-    /// Benchmark a listening peer at tcp://, ws://, quic://HOST:PORT or unix:///path instead
+    /// Benchmark a listening peer (tcp://, tls://, ws://, wss://, quic://, unix://) instead
     #[arg(long, value_name = "URL")]
     connect: Option<String>,
     /// How long each measurement runs, e.g. 2s, 500ms
@@ -453,7 +456,7 @@ fn session_end(end: qmux::Error) -> Result<(), Failure> {
     }
 }
 
-/// The TLS settings of a QUIC listener: the given certificate and key, or a fresh self-signed
+/// The TLS settings of a secure listener: the given certificate and key, or a fresh self-signed
 /// certificate for localhost and `host`.
 fn server_tls(
     identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
@@ -481,72 +484,59 @@ async fn listen(
     codec: Arc<dyn Codec>,
 ) -> Result<(), Failure> {
     let config = qmux::Config::default();
-    if identity.is_some() && !matches!(endpoint, Endpoint::Quic(_)) {
+    let secure = matches!(
+        endpoint,
+        Endpoint::Quic(_) | Endpoint::Tls(_) | Endpoint::Wss(_)
+    );
+    if identity.is_some() && !secure {
         return Err(Failure::Usage(
-            "--cert and --key apply to quic:// listeners only".into(),
+            "--cert and --key apply to tls://, wss:// and quic:// listeners only".into(),
         ));
     }
+    // The TLS settings of a secure listener, and whether the certificate was made up here.
+    let tls_for = |addr: &str| {
+        let host = addr.rsplit_once(':').map_or("", |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        server_tls(identity.clone(), host)
+            .map_err(|e| Failure::Usage(format!("cannot set up TLS: {e}")))
+    };
     let mut self_signed = false;
-    let (listener, shown, cleanup) = match &endpoint {
+    let bound = match &endpoint {
+        Endpoint::Tcp(addr) => qmux::Listener::bind_tcp(addr.as_str(), config).await,
+        Endpoint::Ws(addr) => qmux::Listener::bind_ws(addr.as_str(), config).await,
+        Endpoint::Unix(path) => bind_unix(path, config).await,
         Endpoint::Quic(addr) => {
-            let host = addr.rsplit_once(':').map_or("", |(h, _)| h);
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let (tls, generated) = server_tls(identity, host)
-                .map_err(|e| Failure::Usage(format!("cannot set up TLS: {e}")))?;
+            let (tls, generated) = tls_for(addr)?;
             self_signed = generated;
-            let l = qmux::Listener::bind_quic(addr.as_str(), tls, config)
-                .await
-                .map_err(|e| {
-                    Failure::Transport(format!(
-                        "cannot listen on {endpoint}: {}",
-                        peer::describe_io(&e)
-                    ))
-                })?;
-            let shown = match l.local_addr() {
-                Ok(a) => Endpoint::Quic(a.to_string()),
-                Err(_) => endpoint.clone(),
-            };
-            (l, shown, None)
+            qmux::Listener::bind_quic(addr.as_str(), tls, config).await
         }
-        Endpoint::Tcp(addr) => {
-            let l = qmux::Listener::bind_tcp(addr.as_str(), config)
-                .await
-                .map_err(|e| {
-                    Failure::Transport(format!(
-                        "cannot listen on {endpoint}: {}",
-                        peer::describe_io(&e)
-                    ))
-                })?;
-            let shown = match l.local_addr() {
-                Ok(a) => Endpoint::Tcp(a.to_string()),
-                Err(_) => endpoint.clone(),
-            };
-            (l, shown, None)
+        Endpoint::Tls(addr) => {
+            let (tls, generated) = tls_for(addr)?;
+            self_signed = generated;
+            qmux::Listener::bind_tls(addr.as_str(), tls, config).await
         }
-        Endpoint::Ws(addr) => {
-            let l = qmux::Listener::bind_ws(addr.as_str(), config)
-                .await
-                .map_err(|e| {
-                    Failure::Transport(format!(
-                        "cannot listen on {endpoint}: {}",
-                        peer::describe_io(&e)
-                    ))
-                })?;
-            let shown = match l.local_addr() {
-                Ok(a) => Endpoint::Ws(a.to_string()),
-                Err(_) => endpoint.clone(),
-            };
-            (l, shown, None)
+        Endpoint::Wss(addr) => {
+            let (tls, generated) = tls_for(addr)?;
+            self_signed = generated;
+            qmux::Listener::bind_wss(addr.as_str(), tls, config).await
         }
-        Endpoint::Unix(path) => {
-            let l = bind_unix(path, config).await.map_err(|e| {
-                Failure::Transport(format!(
-                    "cannot listen on {endpoint}: {}",
-                    peer::describe_io(&e)
-                ))
-            })?;
-            (l, endpoint.clone(), Some(path.clone()))
-        }
+    };
+    let listener = bound.map_err(|e| {
+        Failure::Transport(format!(
+            "cannot listen on {endpoint}: {}",
+            peer::describe_io(&e)
+        ))
+    })?;
+    // The address actually listened on (port 0 picks one).
+    let local = listener.local_addr().map(|a| a.to_string());
+    let (shown, cleanup) = match (&endpoint, local) {
+        (Endpoint::Unix(path), _) => (endpoint.clone(), Some(path.clone())),
+        (Endpoint::Tcp(_), Ok(a)) => (Endpoint::Tcp(a), None),
+        (Endpoint::Ws(_), Ok(a)) => (Endpoint::Ws(a), None),
+        (Endpoint::Quic(_), Ok(a)) => (Endpoint::Quic(a), None),
+        (Endpoint::Tls(_), Ok(a)) => (Endpoint::Tls(a), None),
+        (Endpoint::Wss(_), Ok(a)) => (Endpoint::Wss(a), None),
+        (_, Err(_)) => (endpoint.clone(), None),
     };
     eprintln!("listening on {shown}");
     if self_signed {
@@ -656,9 +646,11 @@ fn peer_spec(cmd: Option<String>, connect: Option<String>) -> Result<PeerSpec, F
         }
         (Some(c), None) => {
             let t = c.trim();
-            if ["tcp://", "unix:", "udp://", "quic://", "ws://", "wss://"]
-                .iter()
-                .any(|p| t.starts_with(p))
+            if [
+                "tcp://", "tls://", "unix:", "udp://", "quic://", "ws://", "wss://",
+            ]
+            .iter()
+            .any(|p| t.starts_with(p))
             {
                 return Err(Failure::Usage(format!(
                     "{t:?} looks like a URL, not a command: use --connect {t}"

@@ -105,7 +105,8 @@ impl Connection {
     }
 }
 
-/// Which QUIC servers a client believes: the certificates it accepts.
+/// Which TLS servers (`tls://`, `wss://`, `quic://`) a client believes: the certificates it
+/// accepts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Trust {
     /// Certificates the operating system trusts (the default).
@@ -135,7 +136,7 @@ impl Trust {
 pub struct Dial {
     /// Session settings.
     pub config: qmux::Config,
-    /// Certificates accepted from QUIC servers.
+    /// Certificates accepted from TLS and QUIC servers.
     pub trust: Trust,
 }
 
@@ -152,6 +153,14 @@ pub async fn connect(endpoint: &Endpoint, dial: &Dial) -> io::Result<qmux::Sessi
         Endpoint::Quic(addr) => {
             let tls = dial.trust.client_config()?;
             qmux::quic::connect(addr.as_str(), host_of(addr), tls, config).await
+        }
+        Endpoint::Tls(addr) => {
+            let tls = dial.trust.client_config()?;
+            qmux::transport::connect_tls(addr.as_str(), host_of(addr), tls, config).await
+        }
+        Endpoint::Wss(addr) => {
+            let tls = dial.trust.client_config()?;
+            qmux::transport::connect_wss(&format!("wss://{addr}/"), tls, config).await
         }
         Endpoint::Tcp(addr) => qmux::transport::connect_tcp(addr.as_str(), config).await,
         // The selector is not part of the WebSocket URL: as the reference's DialWS, path `/`.
@@ -254,10 +263,8 @@ fn spawn(mut command: Command, config: qmux::Config) -> io::Result<Connection> {
 pub fn require_selector(target: &Target) -> Result<&str, Failure> {
     target.selector.as_deref().ok_or_else(|| {
         let hint = match &target.endpoint {
-            Endpoint::Tcp(_) | Endpoint::Ws(_) | Endpoint::Quic(_) => {
-                format!("{}/Selector", target.endpoint)
-            }
             Endpoint::Unix(_) => format!("{}#Selector", target.endpoint),
+            _ => format!("{}/Selector", target.endpoint),
         };
         Failure::Usage(format!("the URL names no selector to call: write {hint}"))
     })

@@ -6,6 +6,8 @@
 //! | `tcp://HOST:PORT/Selector` | ... and the selector to call (the path after the first `/`) |
 //! | `ws://HOST[:PORT]` | a WebSocket peer (port 80 by default); the WebSocket path is always `/` |
 //! | `ws://HOST[:PORT]/Selector` | ... and the selector to call |
+//! | `tls://HOST:PORT[/Selector]` | qmux inside TLS over TCP (not in the reference) |
+//! | `wss://HOST[:PORT][/Selector]` | WebSocket over TLS (port 443 by default) |
 //! | `quic://HOST:PORT[/Selector]` | a QUIC peer (UDP); `udp://` means the same, as in the reference |
 //! | `unix:///abs/path/to.sock` | a Unix socket peer, absolute path (three slashes) |
 //! | `unix:relative/path.sock` | a Unix socket peer, path relative to the working directory |
@@ -19,8 +21,7 @@
 //! For `ws://` the path names the selector, as in the reference's `qtalk call`: like the
 //! reference's `mux.DialWS`, the WebSocket itself is always opened at path `/`.
 //!
-//! `wss://` (WebSocket over TLS) is recognized and refused with a clear "not supported yet"
-//! message.
+//! For `tls://`, `wss://` and `quic://` the server's certificate must name `HOST`.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -36,6 +37,10 @@ pub enum Endpoint {
     Unix(PathBuf),
     /// A QUIC peer at `host:port` (UDP).
     Quic(String),
+    /// A peer speaking qmux inside TLS at `host:port`.
+    Tls(String),
+    /// A WebSocket-over-TLS peer at `wss://host:port/`.
+    Wss(String),
 }
 
 impl fmt::Display for Endpoint {
@@ -44,6 +49,8 @@ impl fmt::Display for Endpoint {
             Endpoint::Tcp(addr) => write!(f, "tcp://{addr}"),
             Endpoint::Ws(addr) => write!(f, "ws://{addr}"),
             Endpoint::Quic(addr) => write!(f, "quic://{addr}"),
+            Endpoint::Tls(addr) => write!(f, "tls://{addr}"),
+            Endpoint::Wss(addr) => write!(f, "wss://{addr}"),
             Endpoint::Unix(path) if path.is_absolute() => {
                 write!(f, "unix://{}", percent_encode(&path.to_string_lossy()))
             }
@@ -64,10 +71,10 @@ pub struct Target {
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.endpoint, &self.selector) {
-            (Endpoint::Tcp(_) | Endpoint::Ws(_) | Endpoint::Quic(_), Some(sel)) => {
+            (Endpoint::Unix(_), Some(sel)) => write!(f, "{}#{}", self.endpoint, sel),
+            (_, Some(sel)) => {
                 write!(f, "{}/{}", self.endpoint, sel)
             }
-            (Endpoint::Unix(_), Some(sel)) => write!(f, "{}#{}", self.endpoint, sel),
             (_, None) => write!(f, "{}", self.endpoint),
         }
     }
@@ -102,8 +109,8 @@ impl fmt::Display for UrlError {
 
 impl std::error::Error for UrlError {}
 
-const FORMS: &str = "expected tcp://HOST:PORT[/Selector], ws://HOST[:PORT][/Selector], \
-                     quic://HOST:PORT[/Selector] or unix:///path/to.sock[#Selector]";
+const FORMS: &str = "expected tcp://, tls:// or quic://HOST:PORT[/Selector], \
+                     ws:// or wss://HOST[:PORT][/Selector], or unix:///path/to.sock[#Selector]";
 
 /// Parses a `qtalk` URL (see the [module documentation](self) for the forms).
 ///
@@ -125,7 +132,10 @@ const FORMS: &str = "expected tcp://HOST:PORT[/Selector], ws://HOST[:PORT][/Sele
 /// assert_eq!(t.endpoint, Endpoint::Quic("127.0.0.1:4242".into()));
 /// assert_eq!(t.to_string(), "quic://127.0.0.1:4242/Upper");
 ///
-/// assert!(parse("wss://example.com/x").unwrap_err().to_string().contains("not supported"));
+/// let t = parse("wss://example.com/Upper").unwrap();
+/// assert_eq!(t.endpoint, Endpoint::Wss("example.com:443".into()));
+///
+/// assert!(parse("http://example.com/x").unwrap_err().to_string().contains("unknown scheme"));
 /// ```
 pub fn parse(url: &str) -> Result<Target, UrlError> {
     let err = |reason: String| UrlError::new(url, reason);
@@ -170,9 +180,18 @@ pub fn parse(url: &str) -> Result<Target, UrlError> {
             })
             .map_err(err),
         "unix" => parse_unix(rest, fragment).map_err(err),
-        "wss" => Err(err(
-            "WebSocket over TLS (wss://) is not supported yet; use ws://, tcp:// or unix:".into(),
-        )),
+        "wss" => parse_host_port(rest, fragment, "wss", Some(443))
+            .map(|(addr, selector)| Target {
+                endpoint: Endpoint::Wss(addr),
+                selector,
+            })
+            .map_err(err),
+        "tls" => parse_host_port(rest, fragment, "tls", None)
+            .map(|(addr, selector)| Target {
+                endpoint: Endpoint::Tls(addr),
+                selector,
+            })
+            .map_err(err),
         "quic" | "udp" => parse_host_port(rest, fragment, "quic", None)
             .map(|(addr, selector)| Target {
                 endpoint: Endpoint::Quic(addr),
@@ -406,6 +425,8 @@ mod tests {
         assert_eq!(t.endpoint, Endpoint::Quic("[::1]:4242".into()));
         assert_eq!(t.selector.as_deref(), Some("a/b"));
         assert_eq!(ok("udp://h:1").to_string(), "quic://h:1");
+        assert_eq!(ok("tls://h:1/A").to_string(), "tls://h:1/A");
+        assert_eq!(ok("wss://h/A").to_string(), "wss://h:443/A");
     }
 
     #[test]
@@ -413,7 +434,7 @@ mod tests {
         assert!(bad("").contains("empty"));
         assert!(bad("localhost:9000").contains("unknown scheme"));
         assert!(bad("/tmp/sock").contains("no scheme"));
-        assert!(bad("wss://h:1/x").contains("not supported yet"));
+        assert!(bad("tls://h/x").contains("missing port"));
         assert!(bad("quic://h").contains("missing port: write quic://h:PORT"));
         assert!(bad("http://h/x").contains("unknown scheme"));
         assert!(bad("tcp://h").contains("missing port"));

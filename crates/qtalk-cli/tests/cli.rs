@@ -563,7 +563,8 @@ fn call_times_out_against_a_silent_server() {
 fn bad_urls_and_usage_are_one_line_exit_2() {
     for (url, needle) in [
         ("tcp://localhost/Upper", "missing port"),
-        ("wss://localhost:9000/Upper", "not supported yet"),
+        ("tls://localhost/Upper", "missing port"),
+        ("https://localhost:9000/Upper", "unknown scheme"),
         ("ws://127.0.0.1:9000", "names no selector"),
         ("unix://tmp/x.sock#Upper", "three slashes"),
         ("localhost:9000/Upper", "unknown scheme"),
@@ -900,4 +901,34 @@ fn quic_with_certificate_files_and_a_trusted_ca() {
     assert!(assert_one_clean_line(&out.stderr).contains("quic://"));
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_and_call_over_tls_and_wss() {
+    for scheme in ["tls", "wss"] {
+        let server = listen(&format!("{scheme}://127.0.0.1:0"), Some("json"));
+        assert!(
+            server.url.starts_with(&format!("{scheme}://127.0.0.1:")),
+            "{}",
+            server.url
+        );
+        let out = run(qtalk()
+            .args(["check", "--insecure", "--connect", &server.url])
+            .env("QTALK_CODEC", "json"));
+        assert_check_output(&out, "json_check_output.txt", "json");
+        let out = run(qtalk().args([
+            "call",
+            "--insecure",
+            "--raw",
+            &format!("{}/Error", server.url),
+            "boom",
+        ]));
+        assert_eq!(out.code(), Some(1), "{scheme}: {}", out.stderr);
+        assert_eq!(out.stderr, "remote: boom\n");
+        // The self-signed certificate is not trusted without --insecure.
+        let out = run(qtalk().args(["call", &format!("{}/Error", server.url), "x"]));
+        assert_eq!(out.code(), Some(3), "{scheme}: {}", out.stderr);
+        let line = assert_one_clean_line(&out.stderr);
+        assert!(line.contains("certificate"), "{scheme}: {line}");
+    }
 }

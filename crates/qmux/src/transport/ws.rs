@@ -13,7 +13,9 @@
 //! Interop notes: the Go server refuses (HTTP 403) a handshake without an `Origin` header, so
 //! [`connect_ws`] sends `Origin: http://<host:port>/` as the Go client does. The Go client
 //! always connects to path `/`; [`Listener::bind_ws`](crate::Listener::bind_ws) accepts any
-//! path and does not require `Origin`. No TLS (`wss://`) yet.
+//! path and does not require `Origin`. With the `tls` feature, `connect_wss` and
+//! [`Listener::bind_wss`](crate::Listener::bind_wss) add TLS (`wss://`), which the reference
+//! does not have.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -40,8 +42,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_core::Stream;
 use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::{header, HeaderValue, Uri};
@@ -62,13 +63,38 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connects to a `ws://HOST[:PORT][/PATH]` URL (port 80 and path `/` by default) and runs a
 /// session over the WebSocket.
 ///
-/// Sends `Origin: http://HOST[:PORT]/`, which the Go reference's server requires. `wss://`
-/// is refused with [`io::ErrorKind::Unsupported`]; a refused handshake (an HTTP status instead
+/// Sends `Origin: http://HOST[:PORT]/`, which the Go reference's server requires. A `wss://`
+/// URL is refused here (see `connect_wss`, feature `tls`); a refused handshake (an HTTP status instead
 /// of the upgrade) is an [`io::ErrorKind::ConnectionRefused`] error naming the status.
 pub async fn connect_ws(url: &str, config: Config) -> io::Result<Session> {
-    let (request, addr) = client_request(url)?;
+    let (request, addr) = client_request(url, false)?;
     let stream = TcpStream::connect(addr.as_str()).await?;
     let _ = stream.set_nodelay(true);
+    let (ws, _response) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config(&config)))
+            .await
+            .map_err(handshake_error)?;
+    Ok(over_websocket(ws, config))
+}
+
+/// Connects to a `wss://HOST[:PORT][/PATH]` URL (port 443 and path `/` by default): TLS with
+/// the given settings (the certificate must name `HOST`), then the WebSocket upgrade as in
+/// [`connect_ws`] (`Origin: https://HOST[:PORT]/`).
+#[cfg(feature = "tls")]
+pub async fn connect_wss(
+    url: &str,
+    tls: rustls::ClientConfig,
+    config: Config,
+) -> io::Result<Session> {
+    let (request, addr) = client_request(url, true)?;
+    let host = request.uri().host().unwrap_or_default();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let stream = TcpStream::connect(addr.as_str()).await?;
+    let _ = stream.set_nodelay(true);
+    let stream = crate::tls::client_handshake(stream, &host, tls).await?;
     let (ws, _response) =
         tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config(&config)))
             .await
@@ -113,20 +139,27 @@ fn ws_config(config: &Config) -> WebSocketConfig {
 }
 
 /// The handshake request for `url` (with `Origin`) and the `host:port` to connect to.
-fn client_request(url: &str) -> io::Result<(Request, String)> {
+fn client_request(url: &str, secure: bool) -> io::Result<(Request, String)> {
     let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
     let uri: Uri = url
         .parse()
         .map_err(|e| invalid(format!("bad WebSocket URL {url:?}: {e}")))?;
+    let (scheme, other, default_port, origin_scheme) = if secure {
+        ("wss", "ws", 443, "https")
+    } else {
+        ("ws", "wss", 80, "http")
+    };
     match uri.scheme_str() {
-        Some(s) if s.eq_ignore_ascii_case("ws") => {}
-        Some(s) if s.eq_ignore_ascii_case("wss") => {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "wss:// (WebSocket over TLS) is not supported; use ws://",
-            ))
+        Some(s) if s.eq_ignore_ascii_case(scheme) => {}
+        Some(s) if s.eq_ignore_ascii_case(other) => {
+            let hint = if secure {
+                "a ws:// URL has no TLS: use connect_ws"
+            } else {
+                "wss:// (WebSocket over TLS) needs TLS settings: use connect_wss"
+            };
+            return Err(invalid(format!("{url:?}: {hint}")));
         }
-        _ => return Err(invalid(format!("not a ws:// URL: {url:?}"))),
+        _ => return Err(invalid(format!("not a {scheme}:// URL: {url:?}"))),
     }
     let Some(authority) = uri.authority() else {
         return Err(invalid(format!("no host in {url:?}")));
@@ -140,11 +173,11 @@ fn client_request(url: &str) -> io::Result<(Request, String)> {
     } else {
         host.to_string()
     };
-    let addr = format!("{host}:{}", authority.port_u16().unwrap_or(80));
-    let origin = format!("http://{}/", authority.as_str());
+    let addr = format!("{host}:{}", authority.port_u16().unwrap_or(default_port));
+    let origin = format!("{origin_scheme}://{}/", authority.as_str());
     // The handshake wants the scheme in lower case.
     let mut parts = uri.into_parts();
-    parts.scheme = Some("ws".parse().expect("scheme"));
+    parts.scheme = Some(scheme.parse().expect("scheme"));
     let uri =
         Uri::from_parts(parts).map_err(|e| invalid(format!("bad WebSocket URL {url:?}: {e}")))?;
     let mut request = uri
@@ -305,60 +338,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsIo<S> {
 
 /// The WebSocket side of [`Listener`](crate::Listener): TCP connections are upgraded in
 /// tasks of their own, so a slow client never holds up the others.
-pub(crate) struct WsListener {
-    tcp: TcpListener,
-    handshakes: tokio::sync::Mutex<JoinSet<io::Result<WebSocketStream<TcpStream>>>>,
-}
-
-impl WsListener {
-    pub(crate) fn new(tcp: TcpListener) -> Self {
-        WsListener {
-            tcp,
-            handshakes: tokio::sync::Mutex::new(JoinSet::new()),
-        }
-    }
-
-    pub(crate) fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.tcp.local_addr()
-    }
-
-    /// The next connection whose handshake succeeded, as a session. Failed handshakes are
-    /// logged (debug) and skipped; errors accepting TCP connections are returned.
-    pub(crate) async fn accept(&self, config: &Config) -> io::Result<Session> {
-        let mut handshakes = self.handshakes.lock().await;
-        loop {
-            tokio::select! {
-                accepted = self.tcp.accept() => {
-                    let (stream, peer) = accepted?;
-                    let _ = stream.set_nodelay(true);
-                    handshakes.spawn(server_handshake(stream, peer, ws_config(config)));
-                }
-                Some(done) = handshakes.join_next() => {
-                    if let Ok(Ok(ws)) = done {
-                        return Ok(over_websocket(ws, config.clone()));
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The server side of the handshake for [`WsListener`], within [`HANDSHAKE_TIMEOUT`].
-async fn server_handshake(
+/// The server side of a WebSocket connection for a listener: the upgrade (any path, no
+/// `Origin` required), within [`HANDSHAKE_TIMEOUT`] together with `tls` when given; `None`
+/// (logged at debug level) when either fails.
+pub(crate) async fn server_session(
     stream: TcpStream,
     peer: std::net::SocketAddr,
-    config: WebSocketConfig,
-) -> io::Result<WebSocketStream<TcpStream>> {
-    let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(config));
+    #[cfg(feature = "tls")] tls: Option<tokio_rustls::TlsAcceptor>,
+    config: Config,
+) -> Option<Session> {
+    let _ = stream.set_nodelay(true);
+    let handshake = async {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = tls {
+            let stream = tls.accept(stream).await?;
+            return accept_ws(stream, config).await;
+        }
+        accept_ws(stream, config).await
+    };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-        Ok(Ok(ws)) => Ok(ws),
+        Ok(Ok(session)) => Some(session),
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "qmux: WebSocket handshake failed");
-            Err(handshake_error(e))
+            None
         }
         Err(_) => {
             tracing::debug!(%peer, "qmux: WebSocket handshake timed out");
-            Err(io::ErrorKind::TimedOut.into())
+            None
         }
     }
 }
@@ -369,27 +375,34 @@ mod tests {
 
     #[test]
     fn requests() {
-        let (req, addr) = client_request("ws://127.0.0.1:9000").unwrap();
+        let (req, addr) = client_request("ws://127.0.0.1:9000", false).unwrap();
         assert_eq!(addr, "127.0.0.1:9000");
         assert_eq!(req.headers()["origin"], "http://127.0.0.1:9000/");
         assert_eq!(req.uri().path(), "/");
 
-        let (req, addr) = client_request("WS://example.com/qmux?x=1").unwrap();
+        let (req, addr) = client_request("WS://example.com/qmux?x=1", false).unwrap();
         assert_eq!(addr, "example.com:80");
         assert_eq!(req.headers()["origin"], "http://example.com/");
         assert_eq!(req.uri().path_and_query().unwrap().as_str(), "/qmux?x=1");
         assert_eq!(req.uri().scheme_str(), Some("ws"));
 
-        let (req, addr) = client_request("ws://[::1]:80/").unwrap();
+        let (req, addr) = client_request("ws://[::1]:80/", false).unwrap();
         assert_eq!(addr, "[::1]:80");
         assert_eq!(req.headers()["origin"], "http://[::1]:80/");
 
-        let e = client_request("wss://example.com/").unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
-        let e = client_request("tcp://example.com:1").unwrap_err();
+        let (req, addr) = client_request("WSS://example.com/", true).unwrap();
+        assert_eq!(addr, "example.com:443");
+        assert_eq!(req.headers()["origin"], "https://example.com/");
+        assert_eq!(req.uri().scheme_str(), Some("wss"));
+
+        let e = client_request("wss://example.com/", false).unwrap_err();
+        assert!(e.to_string().contains("connect_wss"), "{e}");
+        let e = client_request("ws://example.com/", true).unwrap_err();
+        assert!(e.to_string().contains("connect_ws"), "{e}");
+        let e = client_request("tcp://example.com:1", false).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
-        assert!(client_request("ws://u@h:1/").is_err());
-        assert!(client_request("not a url").is_err());
+        assert!(client_request("ws://u@h:1/", false).is_err());
+        assert!(client_request("not a url", false).is_err());
     }
 
     #[test]

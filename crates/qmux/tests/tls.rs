@@ -1,0 +1,104 @@
+//! qmux inside TLS: over TCP (`connect_tls`, `Listener::bind_tls`) and WebSocket (`wss://`).
+#![cfg(feature = "tls")]
+
+mod common;
+
+use common::{basic_exchange, within};
+use qmux::{tls, Config, Listener, Session};
+
+/// A certificate for localhost: the server's settings and the client's that trust it.
+fn identity() -> (
+    qmux::tls::rustls::ServerConfig,
+    qmux::tls::rustls::ClientConfig,
+) {
+    let id = tls::self_signed(&["localhost"]).unwrap();
+    (
+        tls::server_config(id.certs.clone(), id.key).unwrap(),
+        tls::client_config(id.certs).unwrap(),
+    )
+}
+
+async fn tls_pair() -> (Session, Session) {
+    let (server_tls, client_tls) = identity();
+    let listener = Listener::bind_tls("127.0.0.1:0", server_tls, Config::default())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (client, server) = tokio::join!(
+        qmux::transport::connect_tls(addr, "localhost", client_tls, Config::default()),
+        listener.accept()
+    );
+    (client.unwrap(), server.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_exchange_over_tls() {
+    let (a, b) = tls_pair().await;
+    basic_exchange(a, b).await;
+}
+
+#[cfg(feature = "websocket")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_exchange_over_wss() {
+    let (server_tls, client_tls) = identity();
+    let listener = Listener::bind_wss("127.0.0.1:0", server_tls, Config::default())
+        .await
+        .unwrap();
+    let url = format!("wss://localhost:{}/", listener.local_addr().unwrap().port());
+    let (client, server) = tokio::join!(
+        qmux::transport::connect_wss(&url, client_tls, Config::default()),
+        listener.accept()
+    );
+    basic_exchange(client.unwrap(), server.unwrap()).await;
+}
+
+#[tokio::test]
+async fn failed_handshakes_are_skipped_and_untrusted_servers_refused() {
+    let (server_tls, client_tls) = identity();
+    let listener = Listener::bind_tls("127.0.0.1:0", server_tls, Config::default())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepting = tokio::spawn(async move { listener.accept().await.map(|_| ()) });
+
+    // A plain qmux client: its handshake fails, nothing is accepted for it.
+    let plain = qmux::transport::connect_tcp(addr, Config::default())
+        .await
+        .unwrap();
+    let _ = plain
+        .open_timeout(std::time::Duration::from_millis(300))
+        .await;
+    // A client that trusts another certificate refuses the server.
+    let other = tls::client_config(tls::self_signed(&["localhost"]).unwrap().certs).unwrap();
+    let err = within(
+        5,
+        "untrusted",
+        qmux::transport::connect_tls(addr, "localhost", other, Config::default()),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("certificate"), "{err}");
+    // A name the certificate does not carry is refused too.
+    let err = within(
+        5,
+        "wrong name",
+        qmux::transport::connect_tls(addr, "example.com", client_tls.clone(), Config::default()),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("certificate"), "{err}");
+    assert!(
+        !accepting.is_finished(),
+        "no session from failed handshakes"
+    );
+    // The listener still serves a good client.
+    let good = within(
+        5,
+        "good client",
+        qmux::transport::connect_tls(addr, "localhost", client_tls, Config::default()),
+    )
+    .await
+    .unwrap();
+    within(5, "accepted", accepting).await.unwrap().unwrap();
+    good.close();
+}
