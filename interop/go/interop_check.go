@@ -1,9 +1,10 @@
 package main
 
 // The interop and check modes: the reference's cross-implementation check,
-// as its `qtalk interop` and `qtalk check` commands (cmd/qtalk) run it, with
-// TCP in place of QUIC. The services themselves come from the reference's
-// interop package.
+// as its `qtalk interop` and `qtalk check` commands (cmd/qtalk) run it, over
+// stdio, TCP or WebSocket, or over QUIC as the reference does (-quic, see
+// quic.go). The services themselves come from the reference's interop
+// package.
 
 import (
 	"bytes"

@@ -1,7 +1,7 @@
 // Command qtalk-go-peer is a small test peer built on the reference Go
 // implementation of qtalk (github.com/progrium/qtalk-go: mux, rpc, fn, talk
 // and the CBOR codec of x/cbor). The Rust integration tests start it as a
-// subprocess and talk to it over stdio, TCP or WebSocket, so that the Rust
+// subprocess and talk to it over stdio, TCP, WebSocket or QUIC, so that the Rust
 // implementation is checked against the real thing.
 //
 // Every event is logged as one line on stderr; in stdio mode stdout carries
@@ -45,6 +45,7 @@ type options struct {
 	listen   string
 	dial     string
 	ws       bool // -listen / -dial speak qmux over WebSocket
+	quic     bool // -listen / -dial use QUIC (UDP) as the base layer
 	channels int
 	size     int64
 	chunk    int
@@ -60,9 +61,10 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.mode, "mode", "echo", "echo | hello | recv | closefirst | open | sequential | selfbench | rpc-serve | rpc-call | interop | check | rpc-selfbench")
-	flag.StringVar(&o.listen, "listen", "", "listen on this TCP address (e.g. 127.0.0.1:0) and serve exactly one connection")
-	flag.StringVar(&o.dial, "dial", "", "dial this TCP address")
+	flag.StringVar(&o.listen, "listen", "", "listen on this TCP address (UDP with -quic; e.g. 127.0.0.1:0) and serve exactly one connection")
+	flag.StringVar(&o.dial, "dial", "", "dial this TCP address (UDP with -quic)")
 	flag.BoolVar(&o.ws, "ws", false, "with -listen or -dial: qmux over WebSocket (the reference's mux.ListenWS / mux.DialWS, path /) instead of plain TCP")
+	flag.BoolVar(&o.quic, "quic", false, "with -listen or -dial: QUIC over UDP (one stream per channel, ALPN qtalk-quic, as the reference's x/quic) instead of TCP; the listener uses a fresh self-signed certificate, the dialer does not verify certificates")
 	flag.IntVar(&o.channels, "channels", 0, "number of channels (open, sequential: default 1; selfbench: default 16)")
 	flag.Int64Var(&o.size, "size", -1, "bytes per channel (open: default 1024; selfbench: total bytes, default 1 GiB)")
 	flag.IntVar(&o.chunk, "chunk", 32768, "write size in bytes (open, selfbench)")
@@ -109,6 +111,12 @@ func main() {
 	}
 	if o.ws && o.listen == "" && o.dial == "" {
 		fatalf("-ws needs -listen or -dial")
+	}
+	if o.quic && o.listen == "" && o.dial == "" {
+		fatalf("-quic needs -listen or -dial")
+	}
+	if o.quic && o.ws {
+		fatalf("-quic and -ws are mutually exclusive")
 	}
 	if o.chunk <= 0 {
 		fatalf("-chunk must be positive")
@@ -181,6 +189,19 @@ func fatalf(format string, args ...any) {
 // connect sets up the transport and returns the mux session on it.
 func connect(o options) mux.Session {
 	switch {
+	case o.listen != "" && o.quic:
+		l, err := quicListen(o.listen)
+		if err != nil {
+			fatalf("listen: %v", err)
+		}
+		logf("listening %s", l.Addr())
+		sess, err := quicAccept(l)
+		// Closing the listener leaves the accepted connection alone.
+		l.Close()
+		if err != nil {
+			fatalf("accept: %v", err)
+		}
+		return sess
 	case o.listen != "":
 		listen := mux.ListenTCP
 		if o.ws {
@@ -208,11 +229,15 @@ func connect(o options) mux.Session {
 	}
 }
 
-// dial connects to o.dial over TCP, or over WebSocket with -ws.
+// dial connects to o.dial over TCP, or over WebSocket with -ws, or over QUIC
+// with -quic.
 func dial(o options) mux.Session {
 	d := mux.DialTCP
-	if o.ws {
+	switch {
+	case o.ws:
 		d = mux.DialWS
+	case o.quic:
+		d = quicDial
 	}
 	sess, err := d(o.dial)
 	if err != nil {

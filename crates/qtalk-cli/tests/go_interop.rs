@@ -1,6 +1,7 @@
 //! The `qtalk` command and the Go reference certifying each other: the reference's check
 //! against our `qtalk interop`, our `qtalk check` against the reference's interop service over
-//! stdio, TCP and WebSocket, `qtalk call` and `qtalk bench` against the Go peer, with both codecs.
+//! stdio, TCP, WebSocket and QUIC, `qtalk call` and `qtalk bench` against the Go peer, with both
+//! codecs.
 //!
 //! The Go peer is the program in `interop/go`; `scripts/test.sh` builds it and exports its path
 //! as `QTALK_GO_PEER`. Without it these tests print a SKIPPED notice and pass vacuously.
@@ -89,8 +90,8 @@ fn assert_reference_report(stdout: &str) {
     }
 }
 
-/// A Go peer listening on TCP (on WebSocket when `args` has `-ws`); returns it with its
-/// address.
+/// A Go peer listening on TCP (on WebSocket when `args` has `-ws`, on QUIC when it has
+/// `-quic`); returns it with its address.
 fn go_listening(peer: &str, args: &[&str], codec: &str) -> (Child, String) {
     let mut child = Command::new(peer)
         .args(args)
@@ -201,21 +202,7 @@ fn our_check_passes_against_the_reference_interop_over_websocket() {
 fn reference_check_passes_against_our_interop_listening_on_websocket() {
     let Some(peer) = go_peer() else { return };
     for codec in ["cbor", "json"] {
-        let mut ours = Command::new(QTALK)
-            .args(["interop", "--listen", "ws://127.0.0.1:0"])
-            .env("QTALK_CODEC", codec)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(ours.stderr.take().unwrap()).lines();
-        let line = lines.next().expect("no output").unwrap();
-        let addr = line
-            .strip_prefix("listening on ws://")
-            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-            .to_string();
-        thread::spawn(move || lines.for_each(drop));
+        let (mut ours, addr) = ours_listening("ws://127.0.0.1:0", codec);
         let mut cmd = Command::new(&peer);
         cmd.args(["-mode", "check", "-ws", "-dial", &addr])
             .env("QTALK_CODEC", codec);
@@ -225,6 +212,89 @@ fn reference_check_passes_against_our_interop_listening_on_websocket() {
         assert!(
             out.status.success(),
             "{codec}: Go check -ws failed: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert_reference_report(&text(&out.stdout));
+    }
+}
+
+#[test]
+fn our_check_passes_against_the_reference_interop_over_quic() {
+    let Some(peer) = go_peer() else { return };
+    for codec in ["cbor", "json"] {
+        let (mut go, addr) = go_listening(&peer, &["-mode", "interop", "-quic"], codec);
+        let mut cmd = Command::new(QTALK);
+        cmd.args([
+            "check",
+            "--insecure",
+            "--connect",
+            &format!("quic://{addr}"),
+        ])
+        .env("QTALK_CODEC", codec);
+        let out = run(cmd, 60);
+        let _ = go.kill();
+        let _ = go.wait();
+        assert!(
+            out.status.success(),
+            "{codec}: qtalk check --connect quic:// failed: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert_reference_report(&text(&out.stdout));
+    }
+}
+
+/// Our `qtalk interop --listen URL` (`ws://` or `quic://` with port 0); returns it with the
+/// `HOST:PORT` it printed. Its first stderr line is read within 20 s.
+fn ours_listening(url: &str, codec: &str) -> (Child, String) {
+    let mut ours = Command::new(QTALK)
+        .args(["interop", "--listen", url])
+        .env("QTALK_CODEC", codec)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let scheme = url.split("://").next().unwrap();
+    let prefix = format!("listening on {scheme}://");
+    let stderr = ours.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(line) => line,
+        Err(e) => {
+            let _ = ours.kill();
+            let _ = ours.wait();
+            panic!("qtalk interop --listen {url} printed nothing: {e}");
+        }
+    };
+    let Some(addr) = line.strip_prefix(&prefix) else {
+        let _ = ours.kill();
+        let _ = ours.wait();
+        panic!("unexpected first line: {line}");
+    };
+    (ours, addr.trim().to_string())
+}
+
+#[test]
+fn reference_check_passes_against_our_interop_listening_on_quic() {
+    let Some(peer) = go_peer() else { return };
+    for codec in ["cbor", "json"] {
+        let (mut ours, addr) = ours_listening("quic://127.0.0.1:0", codec);
+        let mut cmd = Command::new(&peer);
+        cmd.args(["-mode", "check", "-quic", "-dial", &addr])
+            .env("QTALK_CODEC", codec);
+        let out = run(cmd, 60);
+        let _ = ours.kill();
+        let _ = ours.wait();
+        assert!(
+            out.status.success(),
+            "{codec}: Go check -quic failed: {}{}",
             text(&out.stdout),
             text(&out.stderr)
         );
@@ -279,6 +349,32 @@ fn qtalk_call_against_the_go_peer_over_websocket() {
     let _ = go.wait();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "\"HELLO\"");
+}
+
+#[test]
+fn qtalk_call_against_the_go_peer_over_quic() {
+    let Some(peer) = go_peer() else { return };
+    for codec in ["json", "cbor"] {
+        let (mut go, addr) = go_listening(
+            &peer,
+            &["-mode", "rpc-serve", "-codec", codec, "-quic"],
+            codec,
+        );
+        let mut cmd = Command::new(QTALK);
+        cmd.args([
+            "call",
+            "--insecure",
+            "--codec",
+            codec,
+            &format!("quic://{addr}/Upper"),
+            "\"hello\"",
+        ]);
+        let out = run(cmd, 30);
+        let _ = go.kill();
+        let _ = go.wait();
+        assert!(out.status.success(), "{codec}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).trim(), "\"HELLO\"");
+    }
 }
 
 #[test]
