@@ -25,6 +25,30 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+/// The methods the Go peer exports with `fn.HandlerFrom` (Upper, Sum, Error), as a typed
+/// service: the Rust side calls Go's through `MethodsClient` and serves its own through
+/// `into_mux`, mounted at "/" as the Go peer mounts its.
+#[qtalk::service]
+trait Methods {
+    async fn upper(&self, s: String) -> String;
+    async fn sum(&self, a: i64, b: i64) -> i64;
+    async fn error(&self, s: String) -> Result<(), String>;
+}
+
+struct RustMethods;
+
+impl Methods for RustMethods {
+    async fn upper(&self, s: String) -> String {
+        s.to_uppercase()
+    }
+    async fn sum(&self, a: i64, b: i64) -> i64 {
+        a + b
+    }
+    async fn error(&self, s: String) -> Result<(), String> {
+        Err(s)
+    }
+}
+
 async fn within<F: std::future::Future>(secs: u64, what: &str, f: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(secs), f)
         .await
@@ -323,6 +347,12 @@ async fn rust_calls_go(codec: CodecName, link: Link) {
     // A single-reply call on a two-value answer takes the first.
     let first: String = c.call("Pair", &()).await.unwrap();
     assert_eq!(first, "pair");
+    // The same methods through the typed client.
+    let typed = MethodsClient::new(c.clone());
+    assert_eq!(typed.upper("typed".into()).await.unwrap(), "TYPED");
+    assert_eq!(typed.sum(40, 2).await.unwrap(), 42);
+    let err = typed.error("typed boom".into()).await.unwrap_err();
+    assert_eq!(err.remote_message(), Some("typed boom"));
 
     // Server streaming.
     let mut resp = c.call_raw("count", &4).await.unwrap();
@@ -503,21 +533,8 @@ fn serve_rust_handlers(peer: &Peer, slow_failed: mpsc::UnboundedSender<bool>) {
         func(|_c: Call, (): ()| async { Ok::<_, String>("the Rust peer") }),
     )
     .unwrap();
-    peer.handle(
-        "Upper",
-        func(|_c: Call, (s,): (String,)| async move { Ok::<_, String>(s.to_uppercase()) }),
-    )
-    .unwrap();
-    peer.handle(
-        "Sum",
-        func(|_c: Call, (a, b): (i64, i64)| async move { Ok::<_, String>(a + b) }),
-    )
-    .unwrap();
-    peer.handle(
-        "Error",
-        func(|_c: Call, (s,): (String,)| async move { Err::<(), _>(s) }),
-    )
-    .unwrap();
+    // Upper, Sum and Error, from the typed service, for every selector not matched above.
+    peer.handle("/", RustMethods.into_mux()).unwrap();
     peer.handle(
         "Pair",
         handler_fn(|r: Responder, mut call: Call| async move {
