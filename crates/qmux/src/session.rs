@@ -392,7 +392,8 @@ impl Session {
             .unwrap_or(Err(Error::Timeout))
     }
 
-    /// Waits for the next channel opened by the peer; `None` once the session has ended.
+    /// Waits for the next channel opened by the peer; `None` once the session has ended (after
+    /// handing out the channels already confirmed to the peer, whose data stays readable).
     ///
     /// Channels not accepted within the configured accept timeout are refused, without holding
     /// up other channels.
@@ -486,13 +487,19 @@ async fn open_mux(shared: &Arc<Shared>) -> Result<Channel, Error> {
 async fn accept_mux(shared: &Arc<Shared>) -> Option<Channel> {
     poll_fn(|cx| {
         let mut inner = shared.lock();
-        if inner.error.is_some() {
-            return Poll::Ready(None);
-        }
+        let ended = inner.error.is_some();
         while let Some((id, _, confirmed)) = inner.accept_queue.pop_front() {
-            if confirmed || inner.proto.accept(id).is_ok() {
+            // A channel already confirmed is the application's even when the session ended
+            // before it was taken: the peer may have sent data (and EOF) on it, all readable.
+            if confirmed {
                 return Poll::Ready(Some(Channel::new(shared.clone(), id)));
             }
+            if !ended && inner.proto.accept(id).is_ok() {
+                return Poll::Ready(Some(Channel::new(shared.clone(), id)));
+            }
+        }
+        if ended {
+            return Poll::Ready(None);
         }
         push_waker_list(&mut inner.accept_wakers, cx);
         Poll::Pending

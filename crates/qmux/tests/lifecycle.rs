@@ -234,3 +234,41 @@ async fn early_confirmed_channel_nobody_takes_is_closed_after_the_accept_timeout
     assert!(t0.elapsed() >= Duration::from_millis(50));
     assert!(!session.is_closed());
 }
+
+#[tokio::test]
+async fn a_confirmed_channel_is_accepted_even_when_the_session_ended_first() {
+    let (mut peer, session) = RawPeer::connect(Config::default()).await;
+    // An acceptor is waiting (so the channel is confirmed at once) but does not run before
+    // the peer has sent its data, EOF, and gone away.
+    let mut accept = Box::pin(session.accept());
+    assert!(futures_util::poll!(accept.as_mut()).is_pending());
+    peer.send(Frame::Open {
+        sender_id: 7,
+        window: 1 << 20,
+        max_packet: 1 << 16,
+    })
+    .await;
+    let Some(Frame::OpenConfirm {
+        sender_id: ours, ..
+    }) = peer.recv_within(5000).await
+    else {
+        panic!("expected OPEN_CONFIRM");
+    };
+    peer.send(Frame::Data {
+        recipient_id: ours,
+        payload: bytes::Bytes::from_static(b"last words"),
+    })
+    .await;
+    peer.send(Frame::Eof { recipient_id: ours }).await;
+    drop(peer);
+    let end = within(5, "session end", session.wait()).await;
+    assert!(matches!(end, Error::PeerClosed), "{end}");
+    // The acknowledged channel and its data still reach the application.
+    let mut ch = within(5, "accept", accept)
+        .await
+        .expect("the confirmed channel");
+    let mut got = Vec::new();
+    within(5, "read", ch.read_to_end(&mut got)).await.unwrap();
+    assert_eq!(got, b"last words");
+    assert!(session.accept().await.is_none());
+}

@@ -157,7 +157,10 @@ fn client_request(url: &str, secure: bool) -> io::Result<(Request, String)> {
             } else {
                 "wss:// (WebSocket over TLS) needs TLS settings: use connect_wss"
             };
-            return Err(invalid(format!("{url:?}: {hint}")));
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("{url:?}: {hint}"),
+            ));
         }
         _ => return Err(invalid(format!("not a {scheme}:// URL: {url:?}"))),
     }
@@ -397,6 +400,7 @@ mod tests {
 
         let e = client_request("wss://example.com/", false).unwrap_err();
         assert!(e.to_string().contains("connect_wss"), "{e}");
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
         let e = client_request("ws://example.com/", true).unwrap_err();
         assert!(e.to_string().contains("connect_ws"), "{e}");
         let e = client_request("tcp://example.com:1", false).unwrap_err();
