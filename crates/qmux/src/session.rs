@@ -117,8 +117,6 @@ pub(crate) struct Inner {
     /// Incoming channels not yet taken by `accept`: id, deadline, and whether it was already
     /// confirmed (done at once when an acceptor is waiting, saving it a round of wake-ups).
     accept_queue: VecDeque<(ChannelId, Instant, bool)>,
-    /// The writer task must recompute its accept deadline (the queue was empty).
-    deadline_armed: bool,
     accept_wakers: Vec<Waker>,
     /// Writers held back because the send buffer is full.
     buffer_wakers: Vec<Waker>,
@@ -168,7 +166,6 @@ impl Inner {
             let w = match ev {
                 Event::Incoming(id) => {
                     let confirmed = !self.accept_wakers.is_empty() && self.proto.accept(id).is_ok();
-                    self.deadline_armed |= self.accept_queue.is_empty();
                     self.accept_queue
                         .push_back((id, Instant::now() + accept_timeout, confirmed));
                     self.to_wake.append(&mut self.accept_wakers);
@@ -245,10 +242,6 @@ impl Drop for Locked<'_> {
         };
         g.dispatch(self.shared.config.accept_timeout);
         let mut wake = std::mem::take(&mut g.to_wake);
-        if std::mem::take(&mut g.deadline_armed) {
-            // The writer task enforces accept deadlines: let it see the new one.
-            self.shared.writer.notify_one();
-        }
         if g.proto.has_transmit() {
             // With few channels busy, small writes (control frames, rpc messages) go out from
             // this task at once, saving a task wake-up per exchange. Bulk data, and traffic of
@@ -330,7 +323,6 @@ impl Session {
                 proto: qmux_proto::Session::new(config.proto.clone()),
                 wakers: Vec::new(),
                 accept_queue: VecDeque::new(),
-                deadline_armed: false,
                 accept_wakers: Vec::new(),
                 buffer_wakers: Vec::new(),
                 to_wake: Vec::new(),
@@ -545,6 +537,9 @@ where
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut want = READ_CHUNK;
+    // The earliest accept deadline. Incoming channels appear only while this task handles
+    // input, so it enforces their deadlines itself, with no wake-up of another task per open.
+    let mut deadline: Option<Instant> = None;
     loop {
         if buf.capacity() - buf.len() < want / 2 {
             buf.reserve(want);
@@ -552,9 +547,15 @@ where
         let read = tokio::select! {
             biased;
             _ = shared.ended.cancelled() => break,
-            r = reader.read_buf(&mut buf) => r,
+            r = reader.read_buf(&mut buf) => Some(r),
+            _ = sleep_until(deadline) => None,
         };
         let mut inner = shared.lock();
+        let Some(read) = read else {
+            expire_accepts(&mut inner);
+            deadline = inner.accept_queue.front().map(|&(_, d, _)| d);
+            continue;
+        };
         match read {
             Ok(0) => {
                 let cause = match inner.proto.handle_eof(&buf) {
@@ -575,6 +576,11 @@ where
                     break;
                 }
                 want = inner.proto.payload_remaining().clamp(READ_CHUNK, READ_MAX);
+                // Queue what arrived now, to see its deadlines (dropping the lock would too).
+                inner.dispatch(shared.config.accept_timeout);
+                if deadline.is_none() {
+                    deadline = inner.accept_queue.front().map(|&(_, d, _)| d);
+                }
             }
             Err(e) => {
                 let cause = if e.kind() == io::ErrorKind::ConnectionReset {
@@ -602,7 +608,6 @@ fn poll_drain(shared: &Shared, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             if out.pending.is_empty() {
                 let mut inner = shared.inner.lock().unwrap_or_else(|p| p.into_inner());
-                expire_accepts(&mut inner);
                 inner.proto.poll_transmit(&mut out.pending);
                 drop(inner);
                 if out.pending.is_empty() && !out.unflushed {
@@ -642,15 +647,10 @@ async fn write_loop(shared: Arc<Shared>, reader_done: CancellationToken) {
             end_session(&shared, cause);
             break;
         }
-        let deadline = {
-            let inner = shared.inner.lock().unwrap_or_else(|p| p.into_inner());
-            inner.accept_queue.front().map(|&(_, d, _)| d)
-        };
         tokio::select! {
             biased;
             _ = shared.ended.cancelled() => break,
             _ = shared.writer.notified() => {}
-            _ = sleep_until(deadline) => {}
         }
     }
     // After a local close, deliver what was queued (the rest of an interrupted write first),

@@ -1,6 +1,7 @@
 //! Unary call rate and latency over TCP loopback: a raw tokio TCP ping-pong, then qtalk echo
 //! calls with 1 caller and with 64 concurrent callers on one session (JSON and CBOR), in one
-//! run, and CBOR calls with QUIC as the base layer (UDP loopback). When `QTALK_GO_PEER` names the built `interop/go` peer, the Go reference's own
+//! run, a bare qmux channel open (the first round trip of every call), and CBOR calls with QUIC
+//! as the base layer (UDP loopback). When `QTALK_GO_PEER` names the built `interop/go` peer, the Go reference's own
 //! measurement of the same workload runs too.
 //!
 //! `cargo bench -p qtalk --bench calls` (`QTALK_BENCH_SECS` sets seconds per workload, default 3).
@@ -166,6 +167,31 @@ async fn qtalk_calls_on(
     stats
 }
 
+/// Opening (and dropping) a qmux channel: the first of a call's two round trips, alone.
+async fn open_only(secs: Duration) -> Stats {
+    let listener = qmux::Listener::bind_tcp("127.0.0.1:0", Default::default())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let s = listener.accept().await.unwrap();
+        while let Some(ch) = s.accept().await {
+            drop(ch);
+        }
+    });
+    let session = qmux::transport::connect_tcp(addr, Default::default())
+        .await
+        .unwrap();
+    drive(1, secs, move |_| {
+        let session = session.clone();
+        async move {
+            let ch = session.open().await.unwrap();
+            drop(ch);
+        }
+    })
+    .await
+}
+
 fn go_reference(codec: &str, secs: Duration) -> Option<String> {
     let peer = std::env::var("QTALK_GO_PEER").ok()?;
     let out = std::process::Command::new(peer)
@@ -211,6 +237,7 @@ fn main() {
             rows.push((name, 1, qtalk_calls(codec.clone(), 1, secs).await));
             rows.push((name, 64, qtalk_calls(codec, 64, secs).await));
         }
+        rows.push(("qmux channel open", 1, open_only(secs).await));
         let cbor = Arc::new(Cbor) as Arc<dyn Codec>;
         rows.push((
             "qtalk CBOR over QUIC",
