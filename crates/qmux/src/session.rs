@@ -539,7 +539,11 @@ where
     let mut want = READ_CHUNK;
     // The earliest accept deadline. Incoming channels appear only while this task handles
     // input, so it enforces their deadlines itself, with no wake-up of another task per open.
-    let mut deadline: Option<Instant> = None;
+    // One timer, re-armed only when it fires (queued deadlines only grow), so busy sessions do
+    // not touch the timer wheel per read.
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(timer);
+    let mut armed = false;
     loop {
         if buf.capacity() - buf.len() < want / 2 {
             buf.reserve(want);
@@ -548,12 +552,16 @@ where
             biased;
             _ = shared.ended.cancelled() => break,
             r = reader.read_buf(&mut buf) => Some(r),
-            _ = sleep_until(deadline) => None,
+            _ = &mut timer, if armed => None,
         };
         let mut inner = shared.lock();
         let Some(read) = read else {
             expire_accepts(&mut inner);
-            deadline = inner.accept_queue.front().map(|&(_, d, _)| d);
+            armed = false;
+            if let Some(&(_, d, _)) = inner.accept_queue.front() {
+                timer.as_mut().reset(d);
+                armed = true;
+            }
             continue;
         };
         match read {
@@ -578,8 +586,11 @@ where
                 want = inner.proto.payload_remaining().clamp(READ_CHUNK, READ_MAX);
                 // Queue what arrived now, to see its deadlines (dropping the lock would too).
                 inner.dispatch(shared.config.accept_timeout);
-                if deadline.is_none() {
-                    deadline = inner.accept_queue.front().map(|&(_, d, _)| d);
+                if !armed {
+                    if let Some(&(_, d, _)) = inner.accept_queue.front() {
+                        timer.as_mut().reset(d);
+                        armed = true;
+                    }
                 }
             }
             Err(e) => {
@@ -702,12 +713,5 @@ fn expire_accepts(inner: &mut Inner) {
         } else {
             let _ = inner.proto.reject(id);
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
