@@ -4,6 +4,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -55,6 +56,9 @@ pub(crate) type Slot = Arc<Mutex<Option<qmux::WriteHalf>>>;
 pub struct Responder {
     slot: Slot,
     codec: Arc<dyn Codec>,
+    /// Set by the [`Call`] once the arguments were read: the channel can then close together
+    /// with the response.
+    args_done: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Responder {
@@ -64,8 +68,12 @@ impl std::fmt::Debug for Responder {
 }
 
 impl Responder {
-    pub(crate) fn new(slot: Slot, codec: Arc<dyn Codec>) -> Self {
-        Responder { slot, codec }
+    pub(crate) fn new(slot: Slot, codec: Arc<dyn Codec>, args_done: Arc<AtomicBool>) -> Self {
+        Responder {
+            slot,
+            codec,
+            args_done,
+        }
     }
 
     fn take(&self) -> Result<qmux::WriteHalf, Error> {
@@ -83,9 +91,10 @@ impl Responder {
         value: &T,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         let prepared = self.prepare(None, false, std::iter::once(value));
+        let close = self.args_done.load(Ordering::Acquire);
         async move {
             let (w, buf) = prepared?;
-            finish_response(w, buf).await.map(drop)
+            finish_response(w, buf, close).await.map(drop)
         }
     }
 
@@ -100,9 +109,10 @@ impl Responder {
     {
         let values: Vec<T> = values.into_iter().collect();
         let prepared = self.prepare(None, false, values.iter());
+        let close = self.args_done.load(Ordering::Acquire);
         async move {
             let (w, buf) = prepared?;
-            finish_response(w, buf).await.map(drop)
+            finish_response(w, buf, close).await.map(drop)
         }
     }
 
@@ -112,9 +122,10 @@ impl Responder {
         message: impl Display,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         let prepared = self.prepare(Some(message.to_string()), false, std::iter::once(&()));
+        let close = self.args_done.load(Ordering::Acquire);
         async move {
             let (w, buf) = prepared?;
-            finish_response(w, buf).await.map(drop)
+            finish_response(w, buf, close).await.map(drop)
         }
     }
 
@@ -128,7 +139,7 @@ impl Responder {
         let prepared = self.prepare(None, true, std::iter::once(value));
         async move {
             let (w, buf) = prepared?;
-            let w = finish_response(w, buf).await?;
+            let w = finish_response(w, buf, false).await?;
             Ok(Continued { w, codec })
         }
     }
@@ -185,20 +196,26 @@ where
 }
 
 /// Writes an encoded response in one write. Unless continuing, this side is done with the
-/// channel: the write half is dropped, and the channel closes once the [`Call`] is gone too
+/// channel: with `close` (the arguments were read) the CLOSE goes out with the response;
+/// otherwise the write half is dropped and the channel closes once the [`Call`] is gone too
 /// (which waits for the arguments if they were never read, see [`Call`]).
 pub(crate) async fn finish_response(
     mut w: qmux::WriteHalf,
     buf: Bytes,
+    close: bool,
 ) -> Result<qmux::WriteHalf, Error> {
-    w.write_bytes(buf).await?;
+    if close {
+        w.write_bytes_and_close(buf).await?;
+    } else {
+        w.write_bytes(buf).await?;
+    }
     Ok(w)
 }
 
 /// Answers a call the handler left unanswered (null or an error) and closes it.
 pub(crate) async fn respond_fallback(w: qmux::WriteHalf, codec: &dyn Codec, error: Option<String>) {
     if let Ok(buf) = encode_response(codec, error, false, std::iter::once(&())) {
-        let _ = finish_response(w, buf).await;
+        let _ = finish_response(w, buf, false).await;
     }
 }
 
@@ -266,6 +283,8 @@ pub struct Call {
     codec: Arc<dyn Codec>,
     /// The arguments (or the end of the caller's stream) have been read.
     args_read: bool,
+    /// The arguments arrived whole (shared with the [`Responder`]).
+    args_done: Arc<AtomicBool>,
 }
 
 /// How long a call dropped before reading its arguments keeps its channel open for them.
@@ -306,6 +325,7 @@ impl Call {
         reader: FrameReader,
         r: qmux::ReadHalf,
         codec: Arc<dyn Codec>,
+        args_done: Arc<AtomicBool>,
     ) -> Self {
         Call {
             selector,
@@ -314,7 +334,12 @@ impl Call {
             r: Some(r),
             codec,
             args_read: false,
+            args_done,
         }
+    }
+
+    fn mark_args_done(&self) {
+        self.args_done.store(true, Ordering::Release);
     }
 
     /// The normalized selector (`/`-separated, with a leading `/`).
@@ -336,14 +361,18 @@ impl Call {
     pub async fn receive<T: DeserializeOwned>(&mut self) -> Result<T, Error> {
         self.args_read = true;
         let r = self.r.as_mut().expect("present until drop");
-        self.reader.receive(&*self.codec, r).await
+        let v = self.reader.receive(&*self.codec, r).await?;
+        self.mark_args_done();
+        Ok(v)
     }
 
     /// Receives the next value, or `None` once the caller ended its stream.
     pub async fn receive_next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, Error> {
         self.args_read = true;
         let r = self.r.as_mut().expect("present until drop");
-        match self.reader.next(r).await? {
+        let next = self.reader.next(r).await?;
+        self.mark_args_done();
+        match next {
             Some(body) => Ok(Some(codec::decode(&*self.codec, &body)?)),
             None => Ok(None),
         }
@@ -355,7 +384,10 @@ impl Call {
         self.args_read = true;
         let r = self.r.as_mut().expect("present until drop");
         match self.reader.next(r).await? {
-            Some(body) => decode_params(&*self.codec, &body),
+            Some(body) => {
+                self.mark_args_done();
+                decode_params(&*self.codec, &body)
+            }
             None => Err(Error::Truncated),
         }
     }

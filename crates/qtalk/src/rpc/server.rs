@@ -80,8 +80,9 @@ async fn respond_call(
     let span = tracing::debug_span!("rpc call", selector = %selector, channel);
     async move {
         let slot: Slot = Arc::new(Mutex::new(Some(w)));
-        let responder = Responder::new(slot.clone(), codec.clone());
-        let call = Call::new(selector, caller, reader, r, codec.clone());
+        let args_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let responder = Responder::new(slot.clone(), codec.clone(), args_done.clone());
+        let call = Call::new(selector, caller, reader, r, codec.clone(), args_done);
         let outcome = AssertUnwindSafe(handler.respond(responder, call))
             .catch_unwind()
             .await;
