@@ -249,7 +249,7 @@ enum Decode {
     },
 }
 
-/// The protocol state of one qmux session. See the [module docs](self).
+/// The protocol state of one qmux session (see the [crate documentation](crate)).
 #[derive(Debug)]
 pub struct Session {
     config: Config,

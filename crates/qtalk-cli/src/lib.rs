@@ -5,7 +5,7 @@
 //! - [`interop`]: the interop service (`Unary`, `Stream`, `Bytes`, `Error`) that `qtalk
 //!   interop` serves, and the callback handlers a checker answers its callbacks with.
 //! - [`check`]: the reference's `qtalk check` sequence, run against any interop peer.
-//! - [`bench`]: throughput and latency measurements against an interop peer.
+//! - [`bench`](mod@bench): throughput and latency measurements against an interop peer.
 //! - [`peer`]: reaching a peer (spawned command, this binary, or a URL), codec selection.
 //! - [`gofmt`]: Go's `%v` rendering of values, for output identical to the reference's.
 //! - [`Failure`] and [`exit`]: the error kinds and the process exit codes they map to.
