@@ -45,7 +45,7 @@ use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -179,6 +179,35 @@ pub(crate) struct QuicSession {
     endpoint: Option<quinn::Endpoint>,
     config: Config,
     channels: Arc<AtomicUsize>,
+    /// Streams whose data the peer has not acknowledged yet.
+    unacked: Arc<Unacked>,
+    /// `close` was called (the connection closes once `unacked` drained, or on time-out).
+    closing: AtomicBool,
+}
+
+/// Counts finished streams still delivering, so a close can wait for them as qmux's does.
+#[derive(Default)]
+struct Unacked {
+    streams: AtomicUsize,
+    drained: tokio::sync::Notify,
+}
+
+impl Unacked {
+    fn done(&self) {
+        if self.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.drained.notify_waiters();
+        }
+    }
+
+    async fn wait_drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            if self.streams.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl QuicSession {
@@ -188,6 +217,8 @@ impl QuicSession {
             endpoint,
             config,
             channels: Arc::new(AtomicUsize::new(0)),
+            unacked: Arc::new(Unacked::default()),
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -207,14 +238,18 @@ impl QuicSession {
                 _count: count.clone(),
             },
             write: QuicWriteHalf {
-                stream: Mutex::new(send),
+                stream: Mutex::new(Some(send)),
                 id,
+                unacked: self.unacked.clone(),
                 _count: count,
             },
         })
     }
 
     pub(crate) async fn open(&self) -> Result<Channel, Error> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
         let (mut send, recv) = self.conn.open_bi().await.map_err(session_error)?;
         send.write_all(OPEN_MARKER)
             .await
@@ -223,12 +258,34 @@ impl QuicSession {
     }
 
     pub(crate) async fn accept(&self) -> Option<Channel> {
+        if self.closing.load(Ordering::Acquire) {
+            return None;
+        }
         let (send, recv) = self.conn.accept_bi().await.ok()?;
         Some(self.channel(send, recv, true))
     }
 
+    /// Closes the connection once the data of finished streams has been acknowledged (for up
+    /// to the configured close timeout), as a qmux session delivers what was queued.
     pub(crate) fn close(&self) {
-        self.conn.close(VarInt::from_u32(CLOSE_CODE), CLOSE_REASON);
+        if self.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let conn = self.conn.clone();
+        let close = move || conn.close(VarInt::from_u32(CLOSE_CODE), CLOSE_REASON);
+        if self.unacked.streams.load(Ordering::Acquire) == 0 {
+            return close();
+        }
+        let (unacked, limit) = (self.unacked.clone(), self.config.close_timeout);
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    let _ = tokio::time::timeout(limit, unacked.wait_drained()).await;
+                    close();
+                });
+            }
+            Err(_) => close(),
+        }
     }
 
     pub(crate) async fn wait(&self) -> Error {
@@ -241,7 +298,7 @@ impl QuicSession {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.conn.close_reason().is_some()
+        self.closing.load(Ordering::Acquire) || self.conn.close_reason().is_some()
     }
 
     pub(crate) fn channel_count(&self) -> usize {
@@ -342,9 +399,33 @@ impl Drop for QuicReadHalf {
 /// The sending side of a channel's stream.
 pub(crate) struct QuicWriteHalf {
     /// Locked only by `close_write`, which takes `&self`; writes reach it through `get_mut`.
-    stream: Mutex<quinn::SendStream>,
+    /// `None` only while dropping.
+    stream: Mutex<Option<quinn::SendStream>>,
     id: u32,
+    unacked: Arc<Unacked>,
     _count: Arc<Counted>,
+}
+
+impl Drop for QuicWriteHalf {
+    /// Finishes the stream and, until the peer has acknowledged its data, keeps the session's
+    /// close from cutting it off.
+    fn drop(&mut self) {
+        let stream = self
+            .stream
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let (Some(mut stream), Ok(rt)) = (stream, tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let _ = stream.finish();
+        let unacked = self.unacked.clone();
+        unacked.streams.fetch_add(1, Ordering::AcqRel);
+        rt.spawn(async move {
+            let _ = stream.stopped().await;
+            unacked.done();
+        });
+    }
 }
 
 impl QuicWriteHalf {
@@ -356,15 +437,20 @@ impl QuicWriteHalf {
         self.stream
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+            .expect("present until dropped")
     }
 
     /// Finishes the stream; harmless when repeated.
     pub(crate) fn close_write(&self) -> io::Result<()> {
-        let _ = self
+        if let Some(stream) = self
             .stream
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .finish();
+            .as_mut()
+        {
+            let _ = stream.finish();
+        }
         Ok(())
     }
 

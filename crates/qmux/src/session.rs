@@ -401,9 +401,9 @@ impl Session {
     /// close timeout), then the transport is closed. Pending operations fail with
     /// [`Error::Closed`]. No frame announces the end, as in the reference.
     ///
-    /// Over QUIC the connection is closed at once with application error code 42 and reason
-    /// `close connection`, as the reference does; stream data the peer has not yet received
-    /// is abandoned, so close after the replies that matter have been read.
+    /// Over QUIC the connection is closed with application error code 42 and reason
+    /// `close connection`, as the reference does, once the peer has acknowledged the data of
+    /// the channels already finished or dropped (for up to the close timeout).
     pub fn close(&self) {
         match &self.backend {
             Backend::Mux(shared) => close_mux(shared),

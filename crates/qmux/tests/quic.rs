@@ -263,3 +263,36 @@ async fn pem_files_load_and_bad_ones_are_clear_errors() {
     assert!(tls::load_certs(dir.join("missing.pem")).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_written_before_close_is_delivered() {
+    // As over qmux, closing the session right after writing still delivers what was written.
+    let (a, b) = quic_pair(Config::default()).await;
+    let payload = pattern(2 << 20, 9);
+    let expected = payload.clone();
+    let server = tokio::spawn(async move {
+        let mut ch = b.accept().await.unwrap();
+        ch.write_all(&payload).await.unwrap();
+        ch.close_write().unwrap();
+        drop(ch);
+        b.close();
+        assert!(b.is_closed());
+        assert!(b.open().await.is_err(), "no opens once closing");
+        b.wait().await
+    });
+    let mut ch = a.open().await.unwrap();
+    let mut got = Vec::new();
+    within(10, "read all", ch.read_to_end(&mut got))
+        .await
+        .unwrap();
+    assert!(
+        got == expected,
+        "got {} of {} bytes",
+        got.len(),
+        expected.len()
+    );
+    let end = within(10, "server end", server).await.unwrap();
+    assert!(matches!(end, Error::Closed), "{end}");
+    let end = within(10, "client end", a.wait()).await;
+    assert!(matches!(end, Error::PeerClosed), "{end}");
+}
