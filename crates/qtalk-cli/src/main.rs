@@ -233,7 +233,8 @@ struct InteropArgs {
 
 #[derive(Args, Debug)]
 struct CheckArgs {
-    /// Shell command of the peer (run with `sh -c`); default: this program's `interop`
+    /// Shell command of the peer (run with `sh -c`), or the URL of a listening peer (as with
+    /// --connect); default: this program's `interop`
     #[arg(value_name = "CMD", conflicts_with = "connect")]
     cmd: Option<String>,
     /// Check a listening peer (tcp://, tls://, ws://, wss://, quic://, unix://) instead
@@ -248,7 +249,8 @@ struct CheckArgs {
 
 #[derive(Args, Debug)]
 struct BenchArgs {
-    /// Shell command of the peer (run with `sh -c`); default: this program's `interop`
+    /// Shell command of the peer (run with `sh -c`), or the URL of a listening peer (as with
+    /// --connect); default: this program's `interop`
     #[arg(value_name = "CMD", conflicts_with = "connect")]
     cmd: Option<String>,
     /// Benchmark a listening peer (tcp://, tls://, ws://, wss://, quic://, unix://) instead
@@ -652,9 +654,10 @@ fn peer_spec(cmd: Option<String>, connect: Option<String>) -> Result<PeerSpec, F
             .iter()
             .any(|p| t.starts_with(p))
             {
-                return Err(Failure::Usage(format!(
-                    "{t:?} looks like a URL, not a command: use --connect {t}"
-                )));
+                // A URL instead of a command: a listening peer, as the reference's checker
+                // takes `udp://host:port`.
+                let target = parse_url(t)?;
+                return Ok(PeerSpec::Connect(target.endpoint));
             }
             Ok(PeerSpec::Command(c))
         }

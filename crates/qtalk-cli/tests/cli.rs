@@ -932,3 +932,15 @@ fn check_and_call_over_tls_and_wss() {
         assert!(line.contains("certificate"), "{scheme}: {line}");
     }
 }
+
+#[test]
+fn check_takes_a_url_in_place_of_a_command_as_the_reference() {
+    let server = listen("quic://127.0.0.1:0", None);
+    // The reference's checker dials QUIC for a `udp://host:port` argument.
+    let udp = server.url.replace("quic://", "udp://");
+    let out = run(qtalk().args(["check", "--insecure", &udp]));
+    assert_check_output(&out, "cbor_check_output.txt", "cbor");
+    let out = run(qtalk().args(["check", "tcp://127.0.0.1:notaport"]));
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    assert!(assert_one_clean_line(&out.stderr).contains("not a port"));
+}
