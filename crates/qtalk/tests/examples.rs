@@ -148,3 +148,11 @@ fn upper_over_quic_example() {
         "HELLO WORLD\nremote: user error [/Error]\n"
     );
 }
+
+#[test]
+fn typed_service_example() {
+    assert_eq!(
+        run("typed_service", &[]),
+        "HELLO WORLD\nremote: user error\n"
+    );
+}
