@@ -45,11 +45,15 @@ fn tls_error(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, format!("tls: {e}"))
 }
 
+fn generate(names: &[&str]) -> io::Result<rcgen::CertifiedKey<rcgen::KeyPair>> {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    rcgen::generate_simple_self_signed(names).map_err(tls_error)
+}
+
 /// A fresh self-signed certificate for the given DNS names or IP addresses (development and
 /// tests; clients must trust it explicitly, or skip verification).
 pub fn self_signed(names: &[&str]) -> io::Result<Identity> {
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let generated = rcgen::generate_simple_self_signed(names).map_err(tls_error)?;
+    let generated = generate(names)?;
     Ok(Identity {
         certs: vec![generated.cert.der().clone()],
         key: PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into()),
@@ -59,8 +63,7 @@ pub fn self_signed(names: &[&str]) -> io::Result<Identity> {
 /// A fresh self-signed certificate as PEM text: `(certificate, private key)`, ready to be
 /// written to the files [`load_certs`] and [`load_key`] read.
 pub fn self_signed_pem(names: &[&str]) -> io::Result<(String, String)> {
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let generated = rcgen::generate_simple_self_signed(names).map_err(tls_error)?;
+    let generated = generate(names)?;
     Ok((generated.cert.pem(), generated.signing_key.serialize_pem()))
 }
 

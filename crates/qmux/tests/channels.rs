@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{basic_exchange, pattern, pipe_pair, tcp_pair, unix_pair, within};
+use common::{basic_exchange, echo_interleaved, pattern, pipe_pair, tcp_pair, unix_pair, within};
 use qmux::{Config, Error, Session};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -78,37 +78,14 @@ async fn child_process_over_stdio() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_channels_interleaved() {
     let (a, b) = tcp_pair(Config::default()).await;
-    tokio::spawn(echo_all(b.clone()));
-    let mut tasks = Vec::new();
-    for i in 0..100 {
-        let a = a.clone();
-        tasks.push(tokio::spawn(async move {
-            let ch = a.open().await.unwrap();
-            let msg = pattern(50_000 + i * 100, i);
-            let (mut r, mut w) = ch.into_split();
-            let m2 = msg.clone();
-            let writer = tokio::spawn(async move {
-                for part in m2.chunks(1000) {
-                    w.write_all(part).await.unwrap();
-                    tokio::task::yield_now().await;
-                }
-                w.shutdown().await.unwrap();
-                w
-            });
-            let mut back = Vec::new();
-            r.read_to_end(&mut back).await.unwrap();
-            let _w = writer.await.unwrap();
-            assert_eq!(back, msg, "channel {i}");
-        }));
-    }
-    for t in tasks {
-        within(30, "100 channels", t).await.unwrap();
-    }
+    tokio::spawn(echo_all_copying(b.clone()));
+    echo_interleaved(&a, 100, 50_000).await;
     a.close();
 }
 
-/// Accepts every channel and echoes it, half-closing after the peer's EOF.
-async fn echo_all(s: Session) {
+/// Accepts every channel and echoes it through `AsyncRead`/`AsyncWrite` copies (the zero-copy
+/// echo is `common::echo_all`), half-closing after the peer's EOF.
+async fn echo_all_copying(s: Session) {
     while let Some(ch) = s.accept().await {
         tokio::spawn(async move {
             let (mut r, mut w) = ch.into_split();
@@ -131,7 +108,7 @@ async fn echo_all(s: Session) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_mib_each_way_with_content_check() {
     let (a, b) = tcp_pair(Config::default()).await;
-    tokio::spawn(echo_all(b.clone()));
+    tokio::spawn(echo_all_copying(b.clone()));
     let ch = a.open().await.unwrap();
     let (mut r, mut w) = ch.into_split();
     const SIZE: usize = 64 << 20;
@@ -212,7 +189,7 @@ async fn sequential_ids(a: &Session, n: usize) -> Vec<u32> {
 async fn ids_are_reused_after_close() {
     // As the reference: the lowest free id, at once.
     let (a, b) = pipe_pair(Config::default().id_reuse_delay(0));
-    tokio::spawn(echo_all(b.clone()));
+    tokio::spawn(echo_all_copying(b.clone()));
     assert_eq!(sequential_ids(&a, 5).await, vec![0, 0, 0, 0, 0]);
     within(5, "peer frees ids", async {
         while b.channel_count() > 0 {
@@ -223,7 +200,7 @@ async fn ids_are_reused_after_close() {
 
     // By default an id waits for 256 other channels to close before it is reused.
     let (a, b) = pipe_pair(Config::default());
-    tokio::spawn(echo_all(b.clone()));
+    tokio::spawn(echo_all_copying(b.clone()));
     let ids = sequential_ids(&a, 300).await;
     let expect: Vec<u32> = (0..257).chain(0..43).collect();
     assert_eq!(ids, expect);
@@ -304,7 +281,7 @@ async fn proxy_forwards_channels_and_half_close() {
         let (front, back) = (front.clone(), back.clone());
         async move { qmux::proxy(&back, &front).await }
     });
-    tokio::spawn(echo_all(server.clone()));
+    tokio::spawn(echo_all_copying(server.clone()));
     for i in 0..3 {
         let mut ch = within(5, "open through proxy", client.open())
             .await

@@ -9,7 +9,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{pattern, within};
+use common::{echo_all, pattern, within};
 use qmux::{Config, Session};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -160,21 +160,6 @@ impl GoPeer {
     async fn exit_ok(mut self) {
         let status = within(30, "Go peer exit", self.child.wait()).await.unwrap();
         assert!(status.success(), "Go peer exited with {status}");
-    }
-}
-
-/// Accepts channels and echoes them back (the Rust side of the Go `open` modes).
-async fn echo_all(s: Session) {
-    while let Some(ch) = s.accept().await {
-        tokio::spawn(async move {
-            let (mut r, mut w) = ch.into_split();
-            while let Ok(Some(chunk)) = r.read_chunk(usize::MAX).await {
-                if w.write_bytes(chunk).await.is_err() {
-                    break;
-                }
-            }
-            let _ = w.shutdown().await;
-        });
     }
 }
 

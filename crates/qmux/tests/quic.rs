@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{basic_exchange, pattern, within};
+use common::{basic_exchange, echo_all, echo_interleaved, pattern, within};
 use qmux::{tls, Config, Error, Listener, Session};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -29,21 +29,6 @@ async fn quic_pair(config: Config) -> (Session, Session) {
     (client.unwrap(), server.unwrap())
 }
 
-/// Accepts every channel and echoes it, half-closing after the peer's EOF.
-async fn echo_all(s: Session) {
-    while let Some(ch) = s.accept().await {
-        tokio::spawn(async move {
-            let (mut r, mut w) = ch.into_split();
-            while let Ok(Some(chunk)) = r.read_chunk(usize::MAX).await {
-                if w.write_bytes(chunk).await.is_err() {
-                    break;
-                }
-            }
-            let _ = w.shutdown().await;
-        });
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_exchange_over_quic() {
     let (a, b) = quic_pair(Config::default()).await;
@@ -55,31 +40,7 @@ async fn many_channels_interleaved_over_quic() {
     // More channels than the peer lets be open at once: opens wait for streams to end.
     let (a, b) = quic_pair(Config::default().accept_backlog(16)).await;
     tokio::spawn(echo_all(b.clone()));
-    let mut tasks = Vec::new();
-    for i in 0..64 {
-        let a = a.clone();
-        tasks.push(tokio::spawn(async move {
-            let ch = a.open().await.unwrap();
-            let msg = pattern(40_000 + i * 100, i);
-            let (mut r, mut w) = ch.into_split();
-            let m2 = msg.clone();
-            let writer = tokio::spawn(async move {
-                for part in m2.chunks(1000) {
-                    w.write_all(part).await.unwrap();
-                    tokio::task::yield_now().await;
-                }
-                w.shutdown().await.unwrap();
-                w
-            });
-            let mut back = Vec::new();
-            r.read_to_end(&mut back).await.unwrap();
-            let _w = writer.await.unwrap();
-            assert_eq!(back, msg, "channel {i}");
-        }));
-    }
-    for t in tasks {
-        within(30, "64 channels", t).await.unwrap();
-    }
+    echo_interleaved(&a, 64, 40_000).await;
     a.close();
     within(5, "peer end", b.wait()).await;
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use bytes::{Bytes, BytesMut};
-use common::{basic_exchange, pattern, within};
+use common::{basic_exchange, echo_all, echo_interleaved, pattern, within};
 use futures_util::{SinkExt, StreamExt};
 use qmux::qmux_proto::Frame;
 use qmux::transport::ws::{connect_ws, tokio_tungstenite};
@@ -29,21 +29,6 @@ async fn ws_pair(config: Config) -> (Session, Session) {
     (client.unwrap(), server.unwrap())
 }
 
-/// Accepts every channel and echoes it, half-closing after the peer's EOF.
-async fn echo_all(s: Session) {
-    while let Some(ch) = s.accept().await {
-        tokio::spawn(async move {
-            let (mut r, mut w) = ch.into_split();
-            while let Ok(Some(chunk)) = r.read_chunk(usize::MAX).await {
-                if w.write_bytes(chunk).await.is_err() {
-                    break;
-                }
-            }
-            let _ = w.shutdown().await;
-        });
-    }
-}
-
 /// The basic exchanges of `channels.rs`: hello + close, then echo with half-close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_exchange_over_websocket() {
@@ -56,31 +41,7 @@ async fn basic_exchange_over_websocket() {
 async fn many_channels_interleaved_over_websocket() {
     let (a, b) = ws_pair(Config::default()).await;
     tokio::spawn(echo_all(b.clone()));
-    let mut tasks = Vec::new();
-    for i in 0..64 {
-        let a = a.clone();
-        tasks.push(tokio::spawn(async move {
-            let ch = a.open().await.unwrap();
-            let msg = pattern(40_000 + i * 100, i);
-            let (mut r, mut w) = ch.into_split();
-            let m2 = msg.clone();
-            let writer = tokio::spawn(async move {
-                for part in m2.chunks(1000) {
-                    w.write_all(part).await.unwrap();
-                    tokio::task::yield_now().await;
-                }
-                w.shutdown().await.unwrap();
-                w
-            });
-            let mut back = Vec::new();
-            r.read_to_end(&mut back).await.unwrap();
-            let _w = writer.await.unwrap();
-            assert_eq!(back, msg, "channel {i}");
-        }));
-    }
-    for t in tasks {
-        within(30, "64 channels", t).await.unwrap();
-    }
+    echo_interleaved(&a, 64, 40_000).await;
     a.close();
     within(5, "peer end", b.wait()).await;
 }

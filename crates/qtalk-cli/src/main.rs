@@ -497,9 +497,7 @@ async fn listen(
     }
     // The TLS settings of a secure listener, and whether the certificate was made up here.
     let tls_for = |addr: &str| {
-        let host = addr.rsplit_once(':').map_or("", |(h, _)| h);
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        server_tls(identity.clone(), host)
+        server_tls(identity.clone(), peer::host_of(addr))
             .map_err(|e| Failure::Usage(format!("cannot set up TLS: {e}")))
     };
     let mut self_signed = false;

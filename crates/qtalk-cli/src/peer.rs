@@ -141,7 +141,7 @@ pub struct Dial {
 }
 
 /// The host part of `host:port` (without IPv6 brackets): the name a certificate must carry.
-fn host_of(addr: &str) -> &str {
+pub fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     host.trim_start_matches('[').trim_end_matches(']')
 }

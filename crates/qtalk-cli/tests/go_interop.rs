@@ -120,6 +120,51 @@ fn go_listening(peer: &str, args: &[&str], codec: &str) -> (Child, String) {
     (child, addr)
 }
 
+/// Asserts that a check run succeeded and printed the reference's report.
+fn assert_check_passed(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_reference_report(&text(&out.stdout));
+}
+
+/// Our `qtalk check` (with `extra` options) against the Go interop service listening with
+/// `go_flags`, reached at `scheme://ADDR`, with both codecs.
+fn our_check_against_go_listening(peer: &str, go_flags: &[&str], scheme: &str, extra: &[&str]) {
+    for codec in ["cbor", "json"] {
+        let mut go_args = vec!["-mode", "interop"];
+        go_args.extend_from_slice(go_flags);
+        let (mut go, addr) = go_listening(peer, &go_args, codec);
+        let mut cmd = Command::new(QTALK);
+        cmd.arg("check")
+            .args(extra)
+            .args(["--connect", &format!("{scheme}://{addr}")])
+            .env("QTALK_CODEC", codec);
+        let out = run(cmd, 60);
+        let _ = go.kill();
+        let _ = go.wait();
+        assert_check_passed(&out, &format!("{codec}: qtalk check --connect {scheme}://"));
+    }
+}
+
+/// The Go reference's check dialing (with `go_flag`) our `qtalk interop` listening on
+/// `scheme://127.0.0.1:0`, with both codecs.
+fn go_check_against_ours_listening(peer: &str, scheme: &str, go_flag: &str) {
+    for codec in ["cbor", "json"] {
+        let (mut ours, addr) = ours_listening(&format!("{scheme}://127.0.0.1:0"), codec);
+        let mut cmd = Command::new(peer);
+        cmd.args(["-mode", "check", go_flag, "-dial", &addr])
+            .env("QTALK_CODEC", codec);
+        let out = run(cmd, 60);
+        let _ = ours.kill();
+        let _ = ours.wait();
+        assert_check_passed(&out, &format!("{codec}: Go check {go_flag}"));
+    }
+}
+
 #[test]
 fn reference_check_passes_against_our_interop_over_stdio() {
     let Some(peer) = go_peer() else { return };
@@ -159,90 +204,25 @@ fn our_check_passes_against_the_reference_interop_over_stdio() {
 #[test]
 fn our_check_passes_against_the_reference_interop_over_tcp() {
     let Some(peer) = go_peer() else { return };
-    for codec in ["cbor", "json"] {
-        let (mut go, addr) = go_listening(&peer, &["-mode", "interop"], codec);
-        let mut cmd = Command::new(QTALK);
-        cmd.args(["check", "--connect", &format!("tcp://{addr}")])
-            .env("QTALK_CODEC", codec);
-        let out = run(cmd, 60);
-        let _ = go.kill();
-        let _ = go.wait();
-        assert!(
-            out.status.success(),
-            "{codec}: qtalk check --connect failed: {}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        assert_reference_report(&text(&out.stdout));
-    }
+    our_check_against_go_listening(&peer, &[], "tcp", &[]);
 }
 
 #[test]
 fn our_check_passes_against_the_reference_interop_over_websocket() {
     let Some(peer) = go_peer() else { return };
-    for codec in ["cbor", "json"] {
-        let (mut go, addr) = go_listening(&peer, &["-mode", "interop", "-ws"], codec);
-        let mut cmd = Command::new(QTALK);
-        cmd.args(["check", "--connect", &format!("ws://{addr}")])
-            .env("QTALK_CODEC", codec);
-        let out = run(cmd, 60);
-        let _ = go.kill();
-        let _ = go.wait();
-        assert!(
-            out.status.success(),
-            "{codec}: qtalk check --connect ws:// failed: {}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        assert_reference_report(&text(&out.stdout));
-    }
+    our_check_against_go_listening(&peer, &["-ws"], "ws", &[]);
 }
 
 #[test]
 fn reference_check_passes_against_our_interop_listening_on_websocket() {
     let Some(peer) = go_peer() else { return };
-    for codec in ["cbor", "json"] {
-        let (mut ours, addr) = ours_listening("ws://127.0.0.1:0", codec);
-        let mut cmd = Command::new(&peer);
-        cmd.args(["-mode", "check", "-ws", "-dial", &addr])
-            .env("QTALK_CODEC", codec);
-        let out = run(cmd, 60);
-        let _ = ours.kill();
-        let _ = ours.wait();
-        assert!(
-            out.status.success(),
-            "{codec}: Go check -ws failed: {}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        assert_reference_report(&text(&out.stdout));
-    }
+    go_check_against_ours_listening(&peer, "ws", "-ws");
 }
 
 #[test]
 fn our_check_passes_against_the_reference_interop_over_quic() {
     let Some(peer) = go_peer() else { return };
-    for codec in ["cbor", "json"] {
-        let (mut go, addr) = go_listening(&peer, &["-mode", "interop", "-quic"], codec);
-        let mut cmd = Command::new(QTALK);
-        cmd.args([
-            "check",
-            "--insecure",
-            "--connect",
-            &format!("quic://{addr}"),
-        ])
-        .env("QTALK_CODEC", codec);
-        let out = run(cmd, 60);
-        let _ = go.kill();
-        let _ = go.wait();
-        assert!(
-            out.status.success(),
-            "{codec}: qtalk check --connect quic:// failed: {}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        assert_reference_report(&text(&out.stdout));
-    }
+    our_check_against_go_listening(&peer, &["-quic"], "quic", &["--insecure"]);
 }
 
 /// Our `qtalk interop --listen URL` (`ws://` or `quic://` with port 0); returns it with the
@@ -284,22 +264,7 @@ fn ours_listening(url: &str, codec: &str) -> (Child, String) {
 #[test]
 fn reference_check_passes_against_our_interop_listening_on_quic() {
     let Some(peer) = go_peer() else { return };
-    for codec in ["cbor", "json"] {
-        let (mut ours, addr) = ours_listening("quic://127.0.0.1:0", codec);
-        let mut cmd = Command::new(&peer);
-        cmd.args(["-mode", "check", "-quic", "-dial", &addr])
-            .env("QTALK_CODEC", codec);
-        let out = run(cmd, 60);
-        let _ = ours.kill();
-        let _ = ours.wait();
-        assert!(
-            out.status.success(),
-            "{codec}: Go check -quic failed: {}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        assert_reference_report(&text(&out.stdout));
-    }
+    go_check_against_ours_listening(&peer, "quic", "-quic");
 }
 
 #[test]

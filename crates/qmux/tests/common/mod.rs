@@ -175,3 +175,49 @@ pub async fn basic_exchange(a: Session, b: Session) {
     let err = within(5, "peer wait", b.wait()).await;
     assert!(matches!(err, Error::PeerClosed), "{err}");
 }
+
+/// Accepts every channel and echoes it without copying, half-closing after the peer's EOF.
+pub async fn echo_all(s: Session) {
+    while let Some(ch) = s.accept().await {
+        tokio::spawn(async move {
+            let (mut r, mut w) = ch.into_split();
+            while let Ok(Some(chunk)) = r.read_chunk(usize::MAX).await {
+                if w.write_bytes(chunk).await.is_err() {
+                    break;
+                }
+            }
+            let _ = w.shutdown().await;
+        });
+    }
+}
+
+/// Opens `channels` channels on `a` at once (the peer echoes them) and writes each its own
+/// pattern in 1000-byte pieces, yielding between pieces so the channels interleave; every
+/// channel must read back exactly what it wrote.
+pub async fn echo_interleaved(a: &Session, channels: usize, base_len: usize) {
+    let mut tasks = Vec::new();
+    for i in 0..channels {
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            let ch = a.open().await.unwrap();
+            let msg = pattern(base_len + i * 100, i);
+            let (mut r, mut w) = ch.into_split();
+            let m2 = msg.clone();
+            let writer = tokio::spawn(async move {
+                for part in m2.chunks(1000) {
+                    w.write_all(part).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+                w.shutdown().await.unwrap();
+                w
+            });
+            let mut back = Vec::new();
+            r.read_to_end(&mut back).await.unwrap();
+            let _w = writer.await.unwrap();
+            assert_eq!(back, msg, "channel {i}");
+        }));
+    }
+    for t in tasks {
+        within(30, "interleaved channels", t).await.unwrap();
+    }
+}
