@@ -1,7 +1,7 @@
 //! Interop with the Go reference (qtalk-go's `mux`), driven as a real peer process.
 //!
 //! The peer is the program in `interop/go`; `scripts/test.sh` builds it and exports its path as
-//! `QTALK_GO_PEER`. Without it these tests print a SKIPPED notice and pass vacuously, so CI
+//! `QTALK_GO_PEER`. Without it these tests print a SKIPPED notice and pass (or fail, with `QTALK_REQUIRE_GO_PEER=1`), so CI
 //! logs always say whether the Go interop ran.
 
 mod common;
@@ -38,16 +38,37 @@ struct GoPeer {
 }
 
 fn peer_path() -> Option<String> {
-    match std::env::var("QTALK_GO_PEER") {
-        Ok(p) if std::path::Path::new(&p).exists() => Some(p),
-        _ => {
-            eprintln!(
-                "SKIPPED: Go reference peer not available (QTALK_GO_PEER unset); \
-                 run scripts/test.sh to build interop/go"
-            );
-            None
+    // `scripts/test.sh` tallies ran/skipped through QTALK_GO_PEER_TALLY; with
+    // QTALK_REQUIRE_GO_PEER=1 a missing peer fails the test instead of skipping it.
+    let found = std::env::var("QTALK_GO_PEER")
+        .ok()
+        .filter(|p| std::path::Path::new(p).exists());
+    if found.is_none() && std::env::var("QTALK_REQUIRE_GO_PEER").as_deref() == Ok("1") {
+        panic!("QTALK_REQUIRE_GO_PEER=1 but QTALK_GO_PEER names no built Go peer");
+    }
+    if let Ok(tally) = std::env::var("QTALK_GO_PEER_TALLY") {
+        use std::io::Write;
+        let line = if found.is_some() {
+            "ran
+"
+        } else {
+            "skipped
+"
+        };
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(tally)
+        {
+            let _ = f.write_all(line.as_bytes());
         }
     }
+    if found.is_none() {
+        eprintln!(
+            "SKIPPED: Go reference peer not available (QTALK_GO_PEER unset); run scripts/test.sh"
+        );
+    }
+    found
 }
 
 /// The address from the peer's `listening <host:port>` line.

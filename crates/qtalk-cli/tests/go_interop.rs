@@ -4,7 +4,7 @@
 //! codecs.
 //!
 //! The Go peer is the program in `interop/go`; `scripts/test.sh` builds it and exports its path
-//! as `QTALK_GO_PEER`. Without it these tests print a SKIPPED notice and pass vacuously.
+//! as `QTALK_GO_PEER`. Without it these tests print a SKIPPED notice and pass (or fail, with `QTALK_REQUIRE_GO_PEER=1`).
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Output, Stdio};
@@ -15,13 +15,37 @@ use std::time::{Duration, Instant};
 const QTALK: &str = env!("CARGO_BIN_EXE_qtalk");
 
 fn go_peer() -> Option<String> {
-    match std::env::var("QTALK_GO_PEER") {
-        Ok(p) if std::path::Path::new(&p).exists() => Some(p),
-        _ => {
-            eprintln!("SKIPPED: Go reference peer not available (QTALK_GO_PEER unset)");
-            None
+    // `scripts/test.sh` tallies ran/skipped through QTALK_GO_PEER_TALLY; with
+    // QTALK_REQUIRE_GO_PEER=1 a missing peer fails the test instead of skipping it.
+    let found = std::env::var("QTALK_GO_PEER")
+        .ok()
+        .filter(|p| std::path::Path::new(p).exists());
+    if found.is_none() && std::env::var("QTALK_REQUIRE_GO_PEER").as_deref() == Ok("1") {
+        panic!("QTALK_REQUIRE_GO_PEER=1 but QTALK_GO_PEER names no built Go peer");
+    }
+    if let Ok(tally) = std::env::var("QTALK_GO_PEER_TALLY") {
+        use std::io::Write;
+        let line = if found.is_some() {
+            "ran
+"
+        } else {
+            "skipped
+"
+        };
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(tally)
+        {
+            let _ = f.write_all(line.as_bytes());
         }
     }
+    if found.is_none() {
+        eprintln!(
+            "SKIPPED: Go reference peer not available (QTALK_GO_PEER unset); run scripts/test.sh"
+        );
+    }
+    found
 }
 
 /// Runs `cmd` to completion within `secs` seconds.

@@ -96,16 +96,37 @@ struct GoPeer {
 }
 
 fn peer_path() -> Option<String> {
-    match std::env::var("QTALK_GO_PEER") {
-        Ok(p) if std::path::Path::new(&p).exists() => Some(p),
-        _ => {
-            eprintln!(
-                "SKIPPED: Go reference peer not available (QTALK_GO_PEER unset); \
-                 run scripts/test.sh to build interop/go"
-            );
-            None
+    // `scripts/test.sh` tallies ran/skipped through QTALK_GO_PEER_TALLY; with
+    // QTALK_REQUIRE_GO_PEER=1 a missing peer fails the test instead of skipping it.
+    let found = std::env::var("QTALK_GO_PEER")
+        .ok()
+        .filter(|p| std::path::Path::new(p).exists());
+    if found.is_none() && std::env::var("QTALK_REQUIRE_GO_PEER").as_deref() == Ok("1") {
+        panic!("QTALK_REQUIRE_GO_PEER=1 but QTALK_GO_PEER names no built Go peer");
+    }
+    if let Ok(tally) = std::env::var("QTALK_GO_PEER_TALLY") {
+        use std::io::Write;
+        let line = if found.is_some() {
+            "ran
+"
+        } else {
+            "skipped
+"
+        };
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(tally)
+        {
+            let _ = f.write_all(line.as_bytes());
         }
     }
+    if found.is_none() {
+        eprintln!(
+            "SKIPPED: Go reference peer not available (QTALK_GO_PEER unset); run scripts/test.sh"
+        );
+    }
+    found
 }
 
 impl GoPeer {
