@@ -478,7 +478,7 @@ async fn callbacks_passed_as_values() {
         .unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let cb = Callback::register(
-            a.mux(),
+            a.caller(),
             func(move |_c: Call, (msg,): (String,)| {
                 let tx = tx.clone();
                 async move {
@@ -486,8 +486,7 @@ async fn callbacks_passed_as_values() {
                     Ok::<_, String>("got it")
                 }
             }),
-        )
-        .unwrap();
+        );
         let sub = Subscribe {
             topic: "rust".into(),
             notify: cb.clone(),
@@ -502,9 +501,58 @@ async fn callbacks_passed_as_values() {
         assert_eq!(back, cb);
 
         // Unregistered, it is gone.
-        assert!(cb.unregister(a.mux()));
+        assert!(cb.unregister(a.caller()));
         let err = a.call::<_, String>("subscribe", &[&sub]).await.unwrap_err();
         assert!(err.to_string().contains("not found"), "{err}");
         a.close();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_are_reachable_only_from_their_session() {
+    use qtalk::rpc::Callback;
+    // The server hands each subscriber a callback of its own to call back later.
+    let mux = RespondMux::new();
+    mux.handle(
+        "Subscribe",
+        func(|call: Call, (): ()| async move {
+            let who = call.caller().clone();
+            Ok::<_, String>(Callback::register(
+                &who,
+                func(|_c: Call, (): ()| async { Ok::<_, String>("unsubscribed") }),
+            ))
+        }),
+    )
+    .unwrap();
+    let server = Server::new(mux, Json);
+    let listener = qmux::Listener::bind_tcp("127.0.0.1:0", Default::default())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = tokio::spawn({
+        let server = server.clone();
+        async move { server.serve(listener).await }
+    });
+    let connect = || async {
+        let s = qmux::transport::connect_tcp(addr, Default::default())
+            .await
+            .unwrap();
+        Caller::new(s, Json)
+    };
+    let (first, second) = (connect().await, connect().await);
+    let cb: Callback = first.call("Subscribe", &()).await.unwrap();
+    assert_eq!(cb.id.len(), 32, "128-bit id: {}", cb.id);
+    let other: Callback = second.call("Subscribe", &()).await.unwrap();
+    assert_ne!(cb, other);
+    // The second client knows the first one's id but cannot invoke it.
+    let err = second.call::<_, String>(&cb.id, &()).await.unwrap_err();
+    assert_eq!(
+        err.remote_message(),
+        Some(format!("not found: /{}", cb.id).as_str())
+    );
+    // The first client can.
+    let r: String = first.call(&cb.id, &()).await.unwrap();
+    assert_eq!(r, "unsubscribed");
+    within(5, "shutdown", server.shutdown(Duration::from_secs(1))).await;
+    within(5, "serve returns", serving).await.unwrap().unwrap();
 }

@@ -1,29 +1,41 @@
 //! Callbacks passed as values: the reference's function pointers (`exp.Ptr`).
 //!
 //! A callback travels as `{"$fnptr": "<id>"}`. The side that sends it registers a handler under
-//! the selector `<id>`; the side that receives it calls that selector back on the same session.
+//! `<id>` on the session it sends it over; the side that receives it calls that selector back on
+//! the same session.
+//!
+//! Ids are 128 bits from the operating system's random number generator, and a callback is
+//! reachable only from the session it was registered on: a peer that learns another session's
+//! id cannot invoke it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::rpc::{Caller, Error, Handler, MuxError, RespondMux};
+use crate::rpc::{Caller, Error, Handler};
 
 /// A reference to a handler on the peer that sent it, encoded as `{"$fnptr": "<id>"}`.
 ///
+/// Register one with [`Callback::register`] on the [`Caller`] of the session the peer will
+/// call it back on (in a handler, [`Call::caller`](crate::rpc::Call::caller)):
+///
 /// ```
-/// use qtalk::rpc::{func, Call, Callback, RespondMux};
-/// let mux = RespondMux::new();
-/// let cb = Callback::register(&mux, func(|_c: Call, (n,): (i64,)| async move {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use qtalk::rpc::{func, Call, Callback, Caller};
+/// let (a, _b) = tokio::io::duplex(1024);
+/// let caller = Caller::new(qmux::Session::new(a, Default::default()), qtalk::codec::Json);
+/// let cb = Callback::register(&caller, func(|_c: Call, (n,): (i64,)| async move {
 ///     Ok::<_, String>(n + 1)
-/// })).unwrap();
-/// assert!(mux.lookup(&cb.id).is_some());
+/// }));
+/// assert_eq!(cb.id.len(), 32);
 /// let json = serde_json::to_string(&cb).unwrap();
 /// assert_eq!(json, format!(r#"{{"$fnptr":"{}"}}"#, cb.id));
-/// cb.unregister(&mux);
-/// assert!(mux.lookup(&cb.id).is_none());
+/// assert!(cb.unregister(&caller));
+/// assert!(!cb.unregister(&caller));
+/// # }
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Callback {
@@ -33,22 +45,19 @@ pub struct Callback {
 }
 
 impl Callback {
-    /// A callback with a fresh unique id (20 characters, like the reference's ids), not yet
-    /// registered.
-    pub fn new() -> Callback {
-        Callback { id: fresh_id() }
+    /// Registers `handler` under a fresh id on the session of `caller`, and returns the
+    /// callback to send over that session. Only that session's peer can call it; it stays
+    /// registered until [`Callback::unregister`] or the end of the session.
+    pub fn register(caller: &Caller, handler: impl Handler) -> Callback {
+        let cb = Callback { id: fresh_id() };
+        caller.callbacks().insert(cb.id.clone(), Arc::new(handler));
+        cb
     }
 
-    /// Registers `handler` on `mux` under a fresh id and returns the callback to send.
-    pub fn register(mux: &RespondMux, handler: impl Handler) -> Result<Callback, MuxError> {
-        let cb = Callback::new();
-        mux.handle(&cb.id, handler)?;
-        Ok(cb)
-    }
-
-    /// Removes the callback's handler from `mux`; false when it was not registered.
-    pub fn unregister(&self, mux: &RespondMux) -> bool {
-        mux.remove(&self.id).is_some()
+    /// Removes the callback's handler from the session of `caller`; false when it was not
+    /// registered there.
+    pub fn unregister(&self, caller: &Caller) -> bool {
+        caller.callbacks().remove(&self.id)
     }
 
     /// Calls the callback on the peer that sent it, through `caller` (normally
@@ -62,25 +71,41 @@ impl Callback {
     }
 }
 
-impl Default for Callback {
-    fn default() -> Self {
-        Callback::new()
+/// The callbacks registered on one session, shared by the clones of its [`Caller`].
+#[derive(Default)]
+pub(crate) struct Callbacks {
+    map: Mutex<HashMap<String, Arc<dyn Handler>>>,
+}
+
+impl Callbacks {
+    fn insert(&self, id: String, handler: Arc<dyn Handler>) {
+        self.lock().insert(id, handler);
+    }
+
+    fn remove(&self, id: &str) -> bool {
+        self.lock().remove(id).is_some()
+    }
+
+    /// The handler for a call's (cleaned) selector, when it names a callback of this session.
+    pub(crate) fn lookup(&self, selector: &str) -> Option<Arc<dyn Handler>> {
+        let id = selector.strip_prefix('/').unwrap_or(selector);
+        let map = self.lock();
+        if map.is_empty() {
+            return None;
+        }
+        map.get(id).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<dyn Handler>>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// A process-unique id: time, process and a counter, in 20 lowercase base-32 digits.
+/// 128 random bits from the operating system, as 32 lowercase hex digits.
 fn fresh_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mixed = (u128::from(nanos) << 64)
-        | (u128::from(std::process::id()) << 32)
-        | u128::from(count & 0xffff_ffff);
-    const DIGITS: &[u8; 32] = b"0123456789abcdefghijklmnopqrstuv";
-    (0..20)
-        .map(|i| DIGITS[((mixed >> (i * 5)) & 31) as usize] as char)
-        .collect()
+    let mut bytes = [0u8; 16];
+    // The OS generator failing is not recoverable in any useful way for an id meant to be
+    // unguessable; refuse to hand out a predictable one.
+    getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

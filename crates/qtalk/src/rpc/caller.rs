@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::codec::Codec;
+use crate::rpc::callback::Callbacks;
 use crate::rpc::frame::{encode_frame, FrameReader};
 use crate::rpc::{Error, Options, ResponseHeader};
 
@@ -31,6 +32,7 @@ pub struct Caller {
     session: qmux::Session,
     codec: Arc<dyn Codec>,
     options: Arc<Options>,
+    callbacks: Arc<Callbacks>,
 }
 
 impl std::fmt::Debug for Caller {
@@ -53,7 +55,14 @@ impl Caller {
             session,
             codec,
             options: Arc::new(options),
+            callbacks: Arc::default(),
         }
+    }
+
+    /// The callbacks registered on this caller's session (see
+    /// [`Callback`](crate::rpc::Callback)).
+    pub(crate) fn callbacks(&self) -> &Callbacks {
+        &self.callbacks
     }
 
     /// The session calls are made on.

@@ -77,6 +77,8 @@ async fn respond_call(
         }
     };
     let selector = clean_selector(&header.selector);
+    // A callback registered on this session answers before the shared handler.
+    let handler = caller.callbacks().lookup(&selector).unwrap_or(handler);
     let span = tracing::debug_span!("rpc call", selector = %selector, channel);
     async move {
         let slot: Slot = Arc::new(Mutex::new(Some(w)));
