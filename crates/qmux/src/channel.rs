@@ -40,6 +40,16 @@ impl Handle {
             .map_err(|e| inner.channel_error(e))
     }
 
+    /// Ready once the peer sent CLOSE or the session ended.
+    fn poll_peer_closed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut inner = self.shared.lock();
+        if inner.proto.is_closed_by_peer(self.id) || inner.proto.is_ended() {
+            return Poll::Ready(());
+        }
+        inner.register_closed(self.id, cx);
+        Poll::Pending
+    }
+
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
@@ -116,6 +126,52 @@ impl Handle {
             }
         }
         Poll::Ready(Ok(()))
+    }
+}
+
+/// Completes once the peer closed a channel or its session ended (see
+/// [`WriteHalf::peer_closed`]).
+#[must_use = "futures do nothing unless polled"]
+pub struct PeerClosed(Watch);
+
+enum Watch {
+    Mux(std::sync::Weak<Handle>),
+    #[cfg(feature = "quic")]
+    Quic(Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
+    Done,
+}
+
+impl PeerClosed {
+    /// A `PeerClosed` that is complete already (for a channel that is gone).
+    pub fn done() -> PeerClosed {
+        PeerClosed(Watch::Done)
+    }
+}
+
+impl std::fmt::Debug for PeerClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerClosed").finish_non_exhaustive()
+    }
+}
+
+impl std::future::Future for PeerClosed {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let res = match &mut this.0 {
+            Watch::Mux(h) => match h.upgrade() {
+                Some(h) => h.poll_peer_closed(cx),
+                None => Poll::Ready(()),
+            },
+            #[cfg(feature = "quic")]
+            Watch::Quic(f) => f.as_mut().poll(cx),
+            Watch::Done => Poll::Ready(()),
+        };
+        if res.is_ready() {
+            this.0 = Watch::Done;
+        }
+        res
     }
 }
 
@@ -334,6 +390,18 @@ impl WriteHalf {
             #[cfg(feature = "quic")]
             WriteRepr::Quic(q) => q.close_write(),
         }
+    }
+
+    /// A future that completes once the peer has closed the channel (it will read nothing more
+    /// sent on it) or the session ended: what a responder watches to learn that its caller gave
+    /// up. It holds no claim on the channel, and completes once the channel is released too.
+    /// Over QUIC: the peer stopped the stream (`STOP_SENDING`), or the connection ended.
+    pub fn peer_closed(&self) -> PeerClosed {
+        PeerClosed(match &self.0 {
+            WriteRepr::Mux(h) => Watch::Mux(Arc::downgrade(h)),
+            #[cfg(feature = "quic")]
+            WriteRepr::Quic(q) => Watch::Quic(q.stopped()),
+        })
     }
 
     /// Writes an owned buffer without copying large payloads.

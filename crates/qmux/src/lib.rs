@@ -25,7 +25,7 @@ pub mod quic;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-pub use channel::{Channel, ReadHalf, WriteHalf};
+pub use channel::{Channel, PeerClosed, ReadHalf, WriteHalf};
 pub use config::Config;
 pub use error::{Error, ProtocolError};
 pub use listener::Listener;

@@ -441,6 +441,20 @@ impl QuicWriteHalf {
             .expect("present until dropped")
     }
 
+    /// Completes once the peer stopped the stream or the connection ended.
+    pub(crate) fn stopped(&self) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let guard = self.stream.lock().unwrap_or_else(PoisonError::into_inner);
+        match guard.as_ref() {
+            Some(stream) => {
+                let stopped = stream.stopped();
+                Box::pin(async move {
+                    let _ = stopped.await;
+                })
+            }
+            None => Box::pin(std::future::ready(())),
+        }
+    }
+
     /// Finishes the stream; harmless when repeated.
     pub(crate) fn close_write(&self) -> io::Result<()> {
         if let Some(stream) = self

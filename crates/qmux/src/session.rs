@@ -109,6 +109,8 @@ struct ChannelWakers {
     read: Option<Waker>,
     write: Option<Waker>,
     open: Option<Waker>,
+    /// Waits for the peer's CLOSE ([`crate::channel::WriteHalf::peer_closed`]).
+    closed: Option<Waker>,
 }
 
 pub(crate) struct Inner {
@@ -153,6 +155,10 @@ impl Inner {
         push_waker(&mut self.wakers(id).read, cx);
     }
 
+    pub(crate) fn register_closed(&mut self, id: ChannelId, cx: &Context<'_>) {
+        push_waker(&mut self.wakers(id).closed, cx);
+    }
+
     pub(crate) fn register_write(&mut self, id: ChannelId, cx: &Context<'_>) {
         push_waker(&mut self.wakers(id).write, cx);
         if self.proto.unsent() >= self.proto.config().send_buffer {
@@ -172,7 +178,14 @@ impl Inner {
                     continue;
                 }
                 Event::OpenReply(id) => self.wakers(id).open.take(),
-                Event::Readable(id) => self.wakers(id).read.take(),
+                Event::Readable(id) => {
+                    // A CLOSE is announced as readable: whoever waits for it re-checks.
+                    let w = self.wakers(id);
+                    let closed = w.closed.take();
+                    let read = w.read.take();
+                    self.to_wake.extend(closed);
+                    read
+                }
                 Event::Writable(id) => self.wakers(id).write.take(),
             };
             if let Some(w) = w {
@@ -193,6 +206,7 @@ impl Inner {
             self.to_wake.extend(w.read.take());
             self.to_wake.extend(w.write.take());
             self.to_wake.extend(w.open.take());
+            self.to_wake.extend(w.closed.take());
         }
         self.to_wake.append(&mut self.accept_wakers);
         self.to_wake.append(&mut self.buffer_wakers);

@@ -25,19 +25,15 @@ fn go_peer() -> Option<String> {
     }
     if let Ok(tally) = std::env::var("QTALK_GO_PEER_TALLY") {
         use std::io::Write;
-        let line = if found.is_some() {
-            "ran
-"
-        } else {
-            "skipped
-"
-        };
-        if let Ok(mut f) = std::fs::OpenOptions::new()
+        let verdict = if found.is_some() { "ran" } else { "skipped" };
+        let test = std::thread::current().name().unwrap_or("?").to_string();
+        let file = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
-            .open(tally)
-        {
-            let _ = f.write_all(line.as_bytes());
+            .open(tally);
+        if let Ok(mut f) = file {
+            // One write per line: tests run in parallel.
+            let _ = f.write_all(format!("{verdict} {test}\n").as_bytes());
         }
     }
     if found.is_none() {

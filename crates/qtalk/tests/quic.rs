@@ -153,3 +153,42 @@ async fn callbacks_streams_and_continued_bytes_over_quic() {
     let end = within("server end", server_side).await.unwrap();
     assert!(matches!(end, qmux::Error::PeerClosed), "{end}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_giving_up_cancels_the_handler_over_quic() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mux = RespondMux::new();
+    mux.handle(
+        "slow",
+        handler_fn(move |r: Responder, mut call: Call| {
+            let tx = tx.clone();
+            async move {
+                let _: qtalk::Value = call.receive().await.unwrap();
+                call.cancelled().await;
+                let _ = tx.send(r.ret(&"late").await.is_err());
+            }
+        }),
+    )
+    .unwrap();
+    let (l, client_tls) = listener().await;
+    let addr = l.local_addr().unwrap();
+    let server = Server::new(mux, Json);
+    let serving = {
+        let server = server.clone();
+        tokio::spawn(async move { server.serve(l).await })
+    };
+    let session = qmux::quic::connect(addr, "localhost", client_tls, Default::default())
+        .await
+        .unwrap();
+    let caller = qtalk::rpc::Caller::new(session.clone(), Json);
+    let err = caller
+        .call_timeout::<_, String>(Duration::from_millis(100), "slow", &())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout), "{err}");
+    // The handler saw the cancellation (it waits for nothing else); answering then failed.
+    assert!(within("handler cancelled", rx.recv()).await.unwrap());
+    session.close();
+    server.shutdown(Duration::from_secs(1)).await;
+    serving.abort();
+}

@@ -358,8 +358,8 @@ async fn caller_deadline_and_cancellation() {
             let tx = tx.clone();
             async move {
                 let _args: Value = call.receive().await.unwrap();
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                // The caller gave up: its channel is closed, answering fails.
+                // The caller gives up after 100 ms: the handler learns it, and answering fails.
+                call.cancelled().await;
                 let res = r.ret(&"late").await;
                 let next = call.receive_next::<Value>().await;
                 let _ = tx.send((res.is_err(), next.is_err() || matches!(next, Ok(None))));

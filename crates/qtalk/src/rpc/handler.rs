@@ -285,6 +285,8 @@ pub struct Call {
     args_read: bool,
     /// The arguments arrived whole (shared with the [`Responder`]).
     args_done: Arc<AtomicBool>,
+    /// The responder's side of the channel, watched by [`Call::cancelled`].
+    slot: Slot,
 }
 
 /// How long a call dropped before reading its arguments keeps its channel open for them.
@@ -326,6 +328,7 @@ impl Call {
         r: qmux::ReadHalf,
         codec: Arc<dyn Codec>,
         args_done: Arc<AtomicBool>,
+        slot: Slot,
     ) -> Self {
         Call {
             selector,
@@ -335,6 +338,7 @@ impl Call {
             codec,
             args_read: false,
             args_done,
+            slot,
         }
     }
 
@@ -350,6 +354,32 @@ impl Call {
     /// A caller on the session this call arrived on: call back whoever called.
     pub fn caller(&self) -> &Caller {
         &self.caller
+    }
+
+    /// Completes when the caller gives up on the call: it closed the call's channel (a
+    /// deadline, a dropped call future, the reference's cancelled context) or the session
+    /// ended. The handler is not stopped by it; race its work against this future to stop
+    /// early:
+    ///
+    /// ```
+    /// use qtalk::rpc::{handler_fn, Call, Responder};
+    /// let slow = handler_fn(|r: Responder, call: Call| async move {
+    ///     tokio::select! {
+    ///         _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {
+    ///             let _ = r.ret(&"done").await;
+    ///         }
+    ///         _ = call.cancelled() => {} // nobody waits for the answer any more
+    ///     }
+    /// });
+    /// # let _ = slow;
+    /// ```
+    ///
+    /// Once the response was sent, it is complete at once.
+    pub fn cancelled(&self) -> qmux::PeerClosed {
+        match &*self.slot.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(w) => w.peer_closed(),
+            None => qmux::PeerClosed::done(),
+        }
     }
 
     /// The channel id of this call.

@@ -84,7 +84,15 @@ async fn respond_call(
         let slot: Slot = Arc::new(Mutex::new(Some(w)));
         let args_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let responder = Responder::new(slot.clone(), codec.clone(), args_done.clone());
-        let call = Call::new(selector, caller, reader, r, codec.clone(), args_done);
+        let call = Call::new(
+            selector,
+            caller,
+            reader,
+            r,
+            codec.clone(),
+            args_done,
+            slot.clone(),
+        );
         let outcome = AssertUnwindSafe(handler.respond(responder, call))
             .catch_unwind()
             .await;
