@@ -51,6 +51,6 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --lock
 echo "== cargo test"
 cargo test --workspace --locked
 
-ran=$(grep -c '^ran$' "$tally" 2>/dev/null || true)
-skipped=$(grep -c '^skipped$' "$tally" 2>/dev/null || true)
+ran=$(grep -c '^ran ' "$tally" 2>/dev/null || true)
+skipped=$(grep -c '^skipped ' "$tally" 2>/dev/null || true)
 echo "Go-peer interop: ${ran:-0} ran, ${skipped:-0} skipped"

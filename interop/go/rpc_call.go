@@ -384,6 +384,41 @@ func rpcCases(peer *talk.Peer, sess mux.Session, c codec.Codec) []rpcCase {
 			}
 			return nil
 		}},
+		{"burst", func(ctx context.Context) error {
+			// 5000 calls started at once on one session: none may be refused.
+			const n = 5000
+			var wg sync.WaitGroup
+			errs := make(chan error, n)
+			for i := 0; i < n; i++ {
+				wg.Add(1)
+				go func(i int) {
+					defer wg.Done()
+					want := fmt.Sprintf("burst %d", i)
+					var got string
+					if _, err := call(ctx, "echo", want, &got); err != nil {
+						errs <- fmt.Errorf("call %d: %w", i, err)
+						return
+					}
+					if got != want {
+						errs <- fmt.Errorf("got %q, want %q", got, want)
+					}
+				}(i)
+			}
+			wg.Wait()
+			close(errs)
+			failed := 0
+			var first error
+			for err := range errs {
+				if first == nil {
+					first = err
+				}
+				failed++
+			}
+			if failed > 0 {
+				return fmt.Errorf("%d of %d failed, first: %v", failed, n, first)
+			}
+			return nil
+		}},
 		{"concurrent", func(ctx context.Context) error {
 			var wg sync.WaitGroup
 			errs := make(chan error, 32)

@@ -32,4 +32,6 @@ mod session;
 
 pub use error::{ChannelError, ProtocolError};
 pub use frame::Frame;
-pub use session::{ChannelId, Config, Event, OpenStatus, ReadOutcome, Session};
+pub use session::{
+    ChannelId, Config, Event, OpenStart, OpenStatus, OpenTicket, ReadOutcome, Session,
+};

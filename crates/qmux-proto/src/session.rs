@@ -32,8 +32,19 @@ pub struct Config {
     /// Largest DATA payload accepted from the peer, in bytes (9 ..= 2^31).
     pub max_packet: u32,
     /// Channels the peer may have opened that the application has not accepted yet; further
-    /// OPENs are refused at once.
+    /// OPENs wait unconfirmed (see `open_queue`).
     pub accept_backlog: usize,
+    /// Channels that may hold an id at once, opened by either side. Past it, the peer's OPENs
+    /// wait unconfirmed and our own opens wait for a free slot.
+    pub max_channels: usize,
+    /// OPENs from the peer that may wait unconfirmed (for a slot, the backlog or the budget);
+    /// further OPENs are refused (OPEN_FAILURE). Each costs a few bytes.
+    pub open_queue: usize,
+    /// Memory budget of the session, in bytes: the receive windows granted on all channels
+    /// (what the peer may send and what waits to be read) plus `send_buffer`. A channel gets
+    /// a full `window` while the budget allows, a smaller one (at least 64 KiB or `window`)
+    /// when it is short, and waits for its OPEN (either side's) while it is spent.
+    pub memory_budget: usize,
     /// Bytes of frames that may wait for the transport before channel writes are held back.
     pub send_buffer: usize,
     /// How many other channels must finish their CLOSE handshake before an id freed by one is
@@ -49,6 +60,9 @@ impl Default for Config {
             window: 4 * 1024 * 1024,
             max_packet: 256 * 1024,
             accept_backlog: 256,
+            max_channels: 1024,
+            open_queue: 16 * 1024,
+            memory_budget: 32 * 1024 * 1024,
             send_buffer: 1024 * 1024,
             id_reuse_delay: 256,
         }
@@ -62,11 +76,40 @@ pub enum Event {
     Incoming(ChannelId),
     /// A channel this side opened was confirmed or refused: see [`Session::open_status`].
     OpenReply(ChannelId),
+    /// An open queued by [`Session::open`] got its channel id (its OPEN is queued to send).
+    OpenStarted(OpenTicket, ChannelId),
     /// Data, EOF or CLOSE arrived on a channel: readers may make progress.
     Readable(ChannelId),
     /// A channel's send window grew or the channel closed: writers may make progress.
     Writable(ChannelId),
 }
+
+/// A place in the queue of this side's opens waiting for a channel slot or budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OpenTicket(u64);
+
+/// What [`Session::open`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenStart {
+    /// The OPEN is queued to send on this channel.
+    Started(ChannelId),
+    /// The session is at its channel limit or out of budget: [`Event::OpenStarted`] follows
+    /// when a slot frees (or [`Session::cancel_open`] gives up).
+    Queued(OpenTicket),
+}
+
+/// An OPEN from the peer waiting to be admitted.
+#[derive(Clone, Copy, Debug)]
+struct WaitingOpen {
+    sender_id: u32,
+    window: u32,
+    max_packet: u32,
+    /// Its place among all OPENs received (see [`Session::opens_received`]).
+    seq: u64,
+}
+
+/// Smallest receive window granted when the budget is short.
+const MIN_GRANT: u32 = 64 * 1024;
 
 /// Outcome of [`Session::read`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +157,8 @@ struct Channel {
     recv_window: u32,
     /// Bytes the application consumed that have not been granted back yet.
     unacked: u32,
+    /// This channel's share of the memory budget: `recv_window + recv_len + unacked`.
+    grant: u32,
     /// Received data, oldest first; `recv_tail` follows it.
     recv_chunks: VecDeque<Bytes>,
     /// Small payloads coalesced behind `recv_chunks`.
@@ -140,6 +185,7 @@ impl Channel {
             remote_max_packet: MIN_MAX_PACKET,
             recv_window,
             unacked: 0,
+            grant: recv_window,
             recv_chunks: VecDeque::new(),
             recv_tail: BytesMut::new(),
             recv_len: 0,
@@ -260,6 +306,17 @@ pub struct Session {
     quarantine: VecDeque<u32>,
     live: usize,
     incoming: usize,
+    /// Sum of the channels' grants.
+    reserved: usize,
+    /// The peer's OPENs waiting to be admitted, oldest first.
+    waiting_in: VecDeque<WaitingOpen>,
+    /// OPENs received so far (admitted, queued or refused).
+    opens_received: u64,
+    /// This side's opens waiting, oldest first.
+    waiting_local: VecDeque<OpenTicket>,
+    next_ticket: u64,
+    /// Admit the peer's OPENs before ours on the next free slot (alternates when both wait).
+    peer_first: bool,
     decode: Decode,
     /// Frames not yet handed to the driver, in order; `scratch` follows them.
     outbox: VecDeque<Bytes>,
@@ -281,6 +338,12 @@ impl Session {
             "max_packet must be within 9 ..= 2^31"
         );
         Session {
+            reserved: 0,
+            waiting_in: VecDeque::new(),
+            opens_received: 0,
+            waiting_local: VecDeque::new(),
+            next_ticket: 0,
+            peer_first: true,
             config,
             slots: Vec::new(),
             free: BinaryHeap::new(),
@@ -329,8 +392,12 @@ impl Session {
     }
 
     fn release_id(&mut self, id: ChannelId, closed: bool) {
+        if let Slot::Used(ch) = &self.slots[id as usize] {
+            self.reserved -= ch.grant as usize;
+        }
         self.slots[id as usize] = Slot::Free { closed };
         self.live -= 1;
+        self.admit();
         if !closed {
             // Refused or rejected: the peer never used this id, nothing late can come.
             self.free.push(Reverse(id));
@@ -406,19 +473,133 @@ impl Session {
 
     // ----- opening -----
 
-    /// Starts opening a channel: queues an OPEN and returns the new channel's id. Watch for
-    /// [`Event::OpenReply`] and check [`Session::open_status`].
-    pub fn open(&mut self) -> Result<ChannelId, ChannelError> {
+    /// Starts opening a channel: queues an OPEN at once when a channel slot and budget are
+    /// free, else queues the open itself. Watch for [`Event::OpenStarted`] (queued opens) and
+    /// [`Event::OpenReply`], and check [`Session::open_status`].
+    pub fn open(&mut self) -> Result<OpenStart, ChannelError> {
         if self.ended {
             return Err(ChannelError::SessionEnded);
         }
-        let id = self.allocate(Channel::new(Phase::Opening, self.config.window));
+        if self.waiting_local.is_empty() {
+            if let Some(grant) = self.room(false) {
+                return Ok(OpenStart::Started(self.start_open(grant)));
+            }
+        }
+        let t = OpenTicket(self.next_ticket);
+        self.next_ticket += 1;
+        self.waiting_local.push_back(t);
+        Ok(OpenStart::Queued(t))
+    }
+
+    /// Gives up an open still queued (see [`OpenStart::Queued`]); false when it was started
+    /// already (release its channel then) or is unknown.
+    pub fn cancel_open(&mut self, ticket: OpenTicket) -> bool {
+        match self.waiting_local.binary_search(&ticket) {
+            Ok(i) => {
+                self.waiting_local.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn start_open(&mut self, grant: u32) -> ChannelId {
+        self.reserved += grant as usize;
+        let id = self.allocate(Channel::new(Phase::Opening, grant));
         self.queue(Frame::Open {
             sender_id: id,
-            window: self.config.window,
+            window: grant,
             max_packet: self.config.max_packet,
         });
-        Ok(id)
+        id
+    }
+
+    /// The window a new channel gets now, or `None` while the channel limit (or, for the
+    /// peer's channels, the accept backlog) or the budget does not allow one.
+    fn room(&self, incoming: bool) -> Option<u32> {
+        if self.live >= self.config.max_channels
+            || (incoming && self.incoming >= self.config.accept_backlog)
+        {
+            return None;
+        }
+        let budget = self
+            .config
+            .memory_budget
+            .saturating_sub(self.config.send_buffer);
+        let left = budget.saturating_sub(self.reserved);
+        let want = self.config.window;
+        let grant = u32::try_from(left).unwrap_or(u32::MAX).min(want);
+        let floor = want.min(MIN_GRANT);
+        if grant >= floor {
+            Some(grant)
+        } else if self.reserved == 0 {
+            // A budget smaller than one window still lets one channel through at a time.
+            Some(floor)
+        } else {
+            None
+        }
+    }
+
+    /// Admits waiting opens (either side's, alternating) while slots and budget allow.
+    fn admit(&mut self) {
+        if self.ended {
+            return;
+        }
+        loop {
+            let peer = !self.waiting_in.is_empty() && self.room(true).is_some();
+            let local = !self.waiting_local.is_empty() && self.room(false).is_some();
+            if peer && (self.peer_first || !local) {
+                let (Some(w), Some(grant)) = (self.waiting_in.pop_front(), self.room(true)) else {
+                    break;
+                };
+                self.admit_incoming(w.sender_id, w.window, w.max_packet, grant);
+                self.peer_first = false;
+            } else if local {
+                let (Some(t), Some(grant)) = (self.waiting_local.pop_front(), self.room(false))
+                else {
+                    break;
+                };
+                let id = self.start_open(grant);
+                self.events.push_back(Event::OpenStarted(t, id));
+                self.peer_first = true;
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// OPENs received from the peer so far, admitted, waiting or refused: the driver notes
+    /// this after each input to time out waiting ones with [`Session::refuse_waiting`].
+    pub fn opens_received(&self) -> u64 {
+        self.opens_received
+    }
+
+    /// The peer's OPENs waiting to be admitted.
+    pub fn opens_waiting(&self) -> usize {
+        self.waiting_in.len()
+    }
+
+    /// Refuses (OPEN_FAILURE) the peer's OPENs still waiting that were received before the
+    /// first `received` OPENs were counted (their wait timed out).
+    pub fn refuse_waiting(&mut self, received: u64) {
+        while let Some(w) = self.waiting_in.front() {
+            if w.seq >= received {
+                break;
+            }
+            let sender_id = w.sender_id;
+            self.waiting_in.pop_front();
+            if !self.ended {
+                self.queue(Frame::OpenFailure {
+                    recipient_id: sender_id,
+                });
+            }
+        }
+    }
+
+    /// Bytes of receive window granted across all channels (the budget in use, besides the
+    /// send buffer).
+    pub fn reserved(&self) -> usize {
+        self.reserved
     }
 
     /// Where an open started by [`Session::open`] stands.
@@ -438,20 +619,21 @@ impl Session {
         if self.ended {
             return Err(ChannelError::SessionEnded);
         }
-        let (window, max_packet) = (self.config.window, self.config.max_packet);
+        let max_packet = self.config.max_packet;
         let ch = self.chan_mut(id)?;
         if ch.phase != Phase::Incoming {
             return Err(ChannelError::NotOpen);
         }
         ch.phase = Phase::Open;
-        let remote = ch.remote_id;
+        let (remote, grant) = (ch.remote_id, ch.grant);
         self.incoming -= 1;
         self.queue(Frame::OpenConfirm {
             recipient_id: remote,
             sender_id: id,
-            window,
+            window: grant,
             max_packet,
         });
+        self.admit();
         Ok(())
     }
 
@@ -463,12 +645,12 @@ impl Session {
         }
         let remote = ch.remote_id;
         self.incoming -= 1;
-        self.release_id(id, false);
         if !self.ended {
             self.queue(Frame::OpenFailure {
                 recipient_id: remote,
             });
         }
+        self.release_id(id, false);
         Ok(())
     }
 
@@ -526,20 +708,33 @@ impl Session {
     }
 
     fn consumed(&mut self, id: ChannelId, n: usize) {
-        let threshold = (self.config.window / 2).max(1);
         let ended = self.ended;
+        let full = self.config.window;
+        let budget = self
+            .config
+            .memory_budget
+            .saturating_sub(self.config.send_buffer);
+        let left = u32::try_from(budget.saturating_sub(self.reserved)).unwrap_or(u32::MAX);
         let Ok(ch) = self.chan_mut(id) else { return };
         ch.unacked += n as u32;
-        if ch.unacked >= threshold && !ch.close_sent && !ch.close_received && !ended {
-            let bytes = ch.unacked;
-            ch.unacked = 0;
-            ch.recv_window += bytes;
-            let remote = ch.remote_id;
-            self.queue(Frame::WindowAdjust {
-                recipient_id: remote,
-                bytes,
-            });
+        let threshold = (ch.grant / 2).max(1);
+        if ch.unacked < threshold || ch.close_sent || ch.close_received || ended {
+            return;
         }
+        let mut bytes = ch.unacked;
+        ch.unacked = 0;
+        // A channel granted less than a full window while the budget was short grows back as
+        // the budget allows.
+        let extra = full.saturating_sub(ch.grant).min(left);
+        ch.grant += extra;
+        bytes += extra;
+        ch.recv_window += bytes;
+        let remote = ch.remote_id;
+        self.reserved += extra as usize;
+        self.queue(Frame::WindowAdjust {
+            recipient_id: remote,
+            bytes,
+        });
     }
 
     fn writable(&self, id: ChannelId) -> Result<&Channel, ChannelError> {
@@ -956,21 +1151,42 @@ impl Session {
         window: u32,
         max_packet: u32,
     ) -> Result<(), ProtocolError> {
+        let seq = self.opens_received;
+        self.opens_received += 1;
         let acceptable = (MIN_MAX_PACKET..=MAX_MAX_PACKET).contains(&max_packet);
-        if !acceptable || self.incoming >= self.config.accept_backlog || self.ended {
-            self.queue(Frame::OpenFailure {
-                recipient_id: sender_id,
-            });
-            return Ok(());
+        if acceptable && !self.ended {
+            if self.waiting_in.is_empty() {
+                if let Some(grant) = self.room(true) {
+                    self.admit_incoming(sender_id, window, max_packet, grant);
+                    return Ok(());
+                }
+            }
+            if self.waiting_in.len() < self.config.open_queue {
+                // Slowed down, not refused: confirmed once a slot and budget free up.
+                self.waiting_in.push_back(WaitingOpen {
+                    sender_id,
+                    window,
+                    max_packet,
+                    seq,
+                });
+                return Ok(());
+            }
         }
-        let mut ch = Channel::new(Phase::Incoming, self.config.window);
+        self.queue(Frame::OpenFailure {
+            recipient_id: sender_id,
+        });
+        Ok(())
+    }
+
+    fn admit_incoming(&mut self, sender_id: u32, window: u32, max_packet: u32, grant: u32) {
+        let mut ch = Channel::new(Phase::Incoming, grant);
         ch.remote_id = sender_id;
         ch.send_window = window;
         ch.remote_max_packet = max_packet;
+        self.reserved += grant as usize;
         let id = self.allocate(ch);
         self.incoming += 1;
         self.events.push_back(Event::Incoming(id));
-        Ok(())
     }
 
     /// Ends the session (transport gone or protocol error): every later operation fails, reads
@@ -978,6 +1194,8 @@ impl Session {
     /// properly ended the stream. Pending frames are dropped.
     pub fn terminate(&mut self) {
         self.ended = true;
+        self.waiting_in.clear();
+        self.waiting_local.clear();
         self.outbox.clear();
         self.scratch.clear();
         self.unsent = 0;

@@ -16,6 +16,9 @@ fn config() -> Config {
         window: WINDOW,
         max_packet: MAX_PACKET,
         accept_backlog: BACKLOG,
+        max_channels: 16,
+        open_queue: 8,
+        memory_budget: 64 * 1024 + 8 * WINDOW as usize,
         send_buffer: 64 * 1024,
         id_reuse_delay: 4,
     }
@@ -220,6 +223,7 @@ impl Driver {
         while let Some(ev) = self.session.poll_event() {
             match ev {
                 Event::Incoming(id) => self.incoming.push(id),
+                Event::OpenStarted(_, id) => self.opening.push(id),
                 Event::OpenReply(id) => {
                     if matches!(
                         self.session.open_status(id),
@@ -241,7 +245,7 @@ impl Driver {
     fn act(&mut self, app: &App) {
         match *app {
             App::Open => {
-                if let Ok(id) = self.session.open() {
+                if let Ok(qmux_proto::OpenStart::Started(id)) = self.session.open() {
                     self.opening.push(id);
                 }
             }
@@ -306,6 +310,17 @@ impl Driver {
             "{} channels waiting for accept",
             self.incoming.len()
         );
+        // Everything granted stays within the memory budget (one window of slack: a budget
+        // smaller than a window still lets one channel through).
+        let c = config();
+        assert!(
+            held <= self.session.reserved()
+                && self.session.reserved() <= c.memory_budget - c.send_buffer + WINDOW as usize,
+            "{held} bytes held, {} reserved",
+            self.session.reserved()
+        );
+        assert!(self.session.channel_count() <= c.max_channels);
+        assert!(self.session.opens_waiting() <= c.open_queue);
     }
 }
 

@@ -31,6 +31,8 @@ fn go_config() -> Config {
         window: 0x4000_0000,
         max_packet: 0x0100_0000,
         id_reuse_delay: 0,
+        // The reference has no session budget: enough for every recorded channel's window.
+        memory_budget: usize::MAX,
         ..Default::default()
     }
 }
@@ -463,6 +465,9 @@ impl Peer {
                         ));
                     }
                 }
+                Event::OpenStarted(..) => {
+                    return Err(format!("{at}: our {side}: an open was queued"));
+                }
                 Event::OpenReply(id) => {
                     if !self.opening.remove(&id) {
                         return Err(format!(
@@ -580,7 +585,10 @@ impl Peer {
         };
         match *frame {
             Frame::Open { sender_id, .. } => {
-                let id = self.sess.open().map_err(|e| api("open()".into(), e))?;
+                let id = match self.sess.open().map_err(|e| api("open()".into(), e))? {
+                    qmux_proto::OpenStart::Started(id) => id,
+                    queued => return Err(format!("{at}: our {side}: open() {queued:?}")),
+                };
                 if id != sender_id {
                     return Err(format!(
                         "{at}: our {side}: open() allocated id {id}, Go allocated {sender_id}"

@@ -21,6 +21,7 @@ pub struct Config {
     pub(crate) proto: qmux_proto::Config,
     pub(crate) accept_timeout: Duration,
     pub(crate) close_timeout: Duration,
+    pub(crate) open_timeout: Duration,
 }
 
 impl Default for Config {
@@ -29,6 +30,7 @@ impl Default for Config {
             proto: qmux_proto::Config::default(),
             accept_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(5),
+            open_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -50,10 +52,44 @@ impl Config {
         self
     }
 
-    /// Channels opened by the peer and not yet accepted before further opens are refused
+    /// Channels opened by the peer and not yet accepted before further OPENs wait unconfirmed
     /// (default 256).
     pub fn accept_backlog(mut self, channels: usize) -> Self {
         self.proto.accept_backlog = channels;
+        self
+    }
+
+    /// Channels that may be open at once on the session, opened by either side (default 1024).
+    /// Past it the peer's OPENs wait unconfirmed, and [`Session::open`](crate::Session::open)
+    /// waits for a slot (in order).
+    pub fn max_channels(mut self, channels: usize) -> Self {
+        self.proto.max_channels = channels.max(1);
+        self
+    }
+
+    /// OPENs from the peer that may wait unconfirmed for a slot, the backlog or the budget
+    /// (default 16384, a few bytes each); further OPENs are refused with OPEN_FAILURE, as are
+    /// those still waiting after the accept timeout.
+    pub fn open_queue(mut self, opens: usize) -> Self {
+        self.proto.open_queue = opens;
+        self
+    }
+
+    /// Memory budget of the session (default 32 MiB): the receive windows granted on all its
+    /// channels plus the send buffer. Channels get a full window while it allows, a smaller
+    /// one (at least 64 KiB) when it is short, and wait for their OPEN (either side's) while
+    /// it is spent; reads give window back. What the peer can make this session hold is
+    /// bounded by it.
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.proto.memory_budget = bytes;
+        self
+    }
+
+    /// How long [`Session::open`](crate::Session::open) waits for a slot and the peer's
+    /// confirmation before it fails with [`Error::Timeout`](crate::Error::Timeout) (default
+    /// 30 s).
+    pub fn open_timeout(mut self, timeout: Duration) -> Self {
+        self.open_timeout = timeout;
         self
     }
 

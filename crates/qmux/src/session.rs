@@ -9,7 +9,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use qmux_proto::{ChannelError, ChannelId, Event, OpenStatus};
+use std::collections::HashMap;
+
+use qmux_proto::{ChannelError, ChannelId, Event, OpenStart, OpenStatus, OpenTicket};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -120,6 +122,11 @@ pub(crate) struct Inner {
     /// confirmed (done at once when an acceptor is waiting, saving it a round of wake-ups).
     accept_queue: VecDeque<(ChannelId, Instant, bool)>,
     accept_wakers: Vec<Waker>,
+    /// Deadlines of the peer's OPENs waiting unconfirmed: those counted before the first
+    /// number (see `opens_received`) are refused at the deadline beside it.
+    waiting_deadlines: VecDeque<(u64, Instant)>,
+    /// Our queued opens: the waiting task, and the channel once the open started.
+    queued_opens: HashMap<OpenTicket, (Option<Waker>, Option<ChannelId>)>,
     /// Writers held back because the send buffer is full.
     buffer_wakers: Vec<Waker>,
     /// Wakers to call once the lock is released.
@@ -178,6 +185,17 @@ impl Inner {
                     continue;
                 }
                 Event::OpenReply(id) => self.wakers(id).open.take(),
+                Event::OpenStarted(t, id) => match self.queued_opens.get_mut(&t) {
+                    Some(entry) => {
+                        entry.1 = Some(id);
+                        entry.0.take()
+                    }
+                    // Its opener went away in between: nobody wants the channel.
+                    None => {
+                        self.proto.release(id);
+                        None
+                    }
+                },
                 Event::Readable(id) => {
                     // A CLOSE is announced as readable: whoever waits for it re-checks.
                     let w = self.wakers(id);
@@ -210,6 +228,9 @@ impl Inner {
         }
         self.to_wake.append(&mut self.accept_wakers);
         self.to_wake.append(&mut self.buffer_wakers);
+        for (w, _) in self.queued_opens.values_mut() {
+            self.to_wake.extend(w.take());
+        }
     }
 
     pub(crate) fn session_error(&self) -> Error {
@@ -338,6 +359,8 @@ impl Session {
                 wakers: Vec::new(),
                 accept_queue: VecDeque::new(),
                 accept_wakers: Vec::new(),
+                waiting_deadlines: VecDeque::new(),
+                queued_opens: HashMap::new(),
                 buffer_wakers: Vec::new(),
                 to_wake: Vec::new(),
                 final_frames: Vec::new(),
@@ -383,11 +406,16 @@ impl Session {
     /// Over QUIC there is no confirmation: the stream is opened (waiting while the peer's
     /// stream limit is reached) and announced to the peer at once.
     pub async fn open(&self) -> Result<Channel, Error> {
-        match &self.backend {
-            Backend::Mux(shared) => open_mux(shared).await,
-            #[cfg(feature = "quic")]
-            Backend::Quic(quic) => quic.open().await,
-        }
+        let open = async {
+            match &self.backend {
+                Backend::Mux(shared) => open_mux(shared).await,
+                #[cfg(feature = "quic")]
+                Backend::Quic(quic) => quic.open().await,
+            }
+        };
+        tokio::time::timeout(self.config().open_timeout, open)
+            .await
+            .unwrap_or(Err(Error::Timeout))
     }
 
     /// [`Session::open`] with a deadline: [`Error::Timeout`] when the peer has not answered in
@@ -461,11 +489,36 @@ impl Session {
 }
 
 async fn open_mux(shared: &Arc<Shared>) -> Result<Channel, Error> {
-    let id = {
+    let start = {
         let mut inner = shared.lock();
         match inner.proto.open() {
-            Ok(id) => id,
+            Ok(start) => start,
             Err(_) => return Err(inner.session_error()),
+        }
+    };
+    let id = match start {
+        OpenStart::Started(id) => id,
+        OpenStart::Queued(ticket) => {
+            // At the channel limit or out of budget: wait for a slot, in order.
+            let mut queued = QueuedOpen {
+                shared,
+                ticket: Some(ticket),
+            };
+            poll_fn(|cx| {
+                let mut inner = shared.lock();
+                if inner.error.is_some() {
+                    return Poll::Ready(Err(inner.session_error()));
+                }
+                let entry = inner.queued_opens.entry(ticket).or_default();
+                if let Some(id) = entry.1 {
+                    inner.queued_opens.remove(&ticket);
+                    queued.ticket = None;
+                    return Poll::Ready(Ok(id));
+                }
+                push_waker(&mut entry.0, cx);
+                Poll::Pending
+            })
+            .await?
         }
     };
     let mut pending = PendingOpen {
@@ -526,6 +579,26 @@ fn close_mux(shared: &Shared) {
     shared.ended.cancel();
 }
 
+/// Gives up a queued open when the future is dropped.
+struct QueuedOpen<'a> {
+    shared: &'a Shared,
+    ticket: Option<OpenTicket>,
+}
+
+impl Drop for QueuedOpen<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticket.take() {
+            let mut inner = self.shared.lock();
+            let started = inner.queued_opens.remove(&t).and_then(|(_, id)| id);
+            if !inner.proto.cancel_open(t) {
+                if let Some(id) = started {
+                    inner.proto.release(id);
+                }
+            }
+        }
+    }
+}
+
 /// Abandons an unfinished open when the future is dropped.
 struct PendingOpen<'a> {
     shared: &'a Shared,
@@ -572,7 +645,7 @@ where
         let Some(read) = read else {
             expire_accepts(&mut inner);
             armed = false;
-            if let Some(&(_, d, _)) = inner.accept_queue.front() {
+            if let Some(d) = next_deadline(&inner) {
                 timer.as_mut().reset(d);
                 armed = true;
             }
@@ -600,8 +673,9 @@ where
                 want = inner.proto.payload_remaining().clamp(READ_CHUNK, READ_MAX);
                 // Queue what arrived now, to see its deadlines (dropping the lock would too).
                 inner.dispatch(shared.config.accept_timeout);
+                note_waiting_opens(&mut inner, shared.config.accept_timeout);
                 if !armed {
-                    if let Some(&(_, d, _)) = inner.accept_queue.front() {
+                    if let Some(d) = next_deadline(&inner) {
                         timer.as_mut().reset(d);
                         armed = true;
                     }
@@ -712,10 +786,48 @@ async fn write_loop(shared: Arc<Shared>, reader_done: CancellationToken) {
     shared.finished.cancel();
 }
 
+/// Notes a deadline for the peer's OPENs that arrived waiting in the last input.
+fn note_waiting_opens(inner: &mut Inner, timeout: Duration) {
+    if inner.proto.opens_waiting() == 0 {
+        inner.waiting_deadlines.clear();
+        return;
+    }
+    let received = inner.proto.opens_received();
+    if inner
+        .waiting_deadlines
+        .back()
+        .is_none_or(|&(n, _)| n < received)
+    {
+        inner
+            .waiting_deadlines
+            .push_back((received, Instant::now() + timeout));
+    }
+}
+
+/// The earliest accept deadline, of a channel waiting for accept or an OPEN waiting unconfirmed.
+fn next_deadline(inner: &Inner) -> Option<Instant> {
+    let a = inner.accept_queue.front().map(|&(_, d, _)| d);
+    let w = inner.waiting_deadlines.front().map(|&(_, d)| d);
+    match (a, w) {
+        (Some(a), Some(w)) => Some(a.min(w)),
+        (a, w) => a.or(w),
+    }
+}
+
 /// Refuses incoming channels that waited too long for accept (closes those confirmed early
-/// whose acceptor went away).
+/// whose acceptor went away), and the peer's OPENs that waited too long unconfirmed.
 fn expire_accepts(inner: &mut Inner) {
     let now = Instant::now();
+    while let Some(&(received, deadline)) = inner.waiting_deadlines.front() {
+        if deadline > now {
+            break;
+        }
+        inner.waiting_deadlines.pop_front();
+        if inner.proto.opens_waiting() > 0 {
+            tracing::debug!("qmux: incoming OPENs waited too long unconfirmed");
+        }
+        inner.proto.refuse_waiting(received);
+    }
     while let Some(&(id, deadline, confirmed)) = inner.accept_queue.front() {
         if deadline > now {
             break;

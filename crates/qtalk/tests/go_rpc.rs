@@ -697,6 +697,7 @@ const GO_CALL_CASES: &[&str] = &[
     "bytes",
     "callback",
     "deadline",
+    "burst",
     "concurrent",
 ];
 

@@ -556,3 +556,47 @@ async fn callbacks_are_reachable_only_from_their_session() {
     within(5, "shutdown", server.shutdown(Duration::from_secs(1))).await;
     within(5, "serve returns", serving).await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_calls_started_at_once_all_succeed() {
+    let mux = RespondMux::new();
+    mux.handle(
+        "Upper",
+        func(|_c: Call, (s,): (String,)| async move { Ok::<_, String>(s.to_uppercase()) }),
+    )
+    .unwrap();
+    let server = Server::new(mux, Json);
+    let listener = qmux::Listener::bind_tcp("127.0.0.1:0", Default::default())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = tokio::spawn({
+        let server = server.clone();
+        async move { server.serve(listener).await }
+    });
+    let session = qmux::transport::connect_tcp(addr, Default::default())
+        .await
+        .unwrap();
+    let caller = Caller::new(session, Json);
+    let calls = (0..5000).map(|i| {
+        let caller = caller.clone();
+        async move {
+            caller
+                .call::<_, String>("Upper", &[format!("call {i}")])
+                .await
+        }
+    });
+    let results = within(60, "5000 calls", futures_util::future::join_all(calls)).await;
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 5000 failed, first: {}",
+        failed.len(),
+        failed[0]
+    );
+    for (i, r) in results.into_iter().enumerate() {
+        assert_eq!(r.unwrap(), format!("CALL {i}"));
+    }
+    within(5, "shutdown", server.shutdown(Duration::from_secs(1))).await;
+    within(5, "serve returns", serving).await.unwrap().unwrap();
+}
