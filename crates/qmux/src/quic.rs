@@ -75,16 +75,22 @@ const KEEP_ALIVE: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Transport limits derived from the session configuration: the channel window is the stream
-/// window, the connection may hold four windows in all, and the accept backlog bounds how many
-/// streams the peer may have open at once.
+/// window, the memory budget (less the send buffer) is the connection's receive window, and
+/// the channel limit bounds how many streams the peer may have open at once (QUIC makes the
+/// peer wait for more, as qmux leaves its OPENs unconfirmed).
 fn transport_config(config: &Config) -> quinn::TransportConfig {
     let window = u64::from(config.window_size());
+    let budget = config
+        .proto
+        .memory_budget
+        .saturating_sub(config.proto.send_buffer)
+        .max(config.window_size() as usize) as u64;
     let mut t = quinn::TransportConfig::default();
     t.stream_receive_window(VarInt::from_u32(config.window_size()))
-        .receive_window(VarInt::from_u64(window * 4).unwrap_or(VarInt::MAX))
+        .receive_window(VarInt::from_u64(budget).unwrap_or(VarInt::MAX))
         .send_window(window * 4)
         .max_concurrent_bidi_streams(VarInt::from_u32(
-            u32::try_from(config.proto.accept_backlog.max(1)).unwrap_or(u32::MAX),
+            u32::try_from(config.proto.max_channels.max(1)).unwrap_or(u32::MAX),
         ))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .keep_alive_interval(Some(KEEP_ALIVE))

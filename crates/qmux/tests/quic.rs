@@ -38,7 +38,7 @@ async fn basic_exchange_over_quic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_channels_interleaved_over_quic() {
     // More channels than the peer lets be open at once: opens wait for streams to end.
-    let (a, b) = quic_pair(Config::default().accept_backlog(16)).await;
+    let (a, b) = quic_pair(Config::default().max_channels(16)).await;
     tokio::spawn(echo_all(b.clone()));
     echo_interleaved(&a, 64, 40_000).await;
     a.close();

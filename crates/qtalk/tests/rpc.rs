@@ -418,39 +418,27 @@ async fn proxy_handler_forwards_unary_and_streams() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_serves_a_listener_and_shuts_down_gracefully() {
-    let mux = RespondMux::new();
-    mux.handle(
-        "Upper",
-        func(|_c: Call, (s,): (String,)| async move {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            Ok::<_, String>(s.to_uppercase())
-        }),
-    )
-    .unwrap();
-    let server = Server::new(mux, Json);
-    let listener = qmux::Listener::bind_tcp("127.0.0.1:0", Default::default())
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let serving = tokio::spawn({
-        let server = server.clone();
-        async move { server.serve(listener).await }
-    });
+    let (addr, server, mut started, go) = holding_server(|s| s).await;
     let session = qmux::transport::connect_tcp(addr, Default::default())
         .await
         .unwrap();
     let caller = Caller::new(session, Json);
     let in_flight = tokio::spawn({
         let caller = caller.clone();
-        async move { caller.call::<_, String>("Upper", &["slow"]).await }
+        async move { caller.call::<_, String>("Hold", &()).await }
     });
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    within(5, "call starts", started.recv()).await.unwrap();
     assert_eq!(server.calls_in_flight(), 1);
-    within(5, "shutdown", server.shutdown(Duration::from_secs(2))).await;
-    // The call in flight finished before the session was closed.
-    assert_eq!(in_flight.await.unwrap().unwrap(), "SLOW");
-    within(5, "serve returns", serving).await.unwrap().unwrap();
-    assert!(caller.call::<_, String>("Upper", &["x"]).await.is_err());
+    let shutdown = tokio::spawn({
+        let server = server.clone();
+        async move { server.shutdown(Duration::from_secs(30)).await }
+    });
+    // The call in flight finishes before the session is closed.
+    go.add_permits(1);
+    assert_eq!(in_flight.await.unwrap().unwrap(), "released");
+    within(5, "shutdown", shutdown).await.unwrap();
+    assert_eq!(server.calls_in_flight(), 0);
+    assert!(caller.call::<_, String>("Hold", &()).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -599,4 +587,113 @@ async fn five_thousand_calls_started_at_once_all_succeed() {
     }
     within(5, "shutdown", server.shutdown(Duration::from_secs(1))).await;
     within(5, "serve returns", serving).await.unwrap().unwrap();
+}
+
+/// A server whose `Hold` calls report that they started and then wait for the test's word.
+async fn holding_server(
+    limit: impl FnOnce(Server) -> Server,
+) -> (
+    std::net::SocketAddr,
+    Server,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+    Arc<tokio::sync::Semaphore>,
+) {
+    let (started_tx, started_rx) = tokio::sync::mpsc::unbounded_channel();
+    let go = Arc::new(tokio::sync::Semaphore::new(0));
+    let mux = RespondMux::new();
+    let g = go.clone();
+    mux.handle(
+        "Hold",
+        func(move |_c: Call, (): ()| {
+            let (started, go) = (started_tx.clone(), g.clone());
+            async move {
+                started.send(()).unwrap();
+                go.acquire().await.unwrap().forget();
+                Ok::<_, String>("released")
+            }
+        }),
+    )
+    .unwrap();
+    let server = limit(Server::new(mux, Json));
+    let listener = qmux::Listener::bind_tcp("127.0.0.1:0", Default::default())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn({
+        let server = server.clone();
+        async move { server.serve(listener).await }
+    });
+    (addr, server, started_rx, go)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_call_limit_calls_wait_instead_of_failing() {
+    let (addr, server, mut started, go) = holding_server(|s| s.max_calls(2)).await;
+    let session = qmux::transport::connect_tcp(addr, Default::default())
+        .await
+        .unwrap();
+    let caller = Caller::new(session, Json);
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let caller = caller.clone();
+            tokio::spawn(async move { caller.call::<_, String>("Hold", &()).await })
+        })
+        .collect();
+    within(5, "two calls start", async {
+        started.recv().await.unwrap();
+        started.recv().await.unwrap();
+    })
+    .await;
+    assert_eq!(server.calls_in_flight(), 2);
+    // The third starts only once one of the first two ends.
+    go.add_permits(1);
+    within(5, "third call starts", started.recv())
+        .await
+        .unwrap();
+    go.add_permits(2);
+    for c in calls {
+        assert_eq!(within(5, "call", c).await.unwrap().unwrap(), "released");
+    }
+    assert!(started.try_recv().is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_session_limit_new_sessions_wait_for_a_slot() {
+    let (addr, _server, mut started, go) = holding_server(|s| s.max_sessions(1)).await;
+    let first = Caller::new(
+        qmux::transport::connect_tcp(addr, Default::default())
+            .await
+            .unwrap(),
+        Json,
+    );
+    let held = tokio::spawn({
+        let first = first.clone();
+        async move { first.call::<_, String>("Hold", &()).await }
+    });
+    within(5, "first session's call", started.recv())
+        .await
+        .unwrap();
+    // The second connection is made (the kernel queues it) but not served yet.
+    let second = Caller::new(
+        qmux::transport::connect_tcp(addr, Default::default())
+            .await
+            .unwrap(),
+        Json,
+    );
+    let waiting = tokio::spawn({
+        let second = second.clone();
+        async move { second.call::<_, String>("Hold", &()).await }
+    });
+    go.add_permits(1);
+    assert_eq!(within(5, "first", held).await.unwrap().unwrap(), "released");
+    first.session().close();
+    // Once the first session ended, the second is served.
+    within(5, "second session's call", started.recv())
+        .await
+        .unwrap();
+    go.add_permits(1);
+    assert_eq!(
+        within(5, "second", waiting).await.unwrap().unwrap(),
+        "released"
+    );
 }

@@ -1,8 +1,11 @@
 //! Running handlers: [`Peer`] (one session that calls and responds) and [`Server`].
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
@@ -14,8 +17,49 @@ use crate::rpc::frame::FrameReader;
 use crate::rpc::handler::{respond_fallback, Call, Handler, Responder, Slot};
 use crate::rpc::{clean_selector, CallHeader, Caller, Error, MuxError, Options, RespondMux};
 
+/// A limit shared by the sessions of a [`Server`]: a semaphore, and whether the last attempt
+/// found it exhausted (so that reaching it is logged once, not once per call).
+struct Limit {
+    what: &'static str,
+    max: usize,
+    permits: Arc<Semaphore>,
+    saturated: AtomicBool,
+}
+
+impl Limit {
+    fn new(what: &'static str, max: usize) -> Arc<Limit> {
+        Arc::new(Limit {
+            what,
+            max,
+            permits: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
+            saturated: AtomicBool::new(false),
+        })
+    }
+
+    /// A permit, waiting (and saying so once) while the limit is reached.
+    async fn acquire(&self) -> OwnedSemaphorePermit {
+        if let Ok(p) = self.permits.clone().try_acquire_owned() {
+            self.saturated.store(false, Ordering::Relaxed);
+            return p;
+        }
+        if !self.saturated.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                limit = self.max,
+                "qtalk server: {} {} at once, the configured limit; more wait",
+                self.max,
+                self.what
+            );
+        }
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+}
+
 /// Serves every channel the peer of `session` opens as a call to `handler`, one task per call,
-/// until the session ends or `stop` is cancelled.
+/// until the session ends or `stop` is cancelled. With `calls`, each call holds a permit.
 async fn serve_session(
     session: qmux::Session,
     handler: Arc<dyn Handler>,
@@ -23,6 +67,7 @@ async fn serve_session(
     options: Arc<Options>,
     tracker: TaskTracker,
     stop: CancellationToken,
+    calls: Option<Arc<Limit>>,
 ) {
     loop {
         let ch = tokio::select! {
@@ -30,12 +75,20 @@ async fn serve_session(
             ch = session.accept() => ch,
         };
         let Some(ch) = ch else { return };
-        tracker.spawn(respond_call(
-            ch,
-            handler.clone(),
-            caller.clone(),
-            options.clone(),
-        ));
+        // At the limit this call waits here, and the session's next channels wait to be
+        // accepted: its peer is slowed down, other sessions keep their calls.
+        let permit = match &calls {
+            Some(limit) => tokio::select! {
+                _ = stop.cancelled() => return,
+                p = limit.acquire() => Some(p),
+            },
+            None => None,
+        };
+        let call = respond_call(ch, handler.clone(), caller.clone(), options.clone());
+        tracker.spawn(async move {
+            call.await;
+            drop(permit);
+        });
     }
 }
 
@@ -254,6 +307,7 @@ impl Peer {
             self.options.clone(),
             self.tracker.clone(),
             self.stop.clone(),
+            None,
         );
         tokio::spawn(serve);
     }
@@ -289,6 +343,11 @@ impl Peer {
 /// server.serve(listener).await
 /// # }
 /// ```
+///
+/// Limits shared by all its sessions: [`Server::max_sessions`] (default
+/// [`DEFAULT_MAX_SESSIONS`]) and [`Server::max_calls`] (default [`DEFAULT_MAX_CALLS`]). At
+/// either, the server slows down rather than refusing: it stops accepting connections, or
+/// calls, until one ends, and logs a warning once each time the limit is reached.
 #[derive(Clone)]
 pub struct Server {
     handler: Arc<dyn Handler>,
@@ -297,7 +356,15 @@ pub struct Server {
     tracker: TaskTracker,
     stop: CancellationToken,
     sessions: Arc<Mutex<Vec<qmux::Session>>>,
+    session_limit: Arc<Limit>,
+    call_limit: Arc<Limit>,
 }
+
+/// Sessions a [`Server`] serves at once by default.
+pub const DEFAULT_MAX_SESSIONS: usize = 16 * 1024;
+
+/// Calls a [`Server`] runs at once across all its sessions by default.
+pub const DEFAULT_MAX_CALLS: usize = 64 * 1024;
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -326,24 +393,49 @@ impl Server {
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
             sessions: Arc::new(Mutex::new(Vec::new())),
+            session_limit: Limit::new("sessions", DEFAULT_MAX_SESSIONS),
+            call_limit: Limit::new("calls", DEFAULT_MAX_CALLS),
         }
+    }
+
+    /// Sessions served at once (default [`DEFAULT_MAX_SESSIONS`]); at the limit, `serve` stops
+    /// accepting until a session ends. Set it before serving.
+    pub fn max_sessions(mut self, sessions: usize) -> Server {
+        self.session_limit = Limit::new("sessions", sessions.max(1));
+        self
+    }
+
+    /// Calls run at once across all sessions (default [`DEFAULT_MAX_CALLS`]); at the limit,
+    /// new calls wait unaccepted until one ends. Set it before serving.
+    pub fn max_calls(mut self, calls: usize) -> Server {
+        self.call_limit = Limit::new("calls", calls.max(1));
+        self
     }
 
     /// Accepts sessions from `listener` and serves each, until [`Server::shutdown`] or an
     /// accept error.
     pub async fn serve(&self, listener: qmux::Listener) -> std::io::Result<()> {
         loop {
+            let permit = tokio::select! {
+                _ = self.stop.cancelled() => return Ok(()),
+                p = self.session_limit.acquire() => p,
+            };
             let session = tokio::select! {
                 _ = self.stop.cancelled() => return Ok(()),
                 s = listener.accept() => s?,
             };
-            self.respond(session);
+            self.respond_with(session, Some(permit));
         }
     }
 
     /// Serves calls arriving on one session (in the background). The handlers' callers
-    /// reach the session's peer.
+    /// reach the session's peer. It counts towards [`Server::max_sessions`] once a slot is
+    /// free (it waits for one).
     pub fn respond(&self, session: qmux::Session) {
+        self.respond_with(session, None);
+    }
+
+    fn respond_with(&self, session: qmux::Session, permit: Option<OwnedSemaphorePermit>) {
         {
             let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
             sessions.retain(|s| !s.is_closed());
@@ -351,14 +443,23 @@ impl Server {
         }
         let caller =
             Caller::with_options(session.clone(), self.codec.clone(), (*self.options).clone());
-        tokio::spawn(serve_session(
+        let serve = serve_session(
             session,
             self.handler.clone(),
             caller,
             self.options.clone(),
             self.tracker.clone(),
             self.stop.clone(),
-        ));
+            Some(self.call_limit.clone()),
+        );
+        let sessions = self.session_limit.clone();
+        tokio::spawn(async move {
+            let _permit = match permit {
+                Some(p) => p,
+                None => sessions.acquire().await,
+            };
+            serve.await;
+        });
     }
 
     /// Stops accepting sessions and calls, waits up to `grace` for calls in flight, then
