@@ -22,6 +22,10 @@ pub struct Config {
     pub(crate) accept_timeout: Duration,
     pub(crate) close_timeout: Duration,
     pub(crate) open_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) max_handshakes: usize,
+    pub(crate) keep_alive: Duration,
+    pub(crate) idle_timeout: Duration,
 }
 
 impl Default for Config {
@@ -31,6 +35,10 @@ impl Default for Config {
             accept_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(5),
             open_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            max_handshakes: 256,
+            keep_alive: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -119,6 +127,32 @@ impl Config {
     /// queued (default 5 s).
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
+        self
+    }
+
+    /// How long a listener gives a connection to finish its WebSocket, TLS or QUIC handshake
+    /// (default 10 s); slower ones are dropped.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Handshakes a listener runs at once (default 256); past it, new connections wait (in
+    /// the kernel's backlog, or QUIC's) until one finishes.
+    pub fn max_handshakes(mut self, handshakes: usize) -> Self {
+        self.max_handshakes = handshakes.max(1);
+        self
+    }
+
+    /// Over QUIC: how often an idle connection sends a keep-alive (default 10 s).
+    pub fn keep_alive(mut self, interval: Duration) -> Self {
+        self.keep_alive = interval;
+        self
+    }
+
+    /// Over QUIC: a peer silent for this long is gone (default 30 s).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
         self
     }
 

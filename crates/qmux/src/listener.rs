@@ -51,8 +51,9 @@ impl Handshaking {
     async fn accept(&self, config: &Config) -> io::Result<Session> {
         let mut pending = self.pending.lock().await;
         loop {
+            let room = pending.len() < config.max_handshakes;
             tokio::select! {
-                accepted = self.tcp.accept() => {
+                accepted = self.tcp.accept(), if room => {
                     let (stream, peer) = accepted?;
                     let config = config.clone();
                     match self.handshake.clone() {

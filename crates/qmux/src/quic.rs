@@ -48,7 +48,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use quinn::{ConnectionError, VarInt};
@@ -69,10 +68,6 @@ const CLOSE_CODE: u32 = 42;
 const CLOSE_REASON: &[u8] = b"close connection";
 /// The byte that announces a new stream.
 const OPEN_MARKER: &[u8] = b"!";
-/// Keep-alive, so an idle session outlives QUIC's idle timeout.
-const KEEP_ALIVE: Duration = Duration::from_secs(10);
-/// A peer silent for this long is gone.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Transport limits derived from the session configuration: the channel window is the stream
 /// window, the memory budget (less the send buffer) is the connection's receive window, and
@@ -93,12 +88,9 @@ fn transport_config(config: &Config) -> quinn::TransportConfig {
             u32::try_from(config.proto.max_channels.max(1)).unwrap_or(u32::MAX),
         ))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
-        .keep_alive_interval(Some(KEEP_ALIVE))
-        .max_idle_timeout(Some(
-            IDLE_TIMEOUT
-                .try_into()
-                .expect("30 s is a valid idle timeout"),
-        ));
+        .keep_alive_interval(Some(config.keep_alive))
+        // Past QUIC's largest idle timeout (2^62 ms), none.
+        .max_idle_timeout(config.idle_timeout.try_into().ok());
     t
 }
 
@@ -522,18 +514,24 @@ impl QuicListener {
     /// logged (debug) and skipped.
     pub(crate) async fn accept(&self, config: &Config) -> io::Result<Session> {
         let mut handshakes = self.handshakes.lock().await;
+        let limit = config.handshake_timeout;
         loop {
+            let room = handshakes.len() < config.max_handshakes;
             tokio::select! {
-                incoming = self.endpoint.accept() => {
+                incoming = self.endpoint.accept(), if room => {
                     let Some(incoming) = incoming else {
                         return Err(io::Error::new(io::ErrorKind::NotConnected, "quic: endpoint closed"));
                     };
                     handshakes.spawn(async move {
                         let peer = incoming.remote_address();
-                        match incoming.await {
-                            Ok(conn) => Some(conn),
-                            Err(e) => {
+                        match tokio::time::timeout(limit, incoming).await {
+                            Ok(Ok(conn)) => Some(conn),
+                            Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "qmux: QUIC handshake failed");
+                                None
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "qmux: QUIC handshake timed out");
                                 None
                             }
                         }

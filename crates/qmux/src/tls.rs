@@ -211,8 +211,8 @@ where
         .await
 }
 
-/// The server side of a TLS connection for a listener: the handshake within 10 s, then a
-/// session; `None` (logged at debug level) when the handshake fails.
+/// The server side of a TLS connection for a listener: the handshake within the configured
+/// handshake timeout, then a session; `None` (logged at debug level) when the handshake fails.
 pub(crate) async fn server_session(
     stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
@@ -220,7 +220,7 @@ pub(crate) async fn server_session(
     config: crate::Config,
 ) -> Option<crate::Session> {
     let _ = stream.set_nodelay(true);
-    match tokio::time::timeout(std::time::Duration::from_secs(10), tls.accept(stream)).await {
+    match tokio::time::timeout(config.handshake_timeout, tls.accept(stream)).await {
         Ok(Ok(stream)) => Some(crate::Session::new(stream, config)),
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "qmux: TLS handshake failed");

@@ -102,3 +102,33 @@ async fn failed_handshakes_are_skipped_and_untrusted_servers_refused() {
     within(5, "accepted", accepting).await.unwrap().unwrap();
     good.close();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_dropped_at_the_handshake_deadline_and_holds_up_no_one_for_longer() {
+    use tokio::io::AsyncReadExt;
+    let (server_tls, client_tls) = identity();
+    // One handshake at a time, 300 ms each.
+    let config = Config::default()
+        .max_handshakes(1)
+        .handshake_timeout(std::time::Duration::from_millis(300));
+    let listener = Listener::bind_tls("127.0.0.1:0", server_tls, config)
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepting = tokio::spawn(async move { listener.accept().await.map(|_| ()) });
+    // A slowloris client: connects and says nothing. It takes the only handshake slot.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let honest = tokio::spawn(qmux::transport::connect_tls(
+        addr,
+        "localhost",
+        client_tls,
+        Config::default(),
+    ));
+    // The server gives up on the silent one (closes it)...
+    let mut buf = [0u8; 64];
+    let n = within(5, "silent connection closed", silent.read(&mut buf)).await;
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    // ...and then serves the honest client.
+    within(5, "honest client", honest).await.unwrap().unwrap();
+    within(5, "accepted", accepting).await.unwrap().unwrap();
+}

@@ -195,8 +195,7 @@ async fn main() -> ExitCode {
 
     let mut attacks = Vec::with_capacity(args.sessions);
     for _ in 0..args.sessions {
-        let session = match qmux::transport::connect_tcp(args.addr.as_str(), config.clone()).await
-        {
+        let session = match qmux::transport::connect_tcp(args.addr.as_str(), config.clone()).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("busy_channels: cannot connect to {}: {e}", args.addr);

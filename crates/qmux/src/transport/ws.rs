@@ -36,7 +36,6 @@
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_core::Stream;
@@ -58,7 +57,6 @@ const MAX_MESSAGE: usize = 1 << 20;
 /// Time a connecting client has to complete the WebSocket handshake with a [`Listener`].
 ///
 /// [`Listener`]: crate::Listener
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connects to a `ws://HOST[:PORT][/PATH]` URL (port 80 and path `/` by default) and runs a
 /// session over the WebSocket.
@@ -342,7 +340,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsIo<S> {
 /// The WebSocket side of [`Listener`](crate::Listener): TCP connections are upgraded in
 /// tasks of their own, so a slow client never holds up the others.
 /// The server side of a WebSocket connection for a listener: the upgrade (any path, no
-/// `Origin` required), within [`HANDSHAKE_TIMEOUT`] together with `tls` when given; `None`
+/// `Origin` required), within the configured handshake timeout, together with `tls` when given; `None`
 /// (logged at debug level) when either fails.
 pub(crate) async fn server_session(
     stream: TcpStream,
@@ -351,6 +349,7 @@ pub(crate) async fn server_session(
     config: Config,
 ) -> Option<Session> {
     let _ = stream.set_nodelay(true);
+    let limit = config.handshake_timeout;
     let handshake = async {
         #[cfg(feature = "tls")]
         if let Some(tls) = tls {
@@ -359,7 +358,7 @@ pub(crate) async fn server_session(
         }
         accept_ws(stream, config).await
     };
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+    match tokio::time::timeout(limit, handshake).await {
         Ok(Ok(session)) => Some(session),
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "qmux: WebSocket handshake failed");
