@@ -51,7 +51,7 @@ trap cleanup EXIT
 
 # status_kib PID FIELD: a field of /proc/PID/status in KiB (0 when gone).
 status_kib() {
-    cat "/proc/$1/status" 2>/dev/null |
+    { cat "/proc/$1/status" 2>/dev/null || true; } |
         awk -v f="$2:" '$1 == f { print $2; found = 1 } END { if (!found) print 0 }'
 }
 

@@ -54,9 +54,6 @@ use crate::{Config, Session};
 /// Largest message sent: a bigger write is sent as several messages (receivers may buffer a
 /// whole message before delivering any of it).
 const MAX_MESSAGE: usize = 1 << 20;
-/// Time a connecting client has to complete the WebSocket handshake with a [`Listener`].
-///
-/// [`Listener`]: crate::Listener
 
 /// Connects to a `ws://HOST[:PORT][/PATH]` URL (port 80 and path `/` by default) and runs a
 /// session over the WebSocket.
