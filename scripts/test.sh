@@ -51,6 +51,13 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --lock
 echo "== cargo test"
 cargo test --workspace --locked
 
+echo "== fuzz targets (30 s each)"
+if cargo +nightly --version >/dev/null 2>&1 && cargo fuzz --version >/dev/null 2>&1; then
+  bash fuzz/run.sh
+else
+  echo "NOTICE: fuzzing SKIPPED: it needs a nightly toolchain and cargo-fuzz (see fuzz/README.md)"
+fi
+
 ran=$(grep -c '^ran ' "$tally" 2>/dev/null || true)
 skipped=$(grep -c '^skipped ' "$tally" 2>/dev/null || true)
 echo "Go-peer interop: ${ran:-0} ran, ${skipped:-0} skipped"

@@ -137,3 +137,30 @@ impl FrameReader {
         !self.head.is_empty() || !self.assembly.is_empty()
     }
 }
+
+/// Reads every rpc frame out of `chunks`, as they would arrive on a channel, with `max` as the
+/// frame limit: the entry point of the rpc frame reader's fuzz target (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn fuzz_read_frames(chunks: Vec<Bytes>, max: u32) -> Result<Vec<Bytes>, Error> {
+    struct Chunks(std::collections::VecDeque<Bytes>);
+    impl ChunkSource for Chunks {
+        async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+            Ok(self.0.pop_front())
+        }
+    }
+    let mut src = Chunks(chunks.into());
+    let mut reader = FrameReader::new(max);
+    let mut frames = Vec::new();
+    loop {
+        // The source never waits, so one poll finishes each frame.
+        let mut next = std::pin::pin!(reader.next(&mut src));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::future::Future::poll(next.as_mut(), &mut cx) {
+            std::task::Poll::Ready(Ok(Some(f))) => frames.push(f),
+            std::task::Poll::Ready(Ok(None)) => return Ok(frames),
+            std::task::Poll::Ready(Err(e)) => return Err(e),
+            std::task::Poll::Pending => unreachable!("the source is always ready"),
+        }
+    }
+}

@@ -29,6 +29,9 @@ use serde::{Deserialize, Serialize};
 pub use args::Params;
 pub use callback::Callback;
 pub use caller::{Caller, Request, Response};
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use frame::fuzz_read_frames;
 pub use frame::{encode_frame, DEFAULT_MAX_FRAME};
 pub use handler::{
     func, handler_fn, proxy_handler, BoxFuture, Call, Continued, Handler, HandlerFn, Responder,
