@@ -22,7 +22,8 @@ fuzz_target!(|data: &[u8]| {
         send_buffer: 64 * 1024,
         id_reuse_delay: (mode & 3) as usize,
     };
-    let limit = config.memory_budget - config.send_buffer + config.window as usize;
+    let floor = config.max_channels * qmux_proto::FLOOR_WINDOW.min(config.window) as usize;
+    let limit = config.memory_budget - config.send_buffer + floor;
     let mut s = Session::new(config);
     let step = 1 + (mode >> 2) as usize;
     let mut buf = BytesMut::new();

@@ -33,5 +33,5 @@ mod session;
 pub use error::{ChannelError, ProtocolError};
 pub use frame::Frame;
 pub use session::{
-    ChannelId, Config, Event, OpenStart, OpenStatus, OpenTicket, ReadOutcome, Session,
+    ChannelId, Config, Event, OpenStart, OpenStatus, OpenTicket, ReadOutcome, Session, FLOOR_WINDOW,
 };

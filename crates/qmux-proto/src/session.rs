@@ -37,13 +37,13 @@ pub struct Config {
     /// Channels that may hold an id at once, opened by either side. Past it, the peer's OPENs
     /// wait unconfirmed and our own opens wait for a free slot.
     pub max_channels: usize,
-    /// OPENs from the peer that may wait unconfirmed (for a slot, the backlog or the budget);
+    /// OPENs from the peer that may wait unconfirmed (for a slot or the accept backlog);
     /// further OPENs are refused (OPEN_FAILURE). Each costs a few bytes.
     pub open_queue: usize,
     /// Memory budget of the session, in bytes: the receive windows granted on all channels
     /// (what the peer may send and what waits to be read) plus `send_buffer`. A channel gets
-    /// a full `window` while the budget allows, a smaller one (at least 64 KiB or `window`)
-    /// when it is short, and waits for its OPEN (either side's) while it is spent.
+    /// a full `window` while the budget allows, a smaller one (at least 64 KiB) when it is
+    /// short, and [`FLOOR_WINDOW`] once it is spent; short windows grow back as it frees up.
     pub memory_budget: usize,
     /// Bytes of frames that may wait for the transport before channel writes are held back.
     pub send_buffer: usize,
@@ -84,7 +84,7 @@ pub enum Event {
     Writable(ChannelId),
 }
 
-/// A place in the queue of this side's opens waiting for a channel slot or budget.
+/// A place in the queue of this side's opens waiting for a channel slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OpenTicket(u64);
 
@@ -93,7 +93,7 @@ pub struct OpenTicket(u64);
 pub enum OpenStart {
     /// The OPEN is queued to send on this channel.
     Started(ChannelId),
-    /// The session is at its channel limit or out of budget: [`Event::OpenStarted`] follows
+    /// The session is at its channel limit: [`Event::OpenStarted`] follows
     /// when a slot frees (or [`Session::cancel_open`] gives up).
     Queued(OpenTicket),
 }
@@ -108,8 +108,13 @@ struct WaitingOpen {
     seq: u64,
 }
 
-/// Smallest receive window granted when the budget is short.
+/// Smallest share of the budget a channel gets while the budget is short.
 const MIN_GRANT: u32 = 64 * 1024;
+/// The window of a channel opened once the budget is spent: channels are never held back by
+/// the budget (a peer waiting for its own channels could deadlock), they start this small and
+/// grow as the budget frees up. What a session can hold is thus bounded by the budget plus
+/// `max_channels` times this.
+pub const FLOOR_WINDOW: u32 = 4 * 1024;
 
 /// Outcome of [`Session::read`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -473,8 +478,8 @@ impl Session {
 
     // ----- opening -----
 
-    /// Starts opening a channel: queues an OPEN at once when a channel slot and budget are
-    /// free, else queues the open itself. Watch for [`Event::OpenStarted`] (queued opens) and
+    /// Starts opening a channel: queues an OPEN at once when a channel slot is free, else
+    /// queues the open itself. Watch for [`Event::OpenStarted`] (queued opens) and
     /// [`Event::OpenReply`], and check [`Session::open_status`].
     pub fn open(&mut self) -> Result<OpenStart, ChannelError> {
         if self.ended {
@@ -514,8 +519,9 @@ impl Session {
         id
     }
 
-    /// The window a new channel gets now, or `None` while the channel limit (or, for the
-    /// peer's channels, the accept backlog) or the budget does not allow one.
+    /// The window a new channel gets now (smaller while the budget is short, see
+    /// [`FLOOR_WINDOW`]), or `None` while the channel limit (or, for the peer's channels, the
+    /// accept backlog) does not allow one.
     fn room(&self, incoming: bool) -> Option<u32> {
         if self.live >= self.config.max_channels
             || (incoming && self.incoming >= self.config.accept_backlog)
@@ -529,18 +535,14 @@ impl Session {
         let left = budget.saturating_sub(self.reserved);
         let want = self.config.window;
         let grant = u32::try_from(left).unwrap_or(u32::MAX).min(want);
-        let floor = want.min(MIN_GRANT);
-        if grant >= floor {
+        if grant >= want.min(MIN_GRANT) {
             Some(grant)
-        } else if self.reserved == 0 {
-            // A budget smaller than one window still lets one channel through at a time.
-            Some(floor)
         } else {
-            None
+            Some(want.min(FLOOR_WINDOW))
         }
     }
 
-    /// Admits waiting opens (either side's, alternating) while slots and budget allow.
+    /// Admits waiting opens (either side's, alternating) while slots allow.
     fn admit(&mut self) {
         if self.ended {
             return;

@@ -310,12 +310,13 @@ impl Driver {
             "{} channels waiting for accept",
             self.incoming.len()
         );
-        // Everything granted stays within the memory budget (one window of slack: a budget
-        // smaller than a window still lets one channel through).
+        // Everything granted stays within the memory budget, plus the floor window of each
+        // channel opened once it was spent.
         let c = config();
+        let floor = c.max_channels * qmux_proto::FLOOR_WINDOW.min(WINDOW) as usize;
         assert!(
             held <= self.session.reserved()
-                && self.session.reserved() <= c.memory_budget - c.send_buffer + WINDOW as usize,
+                && self.session.reserved() <= c.memory_budget - c.send_buffer + floor,
             "{held} bytes held, {} reserved",
             self.session.reserved()
         );

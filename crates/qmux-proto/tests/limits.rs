@@ -135,16 +135,15 @@ fn waiting_opens_are_refused_when_their_time_is_up() {
 }
 
 #[test]
-fn the_budget_shrinks_windows_then_holds_opens_back() {
+fn the_budget_shrinks_windows_down_to_the_floor() {
     // Room for two full windows and a half.
     let mut cfg = config(100, 2);
     cfg.memory_budget += WINDOW as usize / 2;
     let budget = cfg.memory_budget;
     let mut s = Session::new(cfg);
-    feed(&mut s, &[open(0), open(1), open(2), open(3)]);
+    feed(&mut s, &[open(0), open(1), open(2), open(3), open(4)]);
     let ids = incoming(&mut s);
-    assert_eq!(ids.len(), 3, "two full windows and one smaller one");
-    assert_eq!(s.opens_waiting(), 1);
+    assert_eq!(ids.len(), 5, "the budget never holds a channel back");
     for &id in &ids {
         s.accept(id).unwrap();
     }
@@ -155,8 +154,10 @@ fn the_budget_shrinks_windows_then_holds_opens_back() {
             _ => None,
         })
         .collect();
-    assert_eq!(windows, [WINDOW, WINDOW, WINDOW / 2]);
-    assert_eq!(s.reserved(), 2 * WINDOW as usize + WINDOW as usize / 2);
+    let floor = qmux_proto::FLOOR_WINDOW;
+    assert_eq!(windows, [WINDOW, WINDOW, WINDOW / 2, floor, floor]);
+    let granted = 2 * WINDOW as usize + WINDOW as usize / 2 + 2 * floor as usize;
+    assert_eq!(s.reserved(), granted);
 
     // The peer fills the first channel; what it sends stays within the grants.
     let data = Frame::Data {
@@ -165,19 +166,27 @@ fn the_budget_shrinks_windows_then_holds_opens_back() {
     };
     feed(&mut s, &vec![data; 8]);
     assert_eq!(s.buffered(ids[0]), WINDOW as usize);
-    assert!(s.reserved() <= budget - SEND_BUFFER);
+    assert!(s.reserved() <= budget - SEND_BUFFER + 2 * floor as usize);
 
-    // Releasing a channel frees its share: the waiting OPEN gets in.
+    // Releasing a channel frees its share: the next channel gets it (less what the floor
+    // windows took).
     s.release(ids[0]);
     feed(
         &mut s,
-        &[Frame::Close {
-            recipient_id: ids[0],
-        }],
+        &[
+            Frame::Close {
+                recipient_id: ids[0],
+            },
+            open(5),
+        ],
     );
     let next = incoming(&mut s);
-    assert_eq!(next.len(), 1);
-    assert_eq!(s.opens_waiting(), 0);
+    s.accept(next[0]).unwrap();
+    let window = sent(&mut s).into_iter().find_map(|f| match f {
+        Frame::OpenConfirm { window, .. } => Some(window),
+        _ => None,
+    });
+    assert_eq!(window, Some(WINDOW - 2 * floor));
 }
 
 #[test]

@@ -75,7 +75,7 @@ impl Config {
         self
     }
 
-    /// OPENs from the peer that may wait unconfirmed for a slot, the backlog or the budget
+    /// OPENs from the peer that may wait unconfirmed for a slot or the accept backlog
     /// (default 16384, a few bytes each); further OPENs are refused with OPEN_FAILURE, as are
     /// those still waiting after the accept timeout.
     pub fn open_queue(mut self, opens: usize) -> Self {
@@ -85,9 +85,10 @@ impl Config {
 
     /// Memory budget of the session (default 32 MiB): the receive windows granted on all its
     /// channels plus the send buffer. Channels get a full window while it allows, a smaller
-    /// one (at least 64 KiB) when it is short, and wait for their OPEN (either side's) while
-    /// it is spent; reads give window back. What the peer can make this session hold is
-    /// bounded by it.
+    /// one (at least 64 KiB) when it is short, and 4 KiB
+    /// ([`FLOOR_WINDOW`](qmux_proto::FLOOR_WINDOW)) once it is spent; short windows grow back
+    /// as reads free it. What the peer can make this session hold is bounded by the budget
+    /// plus 4 KiB per channel (at most [`max_channels`](Config::max_channels)).
     pub fn memory_budget(mut self, bytes: usize) -> Self {
         self.proto.memory_budget = bytes;
         self
