@@ -9,11 +9,12 @@ use bytes::Bytes;
 use qmux_proto::{ChannelId, ReadOutcome};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::session::Shared;
+use crate::session::Owner;
 
-/// The channel's id and session; releases the channel when dropped.
+/// The channel's id and session; releases the channel when dropped (the CLOSE it queues is
+/// left to the session's writer task). Holding it keeps the session open.
 struct Handle {
-    shared: Arc<Shared>,
+    shared: Arc<Owner>,
     id: ChannelId,
 }
 
@@ -26,18 +27,18 @@ impl Drop for Handle {
 impl Handle {
     fn close_write(&self) -> io::Result<()> {
         let mut inner = self.shared.lock();
-        inner
-            .proto
-            .close_write(self.id)
-            .map_err(|e| inner.channel_error(e))
+        let res = inner.proto.close_write(self.id);
+        let res = res.map_err(|e| inner.channel_error(e));
+        inner.flush();
+        res
     }
 
     fn close(&self) -> io::Result<()> {
         let mut inner = self.shared.lock();
-        inner
-            .proto
-            .close(self.id)
-            .map_err(|e| inner.channel_error(e))
+        let res = inner.proto.close(self.id);
+        let res = res.map_err(|e| inner.channel_error(e));
+        inner.flush();
+        res
     }
 
     /// Ready once the peer sent CLOSE or the session ended.
@@ -87,14 +88,16 @@ impl Handle {
             return Poll::Ready(Ok(0));
         }
         let mut inner = self.shared.lock();
-        match inner.proto.send(self.id, data) {
+        let res = match inner.proto.send(self.id, data) {
             Ok(0) => {
                 inner.register_write(self.id, cx);
                 Poll::Pending
             }
             Ok(n) => Poll::Ready(Ok(n)),
             Err(e) => Poll::Ready(Err(inner.channel_error(e))),
-        }
+        };
+        inner.flush();
+        res
     }
 
     fn poll_write_bytes(&self, cx: &mut Context<'_>, data: &mut Bytes) -> Poll<io::Result<()>> {
@@ -110,22 +113,26 @@ impl Handle {
         close: bool,
     ) -> Poll<io::Result<()>> {
         let mut inner = self.shared.lock();
-        while !data.is_empty() {
+        let res = loop {
+            if data.is_empty() {
+                let closed = if close {
+                    inner.proto.close(self.id)
+                } else {
+                    Ok(())
+                };
+                break Poll::Ready(closed.map_err(|e| inner.channel_error(e)));
+            }
             match inner.proto.send_bytes(self.id, data) {
                 Ok(0) => {
                     inner.register_write(self.id, cx);
-                    return Poll::Pending;
+                    break Poll::Pending;
                 }
                 Ok(_) => {}
-                Err(e) => return Poll::Ready(Err(inner.channel_error(e))),
+                Err(e) => break Poll::Ready(Err(inner.channel_error(e))),
             }
-        }
-        if close {
-            if let Err(e) = inner.proto.close(self.id) {
-                return Poll::Ready(Err(inner.channel_error(e)));
-            }
-        }
-        Poll::Ready(Ok(()))
+        };
+        inner.flush();
+        res
     }
 }
 
@@ -198,7 +205,7 @@ impl std::fmt::Debug for Channel {
 }
 
 impl Channel {
-    pub(crate) fn new(shared: Arc<Shared>, id: ChannelId) -> Self {
+    pub(crate) fn new(shared: Arc<Owner>, id: ChannelId) -> Self {
         Channel {
             repr: Repr::Mux(Handle { shared, id }),
         }

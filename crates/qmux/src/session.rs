@@ -35,9 +35,14 @@ const READ_MAX: usize = 1024 * 1024;
 ///
 /// Either side may [`open`](Session::open) channels and [`accept`](Session::accept) the
 /// peer's. The handle is cheap to clone; the session runs until [`close`](Session::close) is
-/// called, the transport ends, or the peer breaks the protocol. [`wait`](Session::wait) reports
-/// why it ended. Dropping every handle does not end the session while channels or its tasks run;
-/// call `close` to end it.
+/// called, the transport ends, the peer breaks the protocol, or the last handle (every clone
+/// of the `Session` and every [`Channel`]) is dropped, which closes it as `close` does.
+/// [`wait`](Session::wait) reports why it ended.
+///
+/// Over qmux a session runs two tasks, spawned by [`Session::new`]: a reader (it reads the
+/// transport and refuses channels not accepted in time) and a writer (it writes what the
+/// handles queue, unless a write path wrote it inline, and shuts the transport down at the
+/// end). Both end when the session ends. Over QUIC, quinn runs the connection.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -73,7 +78,7 @@ pub struct Session {
 /// What carries the channels: qmux frames over a byte stream, or QUIC streams.
 #[derive(Clone)]
 enum Backend {
-    Mux(Arc<Shared>),
+    Mux(Arc<Owner>),
     #[cfg(feature = "quic")]
     Quic(Arc<crate::quic::QuicSession>),
 }
@@ -89,6 +94,26 @@ impl std::fmt::Debug for Session {
             .field("base", &base)
             .field("ended", &self.is_closed())
             .finish_non_exhaustive()
+    }
+}
+
+/// What the application's handles (sessions and channels) hold of a qmux session: when the
+/// last one goes, the session closes as by [`Session::close`] (the tasks, which hold only
+/// [`Shared`], flush what is queued, shut the transport down and end).
+pub(crate) struct Owner {
+    shared: Arc<Shared>,
+}
+
+impl std::ops::Deref for Owner {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        close_mux(&self.shared);
     }
 }
 
@@ -251,7 +276,11 @@ impl Inner {
     }
 }
 
-/// A locked view of the session state; wakes whoever needs waking when dropped.
+/// A locked view of the session state. Releasing it (dropping it, or [`Locked::flush`])
+/// turns protocol events into wake-ups and fires them once unlocked. Dropping never writes:
+/// frames it finds queued are left to the writer task. Write paths call [`Locked::flush`]
+/// instead, which writes small amounts inline when the transport is idle (saving a task
+/// wake-up per exchange).
 pub(crate) struct Locked<'a> {
     guard: Option<MutexGuard<'a, Inner>>,
     shared: &'a Shared,
@@ -272,12 +301,28 @@ impl std::ops::DerefMut for Locked<'_> {
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
+        self.release(false);
+    }
+}
+
+impl Locked<'_> {
+    /// Unlocks, writing the frames queued so far from this task when they are few and the
+    /// transport is idle, else waking the writer task for them. Only the session's write
+    /// paths (channel writes and closes, opens, accepts, the reader's replies) call it.
+    pub(crate) fn flush(mut self) {
+        self.release(true);
+    }
+
+    fn release(&mut self, inline: bool) {
         let Some(mut g) = self.guard.take() else {
             return;
         };
         g.dispatch(self.shared.config.accept_timeout);
         let mut wake = std::mem::take(&mut g.to_wake);
-        if g.proto.has_transmit() {
+        if g.proto.has_transmit() && !inline {
+            drop(g);
+            self.shared.writer.notify_one();
+        } else if g.proto.has_transmit() {
             // With few channels busy, small writes (control frames, rpc messages) go out from
             // this task at once, saving a task wake-up per exchange. Bulk data, and traffic of
             // many channels, is left to the writer task: copying and writing then overlap, and
@@ -376,7 +421,7 @@ impl Session {
         tokio::spawn(read_loop(shared.clone(), reader, reader_done.clone()));
         tokio::spawn(write_loop(shared.clone(), reader_done));
         Session {
-            backend: Backend::Mux(shared),
+            backend: Backend::Mux(Arc::new(Owner { shared })),
         }
     }
 
@@ -488,11 +533,14 @@ impl Session {
     }
 }
 
-async fn open_mux(shared: &Arc<Shared>) -> Result<Channel, Error> {
+async fn open_mux(shared: &Arc<Owner>) -> Result<Channel, Error> {
     let start = {
         let mut inner = shared.lock();
         match inner.proto.open() {
-            Ok(start) => start,
+            Ok(start) => {
+                inner.flush();
+                start
+            }
             Err(_) => return Err(inner.session_error()),
         }
     };
@@ -543,7 +591,7 @@ async fn open_mux(shared: &Arc<Shared>) -> Result<Channel, Error> {
     .await
 }
 
-async fn accept_mux(shared: &Arc<Shared>) -> Option<Channel> {
+async fn accept_mux(shared: &Arc<Owner>) -> Option<Channel> {
     poll_fn(|cx| {
         let mut inner = shared.lock();
         let ended = inner.error.is_some();
@@ -554,6 +602,7 @@ async fn accept_mux(shared: &Arc<Shared>) -> Option<Channel> {
                 return Poll::Ready(Some(Channel::new(shared.clone(), id)));
             }
             if !ended && inner.proto.accept(id).is_ok() {
+                inner.flush();
                 return Poll::Ready(Some(Channel::new(shared.clone(), id)));
             }
         }
@@ -680,6 +729,8 @@ where
                         armed = true;
                     }
                 }
+                // The replies the input called for (confirmations, CLOSE answers) leave now.
+                inner.flush();
             }
             Err(e) => {
                 let cause = if e.kind() == io::ErrorKind::ConnectionReset {

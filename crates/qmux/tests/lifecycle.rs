@@ -272,3 +272,64 @@ async fn a_confirmed_channel_is_accepted_even_when_the_session_ended_first() {
     assert_eq!(got, b"last words");
     assert!(session.accept().await.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_handle_closes_the_session() {
+    let (client, server) = common::tcp_pair(Config::default()).await;
+    // A channel keeps the session open after the session handles are gone.
+    let ch = client.open();
+    let (ch, accepted) = tokio::join!(ch, server.accept());
+    let (mut ch, accepted) = (ch.unwrap(), accepted.unwrap());
+    drop(client);
+    ch.write_all(b"still open").await.unwrap();
+    let mut accepted = accepted;
+    let mut buf = [0u8; 10];
+    within(
+        5,
+        "data after the session handle is gone",
+        accepted.read_exact(&mut buf),
+    )
+    .await
+    .unwrap();
+    assert_eq!(&buf, b"still open");
+    // The last handle goes: the transport is shut down, and the peer sees the session end.
+    let t0 = Instant::now();
+    drop(ch);
+    let why = within(1, "peer sees the end", server.wait()).await;
+    assert!(matches!(why, qmux::Error::PeerClosed), "{why}");
+    assert!(t0.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn no_task_outlives_its_session() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let before = metrics.num_alive_tasks();
+        let (client, server) = common::tcp_pair(Config::default()).await;
+        let (ch, accepted) = tokio::join!(client.open(), server.accept());
+        let (mut ch, mut accepted) = (ch.unwrap(), accepted.unwrap());
+        ch.write_all(b"x").await.unwrap();
+        let mut b = [0u8; 1];
+        accepted.read_exact(&mut b).await.unwrap();
+        assert!(
+            metrics.num_alive_tasks() >= before + 4,
+            "two tasks per session"
+        );
+        drop((ch, accepted, client));
+        within(5, "server side ends", server.wait()).await;
+        drop(server);
+        // Every session task has ended.
+        within(5, "tasks end", async {
+            while metrics.num_alive_tasks() > before {
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+    });
+}
