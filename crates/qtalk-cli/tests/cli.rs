@@ -73,11 +73,10 @@ fn run(cmd: &mut Command) -> Output {
     finish(child, LIMIT)
 }
 
+/// A recording of the reference's `qtalk check` (`tests/vectors/cli_check/NAME` of the
+/// workspace, linked into this crate's `tests/data` so that the published package carries it).
 fn vector(name: &str) -> String {
-    let path = format!(
-        "{}/../../tests/vectors/cli_check/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
