@@ -155,7 +155,7 @@ fn parse_target(text: &str) -> Result<Target, String> {
     }
     let scheme = match text.split_once(':') {
         Some((s, _)) if s.starts_with(|c: char| c.is_ascii_alphabetic()) => s.to_ascii_lowercase(),
-        _ => return Err(format!("no scheme; {FORMS}")),
+        _ => return Err(format!("no scheme; {FORMS}{}", tcp_hint(text))),
     };
     let (endpoint, default_port): (fn(String) -> Endpoint, _) = match scheme.as_str() {
         "tcp" => (Endpoint::Tcp, None),
@@ -164,7 +164,10 @@ fn parse_target(text: &str) -> Result<Target, String> {
         "ws" => (Endpoint::Ws, Some(80)),
         "wss" => (Endpoint::Wss, Some(443)),
         "unix" => return parse_unix(text),
-        other => return Err(format!("unknown scheme {other:?}; {FORMS}")),
+        other => {
+            let hint = tcp_hint(text);
+            return Err(format!("unknown scheme {other:?}; {FORMS}{hint}"));
+        }
     };
     let after_scheme = &text[scheme.len() + 1..];
     let scheme = if scheme == "udp" { "quic" } else { &scheme };
@@ -285,6 +288,16 @@ fn decode(s: &str) -> Result<String, String> {
         .map_err(|_| "percent-escapes do not form UTF-8".into())
 }
 
+/// For `HOST:PORT[/Selector]` written without a scheme, the suggestion to write it as a TCP
+/// URL; empty otherwise.
+fn tcp_hint(text: &str) -> String {
+    let tcp = format!("tcp://{text}");
+    if text.contains("://") || parse_target(&tcp).is_err() {
+        return String::new();
+    }
+    format!(" (for a TCP peer write {tcp})")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -379,6 +392,11 @@ mod tests {
     fn refused() {
         assert!(bad("").contains("empty"));
         assert!(bad("localhost:9000").contains("unknown scheme"));
+        assert!(bad("localhost:9000").ends_with("(for a TCP peer write tcp://localhost:9000)"));
+        assert!(bad("127.0.0.1:9999/Upper").ends_with("write tcp://127.0.0.1:9999/Upper)"));
+        assert!(bad("[::1]:9000#X").ends_with("write tcp://[::1]:9000#X)"));
+        assert!(!bad("/tmp/sock").contains("for a TCP peer"));
+        assert!(!bad("http://h:1/x").contains("for a TCP peer"));
         assert!(bad("/tmp/sock").contains("no scheme"));
         assert!(bad("tls://h/x").contains("missing port"));
         assert!(bad("quic://h").contains("missing port: write quic://h:PORT"));

@@ -1056,3 +1056,14 @@ fn interop_on_a_terminal_says_what_it_is_for() {
         out.stderr
     );
 }
+
+#[test]
+fn host_and_port_without_a_scheme_suggests_tcp() {
+    let out = run(qtalk().args(["call", "127.0.0.1:9999/Upper", "x"]));
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    let line = assert_one_clean_line(&out.stderr);
+    assert!(
+        line.ends_with("(for a TCP peer write tcp://127.0.0.1:9999/Upper)"),
+        "{line}"
+    );
+}
