@@ -25,6 +25,15 @@ use crate::{human_duration, Failure};
 const MIB: f64 = 1024.0 * 1024.0;
 const CHUNK: usize = 256 * 1024;
 
+/// The warning `qtalk bench` prints when this program was built without optimizations, whose
+/// numbers say little about the protocol; `None` in an optimized build.
+pub fn debug_build_warning() -> Option<&'static str> {
+    cfg!(debug_assertions).then_some(
+        "warning: this qtalk is a debug build, whose numbers are 5-30x slower than an optimized \
+         one's; for real numbers use `cargo run --release -p qtalk-cli -- bench`",
+    )
+}
+
 /// How the benchmark runs.
 #[derive(Clone, Debug)]
 pub struct Options {

@@ -95,6 +95,16 @@ pub fn is_peer_fault(e: &Error) -> bool {
     matches!(e, Error::FrameTooLarge { .. } | Error::Codec(_))
 }
 
+/// The hint `qtalk interop` prints on stderr when it serves stdin/stdout and stdin is a
+/// terminal (`stdin_is_terminal`), where it would otherwise seem to hang; `None` otherwise.
+pub fn terminal_hint(stdin_is_terminal: bool) -> Option<&'static str> {
+    stdin_is_terminal.then_some(
+        "qtalk interop: speaking qmux on stdin/stdout, for a checker to spawn (e.g. `qtalk check \
+         'qtalk interop'`); to serve a socket use --listen URL (e.g. --listen \
+         tcp://127.0.0.1:9000); Ctrl-D ends",
+    )
+}
+
 /// The interop service (see the [module documentation](self)). Faults found while serving are
 /// reported to `faults`.
 pub fn service(faults: Faults) -> RespondMux {

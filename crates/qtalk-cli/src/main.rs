@@ -186,12 +186,16 @@ struct CallArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
     #[command(flatten)]
-    trust: TrustArgs,
+    dial: DialArgs,
 }
 
-/// Which QUIC server certificates to accept.
+/// How to reach a listening peer: how long connecting may take, which certificates to accept.
 #[derive(Args, Debug)]
-struct TrustArgs {
+struct DialArgs {
+    /// Give up connecting (TLS, WebSocket and QUIC handshakes included) after this long, e.g.
+    /// 3s; never longer than --timeout
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+    connect_timeout: Duration,
     /// quic://, tls://, wss://: trust the certificates in this PEM file (a CA, or the
     /// server's own certificate) instead of the system's roots
     #[arg(long, value_name = "FILE")]
@@ -202,8 +206,8 @@ struct TrustArgs {
     insecure: bool,
 }
 
-impl TrustArgs {
-    fn dial(&self) -> peer::Dial {
+impl DialArgs {
+    fn settings(&self) -> peer::Dial {
         let trust = match (&self.ca, self.insecure) {
             (_, true) => peer::Trust::Insecure,
             (Some(path), false) => peer::Trust::Roots(path.clone()),
@@ -212,6 +216,7 @@ impl TrustArgs {
         peer::Dial {
             config: qmux::Config::default(),
             trust,
+            connect_timeout: Some(self.connect_timeout),
         }
     }
 }
@@ -244,7 +249,7 @@ struct CheckArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
     #[command(flatten)]
-    trust: TrustArgs,
+    dial: DialArgs,
 }
 
 #[derive(Args, Debug)]
@@ -269,7 +274,7 @@ struct BenchArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
     #[command(flatten)]
-    trust: TrustArgs,
+    dial: DialArgs,
 }
 
 fn main() -> ExitCode {
@@ -369,7 +374,7 @@ async fn call(a: CallArgs) -> Result<(), Failure> {
     let codec = peer::codec_by_name(&a.codec)
         .ok_or_else(|| Failure::Usage(format!("unknown codec {:?}", a.codec)))?;
     let started = tokio::time::Instant::now();
-    let session = peer::connect_within(&target.endpoint, &a.trust.dial(), a.timeout).await?;
+    let session = peer::connect_within(&target.endpoint, &a.dial.settings(), a.timeout).await?;
     // A peer of our own so that calls back to us get `not found` rather than waiting.
     let me = Peer::with_codec(session.clone(), codec);
     me.respond();
@@ -401,6 +406,9 @@ async fn interop_cmd(a: InteropArgs, faults: Faults) -> Result<(), Failure> {
     let codec = peer::codec_from_env()?;
     match a.listen {
         None => {
+            if let Some(hint) = interop::terminal_hint(std::io::stdin().is_terminal()) {
+                eprintln!("{hint}");
+            }
             let session = qmux::transport::stdio(qmux::Config::default());
             let peer = interop::serve(session.clone(), codec, faults.clone());
             let fault = tokio::select! {
@@ -669,7 +677,7 @@ async fn check_cmd(a: CheckArgs) -> Result<(), Failure> {
         eprintln!("* Using JSON codec");
     }
     let spec = peer_spec(a.cmd, a.connect)?;
-    let mut conn = peer::open(&spec, &a.trust.dial(), a.timeout).await?;
+    let mut conn = peer::open(&spec, &a.dial.settings(), a.timeout).await?;
     let me = interop::serve_callbacks(conn.session.clone(), codec.clone());
     let options = check::Options {
         timeout: a.timeout,
@@ -701,9 +709,12 @@ async fn check_cmd(a: CheckArgs) -> Result<(), Failure> {
 }
 
 async fn bench_cmd(a: BenchArgs) -> Result<(), Failure> {
+    if let Some(warning) = bench::debug_build_warning() {
+        eprintln!("{warning}");
+    }
     let codec = peer::codec_from_env()?;
     let spec = peer_spec(a.cmd, a.connect)?;
-    let mut conn = peer::open(&spec, &a.trust.dial(), a.timeout).await?;
+    let mut conn = peer::open(&spec, &a.dial.settings(), a.timeout).await?;
     let me = interop::serve_callbacks(conn.session.clone(), codec);
     let options = bench::Options {
         duration: a.duration,

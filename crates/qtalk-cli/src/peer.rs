@@ -131,14 +131,23 @@ impl Trust {
     }
 }
 
-/// How to reach listening peers: session settings and, for QUIC, which certificates to trust.
+/// How to reach listening peers: session settings, which certificates to trust, and how long
+/// connecting may take.
 #[derive(Clone, Debug, Default)]
 pub struct Dial {
     /// Session settings.
     pub config: qmux::Config,
     /// Certificates accepted from TLS and QUIC servers.
     pub trust: Trust,
+    /// Deadline for connecting, the TLS, WebSocket or QUIC handshake included, within the
+    /// caller's overall deadline; `None`: the overall deadline alone. Over QUIC nothing
+    /// answers "refused" (the datagrams go unanswered), so this is how soon a wrong address
+    /// is reported.
+    pub connect_timeout: Option<Duration>,
 }
+
+/// The `--connect-timeout` of `qtalk call`, `check` and `bench` when none is given.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The host part of `host:port` (without IPv6 brackets): the name a certificate must carry.
 pub fn host_of(addr: &str) -> &str {
@@ -177,23 +186,55 @@ pub async fn connect(endpoint: &Endpoint, dial: &Dial) -> io::Result<qmux::Sessi
     }
 }
 
-/// Connects with a deadline; failures become one-line [`Failure::Transport`]s naming the
-/// endpoint.
+/// Connects with a deadline (`timeout`, or the shorter [`Dial::connect_timeout`]); failures
+/// become one-line [`Failure::Transport`]s naming the endpoint, with a hint when the server's
+/// certificate was refused.
 pub async fn connect_within(
     endpoint: &Endpoint,
     dial: &Dial,
     timeout: Duration,
 ) -> Result<qmux::Session, Failure> {
-    match tokio::time::timeout(timeout, connect(endpoint, dial)).await {
+    let limit = dial.connect_timeout.map_or(timeout, |c| c.min(timeout));
+    match tokio::time::timeout(limit, connect(endpoint, dial)).await {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => Err(Failure::Transport(format!(
-            "cannot connect to {endpoint}: {}",
-            describe_io(&e)
+            "cannot connect to {endpoint}: {}{}",
+            describe_io(&e),
+            certificate_hint(&e.to_string())
         ))),
-        Err(_) => Err(Failure::Transport(format!(
-            "cannot connect to {endpoint}: no answer within {}",
-            crate::human_duration(timeout)
-        ))),
+        Err(_) => Err(Failure::Transport(no_answer(endpoint, limit))),
+    }
+}
+
+/// Why connecting to `endpoint` did not finish within `limit`.
+fn no_answer(endpoint: &Endpoint, limit: Duration) -> String {
+    let limit = crate::human_duration(limit);
+    match endpoint {
+        Endpoint::Quic(addr) => format!(
+            "cannot connect to {endpoint}: no QUIC answer from {addr} within {limit} (is a QUIC \
+             server listening on UDP there?)"
+        ),
+        _ => format!("cannot connect to {endpoint}: no answer within {limit}"),
+    }
+}
+
+/// A hint to append to a connection error whose text `error` says that the server's
+/// certificate was refused; empty otherwise.
+///
+/// ```
+/// use qtalk_cli::peer::certificate_hint;
+/// assert!(certificate_hint("invalid peer certificate: UnknownIssuer").contains("--insecure"));
+/// assert_eq!(certificate_hint("Connection refused"), "");
+/// ```
+pub fn certificate_hint(error: &str) -> &'static str {
+    if error.contains("NotValidForName") || error.contains("not valid for name") {
+        " (the server's certificate does not name the host in the URL: connect by a name it \
+         carries, or pass --insecure to accept any certificate)"
+    } else if error.contains("invalid peer certificate") || error.contains("UnknownIssuer") {
+        " (the server's certificate is not trusted: pass --ca FILE with its certificate or CA, \
+         or --insecure for a development server with a self-signed certificate)"
+    } else {
+        ""
     }
 }
 

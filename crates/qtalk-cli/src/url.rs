@@ -22,9 +22,16 @@
 //! reference's `mux.DialWS`, the WebSocket itself is always opened at path `/`.
 //!
 //! For `tls://`, `wss://` and `quic://` the server's certificate must name `HOST`.
+//!
+//! The `url` crate parses (as the URL standard says: `ws://` and `wss://` host names are
+//! lowercased, `.` and `..` path segments resolved); this module maps the result to an
+//! [`Endpoint`] and refuses what none has (user info, queries, a missing port).
 
 use std::fmt;
 use std::path::PathBuf;
+
+use percent_encoding::percent_decode_str;
+use url::{Host, ParseError, Url};
 
 /// Where a peer is reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,10 +58,13 @@ impl fmt::Display for Endpoint {
             Endpoint::Quic(addr) => write!(f, "quic://{addr}"),
             Endpoint::Tls(addr) => write!(f, "tls://{addr}"),
             Endpoint::Wss(addr) => write!(f, "wss://{addr}"),
-            Endpoint::Unix(path) if path.is_absolute() => {
-                write!(f, "unix://{}", percent_encode(&path.to_string_lossy()))
+            Endpoint::Unix(path) => {
+                // Escaped: what would end the path, and `%` itself.
+                let path = path.to_string_lossy().replace('%', "%25");
+                let path = path.replace('#', "%23").replace('?', "%3F");
+                let slashes = if path.starts_with('/') { "//" } else { "" };
+                write!(f, "unix:{slashes}{path}")
             }
-            Endpoint::Unix(path) => write!(f, "unix:{}", percent_encode(&path.to_string_lossy())),
         }
     }
 }
@@ -72,9 +82,7 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.endpoint, &self.selector) {
             (Endpoint::Unix(_), Some(sel)) => write!(f, "{}#{}", self.endpoint, sel),
-            (_, Some(sel)) => {
-                write!(f, "{}/{}", self.endpoint, sel)
-            }
+            (_, Some(sel)) => write!(f, "{}/{}", self.endpoint, sel),
             (_, None) => write!(f, "{}", self.endpoint),
         }
     }
@@ -88,13 +96,6 @@ pub struct UrlError {
 }
 
 impl UrlError {
-    fn new(url: &str, reason: impl Into<String>) -> Self {
-        UrlError {
-            url: url.to_string(),
-            reason: reason.into(),
-        }
-    }
-
     /// The reason alone, without the URL.
     pub fn reason(&self) -> &str {
         &self.reason
@@ -137,206 +138,164 @@ const FORMS: &str = "expected tcp://, tls:// or quic://HOST:PORT[/Selector], \
 ///
 /// assert!(parse("http://example.com/x").unwrap_err().to_string().contains("unknown scheme"));
 /// ```
-pub fn parse(url: &str) -> Result<Target, UrlError> {
-    let err = |reason: String| UrlError::new(url, reason);
-    if url.is_empty() {
-        return Err(err(format!("empty; {FORMS}")));
-    }
-    if url.chars().any(|c| c.is_control()) {
-        return Err(err("contains control characters".into()));
-    }
-    let Some((scheme, rest)) = url.split_once(':') else {
-        return Err(err(format!("no scheme; {FORMS}")));
-    };
-    if scheme.is_empty()
-        || !scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-    {
-        return Err(err(format!("no scheme; {FORMS}")));
-    }
-    let (rest, fragment) = match rest.split_once('#') {
-        Some((r, f)) => (r, Some(f)),
-        None => (rest, None),
-    };
-    if rest.contains('?') {
-        return Err(err("query strings (`?...`) are not supported".into()));
-    }
-    let fragment = match fragment {
-        Some(f) => Some(percent_decode(f).map_err(|e| err(format!("selector: {e}")))?),
-        None => None,
-    };
-    match scheme.to_ascii_lowercase().as_str() {
-        "tcp" => parse_host_port(rest, fragment, "tcp", None)
-            .map(|(addr, selector)| Target {
-                endpoint: Endpoint::Tcp(addr),
-                selector,
-            })
-            .map_err(err),
-        "ws" => parse_host_port(rest, fragment, "ws", Some(80))
-            .map(|(addr, selector)| Target {
-                endpoint: Endpoint::Ws(addr),
-                selector,
-            })
-            .map_err(err),
-        "unix" => parse_unix(rest, fragment).map_err(err),
-        "wss" => parse_host_port(rest, fragment, "wss", Some(443))
-            .map(|(addr, selector)| Target {
-                endpoint: Endpoint::Wss(addr),
-                selector,
-            })
-            .map_err(err),
-        "tls" => parse_host_port(rest, fragment, "tls", None)
-            .map(|(addr, selector)| Target {
-                endpoint: Endpoint::Tls(addr),
-                selector,
-            })
-            .map_err(err),
-        "quic" | "udp" => parse_host_port(rest, fragment, "quic", None)
-            .map(|(addr, selector)| Target {
-                endpoint: Endpoint::Quic(addr),
-                selector,
-            })
-            .map_err(err),
-        other => Err(err(format!("unknown scheme {other:?}; {FORMS}"))),
-    }
+pub fn parse(text: &str) -> Result<Target, UrlError> {
+    parse_target(text).map_err(|reason| UrlError {
+        url: text.to_string(),
+        reason,
+    })
 }
 
-/// `//HOST:PORT[/Selector]` of a `tcp:` or `ws:` URL: the address `host:port` and the
-/// selector. Without `default_port` the port is required.
-fn parse_host_port(
-    rest: &str,
-    fragment: Option<String>,
-    scheme: &str,
-    default_port: Option<u16>,
-) -> Result<(String, Option<String>), String> {
-    let Some(rest) = rest.strip_prefix("//") else {
+fn parse_target(text: &str) -> Result<Target, String> {
+    if text.is_empty() {
+        return Err(format!("empty; {FORMS}"));
+    }
+    // The URL standard would silently drop tabs and newlines.
+    if text.chars().any(char::is_control) {
+        return Err("contains control characters".into());
+    }
+    let scheme = match text.split_once(':') {
+        Some((s, _)) if s.starts_with(|c: char| c.is_ascii_alphabetic()) => s.to_ascii_lowercase(),
+        _ => return Err(format!("no scheme; {FORMS}{}", tcp_hint(text))),
+    };
+    let (endpoint, default_port): (fn(String) -> Endpoint, _) = match scheme.as_str() {
+        "tcp" => (Endpoint::Tcp, None),
+        "tls" => (Endpoint::Tls, None),
+        "quic" | "udp" => (Endpoint::Quic, None),
+        "ws" => (Endpoint::Ws, Some(80)),
+        "wss" => (Endpoint::Wss, Some(443)),
+        "unix" => return parse_unix(text),
+        other => {
+            let hint = tcp_hint(text);
+            return Err(format!("unknown scheme {other:?}; {FORMS}{hint}"));
+        }
+    };
+    let after_scheme = &text[scheme.len() + 1..];
+    let scheme = if scheme == "udp" { "quic" } else { &scheme };
+    // The URL standard reads `ws:h:1` as `ws://h:1`, and `h::1` as a host and a port.
+    let Some(rest) = after_scheme.strip_prefix("//") else {
         return Err(format!(
             "a {scheme} URL starts with {scheme}:// (then HOST:PORT)"
         ));
     };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
-        None => (rest, None),
-    };
+    let authority = rest.split(['/', '#', '?']).next().unwrap_or_default();
     if authority.contains('@') {
         return Err("user info (`user@`) is not supported".into());
     }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let Some((host, after)) = v6.split_once(']') else {
-            return Err("unclosed `[` in the IPv6 host".into());
-        };
-        if host.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!("{host:?} is not an IPv6 address"));
-        }
-        let port = match (after.strip_prefix(':'), default_port) {
-            (Some(port), _) => Some(port),
-            (None, Some(_)) if after.is_empty() => None,
-            _ => return Err(format!("missing port: write {scheme}://[IPV6]:PORT")),
-        };
-        (format!("[{host}]"), port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((host, _)) if host.contains(':') => {
-                return Err(format!(
-                    "an IPv6 host must be in brackets: {scheme}://[::1]:PORT"
-                ));
-            }
-            Some((host, port)) => (host.to_string(), Some(port)),
-            None if authority.is_empty() => {
-                return Err(format!("missing host and port: write {scheme}://HOST:PORT"))
-            }
-            None if default_port.is_some() => (authority.to_string(), None),
-            None => return Err(format!("missing port: write {scheme}://{authority}:PORT")),
-        }
-    };
-    if host.is_empty() {
+    // The URL standard takes the host of `ws:///x` from the path.
+    if authority.is_empty() {
         return Err(format!("missing host: write {scheme}://HOST:PORT"));
     }
-    let port: u16 = match (port, default_port) {
-        (Some(port), _) => match port.parse() {
-            Ok(p) => p,
-            Err(_) => return Err(format!("{port:?} is not a port number (0-65535)")),
-        },
-        (None, Some(p)) => p,
-        (None, None) => return Err(format!("missing port: write {scheme}://HOST:PORT")),
+    if !authority.starts_with('[') && authority.matches(':').count() > 1 {
+        return Err(format!(
+            "an IPv6 host must be in brackets: {scheme}://[::1]:PORT"
+        ));
+    }
+    let url = Url::parse(text).map_err(|e| match e {
+        ParseError::EmptyHost => format!("missing host: write {scheme}://HOST:PORT"),
+        ParseError::InvalidPort => {
+            let port = authority.rsplit_once(':').map_or("", |(_, p)| p);
+            format!("{port:?} is not a port number (0-65535)")
+        }
+        ParseError::IdnaError if !authority.is_ascii() => {
+            "non-ASCII host names are not supported: write the host's xn-- (punycode) form".into()
+        }
+        ParseError::IdnaError => "invalid host name".into(),
+        other => other.to_string(),
+    })?;
+    plain(&url)?;
+    // The host of a scheme the URL standard does not know (all but ws and wss) stays
+    // percent-encoded.
+    let host = match url.host() {
+        Some(Host::Ipv6(ip)) => format!("[{ip}]"),
+        Some(host) if !host.to_string().is_empty() => decode(&host.to_string())?,
+        _ => return Err(format!("missing host: write {scheme}://HOST:PORT")),
     };
-    let path = match path {
-        Some(p) if !p.is_empty() => Some(percent_decode(p).map_err(|e| format!("selector: {e}"))?),
-        _ => None,
+    let Some(port) = url.port().or(default_port) else {
+        return Err(format!("missing port: write {scheme}://{host}:PORT"));
     };
-    let selector = match (path, fragment) {
-        (Some(_), Some(f)) if !f.is_empty() => {
+    let path = match url.path().strip_prefix('/').unwrap_or_default() {
+        "" => None,
+        p => Some(decode(p).map_err(|e| format!("selector: {e}"))?),
+    };
+    let selector = match (path, fragment(&url)?) {
+        (Some(_), Some(_)) => {
             return Err("give the selector either as the path or after `#`, not both".into())
         }
-        (Some(p), _) => Some(p),
-        (None, f) => f.filter(|f| !f.is_empty()),
+        (path, fragment) => path.or(fragment),
     };
-    Ok((format!("{host}:{port}"), selector))
-}
-
-fn parse_unix(rest: &str, fragment: Option<String>) -> Result<Target, String> {
-    let path = if let Some(after) = rest.strip_prefix("//") {
-        // unix://AUTHORITY/PATH: the authority must be empty (or `localhost`).
-        let (authority, path) = match after.find('/') {
-            Some(i) => (&after[..i], &after[i..]),
-            None => (after, ""),
-        };
-        if !authority.is_empty() && authority != "localhost" {
-            return Err(format!(
-                "a unix URL has no host ({authority:?} was read as one): write \
-                 unix:///{authority}{path} (three slashes) for an absolute path or \
-                 unix:{authority}{path} for a relative one"
-            ));
-        }
-        path
-    } else {
-        rest
-    };
-    if path.is_empty() {
-        return Err("missing socket path: write unix:///path/to.sock".into());
-    }
-    let path = percent_decode(path).map_err(|e| format!("path: {e}"))?;
     Ok(Target {
-        endpoint: Endpoint::Unix(PathBuf::from(path)),
-        selector: fragment.filter(|f| !f.is_empty()),
+        endpoint: endpoint(format!("{host}:{port}")),
+        selector,
     })
 }
 
-fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            match hex {
-                Some(b) => out.push(b),
-                None => return Err("`%` must be followed by two hex digits".into()),
-            }
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+/// `unix:///abs/path`, `unix:rel/path` or `unix://localhost/abs/path`, each with `#Selector`.
+fn parse_unix(text: &str) -> Result<Target, String> {
+    let url = Url::parse(text).map_err(|e| e.to_string())?;
+    plain(&url)?;
+    match url.host_str() {
+        Some(host) if !host.is_empty() && host != "localhost" => {
+            let path = url.path();
+            return Err(format!(
+                "a unix URL has no host ({host:?} was read as one): write unix:///{host}{path} \
+                 (three slashes) for an absolute path or unix:{host}{path} for a relative one"
+            ));
         }
+        _ => {}
     }
-    String::from_utf8(out).map_err(|_| "percent-escapes do not form UTF-8".into())
+    if url.path().is_empty() {
+        return Err("missing socket path: write unix:///path/to.sock".into());
+    }
+    let path = decode(url.path()).map_err(|e| format!("path: {e}"))?;
+    Ok(Target {
+        endpoint: Endpoint::Unix(PathBuf::from(path)),
+        selector: fragment(&url)?,
+    })
 }
 
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '%' => out.push_str("%25"),
-            '#' => out.push_str("%23"),
-            '?' => out.push_str("%3F"),
-            c => out.push(c),
-        }
+/// Refuses the parts of a URL that no endpoint has: user info and a query.
+fn plain(url: &Url) -> Result<(), String> {
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("user info (`user@`) is not supported".into());
     }
-    out
+    if url.query().is_some() {
+        return Err("query strings (`?...`) are not supported".into());
+    }
+    Ok(())
+}
+
+/// The decoded fragment, `None` when absent or empty.
+fn fragment(url: &Url) -> Result<Option<String>, String> {
+    match url.fragment() {
+        None | Some("") => Ok(None),
+        Some(f) => decode(f).map(Some).map_err(|e| format!("selector: {e}")),
+    }
+}
+
+/// Percent-decodes strictly: a `%` not followed by two hex digits is an error (the URL
+/// standard would keep it as it is).
+fn decode(s: &str) -> Result<String, String> {
+    let escapes_ok = s
+        .split('%')
+        .skip(1)
+        .all(|after| after.len() >= 2 && after.as_bytes()[..2].iter().all(u8::is_ascii_hexdigit));
+    if !escapes_ok {
+        return Err("`%` must be followed by two hex digits".into());
+    }
+    percent_decode_str(s)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| "percent-escapes do not form UTF-8".into())
+}
+
+/// For `HOST:PORT[/Selector]` written without a scheme, the suggestion to write it as a TCP
+/// URL; empty otherwise.
+fn tcp_hint(text: &str) -> String {
+    let tcp = format!("tcp://{text}");
+    if text.contains("://") || parse_target(&tcp).is_err() {
+        return String::new();
+    }
+    format!(" (for a TCP peer write {tcp})")
 }
 
 #[cfg(test)]
@@ -433,6 +392,11 @@ mod tests {
     fn refused() {
         assert!(bad("").contains("empty"));
         assert!(bad("localhost:9000").contains("unknown scheme"));
+        assert!(bad("localhost:9000").ends_with("(for a TCP peer write tcp://localhost:9000)"));
+        assert!(bad("127.0.0.1:9999/Upper").ends_with("write tcp://127.0.0.1:9999/Upper)"));
+        assert!(bad("[::1]:9000#X").ends_with("write tcp://[::1]:9000#X)"));
+        assert!(!bad("/tmp/sock").contains("for a TCP peer"));
+        assert!(!bad("http://h:1/x").contains("for a TCP peer"));
         assert!(bad("/tmp/sock").contains("no scheme"));
         assert!(bad("tls://h/x").contains("missing port"));
         assert!(bad("quic://h").contains("missing port: write quic://h:PORT"));
@@ -448,5 +412,8 @@ mod tests {
         assert!(bad("unix://tmp/x.sock").contains("three slashes"));
         assert!(bad("unix:").contains("missing socket path"));
         assert!(bad("unix:///tmp/%zz").contains("hex"));
+        assert!(bad("tcp://u:p@h:1").contains("user info"));
+        assert!(bad("ws:///x").contains("missing host"));
+        assert!(bad("ws://bücher.example/x").contains("xn--"));
     }
 }

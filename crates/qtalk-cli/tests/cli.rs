@@ -73,11 +73,10 @@ fn run(cmd: &mut Command) -> Output {
     finish(child, LIMIT)
 }
 
+/// A recording of the reference's `qtalk check` (`tests/vectors/cli_check/NAME` of the
+/// workspace, linked into this crate's `tests/data` so that the published package carries it).
 fn vector(name: &str) -> String {
-    let path = format!(
-        "{}/../../tests/vectors/cli_check/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -929,11 +928,16 @@ fn check_and_call_over_tls_and_wss() {
         ]));
         assert_eq!(out.code(), Some(1), "{scheme}: {}", out.stderr);
         assert_eq!(out.stderr, "remote: boom\n");
-        // The self-signed certificate is not trusted without --insecure.
+        // The self-signed certificate is not trusted without --insecure, and the error says
+        // what to do about it.
         let out = run(qtalk().args(["call", &format!("{}/Error", server.url), "x"]));
         assert_eq!(out.code(), Some(3), "{scheme}: {}", out.stderr);
         let line = assert_one_clean_line(&out.stderr);
         assert!(line.contains("certificate"), "{scheme}: {line}");
+        assert!(
+            line.contains("--insecure") && line.contains("--ca FILE"),
+            "{scheme}: {line}"
+        );
     }
 }
 
@@ -947,4 +951,119 @@ fn check_takes_a_url_in_place_of_a_command_as_the_reference() {
     let out = run(qtalk().args(["check", "tcp://127.0.0.1:notaport"]));
     assert_eq!(out.code(), Some(2), "{}", out.stderr);
     assert!(assert_one_clean_line(&out.stderr).contains("not a port"));
+}
+
+#[test]
+fn a_refused_self_signed_quic_certificate_names_the_options() {
+    let server = listen("quic://127.0.0.1:0", None);
+    let out = run(qtalk().args(["call", &format!("{}/Error", server.url), "x"]));
+    assert_eq!(out.code(), Some(3), "{}", out.stderr);
+    let line = assert_one_clean_line(&out.stderr);
+    assert!(
+        line.contains("UnknownIssuer") && line.contains("--insecure") && line.contains("--ca FILE"),
+        "{line}"
+    );
+}
+
+#[test]
+fn quic_to_a_silent_udp_port_gives_up_within_the_connect_timeout() {
+    // Bound, so that no ICMP error comes back, but nobody answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let addr = silent.local_addr().expect("addr");
+    let started = Instant::now();
+    let out = run(qtalk().args(["call", &format!("quic://{addr}/Upper"), "x"]));
+    let took = started.elapsed();
+    assert_eq!(out.code(), Some(3), "{}", out.stderr);
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+    let line = assert_one_clean_line(&out.stderr);
+    assert_eq!(
+        line,
+        format!(
+            "qtalk call: cannot connect to quic://{addr}: no QUIC answer from {addr} within \
+             3.00s (is a QUIC server listening on UDP there?)"
+        )
+    );
+
+    let started = Instant::now();
+    let out = run(qtalk().args([
+        "check",
+        "--connect-timeout",
+        "500ms",
+        "--connect",
+        &format!("quic://{addr}"),
+    ]));
+    assert_eq!(out.code(), Some(3), "{}", out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(
+        assert_one_clean_line(&out.stderr).contains("within 500.00ms"),
+        "{}",
+        out.stderr
+    );
+    drop(silent);
+}
+
+#[test]
+fn bench_warns_when_built_without_optimizations() {
+    let out = run(qtalk().args(["bench", "--duration", "20ms"]));
+    assert_eq!(out.code(), Some(0), "stderr: {}", out.stderr);
+    let warned = out.stderr.lines().next().unwrap_or_default();
+    // The test is built with the same profile as the binary.
+    if cfg!(debug_assertions) {
+        assert!(
+            warned.starts_with("warning: this qtalk is a debug build")
+                && warned.contains("5-30x slower")
+                && warned.contains("cargo run --release -p qtalk-cli -- bench"),
+            "stderr: {}",
+            out.stderr
+        );
+    } else {
+        assert!(!out.stderr.contains("debug build"), "{}", out.stderr);
+    }
+}
+
+#[test]
+fn interop_on_a_terminal_says_what_it_is_for() {
+    let hint = qtalk_cli::interop::terminal_hint(true).expect("a hint for a terminal");
+    assert!(hint.contains("stdin/stdout") && hint.contains("--listen URL"));
+    assert_eq!(qtalk_cli::interop::terminal_hint(false), None);
+
+    // Without a terminal (here /dev/null), nothing but the protocol.
+    let out = run(qtalk().arg("interop"));
+    assert_eq!(out.code(), Some(0), "stderr: {}", out.stderr);
+    assert!(out.stderr.is_empty(), "stderr: {}", out.stderr);
+
+    // On a terminal: util-linux `script` gives `qtalk interop` a pseudo-terminal as stdin
+    // (and ends it when its own stdin, /dev/null, ends).
+    let Ok(child) = Command::new("script")
+        .args(["-qec", &format!("'{QTALK}' interop"), "/dev/null"])
+        .env_remove("QTALK_CODEC")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!(
+            "no `script` command here: the terminal case is checked through terminal_hint only"
+        );
+        return;
+    };
+    let out = finish(child, LIMIT);
+    assert!(
+        out.stdout.contains(hint),
+        "stdout of script: {:?}\nstderr: {}",
+        out.stdout,
+        out.stderr
+    );
+}
+
+#[test]
+fn host_and_port_without_a_scheme_suggests_tcp() {
+    let out = run(qtalk().args(["call", "127.0.0.1:9999/Upper", "x"]));
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    let line = assert_one_clean_line(&out.stderr);
+    assert!(
+        line.ends_with("(for a TCP peer write tcp://127.0.0.1:9999/Upper)"),
+        "{line}"
+    );
 }

@@ -18,10 +18,7 @@ fn pair() -> (qmux::Session, qmux::Session) {
 }
 
 fn reference(name: &str) -> String {
-    let path = format!(
-        "{}/../../tests/vectors/cli_check/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).expect("reference output");
     text.lines()
         .filter(|l| !l.contains("* Using JSON codec"))

@@ -1,7 +1,7 @@
 //! The Upper/Error service with QUIC as the base layer: server and client in one process, the
 //! server presenting a fresh self-signed certificate that the client trusts explicitly.
 //!
-//! `cargo run -p qtalk --example upper_quic`
+//! `cargo run -p qtalk --features quic --example upper_quic`
 
 use qtalk::codec::Json;
 use qtalk::rpc::{func, Call, Caller, RespondMux, Server};

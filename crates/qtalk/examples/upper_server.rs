@@ -2,7 +2,8 @@
 //!
 //! `cargo run -p qtalk --example upper_server [ADDR]` (default 127.0.0.1:9999; port 0 picks a
 //! free one). Prints `listening on <addr>` once ready. Try it with `upper_client` or the `qtalk`
-//! CLI: `qtalk call tcp://127.0.0.1:9999/Upper '["hello"]'`.
+//! CLI: `qtalk call tcp://127.0.0.1:9999/Upper hello` (prints `"HELLO"`; `qtalk call` sends its
+//! arguments as the parameter array, here `["hello"]`, which is what `func` takes).
 
 use qtalk::codec::Json;
 use qtalk::rpc::{func, Call, RespondMux, Server};

@@ -17,11 +17,12 @@ fn example(name: &str) -> PathBuf {
     if !path.exists() {
         // `cargo test --test examples` does not build examples; build the one needed.
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-p", "qtalk", "--example", name])
-            .status()
-            .unwrap()
-            .success();
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "qtalk", "--example", name]);
+        if cfg!(feature = "quic") {
+            build.args(["--features", "quic"]);
+        }
+        let ok = build.status().unwrap().success();
         assert!(ok, "building example {name}");
     }
     path
@@ -141,6 +142,7 @@ fn bytestream_proxy_example() {
     );
 }
 
+#[cfg(feature = "quic")]
 #[test]
 fn upper_over_quic_example() {
     assert_eq!(
