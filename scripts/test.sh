@@ -51,6 +51,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --lock
 echo "== cargo test"
 cargo test --workspace --locked
 
+echo "== README quick start in a crate of its own (only qtalk and tokio)"
+bash scripts/quickstart.sh
+
 echo "== fuzz targets (30 s each)"
 if cargo +nightly --version >/dev/null 2>&1 && cargo fuzz --version >/dev/null 2>&1; then
   bash fuzz/run.sh

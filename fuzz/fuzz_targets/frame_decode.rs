@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use qmux_proto::Frame;
+use qtalk_mux_proto::Frame;
 
 fuzz_target!(|data: &[u8]| {
     let mut buf = BytesMut::from(data);

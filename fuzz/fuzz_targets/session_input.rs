@@ -5,7 +5,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use qmux_proto::{Config, Event, Session};
+use qtalk_mux_proto::{Config, Event, Session};
 
 fuzz_target!(|data: &[u8]| {
     // The first byte chooses how the input is split and what the application does.
@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
         send_buffer: 64 * 1024,
         id_reuse_delay: (mode & 3) as usize,
     };
-    let floor = config.max_channels * qmux_proto::FLOOR_WINDOW.min(config.window) as usize;
+    let floor = config.max_channels * qtalk_mux_proto::FLOOR_WINDOW.min(config.window) as usize;
     let limit = config.memory_budget - config.send_buffer + floor;
     let mut s = Session::new(config);
     let step = 1 + (mode >> 2) as usize;

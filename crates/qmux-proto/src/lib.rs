@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use bytes::BytesMut;
-//! use qmux_proto::{Config, Event, Session};
+//! use qtalk_mux_proto::{Config, Event, Session};
 //!
 //! let mut a = Session::new(Config::default());
 //! let mut b = Session::new(Config::default());
@@ -25,6 +25,7 @@
 //! # let _ = id;
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod error;
 pub mod frame;

@@ -5,7 +5,7 @@
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
-use qmux_proto::{ChannelId, Config, Event, Frame, Session};
+use qtalk_mux_proto::{ChannelId, Config, Event, Frame, Session};
 
 const WINDOW: u32 = 4096;
 const MAX_PACKET: u32 = 1024;
@@ -227,7 +227,7 @@ impl Driver {
                 Event::OpenReply(id) => {
                     if matches!(
                         self.session.open_status(id),
-                        Ok(qmux_proto::OpenStatus::Confirmed)
+                        Ok(qtalk_mux_proto::OpenStatus::Confirmed)
                     ) && !self.known.contains(&id)
                     {
                         self.known.push(id);
@@ -245,7 +245,7 @@ impl Driver {
     fn act(&mut self, app: &App) {
         match *app {
             App::Open => {
-                if let Ok(qmux_proto::OpenStart::Started(id)) = self.session.open() {
+                if let Ok(qtalk_mux_proto::OpenStart::Started(id)) = self.session.open() {
                     self.opening.push(id);
                 }
             }
@@ -313,7 +313,7 @@ impl Driver {
         // Everything granted stays within the memory budget, plus the floor window of each
         // channel opened once it was spent.
         let c = config();
-        let floor = c.max_channels * qmux_proto::FLOOR_WINDOW.min(WINDOW) as usize;
+        let floor = c.max_channels * qtalk_mux_proto::FLOOR_WINDOW.min(WINDOW) as usize;
         assert!(
             held <= self.session.reserved()
                 && self.session.reserved() <= c.memory_budget - c.send_buffer + floor,

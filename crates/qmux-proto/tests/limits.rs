@@ -3,7 +3,7 @@
 //! down (its OPENs wait, its windows shrink), and refused only past the bounds.
 
 use bytes::BytesMut;
-use qmux_proto::{Config, Event, Frame, OpenStart, Session};
+use qtalk_mux_proto::{Config, Event, Frame, OpenStart, Session};
 
 const WINDOW: u32 = 256 * 1024;
 const SEND_BUFFER: usize = 64 * 1024;
@@ -154,7 +154,7 @@ fn the_budget_shrinks_windows_down_to_the_floor() {
             _ => None,
         })
         .collect();
-    let floor = qmux_proto::FLOOR_WINDOW;
+    let floor = qtalk_mux_proto::FLOOR_WINDOW;
     assert_eq!(windows, [WINDOW, WINDOW, WINDOW / 2, floor, floor]);
     let granted = 2 * WINDOW as usize + WINDOW as usize / 2 + 2 * floor as usize;
     assert_eq!(s.reserved(), granted);

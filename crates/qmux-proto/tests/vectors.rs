@@ -14,11 +14,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
-use qmux_proto::frame::{
+use qtalk_mux_proto::frame::{
     kind_name, DATA_HEADER_LEN, MSG_CLOSE, MSG_DATA, MSG_EOF, MSG_OPEN, MSG_OPEN_CONFIRM,
     MSG_WINDOW_ADJUST,
 };
-use qmux_proto::{Config, Event, Frame, OpenStatus, ProtocolError, Session};
+use qtalk_mux_proto::{Config, Event, Frame, OpenStatus, ProtocolError, Session};
 use transcript::{
     cli_check_files, comment_fields, display_name, parse_file, top_level_files, variant_files,
     vectors_dir, Line, Side,
@@ -580,13 +580,13 @@ impl Peer {
     /// Makes the session produce `frame` through the public API, as the Go application did.
     fn produce(&mut self, frame: &Frame, at: &str) -> Result<(), String> {
         let side = self.side;
-        let api = |what: String, e: qmux_proto::ChannelError| {
+        let api = |what: String, e: qtalk_mux_proto::ChannelError| {
             format!("{at}: our {side}: {what} failed: {e}")
         };
         match *frame {
             Frame::Open { sender_id, .. } => {
                 let id = match self.sess.open().map_err(|e| api("open()".into(), e))? {
-                    qmux_proto::OpenStart::Started(id) => id,
+                    qtalk_mux_proto::OpenStart::Started(id) => id,
                     queued => return Err(format!("{at}: our {side}: open() {queued:?}")),
                 };
                 if id != sender_id {

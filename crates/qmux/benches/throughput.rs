@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use qmux::{Config, Listener};
+use qtalk_mux::{Config, Listener};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -76,7 +76,7 @@ async fn qmux_tcp(total: usize, channels: usize, config: Config) -> f64 {
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let (client, server) = tokio::join!(
-        qmux::transport::connect_tcp(addr, config),
+        qtalk_mux::transport::connect_tcp(addr, config),
         listener.accept()
     );
     bulk(client.unwrap(), server.unwrap(), total, channels).await
@@ -85,22 +85,27 @@ async fn qmux_tcp(total: usize, channels: usize, config: Config) -> f64 {
 /// The same transfer with QUIC as the base layer (one stream per channel), on UDP loopback.
 #[cfg(feature = "quic")]
 async fn quic(total: usize, channels: usize) -> f64 {
-    let id = qmux::tls::self_signed(&["localhost"]).unwrap();
-    let server_tls = qmux::tls::server_config(id.certs.clone(), id.key).unwrap();
+    let id = qtalk_mux::tls::self_signed(&["localhost"]).unwrap();
+    let server_tls = qtalk_mux::tls::server_config(id.certs.clone(), id.key).unwrap();
     let listener = Listener::bind_quic("127.0.0.1:0", server_tls, Config::default())
         .await
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    let client_tls = qmux::tls::client_config(id.certs).unwrap();
+    let client_tls = qtalk_mux::tls::client_config(id.certs).unwrap();
     let (client, server) = tokio::join!(
-        qmux::quic::connect(addr, "localhost", client_tls, Config::default()),
+        qtalk_mux::quic::connect(addr, "localhost", client_tls, Config::default()),
         listener.accept()
     );
     bulk(client.unwrap(), server.unwrap(), total, channels).await
 }
 
 /// Sends `total` bytes from `client` to `server` over `channels` channels at once; MB/s.
-async fn bulk(client: qmux::Session, server: qmux::Session, total: usize, channels: usize) -> f64 {
+async fn bulk(
+    client: qtalk_mux::Session,
+    server: qtalk_mux::Session,
+    total: usize,
+    channels: usize,
+) -> f64 {
     let per = total / channels;
     let start = Instant::now();
     let sink = tokio::spawn(async move {

@@ -1,13 +1,13 @@
 //! Serves qmux on stdin/stdout and echoes every channel back to its opener: the child-process
 //! transport's test peer, and a minimal example of a stdio service.
 //!
-//! Run it under a parent that speaks qmux, e.g. `qmux::transport::spawn("stdio_echo", ..)`.
+//! Run it under a parent that speaks qmux, e.g. `qtalk_mux::transport::spawn("stdio_echo", ..)`.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let session = qmux::transport::stdio(qmux::Config::default());
+    let session = qtalk_mux::transport::stdio(qtalk_mux::Config::default());
     while let Some(mut ch) = session.accept().await {
         tokio::spawn(async move {
             let mut buf = vec![0u8; 64 * 1024];

@@ -3,7 +3,7 @@
 //!
 //! `cargo run -p qmux --example tcp_echo`
 
-use qmux::{Config, Listener};
+use qtalk_mux::{Config, Listener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::main]
@@ -26,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    let session = qmux::transport::connect_tcp(addr, Config::default()).await?;
+    let session = qtalk_mux::transport::connect_tcp(addr, Config::default()).await?;
     let mut calls = Vec::new();
     for i in 0..3 {
         let session = session.clone();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use qmux_proto::{ChannelId, ReadOutcome};
+use qtalk_mux_proto::{ChannelId, ReadOutcome};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::session::Owner;

@@ -6,7 +6,7 @@ use std::time::Duration;
 ///
 /// ```
 /// use std::time::Duration;
-/// let config = qmux::Config::default()
+/// let config = qtalk_mux::Config::default()
 ///     .window(1 << 20)
 ///     .accept_timeout(Duration::from_secs(5));
 /// assert_eq!(config.window_size(), 1 << 20);
@@ -18,7 +18,7 @@ use std::time::Duration;
 /// writer batch frames while holding writers back on a slow transport.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub(crate) proto: qmux_proto::Config,
+    pub(crate) proto: qtalk_mux_proto::Config,
     pub(crate) accept_timeout: Duration,
     pub(crate) close_timeout: Duration,
     pub(crate) open_timeout: Duration,
@@ -31,7 +31,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            proto: qmux_proto::Config::default(),
+            proto: qtalk_mux_proto::Config::default(),
             accept_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(5),
             open_timeout: Duration::from_secs(30),
@@ -54,8 +54,8 @@ impl Config {
     /// Largest DATA payload accepted from the peer (default 256 KiB; clamped to 9 ..= 2^31).
     pub fn max_packet(mut self, bytes: u32) -> Self {
         self.proto.max_packet = bytes.clamp(
-            qmux_proto::frame::MIN_MAX_PACKET,
-            qmux_proto::frame::MAX_MAX_PACKET,
+            qtalk_mux_proto::frame::MIN_MAX_PACKET,
+            qtalk_mux_proto::frame::MAX_MAX_PACKET,
         );
         self
     }
@@ -86,7 +86,7 @@ impl Config {
     /// Memory budget of the session (default 32 MiB): the receive windows granted on all its
     /// channels plus the send buffer. Channels get a full window while it allows, a smaller
     /// one (at least 64 KiB) when it is short, and 4 KiB
-    /// ([`FLOOR_WINDOW`](qmux_proto::FLOOR_WINDOW)) once it is spent; short windows grow back
+    /// ([`FLOOR_WINDOW`](qtalk_mux_proto::FLOOR_WINDOW)) once it is spent; short windows grow back
     /// as reads free it. What the peer can make this session hold is bounded by the budget
     /// plus 4 KiB per channel (at most [`max_channels`](Config::max_channels)).
     pub fn memory_budget(mut self, bytes: usize) -> Self {

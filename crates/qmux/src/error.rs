@@ -3,7 +3,7 @@
 use std::io;
 use std::sync::Arc;
 
-pub use qmux_proto::ProtocolError;
+pub use qtalk_mux_proto::ProtocolError;
 
 /// Why a session ended, or why a session operation failed.
 #[derive(Clone, Debug, thiserror::Error)]

@@ -7,9 +7,10 @@
 //! [`Channel`] is an `AsyncRead + AsyncWrite` stream with its own flow control, so one slow
 //! reader never stalls the others.
 //!
-//! The protocol logic lives in the sans-IO crate [`qmux_proto`]; this crate moves bytes: one
+//! The protocol logic lives in the sans-IO crate [`qtalk_mux_proto`]; this crate moves bytes: one
 //! reader task and one writer task per session, with frames batched into vectored writes.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod channel;
 mod config;
@@ -30,5 +31,5 @@ pub use config::Config;
 pub use error::{Error, ProtocolError};
 pub use listener::Listener;
 pub use proxy::{join, proxy};
-pub use qmux_proto;
+pub use qtalk_mux_proto;
 pub use session::Session;

@@ -93,14 +93,14 @@ impl Handshaking {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> std::io::Result<()> {
-/// let listener = qmux::Listener::bind_tcp("127.0.0.1:0", qmux::Config::default()).await?;
+/// let listener = qtalk_mux::Listener::bind_tcp("127.0.0.1:0", qtalk_mux::Config::default()).await?;
 /// let addr = listener.local_addr()?;
 /// tokio::spawn(async move {
 ///     while let Ok(session) = listener.accept().await {
 ///         tokio::spawn(async move { while let Some(_ch) = session.accept().await {} });
 ///     }
 /// });
-/// let session = qmux::transport::connect_tcp(addr, qmux::Config::default()).await?;
+/// let session = qtalk_mux::transport::connect_tcp(addr, qtalk_mux::Config::default()).await?;
 /// session.close();
 /// # Ok(())
 /// # }

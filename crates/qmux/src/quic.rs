@@ -14,9 +14,9 @@
 //! # async fn main() -> std::io::Result<()> {
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //!
-//! let identity = qmux::tls::self_signed(&["localhost"])?;
-//! let server_tls = qmux::tls::server_config(identity.certs.clone(), identity.key)?;
-//! let listener = qmux::Listener::bind_quic("127.0.0.1:0", server_tls, qmux::Config::default()).await?;
+//! let identity = qtalk_mux::tls::self_signed(&["localhost"])?;
+//! let server_tls = qtalk_mux::tls::server_config(identity.certs.clone(), identity.key)?;
+//! let listener = qtalk_mux::Listener::bind_quic("127.0.0.1:0", server_tls, qtalk_mux::Config::default()).await?;
 //! let addr = listener.local_addr()?;
 //! tokio::spawn(async move {
 //!     let session = listener.accept().await.unwrap();
@@ -28,8 +28,8 @@
 //!     session.wait().await;
 //! });
 //!
-//! let client_tls = qmux::tls::client_config(identity.certs)?;
-//! let session = qmux::quic::connect(addr, "localhost", client_tls, qmux::Config::default()).await?;
+//! let client_tls = qtalk_mux::tls::client_config(identity.certs)?;
+//! let session = qtalk_mux::quic::connect(addr, "localhost", client_tls, qtalk_mux::Config::default()).await?;
 //! let mut ch = session.open().await?;
 //! ch.write_all(b"hello").await?;
 //! ch.close_write()?;

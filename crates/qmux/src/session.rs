@@ -1,5 +1,5 @@
 //! The tokio driver: one reader task and one writer task per session around the sans-IO
-//! [`qmux_proto::Session`].
+//! [`qtalk_mux_proto::Session`].
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 
-use qmux_proto::{ChannelError, ChannelId, Event, OpenStart, OpenStatus, OpenTicket};
+use qtalk_mux_proto::{ChannelError, ChannelId, Event, OpenStart, OpenStatus, OpenTicket};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -46,12 +46,12 @@ const READ_MAX: usize = 1024 * 1024;
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), qmux::Error> {
+/// # async fn main() -> Result<(), qtalk_mux::Error> {
 /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
 ///
 /// let (a, b) = tokio::io::duplex(64 * 1024);
-/// let client = qmux::Session::new(a, qmux::Config::default());
-/// let server = qmux::Session::new(b, qmux::Config::default());
+/// let client = qtalk_mux::Session::new(a, qtalk_mux::Config::default());
+/// let server = qtalk_mux::Session::new(b, qtalk_mux::Config::default());
 ///
 /// tokio::spawn(async move {
 ///     let mut ch = server.accept().await.unwrap();
@@ -141,7 +141,7 @@ struct ChannelWakers {
 }
 
 pub(crate) struct Inner {
-    pub(crate) proto: qmux_proto::Session,
+    pub(crate) proto: qtalk_mux_proto::Session,
     wakers: Vec<ChannelWakers>,
     /// Incoming channels not yet taken by `accept`: id, deadline, and whether it was already
     /// confirmed (done at once when an acceptor is waiting, saving it a round of wake-ups).
@@ -400,7 +400,7 @@ impl Session {
     {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
-                proto: qmux_proto::Session::new(config.proto.clone()),
+                proto: qtalk_mux_proto::Session::new(config.proto.clone()),
                 wakers: Vec::new(),
                 accept_queue: VecDeque::new(),
                 accept_wakers: Vec::new(),

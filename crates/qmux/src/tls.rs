@@ -9,9 +9,9 @@
 //! servers only, nothing at all ([`insecure_client_config`], what the reference's checker does).
 //!
 //! ```
-//! let identity = qmux::tls::self_signed(&["localhost"])?;
-//! let server = qmux::tls::server_config(identity.certs.clone(), identity.key.clone_key())?;
-//! let client = qmux::tls::client_config(identity.certs)?;
+//! let identity = qtalk_mux::tls::self_signed(&["localhost"])?;
+//! let server = qtalk_mux::tls::server_config(identity.certs.clone(), identity.key.clone_key())?;
+//! let client = qtalk_mux::tls::client_config(identity.certs)?;
 //! # let _ = (server, client);
 //! # Ok::<(), std::io::Error>(())
 //! ```

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{basic_exchange, echo_interleaved, pattern, pipe_pair, tcp_pair, unix_pair, within};
-use qmux::{Config, Error, Session};
+use qtalk_mux::{Config, Error, Session};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,7 +52,7 @@ async fn child_process_over_stdio() {
     }
     assert!(echo.exists(), "{} missing", echo.display());
     let (session, mut child) =
-        qmux::transport::spawn(echo.to_str().unwrap(), Config::default()).unwrap();
+        qtalk_mux::transport::spawn(echo.to_str().unwrap(), Config::default()).unwrap();
     let mut handles = Vec::new();
     for i in 0..8 {
         let session = session.clone();
@@ -247,7 +247,7 @@ async fn open_times_out_against_a_silent_peer() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let keep = tokio::spawn(async move { listener.accept().await });
-    let s = qmux::transport::connect_tcp(addr, Config::default())
+    let s = qtalk_mux::transport::connect_tcp(addr, Config::default())
         .await
         .unwrap();
     let err = s.open_timeout(Duration::from_millis(10)).await.unwrap_err();
@@ -279,7 +279,7 @@ async fn proxy_forwards_channels_and_half_close() {
     let (back, server) = pipe_pair(Config::default());
     let proxy = tokio::spawn({
         let (front, back) = (front.clone(), back.clone());
-        async move { qmux::proxy(&back, &front).await }
+        async move { qtalk_mux::proxy(&back, &front).await }
     });
     tokio::spawn(echo_all_copying(server.clone()));
     for i in 0..3 {
@@ -298,7 +298,7 @@ async fn proxy_forwards_channels_and_half_close() {
     // Channels opened by the far side reach the near side too (proxy the other way).
     let reverse = tokio::spawn({
         let (front, back) = (front.clone(), back.clone());
-        async move { qmux::proxy(&front, &back).await }
+        async move { qtalk_mux::proxy(&front, &back).await }
     });
     let c2 = client.clone();
     let acc = tokio::spawn(async move {
@@ -330,7 +330,7 @@ async fn proxy_to_a_closed_session_fails_cleanly() {
     drop(server);
     let proxy = tokio::spawn({
         let (front, back) = (front.clone(), back.clone());
-        async move { qmux::proxy(&back, &front).await }
+        async move { qtalk_mux::proxy(&back, &front).await }
     });
     // The local open succeeds (the proxy accepts it) ...
     let open = tokio::spawn({

@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{pattern, tcp_pair, within, RawPeer};
-use qmux::qmux_proto::Frame;
-use qmux::Config;
+use qtalk_mux::qtalk_mux_proto::Frame;
+use qtalk_mux::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{echo_all, pattern, within};
-use qmux::{Config, Session};
+use qtalk_mux::{Config, Session};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -91,7 +91,7 @@ impl GoPeer {
             .kill_on_drop(true);
         let listener = match link {
             Link::GoDials => {
-                let l = qmux::Listener::bind_tcp("127.0.0.1:0", Config::default())
+                let l = qtalk_mux::Listener::bind_tcp("127.0.0.1:0", Config::default())
                     .await
                     .unwrap();
                 cmd.args(["-dial", &l.local_addr().unwrap().to_string()]);
@@ -103,7 +103,7 @@ impl GoPeer {
             }
             #[cfg(feature = "websocket")]
             Link::GoDialsWs => {
-                let l = qmux::Listener::bind_ws("127.0.0.1:0", Config::default())
+                let l = qtalk_mux::Listener::bind_ws("127.0.0.1:0", Config::default())
                     .await
                     .unwrap();
                 cmd.args(["-ws", "-dial", &l.local_addr().unwrap().to_string()]);
@@ -129,7 +129,7 @@ impl GoPeer {
             }
         });
         let session = match link {
-            Link::Stdio => qmux::transport::over_child(&mut child, Config::default()).unwrap(),
+            Link::Stdio => qtalk_mux::transport::over_child(&mut child, Config::default()).unwrap(),
             Link::GoDials => within(10, "Go dials", listener.unwrap().accept())
                 .await
                 .unwrap(),
@@ -139,7 +139,7 @@ impl GoPeer {
                 .unwrap(),
             Link::GoListens => {
                 let addr = listening_addr(&mut lines).await;
-                qmux::transport::connect_tcp(addr, Config::default())
+                qtalk_mux::transport::connect_tcp(addr, Config::default())
                     .await
                     .unwrap()
             }
@@ -147,7 +147,7 @@ impl GoPeer {
             Link::GoListensWs => {
                 let addr = listening_addr(&mut lines).await;
                 let url = format!("ws://{addr}/");
-                qmux::transport::ws::connect_ws(&url, Config::default())
+                qtalk_mux::transport::ws::connect_ws(&url, Config::default())
                     .await
                     .unwrap()
             }

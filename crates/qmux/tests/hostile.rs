@@ -5,14 +5,14 @@ mod common;
 
 use bytes::BytesMut;
 use common::{within, RawPeer};
-use qmux::qmux_proto::frame::{encode_data_header, MSG_OPEN};
-use qmux::qmux_proto::Frame;
-use qmux::{Config, Error, Listener, ProtocolError, Session};
+use qtalk_mux::qtalk_mux_proto::frame::{encode_data_header, MSG_OPEN};
+use qtalk_mux::qtalk_mux_proto::Frame;
+use qtalk_mux::{Config, Error, Listener, ProtocolError, Session};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A raw peer plus the session under test, with one channel the raw peer opened and the
 /// session accepted. Returns (peer, session, the session's channel, peer's id for it).
-async fn with_open_channel(config: Config) -> (RawPeer, Session, qmux::Channel) {
+async fn with_open_channel(config: Config) -> (RawPeer, Session, qtalk_mux::Channel) {
     let (mut peer, session) = RawPeer::connect(config).await;
     peer.send(Frame::Open {
         sender_id: 7,
@@ -339,7 +339,7 @@ async fn other_sessions_on_the_listener_keep_working() {
         }
         sessions
     });
-    let good = qmux::transport::connect_tcp(addr, Config::default())
+    let good = qtalk_mux::transport::connect_tcp(addr, Config::default())
         .await
         .unwrap();
     let mut bad = RawPeer::new(tokio::net::TcpStream::connect(addr).await.unwrap());

@@ -5,8 +5,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{within, RawPeer};
-use qmux::qmux_proto::Frame;
-use qmux::{Config, Error};
+use qtalk_mux::qtalk_mux_proto::Frame;
+use qtalk_mux::{Config, Error};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn alive_tasks() -> usize {
@@ -127,7 +127,7 @@ async fn peer_gone_mid_transfer() {
     let _ = peer.recv().await;
     // Half of a DATA frame, then the peer vanishes.
     let mut b = bytes::BytesMut::new();
-    qmux::qmux_proto::frame::encode_data_header(0, 1000, &mut b);
+    qtalk_mux::qtalk_mux_proto::frame::encode_data_header(0, 1000, &mut b);
     b.extend_from_slice(&[1u8; 500]);
     peer.send_raw(&b).await;
     let reader = tokio::spawn(async move {
@@ -296,7 +296,7 @@ async fn dropping_the_last_handle_closes_the_session() {
     let t0 = Instant::now();
     drop(ch);
     let why = within(1, "peer sees the end", server.wait()).await;
-    assert!(matches!(why, qmux::Error::PeerClosed), "{why}");
+    assert!(matches!(why, qtalk_mux::Error::PeerClosed), "{why}");
     assert!(t0.elapsed() < Duration::from_secs(1));
 }
 

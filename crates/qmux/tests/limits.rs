@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{tcp_pair, within};
-use qmux::{Config, Error, Session};
+use qtalk_mux::{Config, Error, Session};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Echoes every channel the peer opens, one task per channel.
@@ -55,12 +55,12 @@ async fn five_thousand_channels_opened_at_once_all_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_peers_channel_limit_opens_wait_for_a_slot() {
-    let listener = qmux::Listener::bind_tcp("127.0.0.1:0", Config::default().max_channels(3))
+    let listener = qtalk_mux::Listener::bind_tcp("127.0.0.1:0", Config::default().max_channels(3))
         .await
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let (client, limited) = tokio::join!(
-        qmux::transport::connect_tcp(addr, Config::default()),
+        qtalk_mux::transport::connect_tcp(addr, Config::default()),
         listener.accept()
     );
     let (client, limited) = (client.unwrap(), limited.unwrap());

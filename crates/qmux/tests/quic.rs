@@ -4,12 +4,12 @@
 mod common;
 
 use common::{basic_exchange, echo_all, echo_interleaved, pattern, within};
-use qmux::{tls, Config, Error, Listener, Session};
+use qtalk_mux::{tls, Config, Error, Listener, Session};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A QUIC listener with a fresh self-signed certificate, and the client TLS settings that
 /// trust it.
-async fn quic_listener(config: Config) -> (Listener, qmux::tls::rustls::ClientConfig) {
+async fn quic_listener(config: Config) -> (Listener, qtalk_mux::tls::rustls::ClientConfig) {
     let identity = tls::self_signed(&["localhost"]).unwrap();
     let server = tls::server_config(identity.certs.clone(), identity.key).unwrap();
     let listener = Listener::bind_quic("127.0.0.1:0", server, config)
@@ -23,7 +23,7 @@ async fn quic_pair(config: Config) -> (Session, Session) {
     let (listener, client_tls) = quic_listener(config.clone()).await;
     let addr = listener.local_addr().unwrap();
     let (client, server) = tokio::join!(
-        qmux::quic::connect(addr, "localhost", client_tls, config),
+        qtalk_mux::quic::connect(addr, "localhost", client_tls, config),
         listener.accept()
     );
     (client.unwrap(), server.unwrap())
@@ -153,7 +153,7 @@ async fn untrusted_certificate_or_wrong_name_is_refused() {
     let err = within(
         10,
         "untrusted",
-        qmux::quic::connect(addr, "localhost", untrusting, Config::default()),
+        qtalk_mux::quic::connect(addr, "localhost", untrusting, Config::default()),
     )
     .await
     .unwrap_err();
@@ -163,7 +163,7 @@ async fn untrusted_certificate_or_wrong_name_is_refused() {
     let session = within(
         10,
         "insecure",
-        qmux::quic::connect(
+        qtalk_mux::quic::connect(
             addr,
             "elsewhere",
             tls::insecure_client_config(),
@@ -184,7 +184,7 @@ async fn alpn_must_match() {
     let result = within(
         10,
         "alpn",
-        qmux::quic::connect(addr, "localhost", client_tls, Config::default()),
+        qtalk_mux::quic::connect(addr, "localhost", client_tls, Config::default()),
     )
     .await;
     assert!(result.is_err(), "a client offering only h3 must be refused");
@@ -209,7 +209,7 @@ async fn pem_files_load_and_bad_ones_are_clear_errors() {
     let addr = listener.local_addr().unwrap();
     let client_tls = tls::client_config(certs).unwrap();
     let (client, server) = tokio::join!(
-        qmux::quic::connect(addr, "localhost", client_tls, Config::default()),
+        qtalk_mux::quic::connect(addr, "localhost", client_tls, Config::default()),
         listener.accept()
     );
     let (client, server) = (client.unwrap(), server.unwrap());

@@ -4,12 +4,12 @@
 mod common;
 
 use common::{basic_exchange, within};
-use qmux::{tls, Config, Listener, Session};
+use qtalk_mux::{tls, Config, Listener, Session};
 
 /// A certificate for localhost: the server's settings and the client's that trust it.
 fn identity() -> (
-    qmux::tls::rustls::ServerConfig,
-    qmux::tls::rustls::ClientConfig,
+    qtalk_mux::tls::rustls::ServerConfig,
+    qtalk_mux::tls::rustls::ClientConfig,
 ) {
     let id = tls::self_signed(&["localhost"]).unwrap();
     (
@@ -25,7 +25,7 @@ async fn tls_pair() -> (Session, Session) {
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let (client, server) = tokio::join!(
-        qmux::transport::connect_tls(addr, "localhost", client_tls, Config::default()),
+        qtalk_mux::transport::connect_tls(addr, "localhost", client_tls, Config::default()),
         listener.accept()
     );
     (client.unwrap(), server.unwrap())
@@ -46,7 +46,7 @@ async fn basic_exchange_over_wss() {
         .unwrap();
     let url = format!("wss://localhost:{}/", listener.local_addr().unwrap().port());
     let (client, server) = tokio::join!(
-        qmux::transport::connect_wss(&url, client_tls, Config::default()),
+        qtalk_mux::transport::connect_wss(&url, client_tls, Config::default()),
         listener.accept()
     );
     basic_exchange(client.unwrap(), server.unwrap()).await;
@@ -62,7 +62,7 @@ async fn failed_handshakes_are_skipped_and_untrusted_servers_refused() {
     let accepting = tokio::spawn(async move { listener.accept().await.map(|_| ()) });
 
     // A plain qmux client: its handshake fails, nothing is accepted for it.
-    let plain = qmux::transport::connect_tcp(addr, Config::default())
+    let plain = qtalk_mux::transport::connect_tcp(addr, Config::default())
         .await
         .unwrap();
     let _ = plain
@@ -73,7 +73,7 @@ async fn failed_handshakes_are_skipped_and_untrusted_servers_refused() {
     let err = within(
         5,
         "untrusted",
-        qmux::transport::connect_tls(addr, "localhost", other, Config::default()),
+        qtalk_mux::transport::connect_tls(addr, "localhost", other, Config::default()),
     )
     .await
     .unwrap_err();
@@ -82,7 +82,12 @@ async fn failed_handshakes_are_skipped_and_untrusted_servers_refused() {
     let err = within(
         5,
         "wrong name",
-        qmux::transport::connect_tls(addr, "example.com", client_tls.clone(), Config::default()),
+        qtalk_mux::transport::connect_tls(
+            addr,
+            "example.com",
+            client_tls.clone(),
+            Config::default(),
+        ),
     )
     .await
     .unwrap_err();
@@ -95,7 +100,7 @@ async fn failed_handshakes_are_skipped_and_untrusted_servers_refused() {
     let good = within(
         5,
         "good client",
-        qmux::transport::connect_tls(addr, "localhost", client_tls, Config::default()),
+        qtalk_mux::transport::connect_tls(addr, "localhost", client_tls, Config::default()),
     )
     .await
     .unwrap();
@@ -118,7 +123,7 @@ async fn a_silent_connection_is_dropped_at_the_handshake_deadline_and_holds_up_n
     let accepting = tokio::spawn(async move { listener.accept().await.map(|_| ()) });
     // A slowloris client: connects and says nothing. It takes the only handshake slot.
     let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let honest = tokio::spawn(qmux::transport::connect_tls(
+    let honest = tokio::spawn(qtalk_mux::transport::connect_tls(
         addr,
         "localhost",
         client_tls,

@@ -136,7 +136,7 @@ pub fn service(faults: Faults) -> RespondMux {
 }
 
 /// Serves the interop service on `session` and returns the running peer.
-pub fn serve(session: qmux::Session, codec: Arc<dyn Codec>, faults: Faults) -> Peer {
+pub fn serve(session: qtalk_mux::Session, codec: Arc<dyn Codec>, faults: Faults) -> Peer {
     let hook = faults.clone();
     let options = Options {
         on_bad_call: Some(Arc::new(move |channel, e| {
@@ -151,7 +151,7 @@ pub fn serve(session: qmux::Session, codec: Arc<dyn Codec>, faults: Faults) -> P
 
 /// Serves the [`callbacks`] on `session` (what a checker does) and returns the running peer,
 /// whose [`Peer::caller`] makes the checked calls.
-pub fn serve_callbacks(session: qmux::Session, codec: Arc<dyn Codec>) -> Peer {
+pub fn serve_callbacks(session: qtalk_mux::Session, codec: Arc<dyn Codec>) -> Peer {
     let peer = Peer::with_handler(session, codec, Arc::new(callbacks()), Options::default());
     peer.respond();
     peer

@@ -10,6 +10,7 @@
 //! - [`gofmt`]: Go's `%v` rendering of values, for output identical to the reference's.
 //! - [`Failure`] and [`exit`]: the error kinds and the process exit codes they map to.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod bench;
 pub mod check;

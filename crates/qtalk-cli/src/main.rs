@@ -1,4 +1,5 @@
 //! `qtalk`: call qtalk peers, serve and check the interop service, benchmark peers.
+#![forbid(unsafe_code)]
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -214,7 +215,7 @@ impl DialArgs {
             (None, false) => peer::Trust::System,
         };
         peer::Dial {
-            config: qmux::Config::default(),
+            config: qtalk_mux::Config::default(),
             trust,
             connect_timeout: Some(self.connect_timeout),
         }
@@ -409,7 +410,7 @@ async fn interop_cmd(a: InteropArgs, faults: Faults) -> Result<(), Failure> {
             if let Some(hint) = interop::terminal_hint(std::io::stdin().is_terminal()) {
                 eprintln!("{hint}");
             }
-            let session = qmux::transport::stdio(qmux::Config::default());
+            let session = qtalk_mux::transport::stdio(qtalk_mux::Config::default());
             let peer = interop::serve(session.clone(), codec, faults.clone());
             let fault = tokio::select! {
                 end = session.wait() => {
@@ -448,10 +449,10 @@ async fn interop_cmd(a: InteropArgs, faults: Faults) -> Result<(), Failure> {
 }
 
 /// Maps how a stdio session ended to the interop's result.
-fn session_end(end: qmux::Error) -> Result<(), Failure> {
+fn session_end(end: qtalk_mux::Error) -> Result<(), Failure> {
     match end {
-        qmux::Error::PeerClosed | qmux::Error::Closed => Ok(()),
-        qmux::Error::Io(e)
+        qtalk_mux::Error::PeerClosed | qtalk_mux::Error::Closed => Ok(()),
+        qtalk_mux::Error::Io(e)
             if matches!(
                 e.kind(),
                 std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
@@ -459,7 +460,7 @@ fn session_end(end: qmux::Error) -> Result<(), Failure> {
         {
             Ok(())
         }
-        qmux::Error::Protocol(p) => {
+        qtalk_mux::Error::Protocol(p) => {
             Err(Failure::Transport(format!("peer broke the protocol: {p}")))
         }
         other => Err(Failure::Transport(other.to_string())),
@@ -471,10 +472,13 @@ fn session_end(end: qmux::Error) -> Result<(), Failure> {
 fn server_tls(
     identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
     host: &str,
-) -> std::io::Result<(qmux::tls::rustls::ServerConfig, bool)> {
+) -> std::io::Result<(qtalk_mux::tls::rustls::ServerConfig, bool)> {
     match identity {
         Some((cert, key)) => Ok((
-            qmux::tls::server_config(qmux::tls::load_certs(cert)?, qmux::tls::load_key(key)?)?,
+            qtalk_mux::tls::server_config(
+                qtalk_mux::tls::load_certs(cert)?,
+                qtalk_mux::tls::load_key(key)?,
+            )?,
             false,
         )),
         None => {
@@ -482,8 +486,8 @@ fn server_tls(
             if !names.contains(&host) && !host.is_empty() {
                 names.push(host);
             }
-            let id = qmux::tls::self_signed(&names)?;
-            Ok((qmux::tls::server_config(id.certs, id.key)?, true))
+            let id = qtalk_mux::tls::self_signed(&names)?;
+            Ok((qtalk_mux::tls::server_config(id.certs, id.key)?, true))
         }
     }
 }
@@ -493,7 +497,7 @@ async fn listen(
     identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
     codec: Arc<dyn Codec>,
 ) -> Result<(), Failure> {
-    let config = qmux::Config::default();
+    let config = qtalk_mux::Config::default();
     let secure = matches!(
         endpoint,
         Endpoint::Quic(_) | Endpoint::Tls(_) | Endpoint::Wss(_)
@@ -510,23 +514,23 @@ async fn listen(
     };
     let mut self_signed = false;
     let bound = match &endpoint {
-        Endpoint::Tcp(addr) => qmux::Listener::bind_tcp(addr.as_str(), config).await,
-        Endpoint::Ws(addr) => qmux::Listener::bind_ws(addr.as_str(), config).await,
+        Endpoint::Tcp(addr) => qtalk_mux::Listener::bind_tcp(addr.as_str(), config).await,
+        Endpoint::Ws(addr) => qtalk_mux::Listener::bind_ws(addr.as_str(), config).await,
         Endpoint::Unix(path) => bind_unix(path, config).await,
         Endpoint::Quic(addr) => {
             let (tls, generated) = tls_for(addr)?;
             self_signed = generated;
-            qmux::Listener::bind_quic(addr.as_str(), tls, config).await
+            qtalk_mux::Listener::bind_quic(addr.as_str(), tls, config).await
         }
         Endpoint::Tls(addr) => {
             let (tls, generated) = tls_for(addr)?;
             self_signed = generated;
-            qmux::Listener::bind_tls(addr.as_str(), tls, config).await
+            qtalk_mux::Listener::bind_tls(addr.as_str(), tls, config).await
         }
         Endpoint::Wss(addr) => {
             let (tls, generated) = tls_for(addr)?;
             self_signed = generated;
-            qmux::Listener::bind_wss(addr.as_str(), tls, config).await
+            qtalk_mux::Listener::bind_wss(addr.as_str(), tls, config).await
         }
     };
     let listener = bound.map_err(|e| {
@@ -618,9 +622,9 @@ async fn shutdown_signal() {
 #[cfg(unix)]
 async fn bind_unix(
     path: &std::path::Path,
-    config: qmux::Config,
-) -> std::io::Result<qmux::Listener> {
-    match qmux::Listener::bind_unix(path, config.clone()) {
+    config: qtalk_mux::Config,
+) -> std::io::Result<qtalk_mux::Listener> {
+    match qtalk_mux::Listener::bind_unix(path, config.clone()) {
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             use std::os::unix::fs::FileTypeExt;
             let is_socket = std::fs::symlink_metadata(path)
@@ -629,7 +633,7 @@ async fn bind_unix(
             let alive = tokio::net::UnixStream::connect(path).await.is_ok();
             if is_socket && !alive {
                 std::fs::remove_file(path)?;
-                qmux::Listener::bind_unix(path, config)
+                qtalk_mux::Listener::bind_unix(path, config)
             } else {
                 Err(e)
             }
@@ -639,7 +643,10 @@ async fn bind_unix(
 }
 
 #[cfg(not(unix))]
-async fn bind_unix(_: &std::path::Path, _: qmux::Config) -> std::io::Result<qmux::Listener> {
+async fn bind_unix(
+    _: &std::path::Path,
+    _: qtalk_mux::Config,
+) -> std::io::Result<qtalk_mux::Listener> {
     Err(std::io::Error::new(
         std::io::ErrorKind::Unsupported,
         "Unix sockets are not available on this platform",

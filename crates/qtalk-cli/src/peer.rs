@@ -65,7 +65,7 @@ impl std::fmt::Display for PeerSpec {
 #[derive(Debug)]
 pub struct Connection {
     /// The qmux session.
-    pub session: qmux::Session,
+    pub session: qtalk_mux::Session,
     child: Option<Child>,
 }
 
@@ -122,11 +122,11 @@ pub enum Trust {
 
 impl Trust {
     /// The rustls client settings for this choice.
-    pub fn client_config(&self) -> io::Result<qmux::tls::rustls::ClientConfig> {
+    pub fn client_config(&self) -> io::Result<qtalk_mux::tls::rustls::ClientConfig> {
         match self {
-            Trust::System => qmux::tls::platform_client_config(),
-            Trust::Roots(path) => qmux::tls::client_config(qmux::tls::load_certs(path)?),
-            Trust::Insecure => Ok(qmux::tls::insecure_client_config()),
+            Trust::System => qtalk_mux::tls::platform_client_config(),
+            Trust::Roots(path) => qtalk_mux::tls::client_config(qtalk_mux::tls::load_certs(path)?),
+            Trust::Insecure => Ok(qtalk_mux::tls::insecure_client_config()),
         }
     }
 }
@@ -136,7 +136,7 @@ impl Trust {
 #[derive(Clone, Debug, Default)]
 pub struct Dial {
     /// Session settings.
-    pub config: qmux::Config,
+    pub config: qtalk_mux::Config,
     /// Certificates accepted from TLS and QUIC servers.
     pub trust: Trust,
     /// Deadline for connecting, the TLS, WebSocket or QUIC handshake included, within the
@@ -156,28 +156,28 @@ pub fn host_of(addr: &str) -> &str {
 }
 
 /// Connects to a listening peer.
-pub async fn connect(endpoint: &Endpoint, dial: &Dial) -> io::Result<qmux::Session> {
+pub async fn connect(endpoint: &Endpoint, dial: &Dial) -> io::Result<qtalk_mux::Session> {
     let config = dial.config.clone();
     match endpoint {
         Endpoint::Quic(addr) => {
             let tls = dial.trust.client_config()?;
-            qmux::quic::connect(addr.as_str(), host_of(addr), tls, config).await
+            qtalk_mux::quic::connect(addr.as_str(), host_of(addr), tls, config).await
         }
         Endpoint::Tls(addr) => {
             let tls = dial.trust.client_config()?;
-            qmux::transport::connect_tls(addr.as_str(), host_of(addr), tls, config).await
+            qtalk_mux::transport::connect_tls(addr.as_str(), host_of(addr), tls, config).await
         }
         Endpoint::Wss(addr) => {
             let tls = dial.trust.client_config()?;
-            qmux::transport::connect_wss(&format!("wss://{addr}/"), tls, config).await
+            qtalk_mux::transport::connect_wss(&format!("wss://{addr}/"), tls, config).await
         }
-        Endpoint::Tcp(addr) => qmux::transport::connect_tcp(addr.as_str(), config).await,
+        Endpoint::Tcp(addr) => qtalk_mux::transport::connect_tcp(addr.as_str(), config).await,
         // The selector is not part of the WebSocket URL: as the reference's DialWS, path `/`.
         Endpoint::Ws(addr) => {
-            qmux::transport::ws::connect_ws(&format!("ws://{addr}/"), config).await
+            qtalk_mux::transport::ws::connect_ws(&format!("ws://{addr}/"), config).await
         }
         #[cfg(unix)]
-        Endpoint::Unix(path) => qmux::transport::connect_unix(path, config).await,
+        Endpoint::Unix(path) => qtalk_mux::transport::connect_unix(path, config).await,
         #[cfg(not(unix))]
         Endpoint::Unix(_) => Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -193,7 +193,7 @@ pub async fn connect_within(
     endpoint: &Endpoint,
     dial: &Dial,
     timeout: Duration,
-) -> Result<qmux::Session, Failure> {
+) -> Result<qtalk_mux::Session, Failure> {
     let limit = dial.connect_timeout.map_or(timeout, |c| c.min(timeout));
     match tokio::time::timeout(limit, connect(endpoint, dial)).await {
         Ok(Ok(s)) => Ok(s),
@@ -286,14 +286,14 @@ fn self_exe() -> io::Result<PathBuf> {
     std::env::current_exe()
 }
 
-fn spawn(mut command: Command, config: qmux::Config) -> io::Result<Connection> {
+fn spawn(mut command: Command, config: qtalk_mux::Config) -> io::Result<Connection> {
     command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
     let mut child = command.spawn()?;
-    let session = qmux::transport::over_child(&mut child, config)?;
+    let session = qtalk_mux::transport::over_child(&mut child, config)?;
     Ok(Connection {
         session,
         child: Some(child),

@@ -400,11 +400,11 @@ fn upper_server_on(codec: &str, websocket: bool) -> UpperServer {
         qtalk::rpc::Options::default(),
     );
     let addr = runtime.block_on(async move {
-        let config = qmux::Config::default();
+        let config = qtalk_mux::Config::default();
         let listener = if websocket {
-            qmux::Listener::bind_ws("127.0.0.1:0", config).await
+            qtalk_mux::Listener::bind_ws("127.0.0.1:0", config).await
         } else {
-            qmux::Listener::bind_tcp("127.0.0.1:0", config).await
+            qtalk_mux::Listener::bind_tcp("127.0.0.1:0", config).await
         }
         .expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -844,7 +844,7 @@ fn check_call_and_bench_over_quic_with_a_self_signed_certificate() {
 fn quic_with_certificate_files_and_a_trusted_ca() {
     let dir = std::env::temp_dir().join(format!("qtalk-cli-quic-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let (cert, key) = qmux::tls::self_signed_pem(&["localhost"]).expect("certificate");
+    let (cert, key) = qtalk_mux::tls::self_signed_pem(&["localhost"]).expect("certificate");
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, cert).expect("write cert");
     std::fs::write(&key_path, key).expect("write key");

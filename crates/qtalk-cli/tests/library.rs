@@ -9,11 +9,11 @@ use qtalk::rpc::{handler_fn, Call, Responder};
 use qtalk_cli::interop::{self, Faults};
 use qtalk_cli::{check, Failure};
 
-fn pair() -> (qmux::Session, qmux::Session) {
+fn pair() -> (qtalk_mux::Session, qtalk_mux::Session) {
     let (a, b) = tokio::io::duplex(1 << 20);
     (
-        qmux::Session::new(a, qmux::Config::default()),
-        qmux::Session::new(b, qmux::Config::default()),
+        qtalk_mux::Session::new(a, qtalk_mux::Config::default()),
+        qtalk_mux::Session::new(b, qtalk_mux::Config::default()),
     )
 }
 

@@ -1,5 +1,6 @@
 //! The `#[qtalk::service]` attribute. Use it through the `qtalk` crate (`qtalk::service`), whose
 //! documentation has the examples; this crate only generates code.
+#![forbid(unsafe_code)]
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};

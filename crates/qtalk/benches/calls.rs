@@ -129,26 +129,26 @@ async fn qtalk_calls_on(
     let server = Server::with_options(Arc::new(mux), codec.clone(), Default::default());
     let session = match base {
         Base::Tcp => {
-            let listener = qmux::Listener::bind_tcp("127.0.0.1:0", Default::default())
+            let listener = qtalk::mux::Listener::bind_tcp("127.0.0.1:0", Default::default())
                 .await
                 .unwrap();
             let addr = listener.local_addr().unwrap();
             let s2 = server.clone();
             tokio::spawn(async move { s2.serve(listener).await });
-            let session = qmux::transport::connect_tcp(addr, Default::default());
+            let session = qtalk::mux::transport::connect_tcp(addr, Default::default());
             session.await.unwrap()
         }
         Base::Quic => {
-            let id = qmux::tls::self_signed(&["localhost"]).unwrap();
-            let tls = qmux::tls::server_config(id.certs.clone(), id.key).unwrap();
-            let listener = qmux::Listener::bind_quic("127.0.0.1:0", tls, Default::default())
+            let id = qtalk::mux::tls::self_signed(&["localhost"]).unwrap();
+            let tls = qtalk::mux::tls::server_config(id.certs.clone(), id.key).unwrap();
+            let listener = qtalk::mux::Listener::bind_quic("127.0.0.1:0", tls, Default::default())
                 .await
                 .unwrap();
             let addr = listener.local_addr().unwrap();
             let s2 = server.clone();
             tokio::spawn(async move { s2.serve(listener).await });
-            let tls = qmux::tls::client_config(id.certs).unwrap();
-            let session = qmux::quic::connect(addr, "localhost", tls, Default::default());
+            let tls = qtalk::mux::tls::client_config(id.certs).unwrap();
+            let session = qtalk::mux::quic::connect(addr, "localhost", tls, Default::default());
             session.await.unwrap()
         }
     };
@@ -169,7 +169,7 @@ async fn qtalk_calls_on(
 
 /// Opening (and dropping) a qmux channel: the first of a call's two round trips, alone.
 async fn open_only(secs: Duration) -> Stats {
-    let listener = qmux::Listener::bind_tcp("127.0.0.1:0", Default::default())
+    let listener = qtalk::mux::Listener::bind_tcp("127.0.0.1:0", Default::default())
         .await
         .unwrap();
     let addr = listener.local_addr().unwrap();
@@ -179,7 +179,7 @@ async fn open_only(secs: Duration) -> Stats {
             drop(ch);
         }
     });
-    let session = qmux::transport::connect_tcp(addr, Default::default())
+    let session = qtalk::mux::transport::connect_tcp(addr, Default::default())
         .await
         .unwrap();
     drive(1, secs, move |_| {

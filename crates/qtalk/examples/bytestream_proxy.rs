@@ -25,7 +25,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The proxy: `dial(addr)` continues into a raw stream connected to `addr`.
     let (a, b) = tokio::io::duplex(256 * 1024);
-    let proxy = Peer::new(qmux::Session::new(b, Default::default()), Json);
+    let proxy = Peer::new(qtalk::mux::Session::new(b, Default::default()), Json);
     proxy.handle(
         "dial",
         handler_fn(|r: Responder, mut call: Call| async move {
@@ -55,7 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     proxy.respond();
 
     // The client: dial through the proxy and talk to the echo service.
-    let client = Peer::new(qmux::Session::new(a, Default::default()), Json);
+    let client = Peer::new(qtalk::mux::Session::new(a, Default::default()), Json);
     let mut tunnel = client
         .caller()
         .call_raw("dial", &echo_addr.to_string())

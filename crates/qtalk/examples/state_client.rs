@@ -15,7 +15,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:9998".into());
     let stay: Option<u64> = args.next().and_then(|s| s.parse().ok());
 
-    let session = qmux::transport::connect_tcp(addr, Default::default()).await?;
+    let session = qtalk::mux::transport::connect_tcp(addr, Default::default()).await?;
     let peer = Peer::new(session, Json);
     // The server calls this whenever the user list changes.
     peer.handle(

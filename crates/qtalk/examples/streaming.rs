@@ -10,8 +10,8 @@ use qtalk::rpc::{handler_fn, Call, Peer, Responder};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (a, b) = tokio::io::duplex(64 * 1024);
-    let client = Peer::new(qmux::Session::new(a, Default::default()), Json);
-    let server = Peer::new(qmux::Session::new(b, Default::default()), Json);
+    let client = Peer::new(qtalk::mux::Session::new(a, Default::default()), Json);
+    let server = Peer::new(qtalk::mux::Session::new(b, Default::default()), Json);
 
     server.handle(
         "count",

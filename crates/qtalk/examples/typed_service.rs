@@ -30,11 +30,11 @@ impl Text for MyText {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let listener = qmux::Listener::bind_tcp("127.0.0.1:0", Default::default()).await?;
+    let listener = qtalk::mux::Listener::bind_tcp("127.0.0.1:0", Default::default()).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move { Server::new(MyText.into_mux(), Json).serve(listener).await });
 
-    let session = qmux::transport::connect_tcp(addr, Default::default()).await?;
+    let session = qtalk::mux::transport::connect_tcp(addr, Default::default()).await?;
     let text = TextClient::new(Caller::new(session, Json));
     println!("{}", text.upper("hello world".into()).await?);
     if let Err(err) = text.error("user error".into()).await {

@@ -11,7 +11,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9999".into());
-    let session = qmux::transport::connect_tcp(addr, Default::default()).await?;
+    let session = qtalk::mux::transport::connect_tcp(addr, Default::default()).await?;
     let caller = Caller::new(session, Json);
 
     let reply: String = caller.call("Upper", &["hello world"]).await?;

@@ -20,10 +20,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }),
     )?;
 
-    // For a real server: qmux::tls::load_certs("cert.pem") and load_key("key.pem").
-    let identity = qmux::tls::self_signed(&["localhost"])?;
-    let server_tls = qmux::tls::server_config(identity.certs.clone(), identity.key)?;
-    let listener = qmux::Listener::bind_quic("127.0.0.1:0", server_tls, Default::default()).await?;
+    // For a real server: qtalk::mux::tls::load_certs("cert.pem") and load_key("key.pem").
+    let identity = qtalk::mux::tls::self_signed(&["localhost"])?;
+    let server_tls = qtalk::mux::tls::server_config(identity.certs.clone(), identity.key)?;
+    let listener =
+        qtalk::mux::Listener::bind_quic("127.0.0.1:0", server_tls, Default::default()).await?;
     let addr = listener.local_addr()?;
     let server = Server::new(mux, Json);
     tokio::spawn({
@@ -31,9 +32,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         async move { server.serve(listener).await }
     });
 
-    // For public servers: qmux::tls::platform_client_config().
-    let client_tls = qmux::tls::client_config(identity.certs)?;
-    let session = qmux::quic::connect(addr, "localhost", client_tls, Default::default()).await?;
+    // For public servers: qtalk::mux::tls::platform_client_config().
+    let client_tls = qtalk::mux::tls::client_config(identity.certs)?;
+    let session =
+        qtalk::mux::quic::connect(addr, "localhost", client_tls, Default::default()).await?;
     let caller = Caller::new(session.clone(), Json);
     let reply: String = caller.call("Upper", &["hello world"]).await?;
     println!("{reply}");

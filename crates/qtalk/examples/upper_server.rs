@@ -26,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }),
     )?;
 
-    let listener = qmux::Listener::bind_tcp(addr, Default::default()).await?;
+    let listener = qtalk::mux::Listener::bind_tcp(addr, Default::default()).await?;
     println!("listening on {}", listener.local_addr()?);
     Server::new(mux, Json).serve(listener).await?;
     Ok(())

@@ -1,4 +1,4 @@
-//! **qtalk** for Rust: bidirectional RPC over [`qmux`] channels, wire compatible with the Go
+//! **qtalk** for Rust: bidirectional RPC over [qmux](mux) channels, wire compatible with the Go
 //! reference implementation (qtalk-go).
 //!
 //! - [`codec`]: JSON and CBOR, byte-identical to the reference's encoders.
@@ -19,8 +19,8 @@
 //! let server = Server::new(mux, Json);
 //!
 //! let (a, b) = tokio::io::duplex(64 * 1024);
-//! server.respond(qmux::Session::new(b, Default::default()));
-//! let caller = Caller::new(qmux::Session::new(a, Default::default()), Json);
+//! server.respond(qtalk::mux::Session::new(b, Default::default()));
+//! let caller = Caller::new(qtalk::mux::Session::new(a, Default::default()), Json);
 //! let reply: String = caller.call("Upper", &["hello world"]).await?;
 //! assert_eq!(reply, "HELLO WORLD");
 //! # Ok(())
@@ -67,9 +67,9 @@
 //!
 //! let server = Server::new(MyText.into_mux(), Json);
 //! let (a, b) = tokio::io::duplex(64 * 1024);
-//! server.respond(qmux::Session::new(b, Default::default()));
+//! server.respond(qtalk::mux::Session::new(b, Default::default()));
 //!
-//! let text = TextClient::new(Caller::new(qmux::Session::new(a, Default::default()), Json));
+//! let text = TextClient::new(Caller::new(qtalk::mux::Session::new(a, Default::default()), Json));
 //! assert_eq!(text.upper("hello".into()).await?, "HELLO");
 //! assert_eq!(text.lookup("one".into()).await?, 1);
 //! let err = text.lookup("two".into()).await.unwrap_err();
@@ -79,11 +79,24 @@
 //! # }
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+// The README's code blocks compile as doc tests, so they cannot drift from the API (its QUIC
+// example needs feature `quic`, which workspace builds turn on through qtalk-cli).
+#[cfg(all(doctest, feature = "quic"))]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
 
 pub mod codec;
 pub mod rpc;
 
 pub use codec::Value;
+
+/// The base layer: qmux sessions and channels over TCP, Unix sockets, WebSocket, TLS, stdio or
+/// any byte stream, and QUIC (the crate `qtalk-mux`, re-exported whole). qmux here is qtalk's
+/// subset of the SSH connection protocol, as in qtalk-go's `mux` package; it is not IETF QMux.
+pub use qtalk_mux as mux;
+pub use qtalk_mux::{Channel, Listener, Session};
 
 /// Makes a typed qtalk service of a trait (see [the crate documentation](crate#typed-services)).
 ///
@@ -100,4 +113,5 @@ pub use codec::Value;
 ///
 /// Selectors are the method names in Go's exported style (`to_upper` is `ToUpper`) unless a
 /// method says `#[qtalk(selector = "...")]`; two methods may not share one.
+#[cfg(feature = "macros")]
 pub use qtalk_macros::service;

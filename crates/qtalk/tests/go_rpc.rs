@@ -17,8 +17,8 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use qmux::{Config, Session};
 use qtalk::codec::{Cbor, Codec, Json};
+use qtalk::mux::{Config, Session};
 use qtalk::rpc::{func, handler_fn, Call, Caller, Error, Peer, Responder};
 use qtalk::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -137,7 +137,7 @@ impl GoPeer {
             .kill_on_drop(true);
         let listener = match link {
             Link::GoDials => {
-                let l = qmux::Listener::bind_tcp("127.0.0.1:0", Config::default())
+                let l = qtalk::mux::Listener::bind_tcp("127.0.0.1:0", Config::default())
                     .await
                     .unwrap();
                 cmd.args(["-dial", &l.local_addr().unwrap().to_string()]);
@@ -165,7 +165,9 @@ impl GoPeer {
             }
         });
         let session = match link {
-            Link::Stdio => qmux::transport::over_child(&mut child, Config::default()).unwrap(),
+            Link::Stdio => {
+                qtalk::mux::transport::over_child(&mut child, Config::default()).unwrap()
+            }
             Link::GoDials => within(10, "Go dials", listener.unwrap().accept())
                 .await
                 .unwrap(),
@@ -180,7 +182,7 @@ impl GoPeer {
                 })
                 .await;
                 let addr = line.trim_start_matches("listening ").trim().to_string();
-                qmux::transport::connect_tcp(addr, Config::default())
+                qtalk::mux::transport::connect_tcp(addr, Config::default())
                     .await
                     .unwrap()
             }

@@ -13,13 +13,13 @@ async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
 }
 
 /// A QUIC listener with a self-signed certificate, and client settings that trust it.
-async fn listener() -> (qmux::Listener, qmux::tls::rustls::ClientConfig) {
-    let id = qmux::tls::self_signed(&["localhost"]).unwrap();
-    let server_tls = qmux::tls::server_config(id.certs.clone(), id.key).unwrap();
-    let l = qmux::Listener::bind_quic("127.0.0.1:0", server_tls, Default::default())
+async fn listener() -> (qtalk::mux::Listener, qtalk::mux::tls::rustls::ClientConfig) {
+    let id = qtalk::mux::tls::self_signed(&["localhost"]).unwrap();
+    let server_tls = qtalk::mux::tls::server_config(id.certs.clone(), id.key).unwrap();
+    let l = qtalk::mux::Listener::bind_quic("127.0.0.1:0", server_tls, Default::default())
         .await
         .unwrap();
-    (l, qmux::tls::client_config(id.certs).unwrap())
+    (l, qtalk::mux::tls::client_config(id.certs).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,7 +45,7 @@ async fn upper_and_error_over_quic() {
         tokio::spawn(async move { server.serve(l).await })
     };
 
-    let session = qmux::quic::connect(addr, "localhost", client_tls, Default::default())
+    let session = qtalk::mux::quic::connect(addr, "localhost", client_tls, Default::default())
         .await
         .unwrap();
     let caller = qtalk::rpc::Caller::new(session.clone(), Json);
@@ -116,7 +116,7 @@ async fn callbacks_streams_and_continued_bytes_over_quic() {
         peer.session().wait().await
     });
 
-    let session = qmux::quic::connect(addr, "localhost", client_tls, Default::default())
+    let session = qtalk::mux::quic::connect(addr, "localhost", client_tls, Default::default())
         .await
         .unwrap();
     let me = Peer::new(session.clone(), Cbor);
@@ -151,7 +151,7 @@ async fn callbacks_streams_and_continued_bytes_over_quic() {
 
     me.close();
     let end = within("server end", server_side).await.unwrap();
-    assert!(matches!(end, qmux::Error::PeerClosed), "{end}");
+    assert!(matches!(end, qtalk::mux::Error::PeerClosed), "{end}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +177,7 @@ async fn a_caller_giving_up_cancels_the_handler_over_quic() {
         let server = server.clone();
         tokio::spawn(async move { server.serve(l).await })
     };
-    let session = qmux::quic::connect(addr, "localhost", client_tls, Default::default())
+    let session = qtalk::mux::quic::connect(addr, "localhost", client_tls, Default::default())
         .await
         .unwrap();
     let caller = qtalk::rpc::Caller::new(session.clone(), Json);

@@ -19,12 +19,12 @@ async fn within<F: std::future::Future>(secs: u64, what: &str, f: F) -> F::Outpu
 
 /// Two peers over TCP loopback, both answering calls.
 async fn peers(codec: Arc<dyn Codec>) -> (Peer, Peer) {
-    let listener = qmux::Listener::bind_tcp("127.0.0.1:0", Default::default())
+    let listener = qtalk::mux::Listener::bind_tcp("127.0.0.1:0", Default::default())
         .await
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let (a, b) = tokio::join!(
-        qmux::transport::connect_tcp(addr, Default::default()),
+        qtalk::mux::transport::connect_tcp(addr, Default::default()),
         listener.accept()
     );
     let a = Peer::with_codec(a.unwrap(), codec.clone());
@@ -419,7 +419,7 @@ async fn proxy_handler_forwards_unary_and_streams() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_serves_a_listener_and_shuts_down_gracefully() {
     let (addr, server, mut started, go) = holding_server(|s| s).await;
-    let session = qmux::transport::connect_tcp(addr, Default::default())
+    let session = qtalk::mux::transport::connect_tcp(addr, Default::default())
         .await
         .unwrap();
     let caller = Caller::new(session, Json);
@@ -513,7 +513,7 @@ async fn callbacks_are_reachable_only_from_their_session() {
     )
     .unwrap();
     let server = Server::new(mux, Json);
-    let listener = qmux::Listener::bind_tcp("127.0.0.1:0", Default::default())
+    let listener = qtalk::mux::Listener::bind_tcp("127.0.0.1:0", Default::default())
         .await
         .unwrap();
     let addr = listener.local_addr().unwrap();
@@ -522,7 +522,7 @@ async fn callbacks_are_reachable_only_from_their_session() {
         async move { server.serve(listener).await }
     });
     let connect = || async {
-        let s = qmux::transport::connect_tcp(addr, Default::default())
+        let s = qtalk::mux::transport::connect_tcp(addr, Default::default())
             .await
             .unwrap();
         Caller::new(s, Json)
@@ -554,7 +554,7 @@ async fn five_thousand_calls_started_at_once_all_succeed() {
     )
     .unwrap();
     let server = Server::new(mux, Json);
-    let listener = qmux::Listener::bind_tcp("127.0.0.1:0", Default::default())
+    let listener = qtalk::mux::Listener::bind_tcp("127.0.0.1:0", Default::default())
         .await
         .unwrap();
     let addr = listener.local_addr().unwrap();
@@ -562,7 +562,7 @@ async fn five_thousand_calls_started_at_once_all_succeed() {
         let server = server.clone();
         async move { server.serve(listener).await }
     });
-    let session = qmux::transport::connect_tcp(addr, Default::default())
+    let session = qtalk::mux::transport::connect_tcp(addr, Default::default())
         .await
         .unwrap();
     let caller = Caller::new(session, Json);
@@ -615,7 +615,7 @@ async fn holding_server(
     )
     .unwrap();
     let server = limit(Server::new(mux, Json));
-    let listener = qmux::Listener::bind_tcp("127.0.0.1:0", Default::default())
+    let listener = qtalk::mux::Listener::bind_tcp("127.0.0.1:0", Default::default())
         .await
         .unwrap();
     let addr = listener.local_addr().unwrap();
@@ -629,7 +629,7 @@ async fn holding_server(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_call_limit_calls_wait_instead_of_failing() {
     let (addr, server, mut started, go) = holding_server(|s| s.max_calls(2)).await;
-    let session = qmux::transport::connect_tcp(addr, Default::default())
+    let session = qtalk::mux::transport::connect_tcp(addr, Default::default())
         .await
         .unwrap();
     let caller = Caller::new(session, Json);
@@ -661,7 +661,7 @@ async fn at_the_call_limit_calls_wait_instead_of_failing() {
 async fn at_the_session_limit_new_sessions_wait_for_a_slot() {
     let (addr, _server, mut started, go) = holding_server(|s| s.max_sessions(1)).await;
     let first = Caller::new(
-        qmux::transport::connect_tcp(addr, Default::default())
+        qtalk::mux::transport::connect_tcp(addr, Default::default())
             .await
             .unwrap(),
         Json,
@@ -675,7 +675,7 @@ async fn at_the_session_limit_new_sessions_wait_for_a_slot() {
         .unwrap();
     // The second connection is made (the kernel queues it) but not served yet.
     let second = Caller::new(
-        qmux::transport::connect_tcp(addr, Default::default())
+        qtalk::mux::transport::connect_tcp(addr, Default::default())
             .await
             .unwrap(),
         Json,

@@ -15,16 +15,16 @@ async fn within<F: std::future::Future>(secs: u64, what: &str, f: F) -> F::Outpu
 }
 
 /// A responding peer with an `Upper(string)` function, and the raw session facing it.
-fn responder() -> (Peer, qmux::Session) {
+fn responder() -> (Peer, qtalk::mux::Session) {
     let (a, b) = tokio::io::duplex(256 * 1024);
-    let peer = Peer::new(qmux::Session::new(a, Default::default()), Json);
+    let peer = Peer::new(qtalk::mux::Session::new(a, Default::default()), Json);
     peer.handle(
         "Upper",
         func(|_c: Call, (s,): (String,)| async move { Ok::<_, String>(s.to_uppercase()) }),
     )
     .unwrap();
     peer.respond();
-    (peer, qmux::Session::new(b, Default::default()))
+    (peer, qtalk::mux::Session::new(b, Default::default()))
 }
 
 fn frame_of(body: &[u8]) -> Vec<u8> {
@@ -36,7 +36,7 @@ fn frame_of(body: &[u8]) -> Vec<u8> {
 
 /// Reads a whole response (all frames until the responder closes) and returns the header and
 /// the raw value bodies.
-async fn read_response(ch: &mut qmux::Channel) -> (ResponseHeader, Vec<Vec<u8>>) {
+async fn read_response(ch: &mut qtalk::mux::Channel) -> (ResponseHeader, Vec<Vec<u8>>) {
     let mut all = Vec::new();
     within(5, "response", ch.read_to_end(&mut all))
         .await
@@ -53,7 +53,7 @@ async fn read_response(ch: &mut qmux::Channel) -> (ResponseHeader, Vec<Vec<u8>>)
     (header, frames[1..].to_vec())
 }
 
-async fn still_serving(raw: &qmux::Session) {
+async fn still_serving(raw: &qtalk::mux::Session) {
     let caller = Caller::new(raw.clone(), Json);
     let v: String = within(5, "normal call", caller.call("Upper", &["ok"]))
         .await
@@ -142,9 +142,9 @@ async fn eof_before_the_header_closes_quietly() {
 }
 
 /// A raw responder answering every call with `reply` bytes and then closing.
-fn raw_responder(reply: Vec<u8>) -> (Caller, qmux::Session) {
+fn raw_responder(reply: Vec<u8>) -> (Caller, qtalk::mux::Session) {
     let (a, b) = tokio::io::duplex(256 * 1024);
-    let raw = qmux::Session::new(b, Default::default());
+    let raw = qtalk::mux::Session::new(b, Default::default());
     let r2 = raw.clone();
     tokio::spawn(async move {
         while let Some(mut ch) = r2.accept().await {
@@ -156,7 +156,7 @@ fn raw_responder(reply: Vec<u8>) -> (Caller, qmux::Session) {
         }
     });
     (
-        Caller::new(qmux::Session::new(a, Default::default()), Json),
+        Caller::new(qtalk::mux::Session::new(a, Default::default()), Json),
         raw,
     )
 }
@@ -231,13 +231,13 @@ async fn bad_call_hook_sees_malformed_headers_only() {
     };
     let (a, b) = tokio::io::duplex(64 * 1024);
     let peer = Peer::with_handler(
-        qmux::Session::new(a, Default::default()),
+        qtalk::mux::Session::new(a, Default::default()),
         Arc::new(Json),
         Arc::new(qtalk::rpc::RespondMux::new()),
         options,
     );
     peer.respond();
-    let raw = qmux::Session::new(b, Default::default());
+    let raw = qtalk::mux::Session::new(b, Default::default());
     // A channel closed before any header is not a malformed call.
     let ch = raw.open().await.unwrap();
     drop(ch);

@@ -76,7 +76,7 @@ async fn setup(codec_json: bool) -> (Server, Peer, Arc<MyCounter>) {
     } else {
         Server::new(mux, Cbor)
     };
-    let listener = qmux::Listener::bind_tcp("127.0.0.1:0", Default::default())
+    let listener = qtalk::mux::Listener::bind_tcp("127.0.0.1:0", Default::default())
         .await
         .unwrap();
     let addr = listener.local_addr().unwrap();
@@ -84,7 +84,7 @@ async fn setup(codec_json: bool) -> (Server, Peer, Arc<MyCounter>) {
         let server = server.clone();
         async move { server.serve(listener).await }
     });
-    let session = qmux::transport::connect_tcp(addr, Default::default())
+    let session = qtalk::mux::transport::connect_tcp(addr, Default::default())
         .await
         .unwrap();
     let peer = if codec_json {

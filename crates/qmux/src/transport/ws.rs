@@ -20,14 +20,14 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> std::io::Result<()> {
-//! let listener = qmux::Listener::bind_ws("127.0.0.1:0", qmux::Config::default()).await?;
+//! let listener = qtalk_mux::Listener::bind_ws("127.0.0.1:0", qtalk_mux::Config::default()).await?;
 //! let url = format!("ws://{}/", listener.local_addr()?);
 //! tokio::spawn(async move {
 //!     while let Ok(session) = listener.accept().await {
 //!         tokio::spawn(async move { while let Some(_ch) = session.accept().await {} });
 //!     }
 //! });
-//! let session = qmux::transport::ws::connect_ws(&url, qmux::Config::default()).await?;
+//! let session = qtalk_mux::transport::ws::connect_ws(&url, qtalk_mux::Config::default()).await?;
 //! session.close();
 //! # Ok(())
 //! # }

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use qmux::{Config, Error, Listener, Session};
+use qtalk_mux::{Config, Error, Listener, Session};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Fails the test when `f` does not finish within `secs` seconds.
@@ -28,7 +28,7 @@ pub async fn tcp_pair(config: Config) -> (Session, Session) {
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let (client, server) = tokio::join!(
-        qmux::transport::connect_tcp(addr, config),
+        qtalk_mux::transport::connect_tcp(addr, config),
         listener.accept()
     );
     (client.unwrap(), server.unwrap())
@@ -43,7 +43,7 @@ pub async fn unix_pair(config: Config) -> (Session, Session) {
     ));
     let listener = Listener::bind_unix(&path, config.clone()).unwrap();
     let (client, server) = tokio::join!(
-        qmux::transport::connect_unix(&path, config),
+        qtalk_mux::transport::connect_unix(&path, config),
         listener.accept()
     );
     let _ = std::fs::remove_file(&path);
@@ -77,7 +77,7 @@ impl RawPeer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (io, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
-        let session = qmux::transport::over_tcp(accepted.unwrap().0, config);
+        let session = qtalk_mux::transport::over_tcp(accepted.unwrap().0, config);
         (
             RawPeer {
                 io: io.unwrap(),
@@ -95,7 +95,7 @@ impl RawPeer {
         }
     }
 
-    pub async fn send(&mut self, f: qmux::qmux_proto::Frame) {
+    pub async fn send(&mut self, f: qtalk_mux::qtalk_mux_proto::Frame) {
         let mut b = bytes::BytesMut::new();
         f.encode(&mut b);
         self.send_raw(&b).await;
@@ -107,10 +107,12 @@ impl RawPeer {
     }
 
     /// Next frame from the session; `None` when the connection ended.
-    pub async fn recv(&mut self) -> Option<qmux::qmux_proto::Frame> {
+    pub async fn recv(&mut self) -> Option<qtalk_mux::qtalk_mux_proto::Frame> {
         use tokio::io::AsyncReadExt;
         loop {
-            if let Some(f) = qmux::qmux_proto::Frame::decode(&mut self.buf, u32::MAX).unwrap() {
+            if let Some(f) =
+                qtalk_mux::qtalk_mux_proto::Frame::decode(&mut self.buf, u32::MAX).unwrap()
+            {
                 return Some(f);
             }
             match self.io.read_buf(&mut self.buf).await {
@@ -121,7 +123,7 @@ impl RawPeer {
     }
 
     /// Next frame within `ms` milliseconds, if any.
-    pub async fn recv_within(&mut self, ms: u64) -> Option<qmux::qmux_proto::Frame> {
+    pub async fn recv_within(&mut self, ms: u64) -> Option<qtalk_mux::qtalk_mux_proto::Frame> {
         tokio::time::timeout(Duration::from_millis(ms), self.recv())
             .await
             .ok()

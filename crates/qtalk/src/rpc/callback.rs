@@ -26,7 +26,7 @@ use crate::rpc::{Caller, Error, Handler};
 /// # async fn main() {
 /// use qtalk::rpc::{func, Call, Callback, Caller};
 /// let (a, _b) = tokio::io::duplex(1024);
-/// let caller = Caller::new(qmux::Session::new(a, Default::default()), qtalk::codec::Json);
+/// let caller = Caller::new(qtalk::mux::Session::new(a, Default::default()), qtalk::codec::Json);
 /// let cb = Callback::register(&caller, func(|_c: Call, (n,): (i64,)| async move {
 ///     Ok::<_, String>(n + 1)
 /// }));

@@ -29,7 +29,7 @@ struct CallHeaderRef<'a> {
 /// [`Call::caller`](crate::rpc::Call::caller), so it can call back whoever called it.
 #[derive(Clone)]
 pub struct Caller {
-    session: qmux::Session,
+    session: qtalk_mux::Session,
     codec: Arc<dyn Codec>,
     options: Arc<Options>,
     callbacks: Arc<Callbacks>,
@@ -45,12 +45,16 @@ impl std::fmt::Debug for Caller {
 
 impl Caller {
     /// A caller on `session` using `codec`, with default [`Options`].
-    pub fn new(session: qmux::Session, codec: impl Codec) -> Caller {
+    pub fn new(session: qtalk_mux::Session, codec: impl Codec) -> Caller {
         Caller::with_options(session, Arc::new(codec), Options::default())
     }
 
     /// A caller with a shared codec and explicit options.
-    pub fn with_options(session: qmux::Session, codec: Arc<dyn Codec>, options: Options) -> Caller {
+    pub fn with_options(
+        session: qtalk_mux::Session,
+        codec: Arc<dyn Codec>,
+        options: Options,
+    ) -> Caller {
         Caller {
             session,
             codec,
@@ -66,7 +70,7 @@ impl Caller {
     }
 
     /// The session calls are made on.
-    pub fn session(&self) -> &qmux::Session {
+    pub fn session(&self) -> &qtalk_mux::Session {
         &self.session
     }
 
@@ -127,7 +131,7 @@ impl Caller {
     }
 
     /// Opens the call's channel and sends the header (and the arguments, in the same write).
-    async fn start<A>(&self, selector: &str, args: Option<&A>) -> Result<qmux::Channel, Error>
+    async fn start<A>(&self, selector: &str, args: Option<&A>) -> Result<qtalk_mux::Channel, Error>
     where
         A: Serialize + ?Sized,
     {
@@ -145,7 +149,7 @@ impl Caller {
         }
     }
 
-    async fn read_response(&self, mut ch: qmux::Channel) -> Result<Response, Error> {
+    async fn read_response(&self, mut ch: qtalk_mux::Channel) -> Result<Response, Error> {
         let mut reader = FrameReader::new(self.options.max_frame);
         let header: ResponseHeader = reader.receive(&*self.codec, &mut ch).await?;
         if let Some(e) = header.error {
@@ -163,7 +167,7 @@ impl Caller {
 /// A call whose header was sent; more argument values may follow.
 #[derive(Debug)]
 pub struct Request {
-    ch: qmux::Channel,
+    ch: qtalk_mux::Channel,
     caller: Caller,
 }
 
@@ -182,7 +186,7 @@ impl Request {
 
     /// The raw channel of this call (header already sent), as a byte stream: for relays that
     /// forward a call without decoding it.
-    pub fn into_response_stream(self) -> qmux::Channel {
+    pub fn into_response_stream(self) -> qtalk_mux::Channel {
         self.ch
     }
 
@@ -200,7 +204,7 @@ impl Request {
 /// channel.
 pub struct Response {
     header: ResponseHeader,
-    ch: qmux::Channel,
+    ch: qtalk_mux::Channel,
     reader: FrameReader,
     codec: Arc<dyn Codec>,
 }

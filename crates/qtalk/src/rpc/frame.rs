@@ -35,13 +35,13 @@ pub(crate) trait ChunkSource {
     async fn next_chunk(&mut self) -> io::Result<Option<Bytes>>;
 }
 
-impl ChunkSource for qmux::Channel {
+impl ChunkSource for qtalk_mux::Channel {
     async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
         self.read_chunk(usize::MAX).await
     }
 }
 
-impl ChunkSource for qmux::ReadHalf {
+impl ChunkSource for qtalk_mux::ReadHalf {
     async fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
         self.read_chunk(usize::MAX).await
     }

@@ -49,7 +49,7 @@ impl<H: Handler + ?Sized> Handler for Arc<H> {
 
 /// The write side of a call, shared with the task serving it so that it can answer for a
 /// handler that did not.
-pub(crate) type Slot = Arc<Mutex<Option<qmux::WriteHalf>>>;
+pub(crate) type Slot = Arc<Mutex<Option<qtalk_mux::WriteHalf>>>;
 
 /// Sends the response of one call: [`Responder::ret`] a value, [`Responder::error`], several
 /// values with [`Responder::ret_many`], or [`Responder::continue_with`] to keep the channel.
@@ -76,7 +76,7 @@ impl Responder {
         }
     }
 
-    fn take(&self) -> Result<qmux::WriteHalf, Error> {
+    fn take(&self) -> Result<qtalk_mux::WriteHalf, Error> {
         self.slot
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -158,7 +158,7 @@ impl Responder {
         error: Option<String>,
         continue_: bool,
         values: I,
-    ) -> Result<(qmux::WriteHalf, Bytes), Error>
+    ) -> Result<(qtalk_mux::WriteHalf, Bytes), Error>
     where
         T: Serialize + ?Sized + 'a,
         I: IntoIterator<Item = &'a T>,
@@ -200,10 +200,10 @@ where
 /// otherwise the write half is dropped and the channel closes once the [`Call`] is gone too
 /// (which waits for the arguments if they were never read, see [`Call`]).
 pub(crate) async fn finish_response(
-    mut w: qmux::WriteHalf,
+    mut w: qtalk_mux::WriteHalf,
     buf: Bytes,
     close: bool,
-) -> Result<qmux::WriteHalf, Error> {
+) -> Result<qtalk_mux::WriteHalf, Error> {
     if close {
         w.write_bytes_and_close(buf).await?;
     } else {
@@ -213,7 +213,11 @@ pub(crate) async fn finish_response(
 }
 
 /// Answers a call the handler left unanswered (null or an error) and closes it.
-pub(crate) async fn respond_fallback(w: qmux::WriteHalf, codec: &dyn Codec, error: Option<String>) {
+pub(crate) async fn respond_fallback(
+    w: qtalk_mux::WriteHalf,
+    codec: &dyn Codec,
+    error: Option<String>,
+) {
     if let Ok(buf) = encode_response(codec, error, false, std::iter::once(&())) {
         let _ = finish_response(w, buf, false).await;
     }
@@ -223,7 +227,7 @@ pub(crate) async fn respond_fallback(w: qmux::WriteHalf, codec: &dyn Codec, erro
 /// (`AsyncWrite`). `shutdown`/[`Continued::close_write`] send EOF; dropping it (and the
 /// [`Call`]) closes the channel.
 pub struct Continued {
-    w: qmux::WriteHalf,
+    w: qtalk_mux::WriteHalf,
     codec: Arc<dyn Codec>,
 }
 
@@ -279,7 +283,7 @@ pub struct Call {
     caller: Caller,
     reader: FrameReader,
     /// `None` only while dropping.
-    r: Option<qmux::ReadHalf>,
+    r: Option<qtalk_mux::ReadHalf>,
     codec: Arc<dyn Codec>,
     /// The arguments (or the end of the caller's stream) have been read.
     args_read: bool,
@@ -325,7 +329,7 @@ impl Call {
         selector: String,
         caller: Caller,
         reader: FrameReader,
-        r: qmux::ReadHalf,
+        r: qtalk_mux::ReadHalf,
         codec: Arc<dyn Codec>,
         args_done: Arc<AtomicBool>,
         slot: Slot,
@@ -375,10 +379,10 @@ impl Call {
     /// ```
     ///
     /// Once the response was sent, it is complete at once.
-    pub fn cancelled(&self) -> qmux::PeerClosed {
+    pub fn cancelled(&self) -> qtalk_mux::PeerClosed {
         match &*self.slot.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(w) => w.peer_closed(),
-            None => qmux::PeerClosed::done(),
+            None => qtalk_mux::PeerClosed::done(),
         }
     }
 

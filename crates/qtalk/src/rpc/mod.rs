@@ -37,7 +37,7 @@ pub use handler::{
     func, handler_fn, proxy_handler, BoxFuture, Call, Continued, Handler, HandlerFn, Responder,
 };
 pub use respond_mux::{clean_selector, MuxError, RespondMux};
-pub use server::{Peer, Server};
+pub use server::{Peer, Server, DEFAULT_MAX_CALLS, DEFAULT_MAX_SESSIONS};
 
 use crate::codec::CodecError;
 
@@ -68,7 +68,7 @@ pub enum Error {
     Remote(String),
     /// The session could not open the call's channel.
     #[error(transparent)]
-    Session(#[from] qmux::Error),
+    Session(#[from] qtalk_mux::Error),
     /// Reading or writing the channel failed.
     #[error("rpc: {0}")]
     Io(Arc<io::Error>),

@@ -61,7 +61,7 @@ impl Limit {
 /// Serves every channel the peer of `session` opens as a call to `handler`, one task per call,
 /// until the session ends or `stop` is cancelled. With `calls`, each call holds a permit.
 async fn serve_session(
-    session: qmux::Session,
+    session: qtalk_mux::Session,
     handler: Arc<dyn Handler>,
     caller: Caller,
     options: Arc<Options>,
@@ -94,7 +94,7 @@ async fn serve_session(
 
 /// Reads one call's header, runs its handler, and answers for it when it did not.
 async fn respond_call(
-    ch: qmux::Channel,
+    ch: qtalk_mux::Channel,
     handler: Arc<dyn Handler>,
     caller: Caller,
     options: Arc<Options>,
@@ -190,8 +190,8 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 /// use qtalk::codec::Json;
 ///
 /// let (a, b) = tokio::io::duplex(64 * 1024);
-/// let a = Peer::new(qmux::Session::new(a, Default::default()), Json);
-/// let b = Peer::new(qmux::Session::new(b, Default::default()), Json);
+/// let a = Peer::new(qtalk::mux::Session::new(a, Default::default()), Json);
+/// let b = Peer::new(qtalk::mux::Session::new(b, Default::default()), Json);
 /// b.handle("hello", func(|_c: Call, (): ()| async { Ok::<_, String>("B") })).unwrap();
 /// b.respond();
 /// let reply: String = a.call("hello", &()).await?;
@@ -222,19 +222,19 @@ impl std::fmt::Debug for Peer {
 impl Peer {
     /// A peer on `session` using `codec`, routing incoming calls through its own
     /// [`RespondMux`] (see [`Peer::handle`]). Call [`Peer::respond`] to start answering.
-    pub fn new(session: qmux::Session, codec: impl Codec) -> Peer {
+    pub fn new(session: qtalk_mux::Session, codec: impl Codec) -> Peer {
         Peer::with_codec(session, Arc::new(codec))
     }
 
     /// [`Peer::new`] with a shared codec.
-    pub fn with_codec(session: qmux::Session, codec: Arc<dyn Codec>) -> Peer {
+    pub fn with_codec(session: qtalk_mux::Session, codec: Arc<dyn Codec>) -> Peer {
         let mux = Arc::new(RespondMux::new());
         Peer::build(session, codec, mux.clone(), mux, Options::default())
     }
 
     /// A peer answering with a handler of your choice (its [`Peer::mux`] is then unused).
     pub fn with_handler(
-        session: qmux::Session,
+        session: qtalk_mux::Session,
         codec: Arc<dyn Codec>,
         handler: Arc<dyn Handler>,
         options: Options,
@@ -249,7 +249,7 @@ impl Peer {
     }
 
     fn build(
-        session: qmux::Session,
+        session: qtalk_mux::Session,
         codec: Arc<dyn Codec>,
         mux: Arc<RespondMux>,
         handler: Arc<dyn Handler>,
@@ -282,7 +282,7 @@ impl Peer {
     }
 
     /// The session.
-    pub fn session(&self) -> &qmux::Session {
+    pub fn session(&self) -> &qtalk_mux::Session {
         self.caller.session()
     }
 
@@ -339,7 +339,7 @@ impl Peer {
 ///     Ok::<_, String>(s.to_uppercase())
 /// })).unwrap();
 /// let server = Server::new(mux, qtalk::codec::Json);
-/// let listener = qmux::Listener::bind_tcp("127.0.0.1:9000", Default::default()).await?;
+/// let listener = qtalk::mux::Listener::bind_tcp("127.0.0.1:9000", Default::default()).await?;
 /// server.serve(listener).await
 /// # }
 /// ```
@@ -355,7 +355,7 @@ pub struct Server {
     options: Arc<Options>,
     tracker: TaskTracker,
     stop: CancellationToken,
-    sessions: Arc<Mutex<Vec<qmux::Session>>>,
+    sessions: Arc<Mutex<Vec<qtalk_mux::Session>>>,
     session_limit: Arc<Limit>,
     call_limit: Arc<Limit>,
 }
@@ -414,7 +414,7 @@ impl Server {
 
     /// Accepts sessions from `listener` and serves each, until [`Server::shutdown`] or an
     /// accept error.
-    pub async fn serve(&self, listener: qmux::Listener) -> std::io::Result<()> {
+    pub async fn serve(&self, listener: qtalk_mux::Listener) -> std::io::Result<()> {
         loop {
             let permit = tokio::select! {
                 _ = self.stop.cancelled() => return Ok(()),
@@ -431,11 +431,11 @@ impl Server {
     /// Serves calls arriving on one session (in the background). The handlers' callers
     /// reach the session's peer. It counts towards [`Server::max_sessions`] once a slot is
     /// free (it waits for one).
-    pub fn respond(&self, session: qmux::Session) {
+    pub fn respond(&self, session: qtalk_mux::Session) {
         self.respond_with(session, None);
     }
 
-    fn respond_with(&self, session: qmux::Session, permit: Option<OwnedSemaphorePermit>) {
+    fn respond_with(&self, session: qtalk_mux::Session, permit: Option<OwnedSemaphorePermit>) {
         {
             let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
             sessions.retain(|s| !s.is_closed());
