@@ -118,9 +118,9 @@ for scenario in $scenarios; do
     by=$(cat "$work/bystander.out")
     sed 's/^/  /' "$work/attacker.out" | cut -c1-400
     echo "  $by"
-    if grep -q . "$work/server.err"; then
+    if grep -qv '^listening on' "$work/server.err"; then
         echo "  server stderr (last lines):"
-        grep -v '^listening on' "$work/server.err" | tail -n 5 | sed 's/^/    /' || true
+        grep -v '^listening on' "$work/server.err" | tail -n 5 | sed 's/^/    /'
     fi
     rows+=("$(printf '%8s %8s %12s %10s %8s %10s %10s %9s %8s %8s' \
         "$channels" "$sessions" "$(field "$summary" written)" "$(field "$summary" confirmed)" \

@@ -108,14 +108,16 @@ struct Attack {
 
 /// The session settings of the attacker: never confirm (nor refuse) the server's OPENs while
 /// the attack lasts, and never hold back our own opens.
-fn attacker_config(channels: usize, lasts: Duration) -> qmux::Config {
-    qmux::Config::default()
+fn attacker_config(channels: usize, lasts: Duration) -> qtalk_mux::Config {
+    qtalk_mux::Config::builder()
         .accept_backlog(0)
         .accept_timeout(lasts + Duration::from_secs(60))
         .open_timeout(lasts + Duration::from_secs(60))
         .max_channels(channels + 16)
         .window(64 * 1024)
         .memory_budget(usize::MAX / 4)
+        .build()
+        .expect("valid config")
 }
 
 /// Calls `Bytes(null)` on a new channel and writes into it until the window is spent (the
@@ -195,13 +197,14 @@ async fn main() -> ExitCode {
 
     let mut attacks = Vec::with_capacity(args.sessions);
     for _ in 0..args.sessions {
-        let session = match qmux::transport::connect_tcp(args.addr.as_str(), config.clone()).await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("busy_channels: cannot connect to {}: {e}", args.addr);
-                return ExitCode::from(3);
-            }
-        };
+        let session =
+            match qtalk_mux::transport::connect_tcp(args.addr.as_str(), config.clone()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("busy_channels: cannot connect to {}: {e}", args.addr);
+                    return ExitCode::from(3);
+                }
+            };
         let caller = Caller::with_options(session, codec.clone(), Options::default());
         let slots: Arc<Vec<Slot>> = Arc::new((0..args.channels).map(|_| Slot::default()).collect());
         let first_error = Arc::new(Mutex::new(None));

@@ -100,7 +100,8 @@ async fn one_call(peer: &Peer, args: &Args, n: u64) -> Result<(), String> {
 }
 
 async fn connect(args: &Args, codec: &Arc<dyn Codec>) -> Result<Peer, String> {
-    let connecting = qmux::transport::connect_tcp(args.addr.as_str(), qmux::Config::default());
+    let connecting =
+        qtalk_mux::transport::connect_tcp(args.addr.as_str(), qtalk_mux::Config::default());
     match tokio::time::timeout(args.timeout, connecting).await {
         Ok(Ok(session)) => Ok(qtalk_cli::interop::serve_callbacks(session, codec.clone())),
         Ok(Err(e)) => Err(format!("connecting: {e}")),
