@@ -12,18 +12,19 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, input)) = data.split_first() else {
         return;
     };
-    let config = Config {
-        window: 4096,
-        max_packet: 1024,
-        accept_backlog: 4,
-        max_channels: 8,
-        open_queue: 8,
-        memory_budget: 64 * 1024 + 6 * 4096,
-        send_buffer: 64 * 1024,
-        id_reuse_delay: (mode & 3) as usize,
-    };
-    let floor = config.max_channels * qtalk_mux_proto::FLOOR_WINDOW.min(config.window) as usize;
-    let limit = config.memory_budget - config.send_buffer + floor;
+    let config = Config::builder()
+        .window(4096)
+        .max_packet(1024)
+        .accept_backlog(4)
+        .max_channels(8)
+        .open_queue(8)
+        .memory_budget(64 * 1024 + 6 * 4096)
+        .send_buffer(64 * 1024)
+        .id_reuse_delay((mode & 3) as usize)
+        .build()
+        .expect("valid config");
+    let floor = config.max_channels() * qtalk_mux_proto::FLOOR_WINDOW.min(config.window()) as usize;
+    let limit = config.memory_budget() - config.send_buffer() + floor;
     let mut s = Session::new(config);
     let step = 1 + (mode >> 2) as usize;
     let mut buf = BytesMut::new();
@@ -43,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
                 Event::OpenStarted(_, id) | Event::OpenReply(id) => known.push(id),
-                Event::Readable(_) | Event::Writable(_) => {}
+                _ => {}
             }
         }
         let held: usize = known.iter().map(|&id| s.buffered(id)).sum();

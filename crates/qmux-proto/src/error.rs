@@ -4,6 +4,7 @@ use crate::frame::kind_name;
 
 /// A peer broke the protocol. Every variant is fatal to the session and names its cause.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProtocolError {
     /// The first byte of a frame is not one of the seven message types.
     #[error("qmux: unknown message type {kind}")]
@@ -89,6 +90,7 @@ pub enum ProtocolError {
 
 /// An operation on one channel could not be done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ChannelError {
     /// The id is not a channel of this session.
     #[error("qmux: no such channel")]

@@ -27,12 +27,14 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod config;
 mod error;
 pub mod frame;
 mod session;
 
+pub use config::{Config, ConfigBuilder, ConfigError};
 pub use error::{ChannelError, ProtocolError};
 pub use frame::Frame;
 pub use session::{
-    ChannelId, Config, Event, OpenStart, OpenStatus, OpenTicket, ReadOutcome, Session, FLOOR_WINDOW,
+    ChannelId, Event, OpenStart, OpenStatus, OpenTicket, ReadOutcome, Session, FLOOR_WINDOW,
 };

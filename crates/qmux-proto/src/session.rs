@@ -11,6 +11,7 @@ use std::collections::{BinaryHeap, VecDeque};
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::config::Config;
 use crate::error::{ChannelError, ProtocolError};
 use crate::frame::{self, Frame, DATA_HEADER_LEN, MAX_MAX_PACKET, MIN_MAX_PACKET, MSG_DATA};
 
@@ -24,53 +25,9 @@ const SHARE_MIN: usize = 4096;
 /// Payloads handed to [`Session::send_bytes`] at least this long are queued without a copy.
 const ZERO_COPY_MIN: usize = 16 * 1024;
 
-/// Tunables of a session's protocol state.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Config {
-    /// Receive window granted to the peer on every channel, in bytes.
-    pub window: u32,
-    /// Largest DATA payload accepted from the peer, in bytes (9 ..= 2^31).
-    pub max_packet: u32,
-    /// Channels the peer may have opened that the application has not accepted yet; further
-    /// OPENs wait unconfirmed (see `open_queue`).
-    pub accept_backlog: usize,
-    /// Channels that may hold an id at once, opened by either side. Past it, the peer's OPENs
-    /// wait unconfirmed and our own opens wait for a free slot.
-    pub max_channels: usize,
-    /// OPENs from the peer that may wait unconfirmed (for a slot or the accept backlog);
-    /// further OPENs are refused (OPEN_FAILURE). Each costs a few bytes.
-    pub open_queue: usize,
-    /// Memory budget of the session, in bytes: the receive windows granted on all channels
-    /// (what the peer may send and what waits to be read) plus `send_buffer`. A channel gets
-    /// a full `window` while the budget allows, a smaller one (at least 64 KiB) when it is
-    /// short, and [`FLOOR_WINDOW`] once it is spent; short windows grow back as it frees up.
-    pub memory_budget: usize,
-    /// Bytes of frames that may wait for the transport before channel writes are held back.
-    pub send_buffer: usize,
-    /// How many other channels must finish their CLOSE handshake before an id freed by one is
-    /// given out again. The reference may still send a DATA frame after its CLOSE; delaying
-    /// reuse keeps such a late frame from landing on a new channel. 0 reuses the lowest free
-    /// id at once, exactly as the reference allocates.
-    pub id_reuse_delay: usize,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            window: 4 * 1024 * 1024,
-            max_packet: 256 * 1024,
-            accept_backlog: 256,
-            max_channels: 1024,
-            open_queue: 16 * 1024,
-            memory_budget: 32 * 1024 * 1024,
-            send_buffer: 1024 * 1024,
-            id_reuse_delay: 256,
-        }
-    }
-}
-
 /// Something the driver should act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// The peer opened a channel: [`Session::accept`] or [`Session::reject`] it.
     Incoming(ChannelId),
@@ -334,14 +291,7 @@ pub struct Session {
 
 impl Session {
     /// A session with no channels.
-    ///
-    /// # Panics
-    /// If `config.max_packet` is outside 9 ..= 2^31.
     pub fn new(config: Config) -> Self {
-        assert!(
-            (MIN_MAX_PACKET..=MAX_MAX_PACKET).contains(&config.max_packet),
-            "max_packet must be within 9 ..= 2^31"
-        );
         Session {
             reserved: 0,
             waiting_in: VecDeque::new(),

@@ -12,16 +12,17 @@ const MAX_PACKET: u32 = 1024;
 const BACKLOG: usize = 8;
 
 fn config() -> Config {
-    Config {
-        window: WINDOW,
-        max_packet: MAX_PACKET,
-        accept_backlog: BACKLOG,
-        max_channels: 16,
-        open_queue: 8,
-        memory_budget: 64 * 1024 + 8 * WINDOW as usize,
-        send_buffer: 64 * 1024,
-        id_reuse_delay: 4,
-    }
+    Config::builder()
+        .window(WINDOW)
+        .max_packet(MAX_PACKET)
+        .accept_backlog(BACKLOG)
+        .max_channels(16)
+        .open_queue(8)
+        .memory_budget(64 * 1024 + 8 * WINDOW as usize)
+        .send_buffer(64 * 1024)
+        .id_reuse_delay(4)
+        .build()
+        .expect("valid config")
 }
 
 /// Ids near the ones a session hands out, plus the odd far one.
@@ -224,20 +225,18 @@ impl Driver {
             match ev {
                 Event::Incoming(id) => self.incoming.push(id),
                 Event::OpenStarted(_, id) => self.opening.push(id),
-                Event::OpenReply(id) => {
+                Event::OpenReply(id)
                     if matches!(
                         self.session.open_status(id),
                         Ok(qtalk_mux_proto::OpenStatus::Confirmed)
-                    ) && !self.known.contains(&id)
-                    {
-                        self.known.push(id);
-                    }
+                    ) && !self.known.contains(&id) =>
+                {
+                    self.known.push(id);
                 }
-                Event::Readable(id) | Event::Writable(id) => {
-                    if !self.known.contains(&id) {
-                        self.known.push(id);
-                    }
+                Event::Readable(id) | Event::Writable(id) if !self.known.contains(&id) => {
+                    self.known.push(id);
                 }
+                _ => {}
             }
         }
     }
@@ -313,15 +312,15 @@ impl Driver {
         // Everything granted stays within the memory budget, plus the floor window of each
         // channel opened once it was spent.
         let c = config();
-        let floor = c.max_channels * qtalk_mux_proto::FLOOR_WINDOW.min(WINDOW) as usize;
+        let floor = c.max_channels() * qtalk_mux_proto::FLOOR_WINDOW.min(WINDOW) as usize;
         assert!(
             held <= self.session.reserved()
-                && self.session.reserved() <= c.memory_budget - c.send_buffer + floor,
+                && self.session.reserved() <= c.memory_budget() - c.send_buffer() + floor,
             "{held} bytes held, {} reserved",
             self.session.reserved()
         );
-        assert!(self.session.channel_count() <= c.max_channels);
-        assert!(self.session.opens_waiting() <= c.open_queue);
+        assert!(self.session.channel_count() <= c.max_channels());
+        assert!(self.session.opens_waiting() <= c.open_queue());
     }
 }
 

@@ -9,16 +9,21 @@ const WINDOW: u32 = 256 * 1024;
 const SEND_BUFFER: usize = 64 * 1024;
 
 fn config(max_channels: usize, budget_windows: usize) -> Config {
-    Config {
-        window: WINDOW,
-        max_packet: 32 * 1024,
-        accept_backlog: 1000,
-        max_channels,
-        open_queue: 4,
-        memory_budget: SEND_BUFFER + budget_windows * WINDOW as usize,
-        send_buffer: SEND_BUFFER,
-        id_reuse_delay: 0,
-    }
+    config_budget(max_channels, SEND_BUFFER + budget_windows * WINDOW as usize)
+}
+
+fn config_budget(max_channels: usize, budget: usize) -> Config {
+    Config::builder()
+        .window(WINDOW)
+        .max_packet(32 * 1024)
+        .accept_backlog(1000)
+        .max_channels(max_channels)
+        .open_queue(4)
+        .memory_budget(budget)
+        .send_buffer(SEND_BUFFER)
+        .id_reuse_delay(0)
+        .build()
+        .expect("valid config")
 }
 
 fn feed(s: &mut Session, frames: &[Frame]) {
@@ -137,9 +142,8 @@ fn waiting_opens_are_refused_when_their_time_is_up() {
 #[test]
 fn the_budget_shrinks_windows_down_to_the_floor() {
     // Room for two full windows and a half.
-    let mut cfg = config(100, 2);
-    cfg.memory_budget += WINDOW as usize / 2;
-    let budget = cfg.memory_budget;
+    let budget = SEND_BUFFER + 2 * WINDOW as usize + WINDOW as usize / 2;
+    let cfg = config_budget(100, budget);
     let mut s = Session::new(cfg);
     feed(&mut s, &[open(0), open(1), open(2), open(3), open(4)]);
     let ids = incoming(&mut s);
@@ -191,8 +195,7 @@ fn the_budget_shrinks_windows_down_to_the_floor() {
 
 #[test]
 fn a_short_window_grows_back_when_the_budget_allows() {
-    let mut cfg = config(100, 1);
-    cfg.memory_budget += WINDOW as usize / 2;
+    let cfg = config_budget(100, SEND_BUFFER + WINDOW as usize + WINDOW as usize / 2);
     let mut s = Session::new(cfg);
     feed(&mut s, &[open(0), open(1)]);
     let ids = incoming(&mut s);

@@ -27,14 +27,14 @@ use transcript::{
 /// The window and max packet the Go peers advertised in the recordings, and the reference's
 /// id allocation (lowest free id, reused at once).
 fn go_config() -> Config {
-    Config {
-        window: 0x4000_0000,
-        max_packet: 0x0100_0000,
-        id_reuse_delay: 0,
+    Config::builder()
+        .window(0x4000_0000)
+        .max_packet(0x0100_0000)
+        .id_reuse_delay(0)
         // The reference has no session budget: enough for every recorded channel's window.
-        memory_budget: usize::MAX,
-        ..Default::default()
-    }
+        .memory_budget(usize::MAX)
+        .build()
+        .expect("valid config")
 }
 
 fn hex(b: &[u8]) -> String {
@@ -490,6 +490,7 @@ impl Peer {
                 }
                 Event::Readable(id) => self.drain(id, at)?,
                 Event::Writable(_) => {}
+                other => return Err(format!("{at}: our {side}: unexpected {other:?}")),
             }
         }
         Ok(())

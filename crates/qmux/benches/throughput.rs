@@ -230,7 +230,11 @@ fn main() {
         if let Ok(sweep) = std::env::var("QMUX_BENCH_SWEEP") {
             for w in sweep.split(',').filter_map(|w| w.parse::<u32>().ok()) {
                 for mp in [32u32 << 10, 256 << 10, 1 << 20] {
-                    let cfg = Config::default().window(w << 10).max_packet(mp);
+                    let cfg = Config::builder()
+                        .window(w << 10)
+                        .max_packet(mp)
+                        .build()
+                        .expect("valid config");
                     let r = median(runs, || qmux_tcp(total, 1, cfg.clone())).await;
                     let r16 = median(runs, || qmux_tcp(total, 16, cfg.clone())).await;
                     println!(

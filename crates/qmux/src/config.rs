@@ -1,21 +1,29 @@
-//! Session configuration.
+//! Session configuration: [`Config`], built and checked by [`ConfigBuilder`].
 
 use std::time::Duration;
 
-/// Tunables of a [`Session`](crate::Session), built with chained setters.
+pub use qtalk_mux_proto::ConfigError as ProtoConfigError;
+
+/// Tunables of a [`Session`](crate::Session) and of the listeners and transports that make
+/// sessions. Always valid: [`Config::default`], or [`Config::builder`], which checks every
+/// value.
 ///
 /// ```
 /// use std::time::Duration;
-/// let config = qtalk_mux::Config::default()
+/// let config = qtalk_mux::Config::builder()
 ///     .window(1 << 20)
-///     .accept_timeout(Duration::from_secs(5));
+///     .accept_timeout(Duration::from_secs(5))
+///     .build()
+///     .unwrap();
 /// assert_eq!(config.window_size(), 1 << 20);
+/// assert!(qtalk_mux::Config::builder().max_packet(1).build().is_err());
 /// ```
 ///
 /// The defaults were chosen by benchmark (see the README): a 4 MiB window keeps a single
 /// channel at full speed on loopback while bounding what one slow reader can hold; 256 KiB max
 /// packet amortizes frame overhead without large per-frame buffers; a 1 MiB send buffer lets the
-/// writer batch frames while holding writers back on a slow transport.
+/// writer batch frames while holding writers back on a slow transport; a 32 MiB memory budget
+/// holds eight full windows.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub(crate) proto: qtalk_mux_proto::Config,
@@ -43,35 +51,77 @@ impl Default for Config {
     }
 }
 
+/// A value [`ConfigBuilder::build`] refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A protocol setting (window, packet, channel and budget limits).
+    #[error(transparent)]
+    Proto(#[from] ProtoConfigError),
+    /// A limit that must be at least 1 was 0.
+    #[error("qmux config: {0} must be at least 1")]
+    Zero(&'static str),
+}
+
 impl Config {
-    /// Receive window granted to the peer on every channel (default 4 MiB). Memory held for a
-    /// channel whose reader stalls is bounded by this.
+    /// A builder starting from the defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder {
+            config: Config::default(),
+            proto: qtalk_mux_proto::Config::builder(),
+        }
+    }
+
+    /// The receive window granted per channel.
+    pub fn window_size(&self) -> u32 {
+        self.proto.window()
+    }
+
+    /// The max packet advertised per channel.
+    pub fn max_packet_size(&self) -> u32 {
+        self.proto.max_packet()
+    }
+
+    /// The protocol settings (window, packet, channel and budget limits).
+    pub fn proto(&self) -> &qtalk_mux_proto::Config {
+        &self.proto
+    }
+}
+
+/// Builds a checked [`Config`]: chain the setters, then [`build`](ConfigBuilder::build).
+#[derive(Clone, Debug)]
+#[must_use = "a builder does nothing until built"]
+pub struct ConfigBuilder {
+    config: Config,
+    proto: qtalk_mux_proto::ConfigBuilder,
+}
+
+impl ConfigBuilder {
+    /// Receive window granted to the peer on every channel (default 4 MiB; at least 1). Memory
+    /// held for a channel whose reader stalls is bounded by this.
     pub fn window(mut self, bytes: u32) -> Self {
-        self.proto.window = bytes.max(1);
+        self.proto = self.proto.window(bytes);
         self
     }
 
-    /// Largest DATA payload accepted from the peer (default 256 KiB; clamped to 9 ..= 2^31).
+    /// Largest DATA payload accepted from the peer (default 256 KiB; 9 ..= 2^31).
     pub fn max_packet(mut self, bytes: u32) -> Self {
-        self.proto.max_packet = bytes.clamp(
-            qtalk_mux_proto::frame::MIN_MAX_PACKET,
-            qtalk_mux_proto::frame::MAX_MAX_PACKET,
-        );
+        self.proto = self.proto.max_packet(bytes);
         self
     }
 
     /// Channels opened by the peer and not yet accepted before further OPENs wait unconfirmed
     /// (default 256).
     pub fn accept_backlog(mut self, channels: usize) -> Self {
-        self.proto.accept_backlog = channels;
+        self.proto = self.proto.accept_backlog(channels);
         self
     }
 
-    /// Channels that may be open at once on the session, opened by either side (default 1024).
-    /// Past it the peer's OPENs wait unconfirmed, and [`Session::open`](crate::Session::open)
-    /// waits for a slot (in order).
+    /// Channels that may be open at once on the session, opened by either side (default 1024;
+    /// at least 1). Past it the peer's OPENs wait unconfirmed, and
+    /// [`Session::open`](crate::Session::open) waits for a slot (in order).
     pub fn max_channels(mut self, channels: usize) -> Self {
-        self.proto.max_channels = channels.max(1);
+        self.proto = self.proto.max_channels(channels);
         self
     }
 
@@ -79,40 +129,26 @@ impl Config {
     /// (default 16384, a few bytes each); further OPENs are refused with OPEN_FAILURE, as are
     /// those still waiting after the accept timeout.
     pub fn open_queue(mut self, opens: usize) -> Self {
-        self.proto.open_queue = opens;
+        self.proto = self.proto.open_queue(opens);
         self
     }
 
-    /// Memory budget of the session (default 32 MiB): the receive windows granted on all its
-    /// channels plus the send buffer. Channels get a full window while it allows, a smaller
-    /// one (at least 64 KiB) when it is short, and 4 KiB
-    /// ([`FLOOR_WINDOW`](qtalk_mux_proto::FLOOR_WINDOW)) once it is spent; short windows grow back
-    /// as reads free it. What the peer can make this session hold is bounded by the budget
-    /// plus 4 KiB per channel (at most [`max_channels`](Config::max_channels)).
+    /// Memory budget of the session (default 32 MiB; at least the send buffer plus one
+    /// window): the receive windows granted on all its channels plus the send buffer.
+    /// Channels get a full window while it allows, a smaller one (at least 64 KiB) when it is
+    /// short, and 4 KiB ([`FLOOR_WINDOW`](qtalk_mux_proto::FLOOR_WINDOW)) once it is spent;
+    /// short windows grow back as reads free it. What the peer can make this session hold is
+    /// bounded by the budget plus 4 KiB per channel (at most
+    /// [`max_channels`](ConfigBuilder::max_channels)).
     pub fn memory_budget(mut self, bytes: usize) -> Self {
-        self.proto.memory_budget = bytes;
-        self
-    }
-
-    /// How long [`Session::open`](crate::Session::open) waits for a slot and the peer's
-    /// confirmation before it fails with [`Error::Timeout`](crate::Error::Timeout) (default
-    /// 30 s).
-    pub fn open_timeout(mut self, timeout: Duration) -> Self {
-        self.open_timeout = timeout;
-        self
-    }
-
-    /// How long an incoming channel waits for [`Session::accept`](crate::Session::accept)
-    /// before it is refused (default 30 s, as the reference).
-    pub fn accept_timeout(mut self, timeout: Duration) -> Self {
-        self.accept_timeout = timeout;
+        self.proto = self.proto.memory_budget(bytes);
         self
     }
 
     /// Bytes of outgoing frames that may wait for the transport before channel writes are held
-    /// back (default 1 MiB).
+    /// back (default 1 MiB; at least 1).
     pub fn send_buffer(mut self, bytes: usize) -> Self {
-        self.proto.send_buffer = bytes.max(1);
+        self.proto = self.proto.send_buffer(bytes);
         self
     }
 
@@ -120,50 +156,65 @@ impl Config {
     /// 256; 0 reuses the lowest free id at once, as the reference does). The delay keeps a
     /// DATA frame the reference may send after its CLOSE from reaching a new channel.
     pub fn id_reuse_delay(mut self, channels: usize) -> Self {
-        self.proto.id_reuse_delay = channels;
+        self.proto = self.proto.id_reuse_delay(channels);
+        self
+    }
+
+    /// How long [`Session::open`](crate::Session::open) waits for a slot and the peer's
+    /// confirmation before it fails with [`Error::Timeout`](crate::Error::Timeout) (default
+    /// 30 s).
+    pub fn open_timeout(mut self, timeout: Duration) -> Self {
+        self.config.open_timeout = timeout;
+        self
+    }
+
+    /// How long an incoming channel waits for [`Session::accept`](crate::Session::accept),
+    /// and an OPEN waits unconfirmed, before it is refused (default 30 s, as the reference).
+    pub fn accept_timeout(mut self, timeout: Duration) -> Self {
+        self.config.accept_timeout = timeout;
         self
     }
 
     /// How long [`Session::close`](crate::Session::close) keeps trying to deliver frames already
     /// queued (default 5 s).
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.close_timeout = timeout;
+        self.config.close_timeout = timeout;
         self
     }
 
     /// How long a listener gives a connection to finish its WebSocket, TLS or QUIC handshake
     /// (default 10 s); slower ones are dropped.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
+        self.config.handshake_timeout = timeout;
         self
     }
 
-    /// Handshakes a listener runs at once (default 256); past it, new connections wait (in
-    /// the kernel's backlog, or QUIC's) until one finishes.
+    /// Handshakes a listener runs at once (default 256; at least 1); past it, new
+    /// connections wait (in the kernel's backlog, or QUIC's) until one finishes.
     pub fn max_handshakes(mut self, handshakes: usize) -> Self {
-        self.max_handshakes = handshakes.max(1);
+        self.config.max_handshakes = handshakes;
         self
     }
 
     /// Over QUIC: how often an idle connection sends a keep-alive (default 10 s).
     pub fn keep_alive(mut self, interval: Duration) -> Self {
-        self.keep_alive = interval;
+        self.config.keep_alive = interval;
         self
     }
 
     /// Over QUIC: a peer silent for this long is gone (default 30 s).
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle_timeout = timeout;
+        self.config.idle_timeout = timeout;
         self
     }
 
-    /// The receive window granted per channel.
-    pub fn window_size(&self) -> u32 {
-        self.proto.window
-    }
-
-    /// The max packet advertised per channel.
-    pub fn max_packet_size(&self) -> u32 {
-        self.proto.max_packet
+    /// The configuration, once every value is checked.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        let mut config = self.config;
+        config.proto = self.proto.build()?;
+        if config.max_handshakes == 0 {
+            return Err(ConfigError::Zero("max handshakes"));
+        }
+        Ok(config)
     }
 }

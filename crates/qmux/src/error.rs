@@ -7,6 +7,7 @@ pub use qtalk_mux_proto::ProtocolError;
 
 /// Why a session ended, or why a session operation failed.
 #[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The peer broke the protocol; the session was ended.
     #[error(transparent)]

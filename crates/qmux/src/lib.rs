@@ -27,7 +27,7 @@ pub mod quic;
 pub mod tls;
 
 pub use channel::{Channel, PeerClosed, ReadHalf, WriteHalf};
-pub use config::Config;
+pub use config::{Config, ConfigBuilder, ConfigError};
 pub use error::{Error, ProtocolError};
 pub use listener::Listener;
 pub use proxy::{join, proxy};

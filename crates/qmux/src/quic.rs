@@ -77,15 +77,15 @@ fn transport_config(config: &Config) -> quinn::TransportConfig {
     let window = u64::from(config.window_size());
     let budget = config
         .proto
-        .memory_budget
-        .saturating_sub(config.proto.send_buffer)
+        .memory_budget()
+        .saturating_sub(config.proto.send_buffer())
         .max(config.window_size() as usize) as u64;
     let mut t = quinn::TransportConfig::default();
     t.stream_receive_window(VarInt::from_u32(config.window_size()))
         .receive_window(VarInt::from_u64(budget).unwrap_or(VarInt::MAX))
         .send_window(window * 4)
         .max_concurrent_bidi_streams(VarInt::from_u32(
-            u32::try_from(config.proto.max_channels.max(1)).unwrap_or(u32::MAX),
+            u32::try_from(config.proto.max_channels()).unwrap_or(u32::MAX),
         ))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .keep_alive_interval(Some(config.keep_alive))

@@ -193,7 +193,7 @@ impl Inner {
 
     pub(crate) fn register_write(&mut self, id: ChannelId, cx: &Context<'_>) {
         push_waker(&mut self.wakers(id).write, cx);
-        if self.proto.unsent() >= self.proto.config().send_buffer {
+        if self.proto.unsent() >= self.proto.config().send_buffer() {
             push_waker_list(&mut self.buffer_wakers, cx);
         }
     }
@@ -230,6 +230,7 @@ impl Inner {
                     read
                 }
                 Event::Writable(id) => self.wakers(id).write.take(),
+                _ => None,
             };
             if let Some(w) = w {
                 self.to_wake.push(w);
@@ -272,6 +273,7 @@ impl Inner {
             ChannelError::UnknownChannel | ChannelError::NotOpen => {
                 io::Error::new(io::ErrorKind::NotConnected, e)
             }
+            _ => io::Error::other(e),
         }
     }
 }

@@ -188,7 +188,12 @@ async fn sequential_ids(a: &Session, n: usize) -> Vec<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ids_are_reused_after_close() {
     // As the reference: the lowest free id, at once.
-    let (a, b) = pipe_pair(Config::default().id_reuse_delay(0));
+    let (a, b) = pipe_pair(
+        Config::builder()
+            .id_reuse_delay(0)
+            .build()
+            .expect("valid config"),
+    );
     tokio::spawn(echo_all_copying(b.clone()));
     assert_eq!(sequential_ids(&a, 5).await, vec![0, 0, 0, 0, 0]);
     within(5, "peer frees ids", async {
@@ -259,7 +264,10 @@ async fn open_times_out_against_a_silent_peer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_fails_when_the_peer_never_accepts() {
-    let cfg = Config::default().accept_timeout(Duration::from_millis(100));
+    let cfg = Config::builder()
+        .accept_timeout(Duration::from_millis(100))
+        .build()
+        .expect("valid config");
     let (a, b) = pipe_pair(cfg);
     let start = std::time::Instant::now();
     let err = within(5, "open", a.open()).await.unwrap_err();

@@ -74,7 +74,11 @@ async fn sender_respects_a_tiny_window_and_max_packet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_reader_stalls_only_its_own_channel() {
     const WINDOW: u32 = 256 * 1024;
-    let cfg = Config::default().window(WINDOW).max_packet(32 * 1024);
+    let cfg = Config::builder()
+        .window(WINDOW)
+        .max_packet(32 * 1024)
+        .build()
+        .expect("valid config");
     let (a, b) = tcp_pair(cfg).await;
 
     // Channel 1: b writes as fast as it can; nobody on a reads it.
@@ -136,7 +140,10 @@ async fn stalled_reader_stalls_only_its_own_channel() {
 #[tokio::test]
 async fn window_adjusts_are_batched() {
     // Reading in small pieces does not send one WINDOW_ADJUST per read.
-    let cfg = Config::default().window(64 * 1024);
+    let cfg = Config::builder()
+        .window(64 * 1024)
+        .build()
+        .expect("valid config");
     let (mut peer, session) = RawPeer::connect(cfg).await;
     peer.send(Frame::Open {
         sender_id: 1,

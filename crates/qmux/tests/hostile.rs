@@ -80,7 +80,10 @@ async fn data_for_unknown_channel() {
 
 #[tokio::test]
 async fn data_over_max_packet_is_refused_before_its_payload() {
-    let cfg = Config::default().max_packet(1024);
+    let cfg = Config::builder()
+        .max_packet(1024)
+        .build()
+        .expect("valid config");
     let (mut peer, session, _ch) = with_open_channel(cfg).await;
     // Only the header: the session must not wait for (or allocate) the claimed payload.
     let mut b = BytesMut::new();
@@ -98,7 +101,11 @@ async fn data_over_max_packet_is_refused_before_its_payload() {
 
 #[tokio::test]
 async fn data_over_window_is_refused_before_its_payload() {
-    let cfg = Config::default().window(1000).max_packet(4096);
+    let cfg = Config::builder()
+        .window(1000)
+        .max_packet(4096)
+        .build()
+        .expect("valid config");
     let (mut peer, session, _ch) = with_open_channel(cfg).await;
     let mut b = BytesMut::new();
     encode_data_header(0, 600, &mut b);
@@ -375,7 +382,13 @@ async fn other_sessions_on_the_listener_keep_working() {
 async fn garbage_never_panics() {
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     for round in 0..200 {
-        let (mut peer, session) = RawPeer::connect(Config::default().max_packet(4096)).await;
+        let (mut peer, session) = RawPeer::connect(
+            Config::builder()
+                .max_packet(4096)
+                .build()
+                .expect("valid config"),
+        )
+        .await;
         let mut junk = vec![0u8; 1 + (round * 37) % 300];
         for b in junk.iter_mut() {
             seed ^= seed << 13;
@@ -399,7 +412,13 @@ async fn garbage_never_panics() {
 async fn late_data_for_a_reused_id_before_confirm_is_dropped() {
     // The reference may write DATA after its CLOSE; by then the id can be reused by a new open
     // (at once when reuse is not delayed).
-    let (mut peer, session) = RawPeer::connect(Config::default().id_reuse_delay(0)).await;
+    let (mut peer, session) = RawPeer::connect(
+        Config::builder()
+            .id_reuse_delay(0)
+            .build()
+            .expect("valid config"),
+    )
+    .await;
     let s2 = session.clone();
     let first = tokio::spawn(async move { s2.open().await });
     assert!(matches!(
@@ -511,7 +530,8 @@ async fn early_frames_before_the_confirmation_are_accepted() {
 
 #[tokio::test]
 async fn early_data_beyond_the_opened_window_is_fatal() {
-    let (mut peer, session) = RawPeer::connect(Config::default().window(100)).await;
+    let (mut peer, session) =
+        RawPeer::connect(Config::builder().window(100).build().expect("valid config")).await;
     let s2 = session.clone();
     let _open = tokio::spawn(async move { s2.open().await });
     let _ = within(5, "open", peer.recv()).await;

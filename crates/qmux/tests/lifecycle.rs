@@ -207,7 +207,10 @@ async fn dropping_an_open_future_abandons_the_channel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_confirmed_channel_nobody_takes_is_closed_after_the_accept_timeout() {
-    let cfg = Config::default().accept_timeout(Duration::from_millis(100));
+    let cfg = Config::builder()
+        .accept_timeout(Duration::from_millis(100))
+        .build()
+        .expect("valid config");
     let (mut peer, session) = RawPeer::connect(cfg).await;
     // An acceptor that gives up: its waker stays registered, so the next OPEN is confirmed
     // at once, but nobody takes the channel.

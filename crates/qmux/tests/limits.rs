@@ -55,9 +55,15 @@ async fn five_thousand_channels_opened_at_once_all_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_peers_channel_limit_opens_wait_for_a_slot() {
-    let listener = qtalk_mux::Listener::bind_tcp("127.0.0.1:0", Config::default().max_channels(3))
-        .await
-        .unwrap();
+    let listener = qtalk_mux::Listener::bind_tcp(
+        "127.0.0.1:0",
+        Config::builder()
+            .max_channels(3)
+            .build()
+            .expect("valid config"),
+    )
+    .await
+    .unwrap();
     let addr = listener.local_addr().unwrap();
     let (client, limited) = tokio::join!(
         qtalk_mux::transport::connect_tcp(addr, Config::default()),
@@ -107,7 +113,13 @@ async fn past_the_peers_channel_limit_opens_wait_for_a_slot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_own_opens_wait_for_a_slot_at_our_channel_limit() {
-    let (client, server) = tcp_pair(Config::default().max_channels(2)).await;
+    let (client, server) = tcp_pair(
+        Config::builder()
+            .max_channels(2)
+            .build()
+            .expect("valid config"),
+    )
+    .await;
     echo_server(server);
     let opens = (0..50).map(|i| {
         let client = client.clone();
@@ -127,7 +139,10 @@ async fn an_open_nobody_answers_times_out() {
         let mut sink = vec![0u8; 4096];
         while matches!(b.read(&mut sink).await, Ok(n) if n > 0) {}
     });
-    let config = Config::default().open_timeout(Duration::from_secs(7));
+    let config = Config::builder()
+        .open_timeout(Duration::from_secs(7))
+        .build()
+        .expect("valid config");
     let session = Session::new(a, config);
     let started = tokio::time::Instant::now();
     let err = session.open().await.unwrap_err();

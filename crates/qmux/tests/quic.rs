@@ -38,7 +38,13 @@ async fn basic_exchange_over_quic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_channels_interleaved_over_quic() {
     // More channels than the peer lets be open at once: opens wait for streams to end.
-    let (a, b) = quic_pair(Config::default().max_channels(16)).await;
+    let (a, b) = quic_pair(
+        Config::builder()
+            .max_channels(16)
+            .build()
+            .expect("valid config"),
+    )
+    .await;
     tokio::spawn(echo_all(b.clone()));
     echo_interleaved(&a, 64, 40_000).await;
     a.close();
@@ -48,7 +54,13 @@ async fn many_channels_interleaved_over_quic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_both_ways_with_zero_copy_halves() {
     // A window smaller than the payload: QUIC's flow control holds the writer back.
-    let (a, b) = quic_pair(Config::default().window(256 * 1024)).await;
+    let (a, b) = quic_pair(
+        Config::builder()
+            .window(256 * 1024)
+            .build()
+            .expect("valid config"),
+    )
+    .await;
     tokio::spawn(echo_all(b.clone()));
     let ch = a.open().await.unwrap();
     let (mut r, mut w) = ch.into_split();
@@ -108,7 +120,13 @@ async fn opener_sees_eof_and_acceptor_sees_no_marker() {
 
 #[tokio::test]
 async fn dropping_a_channel_stops_the_peer_writing() {
-    let (a, b) = quic_pair(Config::default().window(64 * 1024)).await;
+    let (a, b) = quic_pair(
+        Config::builder()
+            .window(64 * 1024)
+            .build()
+            .expect("valid config"),
+    )
+    .await;
     let ch = a.open().await.unwrap();
     let mut accepted = within(5, "accept", b.accept()).await.unwrap();
     drop(ch);

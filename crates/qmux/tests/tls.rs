@@ -113,9 +113,11 @@ async fn a_silent_connection_is_dropped_at_the_handshake_deadline_and_holds_up_n
     use tokio::io::AsyncReadExt;
     let (server_tls, client_tls) = identity();
     // One handshake at a time, 300 ms each.
-    let config = Config::default()
+    let config = Config::builder()
         .max_handshakes(1)
-        .handshake_timeout(std::time::Duration::from_millis(300));
+        .handshake_timeout(std::time::Duration::from_millis(300))
+        .build()
+        .expect("valid config");
     let listener = Listener::bind_tls("127.0.0.1:0", server_tls, config)
         .await
         .unwrap();

@@ -49,7 +49,10 @@ async fn many_channels_interleaved_over_websocket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_both_ways_over_websocket() {
     // More than one message's worth per write, and a small packet size: many frames per batch.
-    let config = Config::default().max_packet(16 * 1024);
+    let config = Config::builder()
+        .max_packet(16 * 1024)
+        .build()
+        .expect("valid config");
     let (a, b) = ws_pair(config).await;
     tokio::spawn(echo_all(b.clone()));
     let ch = a.open().await.unwrap();

@@ -138,13 +138,10 @@ pub fn service(faults: Faults) -> RespondMux {
 /// Serves the interop service on `session` and returns the running peer.
 pub fn serve(session: qtalk_mux::Session, codec: Arc<dyn Codec>, faults: Faults) -> Peer {
     let hook = faults.clone();
-    let options = Options {
-        on_bad_call: Some(Arc::new(move |channel, e| {
-            hook.report(format!("{e} (call header on channel {channel})"))
-        })),
-        ..Options::default()
-    };
-    let peer = Peer::with_handler(session, codec, Arc::new(service(faults)), options);
+    let options = Options::default().on_bad_call(move |channel, e| {
+        hook.report(format!("{e} (call header on channel {channel})"))
+    });
+    let peer = Peer::with_options(session, codec, options).handler(service(faults));
     peer.respond();
     peer
 }
@@ -152,7 +149,7 @@ pub fn serve(session: qtalk_mux::Session, codec: Arc<dyn Codec>, faults: Faults)
 /// Serves the [`callbacks`] on `session` (what a checker does) and returns the running peer,
 /// whose [`Peer::caller`] makes the checked calls.
 pub fn serve_callbacks(session: qtalk_mux::Session, codec: Arc<dyn Codec>) -> Peer {
-    let peer = Peer::with_handler(session, codec, Arc::new(callbacks()), Options::default());
+    let peer = Peer::new(session, codec).handler(callbacks());
     peer.respond();
     peer
 }

@@ -377,7 +377,7 @@ async fn call(a: CallArgs) -> Result<(), Failure> {
     let started = tokio::time::Instant::now();
     let session = peer::connect_within(&target.endpoint, &a.dial.settings(), a.timeout).await?;
     // A peer of our own so that calls back to us get `not found` rather than waiting.
-    let me = Peer::with_codec(session.clone(), codec);
+    let me = Peer::new(session.clone(), codec);
     me.respond();
     let left = a.timeout.saturating_sub(started.elapsed());
     let result = me

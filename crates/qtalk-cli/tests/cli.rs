@@ -394,11 +394,7 @@ fn upper_server_on(codec: &str, websocket: bool) -> UpperServer {
     )
     .unwrap();
     let codec = qtalk_cli::peer::codec_by_name(codec).expect("codec");
-    let server = Server::with_options(
-        std::sync::Arc::new(mux),
-        codec,
-        qtalk::rpc::Options::default(),
-    );
+    let server = Server::new(mux, codec);
     let addr = runtime.block_on(async move {
         let config = qtalk_mux::Config::default();
         let listener = if websocket {

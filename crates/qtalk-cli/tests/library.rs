@@ -75,8 +75,7 @@ async fn check_stops_at_the_first_difference() {
         }),
     )
     .unwrap();
-    let served =
-        qtalk::rpc::Peer::with_handler(server, Arc::new(Cbor), Arc::new(mux), Default::default());
+    let served = qtalk::rpc::Peer::new(server, Cbor).handler(mux);
     served.respond();
     let me = interop::serve_callbacks(checker, Arc::new(Cbor));
     let mut out = Vec::new();
@@ -110,8 +109,7 @@ async fn check_times_out_on_a_silent_peer() {
         }),
     )
     .unwrap();
-    let served =
-        qtalk::rpc::Peer::with_handler(server, Arc::new(Json), Arc::new(mux), Default::default());
+    let served = qtalk::rpc::Peer::new(server, Json).handler(mux);
     served.respond();
     let me = interop::serve_callbacks(checker, Arc::new(Json));
     let options = check::Options {

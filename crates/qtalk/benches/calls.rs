@@ -126,7 +126,7 @@ async fn qtalk_calls_on(
         }),
     )
     .unwrap();
-    let server = Server::with_options(Arc::new(mux), codec.clone(), Default::default());
+    let server = Server::new(mux, codec.clone());
     let session = match base {
         Base::Tcp => {
             let listener = qtalk::mux::Listener::bind_tcp("127.0.0.1:0", Default::default())

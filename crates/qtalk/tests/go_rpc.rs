@@ -304,7 +304,7 @@ async fn rust_calls_go(codec: CodecName, link: Link) {
         &[],
     )
     .await;
-    let peer = Peer::with_codec(go.session.clone(), codec.codec());
+    let peer = Peer::new(go.session.clone(), codec.codec());
     peer.handle(
         "whoami",
         func(|_c: Call, (): ()| async { Ok::<_, String>("the Rust peer") }),
@@ -712,7 +712,7 @@ async fn go_calls_rust(codec: CodecName, link: Link) {
         &[],
     )
     .await;
-    let peer = Peer::with_codec(go.session.clone(), codec.codec());
+    let peer = Peer::new(go.session.clone(), codec.codec());
     let (slow_tx, mut slow_rx) = mpsc::unbounded_channel();
     serve_rust_handlers(&peer, slow_tx);
     peer.respond();
@@ -982,7 +982,7 @@ async fn rust_checks_go_interop(codec: CodecName, link: Link) {
         CodecName::Cbor => &[],
     };
     let mut go = GoPeer::start(&path, link, &["-mode", "interop"], env).await;
-    let peer = Peer::with_codec(go.session.clone(), codec.codec());
+    let peer = Peer::new(go.session.clone(), codec.codec());
     serve_callback_service(&peer);
     peer.respond();
     run_interop_check(peer.caller(), codec).await;
@@ -1021,7 +1021,7 @@ async fn go_checks_rust_interop(codec: CodecName) {
             .unwrap();
         out
     });
-    let peer = Peer::with_codec(go.session.clone(), codec.codec());
+    let peer = Peer::new(go.session.clone(), codec.codec());
     serve_interop_service(&peer);
     peer.respond();
     let report = within(60, "Go check report", report).await.unwrap();
@@ -1074,7 +1074,7 @@ async fn abandoned_go_stream_then_a_new_call() {
     for link in [Link::Stdio, Link::GoListens] {
         let mut go =
             GoPeer::start(&path, link, &["-mode", "rpc-serve", "-codec", "json"], &[]).await;
-        let peer = Peer::with_codec(go.session.clone(), CodecName::Json.codec());
+        let peer = Peer::new(go.session.clone(), CodecName::Json.codec());
         peer.respond();
         go.expect("ready").await;
         let c = peer.caller().clone();

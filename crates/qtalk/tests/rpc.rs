@@ -27,8 +27,8 @@ async fn peers(codec: Arc<dyn Codec>) -> (Peer, Peer) {
         qtalk::mux::transport::connect_tcp(addr, Default::default()),
         listener.accept()
     );
-    let a = Peer::with_codec(a.unwrap(), codec.clone());
-    let b = Peer::with_codec(b.unwrap(), codec.clone());
+    let a = Peer::new(a.unwrap(), codec.clone());
+    let b = Peer::new(b.unwrap(), codec.clone());
     a.respond();
     b.respond();
     (a, b)

@@ -222,18 +222,14 @@ async fn bad_call_hook_sees_malformed_headers_only() {
     use std::sync::Arc;
     let seen = Arc::new(AtomicUsize::new(0));
     let s2 = seen.clone();
-    let options = qtalk::rpc::Options {
-        on_bad_call: Some(Arc::new(move |_channel, e| {
-            assert!(matches!(e, Error::Codec(_) | Error::FrameTooLarge { .. }));
-            s2.fetch_add(1, Ordering::SeqCst);
-        })),
-        ..Default::default()
-    };
+    let options = qtalk::rpc::Options::default().on_bad_call(move |_channel, e| {
+        assert!(matches!(e, Error::Codec(_) | Error::FrameTooLarge { .. }));
+        s2.fetch_add(1, Ordering::SeqCst);
+    });
     let (a, b) = tokio::io::duplex(64 * 1024);
-    let peer = Peer::with_handler(
+    let peer = Peer::with_options(
         qtalk::mux::Session::new(a, Default::default()),
-        Arc::new(Json),
-        Arc::new(qtalk::rpc::RespondMux::new()),
+        Json,
         options,
     );
     peer.respond();

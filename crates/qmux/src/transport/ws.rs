@@ -101,7 +101,7 @@ pub async fn connect_wss(
 ///
 /// Messages larger than the stream's configured limits (tungstenite's defaults: 16 MiB frames,
 /// 64 MiB messages) end the session; the Go reference sends one qmux frame per message, so keep
-/// [`Config::max_packet`] below them.
+/// [`ConfigBuilder::max_packet`](crate::ConfigBuilder::max_packet) below them.
 pub fn over_websocket<S>(ws: WebSocketStream<S>, config: Config) -> Session
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -409,7 +409,12 @@ mod tests {
     fn limits_admit_large_packets() {
         let c = ws_config(&Config::default());
         assert_eq!(c.max_frame_size, Some(16 << 20));
-        let c = ws_config(&Config::default().max_packet(32 << 20));
+        let c = ws_config(
+            &Config::builder()
+                .max_packet(32 << 20)
+                .build()
+                .expect("valid config"),
+        );
         assert!(c.max_frame_size.unwrap() > 32 << 20);
         assert!(c.max_message_size.unwrap() >= 64 << 20);
     }

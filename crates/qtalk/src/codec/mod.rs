@@ -19,6 +19,26 @@ mod json;
 mod value;
 
 pub use cbor::Cbor;
+
+/// What the constructors of [`Caller`](crate::rpc::Caller), [`Peer`](crate::rpc::Peer) and
+/// [`Server`](crate::rpc::Server) take as their codec: any [`Codec`] value (`Json`, `Cbor`),
+/// or one already shared as `Arc<dyn Codec>`.
+pub trait IntoCodec {
+    /// The codec, shared.
+    fn into_codec(self) -> std::sync::Arc<dyn Codec>;
+}
+
+impl<C: Codec> IntoCodec for C {
+    fn into_codec(self) -> std::sync::Arc<dyn Codec> {
+        std::sync::Arc::new(self)
+    }
+}
+
+impl IntoCodec for std::sync::Arc<dyn Codec> {
+    fn into_codec(self) -> std::sync::Arc<dyn Codec> {
+        self
+    }
+}
 pub use json::Json;
 pub use value::{Binary, Value};
 
@@ -65,6 +85,7 @@ pub fn decode<T: DeserializeOwned>(codec: &dyn Codec, src: &[u8]) -> Result<T, C
 
 /// A value could not be encoded or decoded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CodecError {
     /// Encoding failed (e.g. a map with non-string keys in JSON).
     #[error("encode: {0}")]

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::codec::Codec;
+use crate::codec::{Codec, IntoCodec};
 use crate::rpc::callback::Callbacks;
 use crate::rpc::frame::{encode_frame, FrameReader};
 use crate::rpc::{Error, Options, ResponseHeader};
@@ -45,19 +45,19 @@ impl std::fmt::Debug for Caller {
 
 impl Caller {
     /// A caller on `session` using `codec`, with default [`Options`].
-    pub fn new(session: qtalk_mux::Session, codec: impl Codec) -> Caller {
-        Caller::with_options(session, Arc::new(codec), Options::default())
+    pub fn new(session: qtalk_mux::Session, codec: impl IntoCodec) -> Caller {
+        Caller::with_options(session, codec, Options::default())
     }
 
-    /// A caller with a shared codec and explicit options.
+    /// [`Caller::new`] with explicit options.
     pub fn with_options(
         session: qtalk_mux::Session,
-        codec: Arc<dyn Codec>,
+        codec: impl IntoCodec,
         options: Options,
     ) -> Caller {
         Caller {
             session,
-            codec,
+            codec: codec.into_codec(),
             options: Arc::new(options),
             callbacks: Arc::default(),
         }

@@ -16,12 +16,12 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use crate::codec::{self, Codec};
 use crate::rpc::args::{decode_params, Params};
 use crate::rpc::frame::{encode_frame, FrameReader};
-use crate::rpc::{Caller, Error, RespondMux, ResponseHeader};
+use crate::rpc::{Caller, Error, ResponseHeader};
 
 /// A boxed, sendable future, as handlers return.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// Answers calls. Implemented by [`RespondMux`], by [`handler_fn`] and [`func`] closures, and by
+/// Answers calls. Implemented by [`RespondMux`](crate::rpc::RespondMux), by [`handler_fn`] and [`func`] closures, and by
 /// any type of yours.
 ///
 /// If the handler neither returns a value nor continues, the caller receives `null`, as in the
@@ -29,21 +29,11 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 pub trait Handler: Send + Sync + 'static {
     /// Handles one call.
     fn respond(&self, responder: Responder, call: Call) -> BoxFuture<()>;
-
-    /// For routers: the [`RespondMux`] this handler is, so that a parent mux can delegate the
-    /// rest of the selector to it.
-    fn as_mux(&self) -> Option<&RespondMux> {
-        None
-    }
 }
 
 impl<H: Handler + ?Sized> Handler for Arc<H> {
     fn respond(&self, responder: Responder, call: Call) -> BoxFuture<()> {
         (**self).respond(responder, call)
-    }
-
-    fn as_mux(&self) -> Option<&RespondMux> {
-        (**self).as_mux()
     }
 }
 

@@ -62,6 +62,7 @@ pub struct ResponseHeader {
 
 /// Why a call or a response failed.
 #[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The responder answered with an error (displayed as `remote: <text>`, as in Go).
     #[error("remote: {0}")]
@@ -122,8 +123,16 @@ impl Error {
 /// read (undecodable or oversized); the call is answered with an error either way.
 pub type BadCallHook = Arc<dyn Fn(u32, &Error) + Send + Sync>;
 
-/// Tunables shared by callers and responders.
+/// Tunables shared by callers and responders, set with chained setters:
+///
+/// ```
+/// let options = qtalk::rpc::Options::default()
+///     .max_frame(1 << 20)
+///     .header_timeout(std::time::Duration::from_secs(5));
+/// assert_eq!(options.max_frame, 1 << 20);
+/// ```
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct Options {
     /// Largest rpc frame accepted (default [`DEFAULT_MAX_FRAME`]).
     pub max_frame: u32,
@@ -131,6 +140,26 @@ pub struct Options {
     pub header_timeout: std::time::Duration,
     /// Observer of malformed calls (default none), e.g. to stop a service that is fed garbage.
     pub on_bad_call: Option<BadCallHook>,
+}
+
+impl Options {
+    /// Sets [`Options::max_frame`].
+    pub fn max_frame(mut self, bytes: u32) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// Sets [`Options::header_timeout`].
+    pub fn header_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.header_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Options::on_bad_call`].
+    pub fn on_bad_call(mut self, hook: impl Fn(u32, &Error) + Send + Sync + 'static) -> Self {
+        self.on_bad_call = Some(Arc::new(hook));
+        self
+    }
 }
 
 impl std::fmt::Debug for Options {

@@ -18,6 +18,7 @@ pub fn clean_selector(selector: &str) -> String {
 
 /// Registration refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MuxError {
     /// The (normalized) pattern already has a handler.
     #[error("rpc: multiple registrations for {0}")]
@@ -27,7 +28,23 @@ pub enum MuxError {
 #[derive(Clone)]
 struct Entry {
     pattern: String,
-    handler: Arc<dyn Handler>,
+    target: Target,
+}
+
+/// What a pattern routes to: a handler, or a mux that routes the rest of the selector.
+#[derive(Clone)]
+enum Target {
+    Handler(Arc<dyn Handler>),
+    Mux(Arc<RespondMux>),
+}
+
+impl Target {
+    fn handler(&self) -> Arc<dyn Handler> {
+        match self {
+            Target::Handler(h) => h.clone(),
+            Target::Mux(m) => m.clone(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -74,25 +91,50 @@ impl RespondMux {
         Self::default()
     }
 
-    /// Registers `handler` under `pattern` (normalized; a sub-mux's pattern gets a trailing
-    /// `/`). Refuses a pattern that is already registered.
-    pub fn handle(&self, pattern: &str, handler: impl Handler) -> Result<(), MuxError> {
-        self.handle_arc(pattern, Arc::new(handler))
+    /// Registers `handler` under `pattern` (normalized). A `RespondMux` (or an
+    /// `Arc<RespondMux>`) given here is mounted as by [`RespondMux::mount`]. Refuses a pattern
+    /// that is already registered.
+    pub fn handle<H: Handler>(&self, pattern: &str, handler: H) -> Result<(), MuxError> {
+        let any: Box<dyn std::any::Any> = Box::new(handler);
+        let any = match any.downcast::<RespondMux>() {
+            Ok(mux) => return self.mount(pattern, *mux),
+            Err(other) => other,
+        };
+        let any = match any.downcast::<Arc<RespondMux>>() {
+            Ok(mux) => return self.mount(pattern, *mux),
+            Err(other) => other,
+        };
+        match any.downcast::<H>() {
+            Ok(h) => self.insert(pattern, Target::Handler(Arc::new(*h))),
+            Err(_) => unreachable!("the value is an H"),
+        }
     }
 
-    /// [`RespondMux::handle`] for a shared handler.
+    /// [`RespondMux::handle`] for a shared handler (never taken for a sub-mux: use
+    /// [`RespondMux::mount`] for those).
     pub fn handle_arc(&self, pattern: &str, handler: Arc<dyn Handler>) -> Result<(), MuxError> {
+        self.insert(pattern, Target::Handler(handler))
+    }
+
+    /// Mounts `mux` under `pattern` (normalized, with a trailing `/`): calls whose selector
+    /// starts with it are routed by `mux` on the rest of the selector, as the reference does.
+    pub fn mount(&self, pattern: &str, mux: impl Into<Arc<RespondMux>>) -> Result<(), MuxError> {
         let mut pattern = clean_selector(pattern);
-        if handler.as_mux().is_some() && !pattern.ends_with('/') {
+        if !pattern.ends_with('/') {
             pattern.push('/');
         }
+        self.insert(&pattern, Target::Mux(mux.into()))
+    }
+
+    fn insert(&self, pattern: &str, target: Target) -> Result<(), MuxError> {
+        let pattern = clean_selector(pattern);
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
         if routes.exact.contains_key(&pattern) {
             return Err(MuxError::Duplicate(pattern));
         }
         let entry = Entry {
             pattern: pattern.clone(),
-            handler,
+            target,
         };
         if pattern.ends_with('/') {
             let at = routes
@@ -112,7 +154,7 @@ impl RespondMux {
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
         let entry = routes.exact.remove(&selector)?;
         routes.prefixes.retain(|e| e.pattern != selector);
-        Some(entry.handler)
+        Some(entry.target.handler())
     }
 
     /// The handler `selector` routes to, and the pattern it matched.
@@ -120,14 +162,14 @@ impl RespondMux {
         let selector = clean_selector(selector);
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = routes.exact.get(&selector) {
-            return Some((e.handler.clone(), e.pattern.clone()));
+            return Some((e.target.handler(), e.pattern.clone()));
         }
         for e in &routes.prefixes {
             if let Some(rest) = selector.strip_prefix(e.pattern.as_str()) {
-                if let Some(sub) = e.handler.as_mux() {
-                    return sub.lookup(rest);
-                }
-                return Some((e.handler.clone(), e.pattern.clone()));
+                return match &e.target {
+                    Target::Mux(sub) => sub.lookup(rest),
+                    Target::Handler(h) => Some((h.clone(), e.pattern.clone())),
+                };
             }
         }
         None
@@ -145,9 +187,5 @@ impl Handler for RespondMux {
                 })
             }
         }
-    }
-
-    fn as_mux(&self) -> Option<&RespondMux> {
-        Some(self)
     }
 }

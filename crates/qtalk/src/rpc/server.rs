@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::codec::Codec;
+use crate::codec::{Codec, IntoCodec};
 use crate::rpc::frame::FrameReader;
 use crate::rpc::handler::{respond_fallback, Call, Handler, Responder, Slot};
 use crate::rpc::{clean_selector, CallHeader, Caller, Error, MuxError, Options, RespondMux};
@@ -55,6 +55,21 @@ impl Limit {
             .acquire_owned()
             .await
             .expect("the semaphore is never closed")
+    }
+}
+
+/// A peer's own routes first, then its fallback handler.
+struct Routed {
+    routes: Arc<RespondMux>,
+    fallback: Arc<dyn Handler>,
+}
+
+impl Handler for Routed {
+    fn respond(&self, responder: Responder, call: Call) -> crate::rpc::handler::BoxFuture<()> {
+        match self.routes.lookup(call.selector()) {
+            Some((h, _)) => h.respond(responder, call),
+            None => self.fallback.respond(responder, call),
+        }
     }
 }
 
@@ -222,48 +237,37 @@ impl std::fmt::Debug for Peer {
 impl Peer {
     /// A peer on `session` using `codec`, routing incoming calls through its own
     /// [`RespondMux`] (see [`Peer::handle`]). Call [`Peer::respond`] to start answering.
-    pub fn new(session: qtalk_mux::Session, codec: impl Codec) -> Peer {
-        Peer::with_codec(session, Arc::new(codec))
+    pub fn new(session: qtalk_mux::Session, codec: impl IntoCodec) -> Peer {
+        Peer::with_options(session, codec, Options::default())
     }
 
-    /// [`Peer::new`] with a shared codec.
-    pub fn with_codec(session: qtalk_mux::Session, codec: Arc<dyn Codec>) -> Peer {
+    /// [`Peer::new`] with explicit options.
+    pub fn with_options(
+        session: qtalk_mux::Session,
+        codec: impl IntoCodec,
+        options: Options,
+    ) -> Peer {
         let mux = Arc::new(RespondMux::new());
-        Peer::build(session, codec, mux.clone(), mux, Options::default())
-    }
-
-    /// A peer answering with a handler of your choice (its [`Peer::mux`] is then unused).
-    pub fn with_handler(
-        session: qtalk_mux::Session,
-        codec: Arc<dyn Codec>,
-        handler: Arc<dyn Handler>,
-        options: Options,
-    ) -> Peer {
-        Peer::build(
-            session,
-            codec,
-            Arc::new(RespondMux::new()),
-            handler,
-            options,
-        )
-    }
-
-    fn build(
-        session: qtalk_mux::Session,
-        codec: Arc<dyn Codec>,
-        mux: Arc<RespondMux>,
-        handler: Arc<dyn Handler>,
-        options: Options,
-    ) -> Peer {
         Peer {
             caller: Caller::with_options(session, codec, options.clone()),
-            mux,
-            handler,
+            mux: mux.clone(),
+            handler: mux,
             options: Arc::new(options),
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
             started: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
+    }
+
+    /// Answers the calls that match no pattern of [`Peer::handle`] with `handler` (instead of
+    /// `not found`): e.g. a whole service's [`RespondMux`], or a proxy. Set it before
+    /// [`Peer::respond`].
+    pub fn handler(mut self, handler: impl Handler) -> Peer {
+        self.handler = Arc::new(Routed {
+            routes: self.mux.clone(),
+            fallback: Arc::new(handler),
+        });
+        self
     }
 
     /// Registers a handler on the peer's mux.
@@ -375,20 +379,16 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// A server answering with `handler` using `codec`.
-    pub fn new(handler: impl Handler, codec: impl Codec) -> Server {
-        Server::with_options(Arc::new(handler), Arc::new(codec), Options::default())
+    /// A server answering with `handler` (typically a [`RespondMux`]) using `codec`.
+    pub fn new(handler: impl Handler, codec: impl IntoCodec) -> Server {
+        Server::with_options(handler, codec, Options::default())
     }
 
-    /// A server with shared handler and codec, and explicit options.
-    pub fn with_options(
-        handler: Arc<dyn Handler>,
-        codec: Arc<dyn Codec>,
-        options: Options,
-    ) -> Server {
+    /// [`Server::new`] with explicit options.
+    pub fn with_options(handler: impl Handler, codec: impl IntoCodec, options: Options) -> Server {
         Server {
-            handler,
-            codec,
+            handler: Arc::new(handler),
+            codec: codec.into_codec(),
             options: Arc::new(options),
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
