@@ -22,6 +22,10 @@ pub type ChannelId = u32;
 /// transport read buffer, so that small chunks never pin large read buffers.
 const SHARE_MIN: usize = 4096;
 
+/// Copied payloads of a channel go into blocks of this size (or less, when the channel's window
+/// is smaller).
+const TAIL_BLOCK: usize = 64 * 1024;
+
 /// Payloads handed to [`Session::send_bytes`] at least this long are queued without a copy.
 const ZERO_COPY_MIN: usize = 16 * 1024;
 
@@ -186,6 +190,18 @@ impl Channel {
             }
             self.recv_chunks.push_back(chunk);
         } else {
+            let spare = self.recv_tail.capacity() - self.recv_tail.len();
+            if spare < chunk.len() {
+                // A new block rather than a doubling buffer: what is copied for a channel
+                // costs at most one partly filled block more than the data, and never more
+                // than the peer may still send.
+                if !self.recv_tail.is_empty() {
+                    self.recv_chunks.push_back(self.recv_tail.split().freeze());
+                }
+                let most = chunk.len() + self.recv_window as usize;
+                let block = TAIL_BLOCK.min(most).max(chunk.len());
+                self.recv_tail = BytesMut::with_capacity(block);
+            }
             self.recv_tail.extend_from_slice(&chunk);
         }
     }
@@ -667,9 +683,13 @@ impl Session {
             .memory_budget
             .saturating_sub(self.config.send_buffer);
         let left = u32::try_from(budget.saturating_sub(self.reserved)).unwrap_or(u32::MAX);
+        let max_packet = self.config.max_packet;
         let Ok(ch) = self.chan_mut(id) else { return };
         ch.unacked += n as u32;
-        let threshold = (ch.grant / 2).max(1);
+        // Window goes back at half the grant, or at every max packet consumed if that is less:
+        // some peers (qtalk-js) wait for a WINDOW_ADJUST after each packet of a long write even
+        // with window left, and would stall for lack of one.
+        let threshold = (ch.grant / 2).min(max_packet).max(1);
         if ch.unacked < threshold || ch.close_sent || ch.close_received || ended {
             return;
         }

@@ -179,3 +179,44 @@ async fn window_adjusts_are_batched() {
     assert!((32 * 1024..=64 * 1024).contains(&total), "{adjusts:?}");
     assert!(adjusts.len() <= 2, "{} adjusts: {adjusts:?}", adjusts.len());
 }
+
+/// A peer that, like qtalk-js, sends one packet of a long write and then waits for a
+/// WINDOW_ADJUST before the next one, even with window left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_waiting_for_an_adjust_after_every_packet_never_stalls() {
+    let config = Config::default();
+    let max_packet = config.max_packet_size();
+    let (mut peer, session) = RawPeer::connect(config).await;
+    peer.send(Frame::Open {
+        sender_id: 7,
+        window: 1 << 20,
+        max_packet: 1 << 15,
+    })
+    .await;
+    let mut ch = within(5, "accept", session.accept()).await.unwrap();
+    let ours = match within(5, "confirm", peer.recv()).await {
+        Some(Frame::OpenConfirm { sender_id, .. }) => sender_id,
+        other => panic!("{other:?}"),
+    };
+    let reader = tokio::spawn(async move {
+        let mut got = vec![0u8; 4 * max_packet as usize];
+        ch.read_exact(&mut got).await.map(|_| got.len())
+    });
+    // A 1 MiB write in max-packet pieces, each one only after an adjust for the last.
+    for _ in 0..4 {
+        peer.send(Frame::Data {
+            recipient_id: ours,
+            payload: vec![9u8; max_packet as usize].into(),
+        })
+        .await;
+        loop {
+            match within(5, "an adjust for the packet", peer.recv()).await {
+                Some(Frame::WindowAdjust { .. }) => break,
+                Some(_) => {}
+                None => panic!("session ended"),
+            }
+        }
+    }
+    let n = within(5, "reader", reader).await.unwrap().unwrap();
+    assert_eq!(n, 4 * max_packet as usize);
+}
