@@ -30,6 +30,8 @@ const INLINE_MAX_CHANNELS: usize = 4;
 const READ_CHUNK: usize = 64 * 1024;
 /// Largest single read while inside a big DATA payload.
 const READ_MAX: usize = 1024 * 1024;
+/// The rest of a DATA payload at least this long is read into a buffer of its own.
+const PAYLOAD_OWN_MIN: usize = 16 * 1024;
 
 /// A qmux session: many flow-controlled [`Channel`]s over one byte stream.
 ///
@@ -682,8 +684,18 @@ where
     let timer = tokio::time::sleep_until(Instant::now());
     tokio::pin!(timer);
     let mut armed = false;
+    // Bytes still to come of the DATA payload being received (as of the last input).
+    let mut payload = 0;
     loop {
-        if buf.capacity() - buf.len() < want / 2 {
+        if buf.is_empty() && payload >= PAYLOAD_OWN_MIN {
+            // Inside a large DATA payload: read the rest of it into a buffer of its own, so
+            // that the slices handed to the channel pin nothing of other frames (what a peer
+            // makes a session hold stays close to what it sent).
+            let exact = payload.min(READ_MAX);
+            if buf.capacity() != exact {
+                buf = BytesMut::with_capacity(exact);
+            }
+        } else if buf.capacity() - buf.len() < want / 2 {
             buf.reserve(want);
         }
         let read = tokio::select! {
@@ -721,7 +733,8 @@ where
                     shared.ended.cancel();
                     break;
                 }
-                want = inner.proto.payload_remaining().clamp(READ_CHUNK, READ_MAX);
+                payload = inner.proto.payload_remaining();
+                want = payload.clamp(READ_CHUNK, READ_MAX);
                 // Queue what arrived now, to see its deadlines (dropping the lock would too).
                 inner.dispatch(shared.config.accept_timeout);
                 note_waiting_opens(&mut inner, shared.config.accept_timeout);
