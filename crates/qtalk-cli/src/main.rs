@@ -1,5 +1,7 @@
 //! `qtalk`: call qtalk peers, serve and check the interop service, benchmark peers.
-#![forbid(unsafe_code)]
+// One call into the C library (glibc's malloc_trim, see `release_freed_memory`) is the only
+// unsafe code.
+#![deny(unsafe_code)]
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -557,6 +559,21 @@ async fn listen(
              here and --ca there"
         );
     }
+    // glibc keeps what ended sessions freed (a hostile peer can make one hold its whole
+    // budget); once a second after a session ended, it is given back.
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tokio::spawn({
+        let ended = ended.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if ended.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    release_freed_memory();
+                }
+            }
+        }
+    });
     let serve = async {
         loop {
             let session = match listener.accept().await {
@@ -568,9 +585,10 @@ async fn listen(
                 }
             };
             let codec = codec.clone();
+            let ended = ended.clone();
             tokio::spawn(async move {
                 let faults = Faults::new();
-                let _peer = interop::serve(session.clone(), codec, faults.clone());
+                let peer = interop::serve(session.clone(), codec, faults.clone());
                 tokio::select! {
                     end = session.wait() => {
                         if let Err(f) = session_end(end) {
@@ -582,6 +600,8 @@ async fn listen(
                         session.close();
                     }
                 }
+                drop(peer);
+                ended.store(true, std::sync::atomic::Ordering::Relaxed);
             });
         }
     };
@@ -592,6 +612,24 @@ async fn listen(
                 let _ = std::fs::remove_file(path);
             }
             Ok(())
+        }
+    }
+}
+
+/// Returns memory the allocator keeps after sessions ended to the system. glibc's malloc
+/// keeps freed heap memory for reuse (arenas shrink only from the top), so after a peer made a
+/// session hold its budget, RSS stayed there; `malloc_trim` releases it. Elsewhere a no-op.
+#[allow(unsafe_code)]
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim takes no pointers and only works on glibc's own bookkeeping,
+        // under its own locks; it is safe to call from any thread at any time.
+        unsafe {
+            malloc_trim(0);
         }
     }
 }
