@@ -9,6 +9,46 @@
 //!
 //! The protocol logic lives in the sans-IO crate [`qtalk_mux_proto`]; this crate moves bytes: one
 //! reader task and one writer task per session, with frames batched into vectored writes.
+//!
+//! *qmux* is qtalk's subset of the SSH connection protocol (as qtalk-go's `mux`), not the IETF
+//! QMux draft. Most users depend on `qtalk`, which re-exports this crate as `qtalk::mux`.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), qtalk_mux::Error> {
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! let listener = qtalk_mux::Listener::bind_tcp("127.0.0.1:0", Default::default()).await?;
+//! let addr = listener.local_addr()?;
+//! tokio::spawn(async move {
+//!     let session = listener.accept().await.unwrap();
+//!     while let Some(mut ch) = session.accept().await {
+//!         tokio::spawn(async move {
+//!             let mut msg = Vec::new();
+//!             ch.read_to_end(&mut msg).await.unwrap();
+//!             ch.write_all(&msg).await.unwrap(); // echo
+//!         });
+//!     }
+//! });
+//! let session = qtalk_mux::transport::connect_tcp(addr, Default::default()).await?;
+//! let mut ch = session.open().await?;
+//! ch.write_all(b"hello").await?;
+//! ch.close_write()?;
+//! let mut back = Vec::new();
+//! ch.read_to_end(&mut back).await?;
+//! assert_eq!(back, b"hello");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Public dependencies
+//!
+//! Three crates appear in this API, for connections and settings made elsewhere, and are
+//! re-exported at the versions it uses: [`quic::quinn`] (quinn 0.11, `quic::over_connection`),
+//! [`tls::rustls`] (rustls 0.23, the TLS settings) and [`transport::ws::tokio_tungstenite`]
+//! (0.30, `over_websocket`). Use them through these paths to get matching versions. A major
+//! release of one of them is a major release of this crate; nothing else of theirs leaks into
+//! the API.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
