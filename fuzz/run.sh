@@ -29,6 +29,7 @@ for t in "${targets[@]}"; do
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1)
   echo "fuzz $t: ${seconds}s, ${execs:-?} execs, ${cov:-cov: ?}, 0 crashes"
   if [ "$merge" = 1 ]; then
-    cargo +nightly fuzz run -O "$t" "corpus/$t" "$scratch/$t" -- -merge=1 >/dev/null 2>&1
+    cargo +nightly fuzz run -O "$t" "corpus/$t" "$scratch/$t" -- -merge=1 >"$log.merge" 2>&1 ||
+      { tail -n 20 "$log.merge"; echo "fuzz $t: merging into corpus/$t failed"; exit 1; }
   fi
 done
