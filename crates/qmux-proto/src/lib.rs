@@ -5,24 +5,37 @@
 //! - [`Session`]: channel table, open/accept handshake, flow-control windows, EOF and CLOSE,
 //!   and validation of everything the peer sends.
 //!
-//! Nothing here performs IO or depends on an async runtime; the `qmux` crate drives this state
-//! machine over tokio.
+//! Nothing here performs IO or depends on an async runtime; the `qtalk-mux` crate drives this
+//! state machine over tokio. *qmux* is qtalk's own protocol, not the IETF QMux draft.
+//!
+//! Two sessions wired back to back, by hand:
 //!
 //! ```
 //! use bytes::BytesMut;
-//! use qtalk_mux_proto::{Config, Event, Session};
+//! use qtalk_mux_proto::{ChannelId, Config, Event, OpenStart, Session};
+//!
+//! fn deliver(from: &mut Session, to: &mut Session) {
+//!     let mut wire = Vec::new();
+//!     let n = from.poll_transmit(&mut wire);
+//!     from.on_transmitted(n);
+//!     let mut buf = BytesMut::from(&wire.concat()[..]);
+//!     to.handle_input(&mut buf).unwrap();
+//! }
 //!
 //! let mut a = Session::new(Config::default());
 //! let mut b = Session::new(Config::default());
-//! let id = a.open().unwrap();
+//! let OpenStart::Started(id) = a.open().unwrap() else { unreachable!() };
+//! deliver(&mut a, &mut b);
+//! assert_eq!(b.poll_event(), Some(Event::Incoming(ChannelId::new(0))));
+//! b.accept(ChannelId::new(0)).unwrap();
+//! deliver(&mut b, &mut a);
+//! assert_eq!(a.poll_event(), Some(Event::OpenReply(id)));
 //!
-//! // Move a's frames to b.
-//! let mut wire = Vec::new();
-//! a.poll_transmit(&mut wire);
-//! let mut buf = BytesMut::from(&wire.concat()[..]);
-//! b.handle_input(&mut buf).unwrap();
-//! assert_eq!(b.poll_event(), Some(Event::Incoming(0)));
-//! # let _ = id;
+//! a.send(id, b"hello").unwrap();
+//! deliver(&mut a, &mut b);
+//! let mut got = [0u8; 5];
+//! b.read(ChannelId::new(0), &mut got).unwrap();
+//! assert_eq!(&got, b"hello");
 //! ```
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

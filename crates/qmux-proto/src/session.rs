@@ -15,8 +15,38 @@ use crate::config::Config;
 use crate::error::{ChannelError, ProtocolError};
 use crate::frame::{self, Frame, DATA_HEADER_LEN, MAX_MAX_PACKET, MIN_MAX_PACKET, MSG_DATA};
 
-/// A channel's id on this side of the session (the id the peer names it by).
-pub type ChannelId = u32;
+/// A channel's id on this side of the session: the number the peer names it by on the wire
+/// (its frames' recipient id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChannelId(u32);
+
+impl ChannelId {
+    /// The id with this wire number.
+    pub const fn new(id: u32) -> ChannelId {
+        ChannelId(id)
+    }
+
+    /// The wire number.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+
+    fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl std::fmt::Display for ChannelId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<ChannelId> for u32 {
+    fn from(id: ChannelId) -> u32 {
+        id.0
+    }
+}
 
 /// Payloads at most this long are copied into a channel's own buffer instead of sharing the
 /// transport read buffer, so that small chunks never pin large read buffers.
@@ -279,9 +309,9 @@ pub struct Session {
     config: Config,
     slots: Vec<Slot>,
     /// Ids ready to be given out (lowest first).
-    free: BinaryHeap<Reverse<u32>>,
+    free: BinaryHeap<Reverse<ChannelId>>,
     /// Ids freed by a CLOSE handshake, oldest first, waiting out `id_reuse_delay`.
-    quarantine: VecDeque<u32>,
+    quarantine: VecDeque<ChannelId>,
     live: usize,
     incoming: usize,
     /// Sum of the channels' grants.
@@ -353,20 +383,20 @@ impl Session {
             // With reuse delayed, late frames of the id's previous channel are not expected any
             // more; frames before the confirmation are then early frames of this one.
             ch.reused = self.config.id_reuse_delay == 0
-                && matches!(self.slots[id as usize], Slot::Free { closed: true });
-            self.slots[id as usize] = Slot::Used(Box::new(ch));
+                && matches!(self.slots[id.index()], Slot::Free { closed: true });
+            self.slots[id.index()] = Slot::Used(Box::new(ch));
             id
         } else {
             self.slots.push(Slot::Used(Box::new(ch)));
-            (self.slots.len() - 1) as ChannelId
+            ChannelId((self.slots.len() - 1) as u32)
         }
     }
 
     fn release_id(&mut self, id: ChannelId, closed: bool) {
-        if let Slot::Used(ch) = &self.slots[id as usize] {
+        if let Slot::Used(ch) = &self.slots[id.index()] {
             self.reserved -= ch.grant as usize;
         }
-        self.slots[id as usize] = Slot::Free { closed };
+        self.slots[id.index()] = Slot::Free { closed };
         self.live -= 1;
         self.admit();
         if !closed {
@@ -383,14 +413,14 @@ impl Session {
     }
 
     fn chan(&self, id: ChannelId) -> Result<&Channel, ChannelError> {
-        match self.slots.get(id as usize) {
+        match self.slots.get(id.index()) {
             Some(Slot::Used(ch)) => Ok(ch),
             _ => Err(ChannelError::UnknownChannel),
         }
     }
 
     fn chan_mut(&mut self, id: ChannelId) -> Result<&mut Channel, ChannelError> {
-        match self.slots.get_mut(id as usize) {
+        match self.slots.get_mut(id.index()) {
             Some(Slot::Used(ch)) => Ok(ch),
             _ => Err(ChannelError::UnknownChannel),
         }
@@ -478,7 +508,7 @@ impl Session {
         self.reserved += grant as usize;
         let id = self.allocate(Channel::new(Phase::Opening, grant));
         self.queue(Frame::Open {
-            sender_id: id,
+            sender_id: id.get(),
             window: grant,
             max_packet: self.config.max_packet,
         });
@@ -597,7 +627,7 @@ impl Session {
         self.incoming -= 1;
         self.queue(Frame::OpenConfirm {
             recipient_id: remote,
-            sender_id: id,
+            sender_id: id.get(),
             window: grant,
             max_packet,
         });
@@ -867,7 +897,7 @@ impl Session {
                     let n = (remaining as usize).min(src.len());
                     if deliver {
                         let chunk = src.split_to(n);
-                        match self.slots.get_mut(id as usize) {
+                        match self.slots.get_mut(id.index()) {
                             Some(Slot::Used(ch)) if !ch.released => {
                                 let share = chunk.len() >= share_min;
                                 ch.push_data(chunk.freeze(), share);
@@ -899,7 +929,7 @@ impl Session {
                         return Ok(());
                     }
                     if kind == MSG_DATA {
-                        let id = frame::read_u32(src, 1);
+                        let id = ChannelId(frame::read_u32(src, 1));
                         let len = frame::read_u32(src, 5);
                         let deliver = self.check_data(id, len)?;
                         src.advance(head);
@@ -953,18 +983,18 @@ impl Session {
         let max = self.config.max_packet;
         if len > max {
             return Err(ProtocolError::PacketTooLarge {
-                channel: id,
+                channel: id.get(),
                 len,
                 max,
             });
         }
-        let ch = match self.slots.get_mut(id as usize) {
+        let ch = match self.slots.get_mut(id.index()) {
             Some(Slot::Used(ch)) => ch,
             Some(Slot::Free { closed: true }) => return Ok(false),
             _ => {
                 return Err(ProtocolError::UnknownChannel {
                     kind: MSG_DATA,
-                    channel: id,
+                    channel: id.get(),
                 })
             }
         };
@@ -974,12 +1004,12 @@ impl Session {
         if !ch.may_receive() {
             return Err(ProtocolError::NotYetOpen {
                 kind: MSG_DATA,
-                channel: id,
+                channel: id.get(),
             });
         }
         if len > ch.recv_window {
             return Err(ProtocolError::WindowExceeded {
-                channel: id,
+                channel: id.get(),
                 len,
                 window: ch.recv_window,
             });
@@ -998,18 +1028,26 @@ impl Session {
         {
             return self.handle_open(sender_id, window, max_packet);
         }
-        let id = f.recipient_id().unwrap_or_default();
-        let ch = match self.slots.get_mut(id as usize) {
+        let id = ChannelId(f.recipient_id().unwrap_or_default());
+        let ch = match self.slots.get_mut(id.index()) {
             Some(Slot::Used(ch)) => ch,
             Some(Slot::Free { closed: true }) => {
                 return match f {
                     // Late frames a peer may still send after its CLOSE crossed ours.
                     Frame::Eof { .. } | Frame::WindowAdjust { .. } => Ok(()),
-                    Frame::Close { .. } => Err(ProtocolError::DuplicateClose { channel: id }),
-                    _ => Err(ProtocolError::UnexpectedOpenReply { kind, channel: id }),
+                    Frame::Close { .. } => Err(ProtocolError::DuplicateClose { channel: id.get() }),
+                    _ => Err(ProtocolError::UnexpectedOpenReply {
+                        kind,
+                        channel: id.get(),
+                    }),
                 };
             }
-            _ => return Err(ProtocolError::UnknownChannel { kind, channel: id }),
+            _ => {
+                return Err(ProtocolError::UnknownChannel {
+                    kind,
+                    channel: id.get(),
+                })
+            }
         };
         match f {
             Frame::OpenConfirm {
@@ -1019,11 +1057,14 @@ impl Session {
                 ..
             } => {
                 if ch.phase != Phase::Opening {
-                    return Err(ProtocolError::UnexpectedOpenReply { kind, channel: id });
+                    return Err(ProtocolError::UnexpectedOpenReply {
+                        kind,
+                        channel: id.get(),
+                    });
                 }
                 if !(MIN_MAX_PACKET..=MAX_MAX_PACKET).contains(&max_packet) {
                     return Err(ProtocolError::InvalidMaxPacket {
-                        channel: id,
+                        channel: id.get(),
                         max_packet,
                     });
                 }
@@ -1048,7 +1089,10 @@ impl Session {
             }
             Frame::OpenFailure { .. } => {
                 if ch.phase != Phase::Opening {
-                    return Err(ProtocolError::UnexpectedOpenReply { kind, channel: id });
+                    return Err(ProtocolError::UnexpectedOpenReply {
+                        kind,
+                        channel: id.get(),
+                    });
                 }
                 if ch.released {
                     self.release_id(id, false);
@@ -1060,13 +1104,16 @@ impl Session {
             Frame::WindowAdjust { .. } | Frame::Eof { .. } if ch.is_stale_before_open() => {}
             Frame::WindowAdjust { bytes, .. } => {
                 if ch.phase != Phase::Open {
-                    return Err(ProtocolError::NotYetOpen { kind, channel: id });
+                    return Err(ProtocolError::NotYetOpen {
+                        kind,
+                        channel: id.get(),
+                    });
                 }
                 ch.send_window =
                     ch.send_window
                         .checked_add(bytes)
                         .ok_or(ProtocolError::WindowOverflow {
-                            channel: id,
+                            channel: id.get(),
                             window: ch.send_window,
                             add: bytes,
                         })?;
@@ -1076,7 +1123,10 @@ impl Session {
             }
             Frame::Eof { .. } => {
                 if !ch.may_receive() {
-                    return Err(ProtocolError::NotYetOpen { kind, channel: id });
+                    return Err(ProtocolError::NotYetOpen {
+                        kind,
+                        channel: id.get(),
+                    });
                 }
                 ch.eof_received = true;
                 self.events.push_back(Event::Readable(id));
@@ -1085,16 +1135,19 @@ impl Session {
                 // Closed before the confirmation (see `may_receive`): our CLOSE follows the
                 // OPEN_CONFIRM, once the peer's id is known.
                 if ch.close_received {
-                    return Err(ProtocolError::DuplicateClose { channel: id });
+                    return Err(ProtocolError::DuplicateClose { channel: id.get() });
                 }
                 ch.close_received = true;
             }
             Frame::Close { .. } => {
                 if ch.phase != Phase::Open {
-                    return Err(ProtocolError::NotYetOpen { kind, channel: id });
+                    return Err(ProtocolError::NotYetOpen {
+                        kind,
+                        channel: id.get(),
+                    });
                 }
                 if ch.close_received {
-                    return Err(ProtocolError::DuplicateClose { channel: id });
+                    return Err(ProtocolError::DuplicateClose { channel: id.get() });
                 }
                 ch.close_received = true;
                 let reply = !ch.close_sent;

@@ -185,7 +185,7 @@ impl Driver {
                 let ours = Self::pick_of(&self.opening, *k)?;
                 self.opening.retain(|&o| o != ours);
                 Frame::OpenConfirm {
-                    recipient_id: ours,
+                    recipient_id: ours.get(),
                     sender_id: fresh(),
                     window: *window,
                     max_packet: *max_packet,
@@ -194,23 +194,27 @@ impl Driver {
             PeerMove::Refuse(k) => {
                 let ours = Self::pick_of(&self.opening, *k)?;
                 self.opening.retain(|&o| o != ours);
-                Frame::OpenFailure { recipient_id: ours }
+                Frame::OpenFailure {
+                    recipient_id: ours.get(),
+                }
             }
             PeerMove::Data(k, n) => Frame::Data {
-                recipient_id: Self::pick_of(&open, *k)?,
+                recipient_id: Self::pick_of(&open, *k)?.get(),
                 payload: Bytes::from(vec![1u8; *n as usize]),
             },
             PeerMove::Adjust(k, bytes) => Frame::WindowAdjust {
-                recipient_id: Self::pick_of(&open, *k)?,
+                recipient_id: Self::pick_of(&open, *k)?.get(),
                 bytes: *bytes,
             },
             PeerMove::Eof(k) => Frame::Eof {
-                recipient_id: Self::pick_of(&open, *k)?,
+                recipient_id: Self::pick_of(&open, *k)?.get(),
             },
             PeerMove::Close(k) => {
                 let id = Self::pick_of(&open, *k)?;
                 self.peer_closed.push(id);
-                Frame::Close { recipient_id: id }
+                Frame::Close {
+                    recipient_id: id.get(),
+                }
             }
             PeerMove::Raw(f) => f.clone(),
         })

@@ -3,7 +3,7 @@
 //! down (its OPENs wait, its windows shrink), and refused only past the bounds.
 
 use bytes::BytesMut;
-use qtalk_mux_proto::{Config, Event, Frame, OpenStart, Session};
+use qtalk_mux_proto::{ChannelId, Config, Event, Frame, OpenStart, Session};
 
 const WINDOW: u32 = 256 * 1024;
 const SEND_BUFFER: usize = 64 * 1024;
@@ -51,7 +51,7 @@ fn sent(s: &mut Session) -> Vec<Frame> {
     frames
 }
 
-fn incoming(s: &mut Session) -> Vec<u32> {
+fn incoming(s: &mut Session) -> Vec<ChannelId> {
     let mut ids = Vec::new();
     while let Some(ev) = s.poll_event() {
         if let Event::Incoming(id) = ev {
@@ -92,7 +92,7 @@ fn opens_past_the_channel_limit_wait_then_get_confirmed_in_order() {
     feed(
         &mut s,
         &[Frame::Close {
-            recipient_id: ids[0],
+            recipient_id: ids[0].get(),
         }],
     );
     s.release(ids[0]);
@@ -165,7 +165,7 @@ fn the_budget_shrinks_windows_down_to_the_floor() {
 
     // The peer fills the first channel; what it sends stays within the grants.
     let data = Frame::Data {
-        recipient_id: ids[0],
+        recipient_id: ids[0].get(),
         payload: vec![7u8; 32 * 1024].into(),
     };
     feed(&mut s, &vec![data; 8]);
@@ -179,7 +179,7 @@ fn the_budget_shrinks_windows_down_to_the_floor() {
         &mut s,
         &[
             Frame::Close {
-                recipient_id: ids[0],
+                recipient_id: ids[0].get(),
             },
             open(5),
         ],
@@ -208,14 +208,14 @@ fn a_short_window_grows_back_when_the_budget_allows() {
     feed(
         &mut s,
         &[Frame::Close {
-            recipient_id: ids[0],
+            recipient_id: ids[0].get(),
         }],
     );
     let _ = sent(&mut s);
     let short = ids[1];
     let half = WINDOW / 2;
     let piece = Frame::Data {
-        recipient_id: short,
+        recipient_id: short.get(),
         payload: vec![1u8; (half / 4) as usize].into(),
     };
     feed(&mut s, &[piece.clone(), piece]);
@@ -265,7 +265,7 @@ fn our_opens_queue_at_the_channel_limit_and_start_in_order() {
     feed(
         &mut s,
         &[Frame::OpenFailure {
-            recipient_id: first,
+            recipient_id: first.get(),
         }],
     );
     s.release(first);

@@ -18,7 +18,7 @@ use qtalk_mux_proto::frame::{
     kind_name, DATA_HEADER_LEN, MSG_CLOSE, MSG_DATA, MSG_EOF, MSG_OPEN, MSG_OPEN_CONFIRM,
     MSG_WINDOW_ADJUST,
 };
-use qtalk_mux_proto::{Config, Event, Frame, OpenStatus, ProtocolError, Session};
+use qtalk_mux_proto::{ChannelId, Config, Event, Frame, OpenStatus, ProtocolError, Session};
 use transcript::{
     cli_check_files, comment_fields, display_name, parse_file, top_level_files, variant_files,
     vectors_dir, Line, Side,
@@ -453,7 +453,8 @@ impl Peer {
         while let Some(ev) = self.sess.poll_event() {
             match ev {
                 Event::Incoming(id) => {
-                    let remote = self.sess.remote_id(id).ok_or_else(|| {
+                    let id = id.get();
+                    let remote = self.sess.remote_id(ChannelId::new(id)).ok_or_else(|| {
                         format!("{at}: our {side}: Incoming({id}) but remote_id({id}) is None")
                     })?;
                     if self.chans.contains_key(&id)
@@ -469,12 +470,13 @@ impl Peer {
                     return Err(format!("{at}: our {side}: an open was queued"));
                 }
                 Event::OpenReply(id) => {
+                    let id = id.get();
                     if !self.opening.remove(&id) {
                         return Err(format!(
                             "{at}: our {side}: OpenReply({id}) for a channel not being opened"
                         ));
                     }
-                    match self.sess.open_status(id) {
+                    match self.sess.open_status(ChannelId::new(id)) {
                         Ok(OpenStatus::Confirmed) => {}
                         other => {
                             return Err(format!(
@@ -483,12 +485,12 @@ impl Peer {
                             ))
                         }
                     }
-                    let remote = self.sess.remote_id(id).ok_or_else(|| {
+                    let remote = self.sess.remote_id(ChannelId::new(id)).ok_or_else(|| {
                         format!("{at}: our {side}: remote_id({id}) is None after OPEN_CONFIRM")
                     })?;
                     self.chans.insert(id, Chan::new(id, remote, at));
                 }
-                Event::Readable(id) => self.drain(id, at)?,
+                Event::Readable(id) => self.drain(id.get(), at)?,
                 Event::Writable(_) => {}
                 other => return Err(format!("{at}: our {side}: unexpected {other:?}")),
             }
@@ -503,7 +505,7 @@ impl Peer {
             format!("{at}: our {side}: Readable({id}) for a channel that is not open")
         })?;
         loop {
-            match self.sess.read_chunk(id, usize::MAX) {
+            match self.sess.read_chunk(ChannelId::new(id), usize::MAX) {
                 Ok(Some(b)) if b.is_empty() => return Ok(()),
                 Ok(Some(b)) => ch.received.extend_from_slice(&b),
                 Ok(None) => {
@@ -558,7 +560,9 @@ impl Peer {
         let found: Vec<u32> = self
             .chans
             .values()
-            .filter(|c| !c.close_sent && self.sess.remote_id(c.local) == Some(remote))
+            .filter(|c| {
+                !c.close_sent && self.sess.remote_id(ChannelId::new(c.local)) == Some(remote)
+            })
             .map(|c| c.local)
             .collect();
         match found[..] {
@@ -587,7 +591,7 @@ impl Peer {
         match *frame {
             Frame::Open { sender_id, .. } => {
                 let id = match self.sess.open().map_err(|e| api("open()".into(), e))? {
-                    qtalk_mux_proto::OpenStart::Started(id) => id,
+                    qtalk_mux_proto::OpenStart::Started(id) => id.get(),
                     queued => return Err(format!("{at}: our {side}: open() {queued:?}")),
                 };
                 if id != sender_id {
@@ -619,7 +623,7 @@ impl Peer {
                     }
                 }
                 self.sess
-                    .accept(sender_id)
+                    .accept(ChannelId::new(sender_id))
                     .map_err(|e| api(format!("accept({sender_id})"), e))?;
                 self.chans
                     .insert(sender_id, Chan::new(sender_id, recipient_id, at));
@@ -635,7 +639,7 @@ impl Peer {
                     })?;
                 self.incoming.remove(&id);
                 self.sess
-                    .reject(id)
+                    .reject(ChannelId::new(id))
                     .map_err(|e| api(format!("reject({id})"), e))?;
             }
             Frame::WindowAdjust { .. } => {} // our session picks its own schedule
@@ -646,7 +650,7 @@ impl Peer {
                 let l = self.local_for(recipient_id, at)?;
                 let n = self
                     .sess
-                    .send(l, payload)
+                    .send(ChannelId::new(l), payload)
                     .map_err(|e| api(format!("send({l}, {} bytes)", payload.len()), e))?;
                 if n != payload.len() {
                     return Err(format!(
@@ -658,7 +662,7 @@ impl Peer {
             Frame::Eof { recipient_id } => {
                 let l = self.local_for(recipient_id, at)?;
                 self.sess
-                    .close_write(l)
+                    .close_write(ChannelId::new(l))
                     .map_err(|e| api(format!("close_write({l})"), e))?;
             }
             Frame::Close { recipient_id } => {
@@ -667,7 +671,7 @@ impl Peer {
                 if self.open_local(recipient_id).is_some() {
                     let l = self.local_for(recipient_id, at)?;
                     self.sess
-                        .close(l)
+                        .close(ChannelId::new(l))
                         .map_err(|e| api(format!("close({l})"), e))?;
                     if let Some(ch) = self.chans.get_mut(&l) {
                         ch.close_sent = true;
@@ -757,7 +761,7 @@ impl Peer {
                 let ch = self.chans.remove(&recipient_id).ok_or_else(|| {
                     format!("{at}: CLOSE toward channel {recipient_id}, not open on our {side}")
                 })?;
-                if !self.sess.is_closed_by_peer(recipient_id) {
+                if !self.sess.is_closed_by_peer(ChannelId::new(recipient_id)) {
                     return Err(format!(
                         "{at}: our {side}: is_closed_by_peer({recipient_id}) is false after CLOSE"
                     ));
@@ -769,7 +773,7 @@ impl Peer {
                     ));
                 }
                 self.done.push(ch);
-                self.sess.release(recipient_id);
+                self.sess.release(ChannelId::new(recipient_id));
                 self.events(&at)?;
             }
             _ => {}

@@ -220,7 +220,7 @@ impl Channel {
 
     /// This side's id for the channel (the id the peer addresses it by); over QUIC, the stream
     /// id (its low 32 bits, as the reference).
-    pub fn id(&self) -> u32 {
+    pub fn id(&self) -> ChannelId {
         match &self.repr {
             Repr::Mux(h) => h.id,
             #[cfg(feature = "quic")]
@@ -353,7 +353,7 @@ enum WriteRepr {
 
 impl ReadHalf {
     /// The channel's id.
-    pub fn id(&self) -> u32 {
+    pub fn id(&self) -> ChannelId {
         match &self.0 {
             ReadRepr::Mux(h) => h.id,
             #[cfg(feature = "quic")]
@@ -373,7 +373,7 @@ impl ReadHalf {
 
 impl WriteHalf {
     /// The channel's id.
-    pub fn id(&self) -> u32 {
+    pub fn id(&self) -> ChannelId {
         match &self.0 {
             WriteRepr::Mux(h) => h.id,
             #[cfg(feature = "quic")]

@@ -72,4 +72,5 @@ pub use error::{Error, ProtocolError};
 pub use listener::Listener;
 pub use proxy::{join, proxy};
 pub use qtalk_mux_proto;
+pub use qtalk_mux_proto::ChannelId;
 pub use session::Session;

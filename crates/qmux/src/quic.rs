@@ -337,8 +337,8 @@ pub(crate) struct QuicReadHalf {
 }
 
 impl QuicReadHalf {
-    pub(crate) fn id(&self) -> u32 {
-        self.id
+    pub(crate) fn id(&self) -> qtalk_mux_proto::ChannelId {
+        qtalk_mux_proto::ChannelId::new(self.id)
     }
 
     /// Reads and drops the opener's announcement byte.
@@ -427,8 +427,8 @@ impl Drop for QuicWriteHalf {
 }
 
 impl QuicWriteHalf {
-    pub(crate) fn id(&self) -> u32 {
-        self.id
+    pub(crate) fn id(&self) -> qtalk_mux_proto::ChannelId {
+        qtalk_mux_proto::ChannelId::new(self.id)
     }
 
     fn stream(&mut self) -> &mut quinn::SendStream {

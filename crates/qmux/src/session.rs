@@ -178,7 +178,7 @@ fn push_waker_list(list: &mut Vec<Waker>, cx: &Context<'_>) {
 
 impl Inner {
     fn wakers(&mut self, id: ChannelId) -> &mut ChannelWakers {
-        let i = id as usize;
+        let i = id.get() as usize;
         if self.wakers.len() <= i {
             self.wakers.resize_with(i + 1, ChannelWakers::default);
         }
@@ -899,7 +899,10 @@ fn expire_accepts(inner: &mut Inner) {
             break;
         }
         inner.accept_queue.pop_front();
-        tracing::debug!(channel = id, "qmux: incoming channel not accepted in time");
+        tracing::debug!(
+            channel = id.get(),
+            "qmux: incoming channel not accepted in time"
+        );
         if confirmed {
             inner.proto.release(id);
         } else {

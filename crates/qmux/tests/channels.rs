@@ -167,7 +167,7 @@ async fn sequential_ids(a: &Session, n: usize) -> Vec<u32> {
     let mut ids = Vec::new();
     for _ in 0..n {
         let mut ch = a.open().await.unwrap();
-        ids.push(ch.id());
+        ids.push(ch.id().get());
         ch.write_all(b"ping").await.unwrap();
         ch.close_write().unwrap();
         let mut back = Vec::new();

@@ -355,7 +355,7 @@ async fn ids_reused_after_close_on_both_sides() {
     let mut peer = GoPeer::start(&path, Link::Stdio, &["-mode", "echo"]).await;
     for round in 0..5 {
         let mut ch = peer.session.open().await.unwrap();
-        assert_eq!(ch.id(), round, "round {round}");
+        assert_eq!(ch.id().get(), round, "round {round}");
         ch.write_all(b"ping").await.unwrap();
         ch.close_write().unwrap();
         let mut back = Vec::new();

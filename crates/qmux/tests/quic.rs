@@ -103,8 +103,8 @@ async fn opener_sees_eof_and_acceptor_sees_no_marker() {
     assert!(buf.is_empty(), "{buf:?}");
     assert_eq!(accepted.read_chunk(16).await.unwrap(), None);
     // Ids are the QUIC stream ids: the client's first bidirectional stream is 0 on both sides.
-    assert_eq!(ch.id(), 0);
-    assert_eq!(accepted.id(), 0);
+    assert_eq!(ch.id().get(), 0);
+    assert_eq!(accepted.id().get(), 0);
     accepted.write_all(b"late").await.unwrap();
     accepted.close_write().unwrap();
     let mut reply = String::new();

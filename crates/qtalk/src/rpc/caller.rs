@@ -260,7 +260,7 @@ impl Response {
     }
 
     /// The underlying channel's id.
-    pub fn channel_id(&self) -> u32 {
+    pub fn channel_id(&self) -> qtalk_mux::ChannelId {
         self.ch.id()
     }
 }

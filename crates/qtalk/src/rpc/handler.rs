@@ -377,8 +377,10 @@ impl Call {
     }
 
     /// The channel id of this call.
-    pub fn channel_id(&self) -> u32 {
-        self.r.as_ref().map_or(0, |r| r.id())
+    pub fn channel_id(&self) -> qtalk_mux::ChannelId {
+        self.r
+            .as_ref()
+            .map_or(qtalk_mux::ChannelId::new(0), |r| r.id())
     }
 
     /// Receives the next value: first the arguments, then any streamed values.

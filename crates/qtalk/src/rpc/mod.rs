@@ -121,7 +121,7 @@ impl Error {
 
 /// Called with the channel id and the error when a peer sends a call whose header cannot be
 /// read (undecodable or oversized); the call is answered with an error either way.
-pub type BadCallHook = Arc<dyn Fn(u32, &Error) + Send + Sync>;
+pub type BadCallHook = Arc<dyn Fn(qtalk_mux::ChannelId, &Error) + Send + Sync>;
 
 /// Tunables shared by callers and responders, set with chained setters:
 ///
@@ -156,7 +156,10 @@ impl Options {
     }
 
     /// Sets [`Options::on_bad_call`].
-    pub fn on_bad_call(mut self, hook: impl Fn(u32, &Error) + Send + Sync + 'static) -> Self {
+    pub fn on_bad_call(
+        mut self,
+        hook: impl Fn(qtalk_mux::ChannelId, &Error) + Send + Sync + 'static,
+    ) -> Self {
         self.on_bad_call = Some(Arc::new(hook));
         self
     }

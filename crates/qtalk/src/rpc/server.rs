@@ -127,7 +127,7 @@ async fn respond_call(
         Ok(Ok(h)) => h,
         Ok(Err(e @ (Error::Codec(_) | Error::FrameTooLarge { .. }))) => {
             // The reference never answers here and its caller hangs; answer with the error.
-            tracing::debug!(channel, error = %e, "rpc: bad call header");
+            tracing::debug!(channel = %channel, error = %e, "rpc: bad call header");
             if let Some(hook) = &options.on_bad_call {
                 hook(channel, &e);
             }
@@ -136,18 +136,18 @@ async fn respond_call(
             return;
         }
         Ok(Err(e)) => {
-            tracing::debug!(channel, error = %e, "rpc: channel ended before a call header");
+            tracing::debug!(channel = %channel, error = %e, "rpc: channel ended before a call header");
             return;
         }
         Err(_) => {
-            tracing::debug!(channel, "rpc: no call header in time");
+            tracing::debug!(channel = %channel, "rpc: no call header in time");
             return;
         }
     };
     let selector = clean_selector(&header.selector);
     // A callback registered on this session answers before the shared handler.
     let handler = caller.callbacks().lookup(&selector).unwrap_or(handler);
-    let span = tracing::debug_span!("rpc call", selector = %selector, channel);
+    let span = tracing::debug_span!("rpc call", selector = %selector, channel = %channel);
     async move {
         let slot: Slot = Arc::new(Mutex::new(Some(w)));
         let args_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
