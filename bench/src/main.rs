@@ -126,6 +126,9 @@ enum Command {
         what: scale::What,
         #[arg(long, default_value = "127.0.0.1:0")]
         addr: String,
+        /// TCP accept backlog (0: `qmux::Listener::bind_tcp` as it is).
+        #[arg(long, default_value_t = 0)]
+        backlog: u32,
         /// Exit after this many seconds at the latest.
         #[arg(long, default_value_t = 600)]
         max_secs: u64,
@@ -196,8 +199,14 @@ fn main() {
         Command::ScaleServer {
             what,
             addr,
+            backlog,
             max_secs,
-        } => runtime().block_on(scale::server(what, &addr, Duration::from_secs(max_secs))),
+        } => runtime().block_on(scale::server(
+            what,
+            &addr,
+            backlog,
+            Duration::from_secs(max_secs),
+        )),
         Command::ScaleClient {
             what,
             addr,

@@ -50,6 +50,22 @@ pub struct ScaleArgs {
     /// Wait after the last session or channel arrived before reading RSS, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub settle_ms: u64,
+    /// Our server's TCP accept backlog: 0 takes `qmux::Listener::bind_tcp` as it is (tokio's
+    /// listener, backlog 128); N binds a tokio listener with backlog N and runs
+    /// `qmux::transport::over_tcp` on its connections. The Go peer listens with the system's
+    /// somaxconn.
+    #[arg(long, default_value_t = 0)]
+    pub backlog: u32,
+}
+
+/// The kernel's count of SYNs dropped because an accept queue was full (all listeners).
+pub fn listen_overflows() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let keys = lines.next()?;
+    let values = lines.next()?;
+    let i = keys.split_whitespace().position(|k| k == "ListenOverflows")?;
+    values.split_whitespace().nth(i)?.parse().ok()
 }
 
 /// VmRSS of a process, in KiB.
@@ -70,12 +86,49 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-pub async fn server(what: What, addr: &str, max: Duration) -> i32 {
+/// Where the scale server takes its sessions from: qmux's own listener, or a tokio listener
+/// with an explicit accept backlog whose connections become sessions with `over_tcp`.
+enum Source {
+    Qmux(qmux::Listener),
+    Tcp(tokio::net::TcpListener, qmux::Config),
+}
+
+impl Source {
+    async fn bind(addr: &str, config: qmux::Config, backlog: u32) -> std::io::Result<Source> {
+        if backlog == 0 {
+            return Ok(Source::Qmux(qmux::Listener::bind_tcp(addr, config).await?));
+        }
+        let addr: std::net::SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        Ok(Source::Tcp(socket.listen(backlog)?, config))
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        match self {
+            Source::Qmux(l) => l.local_addr(),
+            Source::Tcp(l, _) => l.local_addr(),
+        }
+    }
+
+    async fn accept(&self) -> std::io::Result<qmux::Session> {
+        match self {
+            Source::Qmux(l) => l.accept().await,
+            Source::Tcp(l, config) => {
+                let (stream, _) = l.accept().await?;
+                Ok(qmux::transport::over_tcp(stream, config.clone()))
+            }
+        }
+    }
+}
+
+pub async fn server(what: What, addr: &str, backlog: u32, max: Duration) -> i32 {
     let config = match what {
         What::Sessions => qmux::Config::default(),
         What::Channels => qmux::Config::default().max_channels(MAX_CHANNELS),
     };
-    let listener = match qmux::Listener::bind_tcp(addr, config).await {
+    let listener = match Source::bind(addr, config, backlog).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("scale-server: {e}");
@@ -191,6 +244,8 @@ struct Sample {
     after: u64,
     client_per: Option<f64>,
     open_secs: f64,
+    /// SYNs the kernel dropped meanwhile for a full accept queue.
+    syn_drops: Option<u64>,
 }
 
 fn one(impl_: &str, what: What, a: &ScaleArgs) -> Result<Sample, String> {
@@ -203,6 +258,7 @@ fn one(impl_: &str, what: What, a: &ScaleArgs) -> Result<Sample, String> {
         _ => {
             let mut c = self_command();
             c.args(["scale-server", "--what", what.name()]);
+            c.args(["--backlog", &a.backlog.to_string()]);
             c
         }
     };
@@ -213,6 +269,7 @@ fn one(impl_: &str, what: What, a: &ScaleArgs) -> Result<Sample, String> {
     };
     std::thread::sleep(Duration::from_millis(300));
     let before = rss_kib(server.pid()).unwrap_or(0);
+    let overflows_before = listen_overflows();
     let mut cmd = self_command();
     cmd.args([
         "scale-client",
@@ -243,6 +300,9 @@ fn one(impl_: &str, what: What, a: &ScaleArgs) -> Result<Sample, String> {
             let after = rss_kib(server.pid()).unwrap_or(0);
             let c: ClientReport = serde_json::from_str(&line["ready ".len()..]).unwrap_or_default();
             Ok(Sample {
+                syn_drops: listen_overflows()
+                    .zip(overflows_before)
+                    .map(|(a, b)| a.saturating_sub(b)),
                 before,
                 after,
                 client_per: (c.rss_after_kib > 0)
@@ -284,11 +344,12 @@ pub fn run(mut a: ScaleArgs) -> i32 {
                 match one(impl_, what, &a) {
                     Ok(s) => {
                         eprintln!(
-                            "server {} -> {} KiB, {:.2} KiB each (opened in {:.2} s)",
+                            "server {} -> {} KiB, {:.2} KiB each (opened in {:.2} s, {:?} SYNs dropped)",
                             s.before,
                             s.after,
                             (s.after as f64 - s.before as f64) / a.n as f64,
-                            s.open_secs
+                            s.open_secs,
+                            s.syn_drops
                         );
                         samples.push(((what, impl_), s));
                     }
@@ -310,8 +371,8 @@ pub fn run(mut a: ScaleArgs) -> i32 {
         settle = a.settle_ms,
         rounds = a.rounds.max(1),
     );
-    println!("| idle | server | RSS before KiB | RSS after KiB | **KiB each** | KiB each, our client side | KiB each of each run | target |");
-    println!("| --- | --- | ---: | ---: | ---: | ---: | --- | --- |");
+    println!("| idle | server | RSS before KiB | RSS after KiB | **KiB each** | KiB each, our client side | KiB each of each run | target | opening all, s | SYNs dropped |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: |");
     for what in [What::Sessions, What::Channels] {
         let (unit, target) = match what {
             What::Sessions => (format!("session (of {} TCP sessions)", a.n), "≤ 20 KiB"),
@@ -333,7 +394,7 @@ pub fn run(mut a: ScaleArgs) -> i32 {
                 } else {
                     "failed"
                 };
-                println!("| {unit} | {name} | {why} | | | | | |");
+                println!("| {unit} | {name} | {why} | | | | | | | |");
                 continue;
             }
             let per: Vec<f64> = runs
@@ -342,7 +403,7 @@ pub fn run(mut a: ScaleArgs) -> i32 {
                 .collect();
             let client: Vec<f64> = runs.iter().filter_map(|s| s.client_per).collect();
             println!(
-                "| {unit} | {name} | {:.0} | {:.0} | **{:.2}** | {:.2} | {} | {} |",
+                "| {unit} | {name} | {:.0} | {:.0} | **{:.2}** | {:.2} | {} | {} | {:.1} | {} |",
                 median(runs.iter().map(|s| s.before as f64).collect()),
                 median(runs.iter().map(|s| s.after as f64).collect()),
                 median(per.clone()),
@@ -352,6 +413,11 @@ pub fn run(mut a: ScaleArgs) -> i32 {
                     .collect::<Vec<_>>()
                     .join(", "),
                 if impl_ == "ours" { target } else { "" },
+                median(runs.iter().map(|s| s.open_secs).collect()),
+                runs.iter()
+                    .map(|s| s.syn_drops.map_or("?".into(), |d| d.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             );
         }
     }
@@ -362,10 +428,11 @@ pub fn run(mut a: ScaleArgs) -> i32 {
         ""
     };
     println!(
-        "Reproduce: `{go}cargo run --release -p qtalk-bench -- scale --n {} --rounds {} --settle-ms {}`",
+        "Reproduce: `{go}cargo run --release -p qtalk-bench -- scale --n {} --rounds {} --settle-ms {} --backlog {}`",
         a.n,
         a.rounds.max(1),
-        a.settle_ms
+        a.settle_ms,
+        a.backlog
     );
     if failures > 0 {
         println!("\n{failures} run(s) failed (see stderr).");
