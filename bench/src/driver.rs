@@ -33,7 +33,7 @@ pub struct RunArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "calls,up,down"
+        default_value = "calls,open,up,down"
     )]
     pub workloads: Vec<Workload>,
     /// Systems to run, comma separated (tarpc takes part in calls only).
@@ -183,6 +183,7 @@ fn one_run(
 fn workload_name(w: Workload) -> &'static str {
     match w {
         Workload::Calls => "calls",
+        Workload::Open => "open",
         Workload::Up => "up",
         Workload::Down => "down",
     }
@@ -196,6 +197,15 @@ fn cells(a: &RunArgs) -> Vec<(Workload, usize, Vec<System>)> {
             Workload::Calls => {
                 for &n in &a.callers {
                     out.push((w, n, a.systems.clone()));
+                }
+            }
+            Workload::Open => {
+                if let Some(s) = a
+                    .systems
+                    .iter()
+                    .find(|s| matches!(s, System::OursJson | System::OursCbor))
+                {
+                    out.push((w, 1, vec![*s]));
                 }
             }
             Workload::Up | Workload::Down => {
@@ -350,11 +360,49 @@ pub fn run(a: RunArgs) -> i32 {
         println!();
     }
 
+    // Channel opens, against the raw ping-pong of the 1-caller call cell.
+    let raw1_p50 = cells
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.0 == Workload::Calls && c.1 == 1)
+        .and_then(|(ci, _)| med(get(ci, System::Raw), |r| r.p50_us));
+    for (ci, (w, _, systems)) in cells.iter().enumerate() {
+        if *w != Workload::Open {
+            continue;
+        }
+        println!(
+            "### qmux channel open alone (one round trip), 1 at a time, {} s per run
+",
+            a.secs
+        );
+        println!("| operation | opens/s | p50 µs | p99 µs | p50 ÷ raw ping-pong p50 | opens/s of each run |");
+        println!("| --- | ---: | ---: | ---: | ---: | --- |");
+        for &s in systems {
+            let Some(runs) = get(ci, s) else {
+                println!("| open + drop a channel | failed | | | | |");
+                continue;
+            };
+            let p50 = median(runs.iter().map(|r| r.p50_us).collect());
+            println!(
+                "| open + drop a channel | {:.0} | {:.1} | {:.1} | {} | {} |",
+                median(runs.iter().map(|r| r.ops_per_s).collect()),
+                p50,
+                median(runs.iter().map(|r| r.p99_us).collect()),
+                raw1_p50.map_or(String::new(), |b| format!("{:.2}×", p50 / b)),
+                runs.iter()
+                    .map(|r| format!("{:.0}", r.ops_per_s))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        println!();
+    }
+
     // Bulk rows.
     let bulk_cells: Vec<_> = cells
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.0 != Workload::Calls)
+        .filter(|(_, c)| matches!(c.0, Workload::Up | Workload::Down))
         .collect();
     if !bulk_cells.is_empty() {
         println!(

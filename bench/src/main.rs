@@ -55,6 +55,8 @@ impl System {
 pub enum Workload {
     /// Unary echo calls of "hello" (raw: length-prefixed "hello" round trips).
     Calls,
+    /// Opening (and dropping) a qmux channel, the first round trip of every call (ours only).
+    Open,
     /// Bulk bytes from the client to the server.
     Up,
     /// Bulk bytes from the server to the client.
@@ -278,8 +280,24 @@ async fn client(
     let dir = match workload {
         Workload::Up => Some(Direction::Up),
         Workload::Down => Some(Direction::Down),
-        Workload::Calls => None,
+        Workload::Calls | Workload::Open => None,
     };
+    if workload == Workload::Open {
+        let result = match system {
+            System::OursJson | System::OursCbor => ours::open_only(name, addr, secs, warmup).await,
+            _ => Err(std::io::Error::other("open: ours only")),
+        };
+        return match result {
+            Ok(report) => {
+                println!("{}", serde_json::to_string(&report).expect("json"));
+                0
+            }
+            Err(e) => {
+                eprintln!("xbench client {name}: {e}");
+                1
+            }
+        };
+    }
     let result: Result<stats::Report, Box<dyn std::error::Error>> = match (system, dir) {
         (System::OursJson | System::OursCbor, None) => {
             ours::calls(name, addr, codec, callers, secs, warmup)

@@ -125,6 +125,39 @@ pub async fn calls(
     Ok(calls_report(system, "calls", callers, elapsed, lat))
 }
 
+/// Opening a channel and dropping it at once, one at a time on one session, for `secs`: the
+/// OPEN / OPEN_CONFIRM round trip a call starts with.
+pub async fn open_only(
+    system: &str,
+    addr: &str,
+    secs: Duration,
+    warmup: Duration,
+) -> std::io::Result<Report> {
+    let session = qmux::transport::connect_tcp(addr, qmux::Config::default()).await?;
+    let op = {
+        let session = session.clone();
+        move |_| {
+            let session = session.clone();
+            async move {
+                match session.open().await {
+                    Ok(ch) => {
+                        drop(ch);
+                        true
+                    }
+                    Err(e) => {
+                        eprintln!("open failed: {e}");
+                        false
+                    }
+                }
+            }
+        }
+    };
+    drive(1, warmup, op.clone()).await;
+    let (elapsed, lat) = drive(1, secs, op).await;
+    session.close();
+    Ok(calls_report(system, "open", 1, elapsed, lat))
+}
+
 /// `size` bytes through one continued `bytes` call, in `CHUNK`-byte writes.
 pub async fn bulk(
     system: &str,

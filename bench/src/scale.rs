@@ -64,7 +64,9 @@ pub fn listen_overflows() -> Option<u64> {
     let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
     let keys = lines.next()?;
     let values = lines.next()?;
-    let i = keys.split_whitespace().position(|k| k == "ListenOverflows")?;
+    let i = keys
+        .split_whitespace()
+        .position(|k| k == "ListenOverflows")?;
     values.split_whitespace().nth(i)?.parse().ok()
 }
 
