@@ -44,6 +44,9 @@ pub struct RunArgs {
         default_value = "ours-json,ours-cbor,tarpc,raw"
     )]
     pub systems: Vec<System>,
+    /// Tokio worker threads of each server and client process (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
 }
 
 /// A child whose stdout lines arrive on a channel (read by a thread).
@@ -132,12 +135,18 @@ fn one_run(
 ) -> Result<Report, String> {
     let mut cmd = self_command();
     cmd.args(["server", "--system", system.name()]);
+    if a.workers > 0 {
+        cmd.env("XBENCH_WORKERS", a.workers.to_string());
+    }
     let server = Proc::spawn(cmd).map_err(|e| format!("spawn server: {e}"))?;
     let Some(addr) = server.listening() else {
         server.kill();
         return Err("server did not print its address".into());
     };
     let mut cmd = self_command();
+    if a.workers > 0 {
+        cmd.env("XBENCH_WORKERS", a.workers.to_string());
+    }
     cmd.args([
         "client",
         "--system",
@@ -235,7 +244,7 @@ fn cells(a: &RunArgs) -> Vec<(Workload, usize, Vec<System>)> {
 
 pub fn command_line(a: &RunArgs) -> String {
     format!(
-        "cargo run --release -p qtalk-bench -- run --secs {} --rounds {} --callers {} --bytes {} --warmup-ms {} --workloads {} --systems {}",
+        "cargo run --release -p qtalk-bench -- run --secs {} --rounds {} --callers {} --bytes {} --warmup-ms {} --workloads {} --systems {} --workers {}",
         a.secs,
         a.rounds,
         a.callers.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","),
@@ -243,6 +252,7 @@ pub fn command_line(a: &RunArgs) -> String {
         a.warmup_ms,
         a.workloads.iter().map(|w| workload_name(*w)).collect::<Vec<_>>().join(","),
         a.systems.iter().map(|s| s.name()).collect::<Vec<_>>().join(","),
+        a.workers,
     )
 }
 
