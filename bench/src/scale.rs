@@ -18,7 +18,11 @@ use crate::stats::median;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum What {
+    /// Sessions served by the RPC server.
     Sessions,
+    /// Sessions kept by a bare qmux accept loop, no RPC server on them.
+    BareSessions,
+    /// Channels on one session.
     Channels,
 }
 
@@ -26,6 +30,7 @@ impl What {
     fn name(self) -> &'static str {
         match self {
             What::Sessions => "sessions",
+            What::BareSessions => "bare-sessions",
             What::Channels => "channels",
         }
     }
@@ -127,7 +132,7 @@ impl Source {
 
 pub async fn server(what: What, addr: &str, backlog: u32, max: Duration) -> i32 {
     let config = match what {
-        What::Sessions => qmux::Config::default(),
+        What::Sessions | What::BareSessions => qmux::Config::default(),
         What::Channels => qmux::Config::default().max_channels(MAX_CHANNELS),
     };
     let listener = match Source::bind(addr, config, backlog).await {
@@ -146,9 +151,15 @@ pub async fn server(what: What, addr: &str, backlog: u32, max: Duration) -> i32 
             What::Sessions => {
                 let server = qtalk::rpc::Server::new(crate::ours::service(), qtalk::codec::Json);
                 let mut n = 0usize;
+                // Time spent in `Server::respond` (on the accept loop), per 1000 sessions.
+                let mut in_respond = Duration::ZERO;
                 loop {
                     match listener.accept().await {
-                        Ok(session) => server.respond(session),
+                        Ok(session) => {
+                            let t = Instant::now();
+                            server.respond(session);
+                            in_respond += t.elapsed();
+                        }
                         Err(e) => {
                             eprintln!("scale-server: accept: {e}");
                             return 1;
@@ -157,6 +168,30 @@ pub async fn server(what: What, addr: &str, backlog: u32, max: Duration) -> i32 
                     n += 1;
                     if n % 100 == 0 {
                         say(&format!("sessions {n}"));
+                    }
+                    if n % 1000 == 0 {
+                        eprintln!(
+                            "scale-server: sessions {}..{}: {:.1} ms in Server::respond",
+                            n - 999,
+                            n,
+                            in_respond.as_secs_f64() * 1e3
+                        );
+                        in_respond = Duration::ZERO;
+                    }
+                }
+            }
+            What::BareSessions => {
+                let mut sessions = Vec::new();
+                loop {
+                    match listener.accept().await {
+                        Ok(session) => sessions.push(session),
+                        Err(e) => {
+                            eprintln!("scale-server: accept: {e}");
+                            return 1;
+                        }
+                    }
+                    if sessions.len() % 100 == 0 {
+                        say(&format!("bare-sessions {}", sessions.len()));
                     }
                 }
             }
@@ -199,7 +234,7 @@ pub async fn client(what: What, addr: &str, n: usize, max: Duration) -> i32 {
     let mut channels = Vec::new();
     let opened = async {
         match what {
-            What::Sessions => {
+            What::Sessions | What::BareSessions => {
                 for _ in 0..n {
                     sessions
                         .push(qmux::transport::connect_tcp(addr, qmux::Config::default()).await?);
@@ -339,7 +374,7 @@ pub fn run(mut a: ScaleArgs) -> i32 {
     let mut samples: Vec<((What, &str), Sample)> = Vec::new();
     let mut failures = 0;
     for round in 0..a.rounds.max(1) {
-        for what in [What::Sessions, What::Channels] {
+        for what in [What::Sessions, What::BareSessions, What::Channels] {
             for i in 0..impls.len() {
                 let impl_ = impls[(i + round) % impls.len()];
                 eprint!("round {} {} {} ... ", round + 1, what.name(), impl_);
@@ -375,9 +410,13 @@ pub fn run(mut a: ScaleArgs) -> i32 {
     );
     println!("| idle | server | RSS before KiB | RSS after KiB | **KiB each** | KiB each, our client side | KiB each of each run | target | opening all, s | SYNs dropped |");
     println!("| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: |");
-    for what in [What::Sessions, What::Channels] {
+    for what in [What::Sessions, What::BareSessions, What::Channels] {
         let (unit, target) = match what {
-            What::Sessions => (format!("session (of {} TCP sessions)", a.n), "≤ 20 KiB"),
+            What::Sessions => (
+                format!("session (of {} TCP sessions, RPC server)", a.n),
+                "≤ 20 KiB",
+            ),
+            What::BareSessions => (format!("bare qmux session (of {}, no RPC)", a.n), ""),
             What::Channels => (format!("channel (of {} on one session)", a.n), "≤ 2 KiB"),
         };
         for impl_ in ["ours", "go"] {

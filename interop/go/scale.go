@@ -4,14 +4,15 @@ package main
 // memory-per-idle-channel measurements of bench/ (xbench scale). It is a
 // subcommand of its own, taken before main's flags are parsed:
 //
-//	qtalk-go-peer scale -what sessions|channels [-listen 127.0.0.1:0] [-codec json|cbor]
+//	qtalk-go-peer scale -what sessions|bare-sessions|channels [-listen 127.0.0.1:0] [-codec json|cbor]
 //
 // It listens on TCP and prints `listening <host:port>` on stdout. With
 // `-what sessions` it serves every accepted session with the reference's
 // rpc.Server (an `echo` handler; nobody calls it), so each session is what an
-// idle RPC client costs a Go server. With `-what channels` it accepts one
+// idle RPC client costs a Go server; `-what bare-sessions` keeps the mux
+// sessions without an RPC server on them. With `-what channels` it accepts one
 // session and keeps every channel the peer opens, reading nothing. Every 100
-// sessions or channels it prints `sessions N` / `channels N` on stdout. It runs
+// sessions or channels it prints `<what> N` (e.g. `channels 300`) on stdout. It runs
 // until killed, or for -max (default 10 minutes) at most.
 
 import (
@@ -32,7 +33,7 @@ func init() {
 		return
 	}
 	fs := flag.NewFlagSet("scale", flag.ExitOnError)
-	what := fs.String("what", "sessions", "sessions | channels")
+	what := fs.String("what", "sessions", "sessions | bare-sessions | channels")
 	listen := fs.String("listen", "127.0.0.1:0", "TCP address to listen on")
 	codecName := fs.String("codec", "json", "json | cbor (sessions)")
 	max := fs.Duration("max", 10*time.Minute, "exit after this long")
@@ -84,6 +85,19 @@ func scaleMain(what, listen, codecName string, max time.Duration) int {
 			go srv.Respond(sess, nil)
 			if n%100 == 0 {
 				say("sessions %d", n)
+			}
+		}
+	case "bare-sessions":
+		var sessions []mux.Session
+		for n := 1; ; n++ {
+			sess, err := l.Accept()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "error accept: %v\n", err)
+				return 1
+			}
+			sessions = append(sessions, sess)
+			if n%100 == 0 {
+				say("bare-sessions %d", n)
 			}
 		}
 	case "channels":
