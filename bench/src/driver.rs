@@ -41,7 +41,7 @@ pub struct RunArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "ours-json,ours-cbor,tarpc,raw"
+        default_value = "ours-json,ours-cbor,tarpc,raw,qmux"
     )]
     pub systems: Vec<System>,
     /// Tokio worker threads of each server and client process (0: one per core).
@@ -204,8 +204,14 @@ fn cells(a: &RunArgs) -> Vec<(Workload, usize, Vec<System>)> {
     for &w in &a.workloads {
         match w {
             Workload::Calls => {
+                let systems: Vec<System> = a
+                    .systems
+                    .iter()
+                    .copied()
+                    .filter(|s| *s != System::Qmux)
+                    .collect();
                 for &n in &a.callers {
-                    out.push((w, n, a.systems.clone()));
+                    out.push((w, n, systems.clone()));
                 }
             }
             Workload::Open => {
@@ -232,8 +238,10 @@ fn cells(a: &RunArgs) -> Vec<(Workload, usize, Vec<System>)> {
                             .unwrap(),
                     );
                 }
-                if a.systems.contains(&System::Raw) {
-                    systems.push(System::Raw);
+                for s in [System::Qmux, System::Raw] {
+                    if a.systems.contains(&s) {
+                        systems.push(s);
+                    }
                 }
                 out.push((w, 1, systems));
             }
@@ -468,6 +476,7 @@ fn label(s: System, callers: usize) -> &'static str {
         (System::Tarpc, _) => "tarpc JSON",
         (System::Raw, 1) => "raw TCP ping-pong",
         (System::Raw, _) => "raw TCP, pipelined",
+        (System::Qmux, _) => "bare qmux channel",
     }
 }
 
@@ -476,5 +485,6 @@ fn bulk_label(s: System) -> &'static str {
         System::OursJson | System::OursCbor => "**qtalk continued call**",
         System::Tarpc => "tarpc",
         System::Raw => "raw TCP",
+        System::Qmux => "bare qmux channel",
     }
 }

@@ -10,6 +10,7 @@
 //! - `xbench server`, `xbench client`, `xbench scale-server`, `xbench scale-client`: the
 //!   processes the drivers start.
 
+mod bare;
 mod driver;
 mod ours;
 mod raw;
@@ -38,6 +39,8 @@ pub enum System {
     Tarpc,
     /// Plain tokio TCP.
     Raw,
+    /// A bare qmux channel on TCP, no qtalk call (bulk only).
+    Qmux,
 }
 
 impl System {
@@ -47,6 +50,7 @@ impl System {
             System::OursCbor => "ours-cbor",
             System::Tarpc => "tarpc",
             System::Raw => "raw",
+            System::Qmux => "qmux",
         }
     }
 }
@@ -248,6 +252,13 @@ async fn server(system: System, addr: &str) -> i32 {
                 Err(e) => Err(e),
             }
         }
+        System::Qmux => match qmux::Listener::bind_tcp(addr, qmux::Config::default()).await {
+            Ok(l) => {
+                announce(l.local_addr().expect("local addr"));
+                bare::serve(l).await
+            }
+            Err(e) => Err(e),
+        },
         System::Tarpc | System::Raw => match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => {
                 announce(l.local_addr().expect("local addr"));
@@ -322,6 +333,8 @@ async fn client(
             .await
             .map_err(Into::into),
         (System::Raw, Some(d)) => raw::bulk(name, addr, d, bytes).await,
+        (System::Qmux, Some(d)) => bare::bulk(name, addr, d, bytes).await,
+        (System::Qmux, None) => Err("qmux: bulk only".into()),
     };
     match result {
         Ok(report) => {

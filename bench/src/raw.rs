@@ -29,7 +29,11 @@ pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
     }
 }
 
-async fn serve_conn(mut s: TcpStream) -> std::io::Result<()> {
+/// Serves one connection, or one qmux channel (the same protocol, see [`crate::bare`]).
+pub async fn serve_conn<S>(mut s: S) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut buf = vec![0u8; CHUNK];
     match s.read_u8().await? {
         b'e' => loop {
@@ -155,10 +159,27 @@ pub async fn bulk(
     size: u64,
 ) -> Result<Report, Box<dyn std::error::Error>> {
     let start = Instant::now();
+    let op = match dir {
+        Direction::Up => b'u',
+        Direction::Down => b'd',
+    };
+    let s = connect(addr, op).await?;
+    let moved = transfer(s, dir, size).await?;
+    let elapsed = start.elapsed();
+    if moved != size {
+        return Err(format!("raw: moved {moved} of {size}").into());
+    }
+    Ok(bulk_report(system, dir.workload(), size, elapsed))
+}
+
+/// The client side of a bulk transfer on a stream whose op byte was sent: the bytes moved.
+pub async fn transfer<S>(mut s: S, dir: Direction, size: u64) -> std::io::Result<u64>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut buf = vec![0u8; CHUNK];
-    let moved = match dir {
+    Ok(match dir {
         Direction::Up => {
-            let mut s = connect(addr, b'u').await?;
             fill(&mut buf);
             let mut left = size;
             while left > 0 {
@@ -170,7 +191,6 @@ pub async fn bulk(
             s.read_u64().await?
         }
         Direction::Down => {
-            let mut s = connect(addr, b'd').await?;
             s.write_all(&size.to_be_bytes()).await?;
             let mut total = 0u64;
             loop {
@@ -182,10 +202,5 @@ pub async fn bulk(
             }
             total
         }
-    };
-    let elapsed = start.elapsed();
-    if moved != size {
-        return Err(format!("raw: moved {moved} of {size}").into());
-    }
-    Ok(bulk_report(system, dir.workload(), size, elapsed))
+    })
 }
