@@ -10,7 +10,7 @@ use crate::stats::{bulk_report, Report};
 use crate::Direction;
 
 /// Accepts sessions and serves every channel on them as a raw connection.
-pub async fn serve(listener: qmux::Listener) -> std::io::Result<()> {
+pub async fn serve(listener: qtalk::mux::Listener) -> std::io::Result<()> {
     loop {
         let session = listener.accept().await?;
         tokio::spawn(async move {
@@ -29,7 +29,7 @@ pub async fn bulk(
     dir: Direction,
     size: u64,
 ) -> Result<Report, Box<dyn std::error::Error>> {
-    let session = qmux::transport::connect_tcp(addr, qmux::Config::default()).await?;
+    let session = qtalk::mux::transport::connect_tcp(addr, qtalk::mux::Config::default()).await?;
     let start = Instant::now();
     let mut ch = session.open().await?;
     ch.write_all(match dir {

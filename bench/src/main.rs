@@ -132,7 +132,7 @@ enum Command {
         what: scale::What,
         #[arg(long, default_value = "127.0.0.1:0")]
         addr: String,
-        /// TCP accept backlog (0: `qmux::Listener::bind_tcp` as it is).
+        /// TCP accept backlog (0: `qtalk::mux::Listener::bind_tcp` as it is).
         #[arg(long, default_value_t = 0)]
         backlog: u32,
         /// Exit after this many seconds at the latest.
@@ -239,7 +239,7 @@ fn announce(addr: std::net::SocketAddr) {
 async fn server(system: System, addr: &str) -> i32 {
     let result = match system {
         System::OursJson | System::OursCbor => {
-            match qmux::Listener::bind_tcp(addr, qmux::Config::default()).await {
+            match qtalk::mux::Listener::bind_tcp(addr, qtalk::mux::Config::default()).await {
                 Ok(l) => {
                     announce(l.local_addr().expect("local addr"));
                     let codec = if system == System::OursCbor {
@@ -252,7 +252,7 @@ async fn server(system: System, addr: &str) -> i32 {
                 Err(e) => Err(e),
             }
         }
-        System::Qmux => match qmux::Listener::bind_tcp(addr, qmux::Config::default()).await {
+        System::Qmux => match qtalk::mux::Listener::bind_tcp(addr, qtalk::mux::Config::default()).await {
             Ok(l) => {
                 announce(l.local_addr().expect("local addr"));
                 bare::serve(l).await

@@ -76,22 +76,14 @@ pub fn fill(buf: &mut [u8]) {
     }
 }
 
-pub async fn serve(listener: qmux::Listener, codec_name: &str) -> std::io::Result<()> {
-    let server = Server::with_options(
-        Arc::new(service()),
-        codec(codec_name),
-        qtalk::rpc::Options::default(),
-    );
+pub async fn serve(listener: qtalk::mux::Listener, codec_name: &str) -> std::io::Result<()> {
+    let server = Server::new(service(), codec(codec_name));
     server.serve(listener).await
 }
 
 pub async fn connect(addr: &str, codec_name: &str) -> std::io::Result<Caller> {
-    let session = qmux::transport::connect_tcp(addr, qmux::Config::default()).await?;
-    Ok(Caller::with_options(
-        session,
-        codec(codec_name),
-        qtalk::rpc::Options::default(),
-    ))
+    let session = qtalk::mux::transport::connect_tcp(addr, qtalk::mux::Config::default()).await?;
+    Ok(Caller::new(session, codec(codec_name)))
 }
 
 /// `callers` tasks calling `echo` with `["hello"]` on one session for `secs`.
@@ -133,7 +125,7 @@ pub async fn open_only(
     secs: Duration,
     warmup: Duration,
 ) -> std::io::Result<Report> {
-    let session = qmux::transport::connect_tcp(addr, qmux::Config::default()).await?;
+    let session = qtalk::mux::transport::connect_tcp(addr, qtalk::mux::Config::default()).await?;
     let op = {
         let session = session.clone();
         move |_| {

@@ -40,6 +40,14 @@ impl What {
 /// default is 1024).
 const MAX_CHANNELS: usize = 20_000;
 
+/// The session configuration of the channel measurement, on both sides.
+fn channel_config() -> qtalk::mux::Config {
+    qtalk::mux::Config::builder()
+        .max_channels(MAX_CHANNELS)
+        .build()
+        .expect("a valid configuration")
+}
+
 #[derive(Args, Clone, Debug)]
 pub struct ScaleArgs {
     /// Sessions, and channels on one session.
@@ -55,9 +63,9 @@ pub struct ScaleArgs {
     /// Wait after the last session or channel arrived before reading RSS, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub settle_ms: u64,
-    /// Our server's TCP accept backlog: 0 takes `qmux::Listener::bind_tcp` as it is (tokio's
+    /// Our server's TCP accept backlog: 0 takes `qtalk::mux::Listener::bind_tcp` as it is (tokio's
     /// listener, backlog 128); N binds a tokio listener with backlog N and runs
-    /// `qmux::transport::over_tcp` on its connections. The Go peer listens with the system's
+    /// `qtalk::mux::transport::over_tcp` on its connections. The Go peer listens with the system's
     /// somaxconn.
     #[arg(long, default_value_t = 0)]
     pub backlog: u32,
@@ -96,14 +104,14 @@ fn say(line: &str) {
 /// Where the scale server takes its sessions from: qmux's own listener, or a tokio listener
 /// with an explicit accept backlog whose connections become sessions with `over_tcp`.
 enum Source {
-    Qmux(qmux::Listener),
-    Tcp(tokio::net::TcpListener, qmux::Config),
+    Qmux(qtalk::mux::Listener),
+    Tcp(tokio::net::TcpListener, qtalk::mux::Config),
 }
 
 impl Source {
-    async fn bind(addr: &str, config: qmux::Config, backlog: u32) -> std::io::Result<Source> {
+    async fn bind(addr: &str, config: qtalk::mux::Config, backlog: u32) -> std::io::Result<Source> {
         if backlog == 0 {
-            return Ok(Source::Qmux(qmux::Listener::bind_tcp(addr, config).await?));
+            return Ok(Source::Qmux(qtalk::mux::Listener::bind_tcp(addr, config).await?));
         }
         let addr: std::net::SocketAddr = addr.parse().map_err(std::io::Error::other)?;
         let socket = tokio::net::TcpSocket::new_v4()?;
@@ -119,12 +127,12 @@ impl Source {
         }
     }
 
-    async fn accept(&self) -> std::io::Result<qmux::Session> {
+    async fn accept(&self) -> std::io::Result<qtalk::mux::Session> {
         match self {
             Source::Qmux(l) => l.accept().await,
             Source::Tcp(l, config) => {
                 let (stream, _) = l.accept().await?;
-                Ok(qmux::transport::over_tcp(stream, config.clone()))
+                Ok(qtalk::mux::transport::over_tcp(stream, config.clone()))
             }
         }
     }
@@ -132,8 +140,8 @@ impl Source {
 
 pub async fn server(what: What, addr: &str, backlog: u32, max: Duration) -> i32 {
     let config = match what {
-        What::Sessions | What::BareSessions => qmux::Config::default(),
-        What::Channels => qmux::Config::default().max_channels(MAX_CHANNELS),
+        What::Sessions | What::BareSessions => qtalk::mux::Config::default(),
+        What::Channels => channel_config(),
     };
     let listener = match Source::bind(addr, config, backlog).await {
         Ok(l) => l,
@@ -237,12 +245,12 @@ pub async fn client(what: What, addr: &str, n: usize, max: Duration) -> i32 {
             What::Sessions | What::BareSessions => {
                 for _ in 0..n {
                     sessions
-                        .push(qmux::transport::connect_tcp(addr, qmux::Config::default()).await?);
+                        .push(qtalk::mux::transport::connect_tcp(addr, qtalk::mux::Config::default()).await?);
                 }
             }
             What::Channels => {
-                let config = qmux::Config::default().max_channels(MAX_CHANNELS);
-                let session = qmux::transport::connect_tcp(addr, config).await?;
+                let config = channel_config();
+                let session = qtalk::mux::transport::connect_tcp(addr, config).await?;
                 for _ in 0..n {
                     channels.push(session.open().await.map_err(std::io::Error::other)?);
                 }
