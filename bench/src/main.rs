@@ -252,13 +252,15 @@ async fn server(system: System, addr: &str) -> i32 {
                 Err(e) => Err(e),
             }
         }
-        System::Qmux => match qtalk::mux::Listener::bind_tcp(addr, qtalk::mux::Config::default()).await {
-            Ok(l) => {
-                announce(l.local_addr().expect("local addr"));
-                bare::serve(l).await
+        System::Qmux => {
+            match qtalk::mux::Listener::bind_tcp(addr, qtalk::mux::Config::default()).await {
+                Ok(l) => {
+                    announce(l.local_addr().expect("local addr"));
+                    bare::serve(l).await
+                }
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
-        },
+        }
         System::Tarpc | System::Raw => match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => {
                 announce(l.local_addr().expect("local addr"));

@@ -111,7 +111,9 @@ enum Source {
 impl Source {
     async fn bind(addr: &str, config: qtalk::mux::Config, backlog: u32) -> std::io::Result<Source> {
         if backlog == 0 {
-            return Ok(Source::Qmux(qtalk::mux::Listener::bind_tcp(addr, config).await?));
+            return Ok(Source::Qmux(
+                qtalk::mux::Listener::bind_tcp(addr, config).await?,
+            ));
         }
         let addr: std::net::SocketAddr = addr.parse().map_err(std::io::Error::other)?;
         let socket = tokio::net::TcpSocket::new_v4()?;
@@ -244,8 +246,10 @@ pub async fn client(what: What, addr: &str, n: usize, max: Duration) -> i32 {
         match what {
             What::Sessions | What::BareSessions => {
                 for _ in 0..n {
-                    sessions
-                        .push(qtalk::mux::transport::connect_tcp(addr, qtalk::mux::Config::default()).await?);
+                    sessions.push(
+                        qtalk::mux::transport::connect_tcp(addr, qtalk::mux::Config::default())
+                            .await?,
+                    );
                 }
             }
             What::Channels => {
