@@ -34,6 +34,7 @@ pub struct Config {
     pub(crate) max_handshakes: usize,
     pub(crate) keep_alive: Duration,
     pub(crate) idle_timeout: Duration,
+    pub(crate) listen_backlog: u32,
 }
 
 impl Default for Config {
@@ -47,6 +48,7 @@ impl Default for Config {
             max_handshakes: 256,
             keep_alive: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            listen_backlog: 4096,
         }
     }
 }
@@ -193,6 +195,14 @@ impl ConfigBuilder {
     /// connections wait (in the kernel's backlog, or QUIC's) until one finishes.
     pub fn max_handshakes(mut self, handshakes: usize) -> Self {
         self.config.max_handshakes = handshakes;
+        self
+    }
+
+    /// Connections the kernel queues for a TCP, WebSocket or TLS listener before it accepts
+    /// them (default 4096, capped by the system's own limit): a burst of clients beyond it
+    /// sees its SYNs dropped and retries a second later.
+    pub fn listen_backlog(mut self, connections: u32) -> Self {
+        self.config.listen_backlog = connections;
         self
     }
 

@@ -88,6 +88,33 @@ impl Handshaking {
     }
 }
 
+/// A TCP listener on the first address `addr` resolves to that binds, with the configured
+/// accept backlog (`TcpListener::bind` asks for 1024, which a burst of connections overflows).
+async fn bind_listener<A: ToSocketAddrs>(addr: A, config: &Config) -> io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(config.listen_backlog))
+        {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        )
+    }))
+}
+
 /// Accepts connections (TCP, Unix socket, WebSocket, TLS, QUIC) and runs a session on each.
 ///
 /// ```
@@ -114,7 +141,7 @@ impl Listener {
     /// Listens on a TCP address.
     pub async fn bind_tcp<A: ToSocketAddrs>(addr: A, config: Config) -> io::Result<Listener> {
         Ok(Listener {
-            kind: Kind::Tcp(TcpListener::bind(addr).await?),
+            kind: Kind::Tcp(bind_listener(addr, &config).await?),
             config,
         })
     }
@@ -136,7 +163,7 @@ impl Listener {
     pub async fn bind_ws<A: ToSocketAddrs>(addr: A, config: Config) -> io::Result<Listener> {
         Ok(Listener {
             kind: Kind::Handshaking(Handshaking::new(
-                TcpListener::bind(addr).await?,
+                bind_listener(addr, &config).await?,
                 Handshake::Ws,
             )),
             config,
@@ -154,7 +181,7 @@ impl Listener {
     ) -> io::Result<Listener> {
         Ok(Listener {
             kind: Kind::Handshaking(Handshaking::new(
-                TcpListener::bind(addr).await?,
+                bind_listener(addr, &config).await?,
                 Handshake::Tls(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls))),
             )),
             config,
@@ -171,7 +198,7 @@ impl Listener {
     ) -> io::Result<Listener> {
         Ok(Listener {
             kind: Kind::Handshaking(Handshaking::new(
-                TcpListener::bind(addr).await?,
+                bind_listener(addr, &config).await?,
                 Handshake::Wss(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls))),
             )),
             config,

@@ -359,9 +359,17 @@ pub struct Server {
     options: Arc<Options>,
     tracker: TaskTracker,
     stop: CancellationToken,
-    sessions: Arc<Mutex<Vec<qtalk_mux::Session>>>,
+    sessions: Arc<Mutex<Sessions>>,
     session_limit: Arc<Limit>,
     call_limit: Arc<Limit>,
+}
+
+/// The sessions a [`Server`] serves, for its shutdown.
+#[derive(Default)]
+struct Sessions {
+    list: Vec<qtalk_mux::Session>,
+    /// Prune ended sessions once the list is this long.
+    prune_at: usize,
 }
 
 /// Sessions a [`Server`] serves at once by default.
@@ -392,7 +400,7 @@ impl Server {
             options: Arc::new(options),
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
-            sessions: Arc::new(Mutex::new(Vec::new())),
+            sessions: Arc::default(),
             session_limit: Limit::new("sessions", DEFAULT_MAX_SESSIONS),
             call_limit: Limit::new("calls", DEFAULT_MAX_CALLS),
         }
@@ -437,9 +445,14 @@ impl Server {
 
     fn respond_with(&self, session: qtalk_mux::Session, permit: Option<OwnedSemaphorePermit>) {
         {
+            // Ended sessions are pruned when the list has doubled since the last pruning, so
+            // that accepting stays cheap with many sessions.
             let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            sessions.retain(|s| !s.is_closed());
-            sessions.push(session.clone());
+            if sessions.list.len() >= sessions.prune_at {
+                sessions.list.retain(|s| !s.is_closed());
+                sessions.prune_at = (2 * sessions.list.len()).max(64);
+            }
+            sessions.list.push(session.clone());
         }
         let caller =
             Caller::with_options(session.clone(), self.codec.clone(), (*self.options).clone());
@@ -469,7 +482,7 @@ impl Server {
         self.tracker.close();
         let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
         let sessions =
-            std::mem::take(&mut *self.sessions.lock().unwrap_or_else(|p| p.into_inner()));
+            std::mem::take(&mut self.sessions.lock().unwrap_or_else(|p| p.into_inner()).list);
         for s in sessions {
             s.close();
         }
