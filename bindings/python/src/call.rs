@@ -6,14 +6,15 @@ use std::sync::{Arc, Mutex as StdMutex};
 
 use pyo3::exceptions::{PyEOFError, PyStopAsyncIteration};
 use pyo3::prelude::*;
-use pyo3_async_runtimes::tokio::future_into_py;
+use crate::bridge::spawn_py;
 use qtalk::rpc::{Call, Continued, Responder, Response};
 use qtalk::Value;
 use tokio::sync::{watch, Mutex};
 
 use crate::convert::{to_value, PyValue};
 use crate::peer::PyCaller;
-use crate::{qtalk_error, rpc_error};
+use crate::bridge::Failure;
+use crate::qtalk_error;
 
 /// A value source that `close()` can interrupt: a pending receive then ends the stream.
 struct Closable<T> {
@@ -55,7 +56,7 @@ impl PyResponse {
     }
 }
 
-async fn response_next(state: &Closable<Response>) -> PyResult<Option<Value>> {
+async fn response_next(state: &Closable<Response>) -> Result<Option<Value>, Failure> {
     let mut closed = state.closed.subscribe();
     let mut guard = state.inner.lock().await;
     let Some(resp) = guard.as_mut() else {
@@ -66,7 +67,7 @@ async fn response_next(state: &Closable<Response>) -> PyResult<Option<Value>> {
         _ = closed.wait_for(|c| *c) => None,
     };
     match res {
-        Some(r) => r.map_err(rpc_error),
+        Some(r) => Ok(r?),
         None => {
             *guard = None;
             Ok(None)
@@ -85,10 +86,10 @@ impl PyResponse {
     /// The next value; `EOFError` once the responder ended the stream.
     fn receive<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let state = self.state.clone();
-        future_into_py(py, async move {
+        spawn_py(py, async move {
             match response_next(&state).await? {
                 Some(v) => Ok(PyValue(v)),
-                None => Err(PyEOFError::new_err("the response ended")),
+                None => Err(PyEOFError::new_err("the response ended").into()),
             }
         })
     }
@@ -99,10 +100,10 @@ impl PyResponse {
 
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let state = self.state.clone();
-        future_into_py(py, async move {
+        spawn_py(py, async move {
             match response_next(&state).await? {
                 Some(v) => Ok(PyValue(v)),
-                None => Err(PyStopAsyncIteration::new_err(())),
+                None => Err(PyStopAsyncIteration::new_err(()).into()),
             }
         })
     }
@@ -111,22 +112,22 @@ impl PyResponse {
     fn send<'py>(&self, py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let value = to_value(&value)?;
         let state = self.state.clone();
-        future_into_py(py, async move {
+        spawn_py(py, async move {
             let mut guard = state.inner.lock().await;
             let resp = guard
                 .as_mut()
-                .ok_or_else(|| qtalk_error("the response is closed".into()))?;
-            resp.send(&value).await.map_err(rpc_error)
+                .ok_or_else(|| qtalk_error("the response is closed"))?;
+            Ok(resp.send(&value).await?)
         })
     }
 
     /// Ends what this side sends (the responder reads end-of-stream); replies still arrive.
     fn close_write<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let state = self.state.clone();
-        future_into_py(py, async move {
+        spawn_py(py, async move {
             let guard = state.inner.lock().await;
             match guard.as_ref() {
-                Some(resp) => resp.close_write().map_err(rpc_error),
+                Some(resp) => Ok(resp.close_write()?),
                 None => Ok(()),
             }
         })
@@ -140,7 +141,7 @@ impl PyResponse {
     }
 
     fn __aenter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-        future_into_py(py, async move { Ok(slf) })
+        spawn_py(py, async move { Ok(slf) })
     }
 
     fn __aexit__<'py>(
@@ -151,7 +152,7 @@ impl PyResponse {
         _tb: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         self.close();
-        future_into_py(py, async move { Ok(false) })
+        spawn_py(py, async move { Ok(false) })
     }
 }
 
@@ -191,7 +192,7 @@ impl CallState {
         }
     }
 
-    async fn next(&self) -> PyResult<Option<Value>> {
+    async fn next(&self) -> Result<Option<Value>, Failure> {
         let mut closed = self.call.closed.subscribe();
         let mut guard = self.call.inner.lock().await;
         let Some(call) = guard.as_mut() else {
@@ -202,7 +203,7 @@ impl CallState {
             _ = closed.wait_for(|c| *c) => None,
         };
         match res {
-            Some(r) => r.map_err(rpc_error),
+            Some(r) => Ok(r?),
             None => {
                 *guard = None;
                 Ok(None)
@@ -242,10 +243,10 @@ impl PyCall {
     /// The next value the caller sent after the arguments; `EOFError` at its end.
     fn receive<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let state = self.state.clone();
-        future_into_py(py, async move {
+        spawn_py(py, async move {
             match state.next().await? {
                 Some(v) => Ok(PyValue(v)),
-                None => Err(PyEOFError::new_err("the caller ended its stream")),
+                None => Err(PyEOFError::new_err("the caller ended its stream").into()),
             }
         })
     }
@@ -265,11 +266,11 @@ impl PyCall {
         let responder = self
             .state
             .take_responder()
-            .ok_or_else(|| qtalk_error("rpc: already responded".into()))?;
+            .ok_or_else(|| qtalk_error("rpc: already responded").into_pyerr(py))?;
         self.state.continued.store(true, Ordering::Release);
         let state = self.state.clone();
-        future_into_py(py, async move {
-            let continued = responder.continue_with(&value).await.map_err(rpc_error)?;
+        spawn_py(py, async move {
+            let continued = responder.continue_with(&value).await?;
             Ok(PyStream {
                 call: state,
                 out: Arc::new(Closable::new(Some(continued))),
@@ -296,22 +297,22 @@ impl PyStream {
     fn send<'py>(&self, py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let value = to_value(&value)?;
         let out = self.out.clone();
-        future_into_py(py, async move {
+        spawn_py(py, async move {
             let mut guard = out.inner.lock().await;
             let c = guard
                 .as_mut()
-                .ok_or_else(|| qtalk_error("the stream is closed".into()))?;
-            c.send(&value).await.map_err(rpc_error)
+                .ok_or_else(|| qtalk_error("the stream is closed"))?;
+            Ok(c.send(&value).await?)
         })
     }
 
     /// The next value from the caller; `EOFError` at its end.
     fn receive<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let state = self.call.clone();
-        future_into_py(py, async move {
+        spawn_py(py, async move {
             match state.next().await? {
                 Some(v) => Ok(PyValue(v)),
-                None => Err(PyEOFError::new_err("the caller ended its stream")),
+                None => Err(PyEOFError::new_err("the caller ended its stream").into()),
             }
         })
     }
@@ -322,10 +323,10 @@ impl PyStream {
 
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let state = self.call.clone();
-        future_into_py(py, async move {
+        spawn_py(py, async move {
             match state.next().await? {
                 Some(v) => Ok(PyValue(v)),
-                None => Err(PyStopAsyncIteration::new_err(())),
+                None => Err(PyStopAsyncIteration::new_err(()).into()),
             }
         })
     }
@@ -333,10 +334,10 @@ impl PyStream {
     /// Ends what the handler sends (the caller's iteration ends); the caller can still send.
     fn close_write<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let out = self.out.clone();
-        future_into_py(py, async move {
+        spawn_py(py, async move {
             let guard = out.inner.lock().await;
             match guard.as_ref() {
-                Some(c) => c.close_write().map_err(rpc_error),
+                Some(c) => Ok(c.close_write()?),
                 None => Ok(()),
             }
         })

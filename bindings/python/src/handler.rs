@@ -15,11 +15,11 @@ use std::sync::{Arc, Mutex as StdMutex};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use pyo3_async_runtimes::TaskLocals;
 use qtalk::rpc::{BoxFuture, Call, Handler, RespondMux, Responder};
 use qtalk::Value;
 use tokio::sync::oneshot;
 
+use crate::bridge::{current_loop, with_loop, with_python};
 use crate::call::{CallState, PyCall};
 use crate::convert::{from_value, to_value};
 
@@ -172,8 +172,8 @@ impl Handler for PyHandler {
             let cancelled = call.cancelled();
             let state = CallState::new(call, r);
             let (tx, rx) = oneshot::channel::<Outcome>();
-            let started = Python::attach(|py| -> PyResult<Py<PyAny>> {
-                let locals = pyo3_async_runtimes::tokio::get_current_locals(py).map_err(|_| {
+            let started = with_python(|py| -> PyResult<Py<PyAny>> {
+                let event_loop = current_loop().ok_or_else(|| {
                     PyValueError::new_err("no event loop to run the handler on")
                 })?;
                 let pycall = Py::new(py, PyCall::new(state.clone()))?;
@@ -192,7 +192,7 @@ impl Handler for PyHandler {
                 let fut = helpers.call_method1(
                     "start",
                     (
-                        locals.event_loop(py),
+                        event_loop.bind(py),
                         func.bind(py),
                         is_coroutine,
                         pycall,
@@ -202,7 +202,7 @@ impl Handler for PyHandler {
                 )?;
                 Ok(fut.unbind())
             });
-            let fut = match started {
+            let fut = match started.unwrap_or_else(|| Err(PyValueError::new_err("exiting"))) {
                 Ok(f) => f,
                 Err(e) => {
                     if let Some(r) = state.take_responder() {
@@ -216,14 +216,14 @@ impl Handler for PyHandler {
                 outcome = rx => outcome.unwrap_or_else(|_| Err("handler cancelled".into())),
                 _ = cancelled => {
                     // The caller abandoned the call: stop the handler's task.
-                    Python::attach(|py| {
+                    with_python(|py| {
                         let _ = fut.bind(py).call_method0("cancel");
                     });
                     state.release();
                     return;
                 }
             };
-            Python::attach(|_py| drop(fut));
+            drop(fut);
             if let Some(r) = state.take_responder() {
                 let _ = match outcome {
                     Ok(v) => r.ret(&v).await,
@@ -238,14 +238,11 @@ impl Handler for PyHandler {
 /// Runs a mux's handlers on the event loop captured when the server or peer started.
 pub(crate) struct LoopBound {
     pub(crate) mux: Arc<RespondMux>,
-    pub(crate) locals: TaskLocals,
+    pub(crate) event_loop: Arc<Py<PyAny>>,
 }
 
 impl Handler for LoopBound {
     fn respond(&self, r: Responder, call: Call) -> BoxFuture<()> {
-        Box::pin(pyo3_async_runtimes::tokio::scope(
-            self.locals.clone(),
-            self.mux.respond(r, call),
-        ))
+        Box::pin(with_loop(self.event_loop.clone(), self.mux.respond(r, call)))
     }
 }

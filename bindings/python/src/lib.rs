@@ -5,6 +5,7 @@
 //! the GIL is taken only to convert values and to hand work to the event loop. Python handlers
 //! run on the event loop captured when a server or peer was started.
 
+mod bridge;
 mod call;
 mod convert;
 mod endpoint;
@@ -29,40 +30,14 @@ pub(crate) fn codec_by_name(name: &str) -> PyResult<Arc<dyn Codec>> {
     }
 }
 
-/// The exception class `name` of `qtalk_rs._errors`.
-fn error_class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
-    py.import("qtalk_rs._errors")?.getattr(name)
-}
-
-/// A Python exception for an rpc error: `RemoteError` for the responder's error (its text in
-/// `.message`, `str()` is `remote: <text>` as in Go), `QtalkError` for the rest.
-pub(crate) fn rpc_error(e: qtalk::rpc::Error) -> PyErr {
-    Python::attach(|py| {
-        let made = match &e {
-            qtalk::rpc::Error::Remote(message) => {
-                error_class(py, "RemoteError").and_then(|c| c.call1((message.as_str(),)))
-            }
-            _ => error_class(py, "QtalkError").and_then(|c| c.call1((e.to_string(),))),
-        };
-        match made {
-            Ok(exc) => PyErr::from_value(exc),
-            Err(err) => err,
-        }
-    })
-}
-
 /// A `QtalkError` with `message`.
-pub(crate) fn qtalk_error(message: String) -> PyErr {
-    Python::attach(|py| {
-        match error_class(py, "QtalkError").and_then(|c| c.call1((message,))) {
-            Ok(exc) => PyErr::from_value(exc),
-            Err(err) => err,
-        }
-    })
+pub(crate) fn qtalk_error(message: impl Into<String>) -> bridge::Failure {
+    bridge::Failure::Qtalk(message.into())
 }
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(bridge::shutdown, m)?)?;
     m.add_class::<handler::PyMux>()?;
     m.add_class::<peer::PyPeer>()?;
     m.add_class::<peer::PyCaller>()?;

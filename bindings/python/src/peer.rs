@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex as StdMutex};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use pyo3_async_runtimes::tokio::future_into_py;
 use qtalk::codec::Codec;
 use qtalk::rpc::{Caller, Peer, RespondMux};
 use qtalk::Value;
@@ -14,7 +13,8 @@ use crate::call::PyResponse;
 use crate::convert::{to_value, PyValue};
 use crate::endpoint::Endpoint;
 use crate::handler::{LoopBound, PyMux};
-use crate::{codec_by_name, rpc_error};
+use crate::bridge::{running_loop, spawn_py};
+use crate::codec_by_name;
 
 /// Positional arguments as the argument array.
 fn args_value(args: &Bound<'_, PyTuple>) -> PyResult<Value> {
@@ -27,8 +27,8 @@ fn args_value(args: &Bound<'_, PyTuple>) -> PyResult<Value> {
 
 fn call<'py>(py: Python<'py>, caller: &Caller, selector: String, args: Value) -> PyResult<Bound<'py, PyAny>> {
     let caller = caller.clone();
-    future_into_py(py, async move {
-        let v: Value = caller.call(&selector, &args).await.map_err(rpc_error)?;
+    spawn_py(py, async move {
+        let v: Value = caller.call(&selector, &args).await?;
         Ok(PyValue(v))
     })
 }
@@ -40,8 +40,8 @@ fn call_raw<'py>(
     args: Value,
 ) -> PyResult<Bound<'py, PyAny>> {
     let caller = caller.clone();
-    future_into_py(py, async move {
-        let resp = caller.call_raw(&selector, &args).await.map_err(rpc_error)?;
+    spawn_py(py, async move {
+        let resp = caller.call_raw(&selector, &args).await?;
         Ok(PyResponse::new(resp))
     })
 }
@@ -204,11 +204,11 @@ impl PyPeer {
     /// reason.
     fn wait_closed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let session = self.peer.session().clone();
-        future_into_py(py, async move { Ok(session.wait().await.to_string()) })
+        spawn_py(py, async move { Ok::<_, crate::bridge::Failure>(session.wait().await.to_string()) })
     }
 
     fn __aenter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-        future_into_py(py, async move { Ok(slf) })
+        spawn_py(py, async move { Ok(slf) })
     }
 
     fn __aexit__<'py>(
@@ -219,7 +219,7 @@ impl PyPeer {
         _tb: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         self.close();
-        future_into_py(py, async move { Ok(false) })
+        spawn_py(py, async move { Ok(false) })
     }
 
     fn __repr__(&self) -> String {
@@ -247,9 +247,9 @@ fn start_peer(
     session: qtalk::mux::Session,
     codec: Arc<dyn Codec>,
     mux: Arc<RespondMux>,
-    locals: pyo3_async_runtimes::TaskLocals,
+    event_loop: Arc<Py<PyAny>>,
 ) -> Peer {
-    let peer = Peer::new(session, codec).handler(LoopBound { mux, locals });
+    let peer = Peer::new(session, codec).handler(LoopBound { mux, event_loop });
     peer.respond();
     peer
 }
@@ -267,10 +267,10 @@ pub(crate) fn connect<'py>(
     let codec = codec_by_name(codec)?;
     let mux = mux_or_new(py, mux)?;
     let routes = mux.get().mux.clone();
-    let locals = pyo3_async_runtimes::tokio::get_current_locals(py)?;
-    future_into_py(py, async move {
+    let event_loop = running_loop(py)?;
+    spawn_py(py, async move {
         let session = endpoint.connect().await?;
-        let peer = start_peer(session, codec, routes, locals);
+        let peer = start_peer(session, codec, routes, event_loop);
         Ok(PyPeer {
             peer,
             mux,
@@ -299,11 +299,11 @@ pub(crate) fn connect_command<'py>(
     let codec = codec_by_name(codec)?;
     let mux = mux_or_new(py, mux)?;
     let routes = mux.get().mux.clone();
-    let locals = pyo3_async_runtimes::tokio::get_current_locals(py)?;
-    future_into_py(py, async move {
+    let event_loop = running_loop(py)?;
+    spawn_py(py, async move {
         let (session, child) =
             qtalk::mux::transport::spawn_command(command, qtalk::mux::Config::default())?;
-        let peer = start_peer(session, codec, routes, locals);
+        let peer = start_peer(session, codec, routes, event_loop);
         Ok(PyPeer {
             peer,
             mux,
@@ -324,10 +324,10 @@ pub(crate) fn connect_stdio<'py>(
     let codec = codec_by_name(codec)?;
     let mux = mux_or_new(py, mux)?;
     let routes = mux.get().mux.clone();
-    let locals = pyo3_async_runtimes::tokio::get_current_locals(py)?;
-    future_into_py(py, async move {
+    let event_loop = running_loop(py)?;
+    spawn_py(py, async move {
         let session = qtalk::mux::transport::stdio(qtalk::mux::Config::default());
-        let peer = start_peer(session, codec, routes, locals);
+        let peer = start_peer(session, codec, routes, event_loop);
         Ok(PyPeer {
             peer,
             mux,

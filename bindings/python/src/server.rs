@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3_async_runtimes::tokio::future_into_py;
+use crate::bridge::spawn_py;
 use qtalk::rpc::Server;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -20,6 +20,7 @@ use crate::handler::{LoopBound, PyMux};
 #[pyclass(module = "qtalk_rs", name = "Server", frozen)]
 pub(crate) struct PyServer {
     server: Server,
+    mux: Py<PyMux>,
     address: String,
     task: StdMutex<Option<JoinHandle<()>>>,
     stopped: watch::Receiver<bool>,
@@ -34,6 +35,12 @@ impl PyServer {
         &self.address
     }
 
+    /// The mux it serves.
+    #[getter]
+    fn mux(&self, py: Python<'_>) -> Py<PyMux> {
+        self.mux.clone_ref(py)
+    }
+
     /// True once the server stopped accepting.
     #[getter]
     fn closed(&self) -> bool {
@@ -46,7 +53,7 @@ impl PyServer {
             task.abort();
         }
         let server = self.server.clone();
-        pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+        crate::bridge::runtime().spawn(async move {
             server.shutdown(Duration::ZERO).await;
         });
     }
@@ -61,7 +68,7 @@ impl PyServer {
             task.abort();
         }
         let server = self.server.clone();
-        future_into_py(py, async move {
+        spawn_py(py, async move {
             server.shutdown(grace).await;
             Ok(())
         })
@@ -70,7 +77,7 @@ impl PyServer {
     /// Waits until the server stopped accepting.
     fn wait_closed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let mut stopped = self.stopped.clone();
-        future_into_py(py, async move {
+        spawn_py(py, async move {
             let _ = stopped.wait_for(|s| *s).await;
             Ok(())
         })
@@ -82,7 +89,7 @@ impl PyServer {
         let mut stopped = this.stopped.clone();
         let server = this.server.clone();
         let owner: Py<PyServer> = slf.clone().unbind();
-        future_into_py(py, async move {
+        spawn_py(py, async move {
             struct CloseOnDrop(Option<Py<PyServer>>);
             impl Drop for CloseOnDrop {
                 fn drop(&mut self) {
@@ -100,7 +107,7 @@ impl PyServer {
     }
 
     fn __aenter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-        future_into_py(py, async move { Ok(slf) })
+        spawn_py(py, async move { Ok(slf) })
     }
 
     fn __aexit__<'py>(
@@ -112,7 +119,7 @@ impl PyServer {
     ) -> PyResult<Bound<'py, PyAny>> {
         self.close();
         let mut stopped = self.stopped.clone();
-        future_into_py(py, async move {
+        spawn_py(py, async move {
             let _ = stopped.wait_for(|s| *s).await;
             Ok(false)
         })
@@ -135,16 +142,16 @@ pub(crate) fn start_server<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let endpoint = Endpoint::parse(url)?;
     let codec = codec_by_name(codec)?;
-    let mux = mux
+    let mux_obj: Py<PyMux> = mux
         .cast::<PyMux>()
         .map_err(|_| PyTypeError::new_err("mux must be a qtalk_rs.RespondMux"))?
-        .get()
-        .mux
-        .clone();
-    let locals = pyo3_async_runtimes::tokio::get_current_locals(py)?;
-    future_into_py(py, async move {
+        .clone()
+        .unbind();
+    let mux = mux_obj.get().mux.clone();
+    let event_loop = crate::bridge::running_loop(py)?;
+    spawn_py(py, async move {
         let (listener, address) = endpoint.bind().await?;
-        let server = Server::new(LoopBound { mux, locals }, codec);
+        let server = Server::new(LoopBound { mux, event_loop }, codec);
         let (stop_tx, stopped) = watch::channel(false);
         let serving = server.clone();
         let task = tokio::spawn(async move {
@@ -161,6 +168,7 @@ pub(crate) fn start_server<'py>(
         });
         Ok(PyServer {
             server,
+            mux: mux_obj,
             address,
             task: StdMutex::new(Some(task)),
             stopped,

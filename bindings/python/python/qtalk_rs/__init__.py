@@ -11,7 +11,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, TypeVar
+import atexit
+from typing import Any, Callable, TypeVar
 
 from ._errors import QtalkError, RemoteError
 from ._native import (
@@ -29,6 +30,10 @@ from ._native import (
     encode,
     start_server,
 )
+from ._native import shutdown as _shutdown
+
+# Before the interpreter finalizes, the runtime's threads stop entering Python.
+atexit.register(_shutdown)
 
 __all__ = [
     "Call",
