@@ -41,6 +41,9 @@ else
     VIRTUAL_ENV="$venv" "$venv/bin/maturin" develop --release --quiet
 fi
 
+echo "== cargo test (the bindings' Rust unit tests)"
+cargo test --release --quiet --manifest-path "$here/Cargo.toml"
+
 echo "== building the Rust example programs"
 (cd "$repo" && cargo build --release --quiet -p qtalk --example upper_server --example upper_client)
 

@@ -62,6 +62,11 @@ pub(crate) fn shutdown(py: Python<'_>) {
         while IN_PYTHON.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
+        // A short grace after the count drains: without it, about one exit in ten with calls
+        // in flight still aborted (`FATAL: exception not rethrown`, a runtime thread ended by
+        // the finalizing interpreter). Which entry escapes the count is not yet understood;
+        // test_exit_with_calls_in_flight guards it.
+        std::thread::sleep(Duration::from_millis(20));
     });
 }
 
@@ -146,7 +151,12 @@ impl SetResult {
         if fut.call_method0("done")?.is_truthy()? {
             return Ok(());
         }
-        match self.outcome.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        match self
+            .outcome
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             Some(Ok(v)) => fut.call_method1("set_result", (v,))?,
             Some(Err(e)) => fut.call_method1("set_exception", (e.into_value(py),))?,
             None => return Ok(()),
@@ -180,7 +190,8 @@ where
         let Some(result) = result else {
             return;
         };
-        let _ = tokio::task::spawn_blocking(move || {
+        // Detached: it finishes on its own.
+        drop(tokio::task::spawn_blocking(move || {
             with_python(move |py| {
                 let (event_loop, py_fut) = target;
                 let outcome = match result {
@@ -196,7 +207,7 @@ where
                     .bind(py)
                     .call_method1("call_soon_threadsafe", (setter,));
             });
-        });
+        }));
     });
     Ok(py_fut)
 }

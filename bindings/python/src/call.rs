@@ -4,16 +4,16 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
+use crate::bridge::spawn_py;
 use pyo3::exceptions::{PyEOFError, PyStopAsyncIteration};
 use pyo3::prelude::*;
-use crate::bridge::spawn_py;
 use qtalk::rpc::{Call, Continued, Responder, Response};
 use qtalk::Value;
 use tokio::sync::{watch, Mutex};
 
+use crate::bridge::Failure;
 use crate::convert::{to_value, PyValue};
 use crate::peer::PyCaller;
-use crate::bridge::Failure;
 use crate::qtalk_error;
 
 /// A value source that `close()` can interrupt: a pending receive then ends the stream.

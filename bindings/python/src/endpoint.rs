@@ -122,7 +122,10 @@ mod tests {
     #[test]
     fn parses() {
         let tcp = |s: &str| Endpoint::Tcp(s.into());
-        assert_eq!(Endpoint::parse("tcp://127.0.0.1:9").unwrap(), tcp("127.0.0.1:9"));
+        assert_eq!(
+            Endpoint::parse("tcp://127.0.0.1:9").unwrap(),
+            tcp("127.0.0.1:9")
+        );
         assert_eq!(Endpoint::parse("tcp://[::1]:9/").unwrap(), tcp("[::1]:9"));
         assert_eq!(Endpoint::parse("localhost:9").unwrap(), tcp("localhost:9"));
         assert_eq!(
@@ -133,8 +136,18 @@ mod tests {
             Endpoint::parse("unix:///tmp/s").unwrap(),
             Endpoint::Unix("/tmp/s".into())
         );
-        assert_eq!(Endpoint::parse("unix:s").unwrap(), Endpoint::Unix("s".into()));
-        for bad in ["tcp://h", "tcp://:9", "tcp://h:x", "quic://h:1", "unix:", "tcp://h:1/x"] {
+        assert_eq!(
+            Endpoint::parse("unix:s").unwrap(),
+            Endpoint::Unix("s".into())
+        );
+        for bad in [
+            "tcp://h",
+            "tcp://:9",
+            "tcp://h:x",
+            "quic://h:1",
+            "unix:",
+            "tcp://h:1/x",
+        ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
     }

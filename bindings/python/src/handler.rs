@@ -165,7 +165,9 @@ impl Handler for PyHandler {
             let got = params.len();
             if got < min || max.is_some_and(|m| got > m) {
                 let expected = if got < min { min } else { max.unwrap_or(min) };
-                let _ = r.error(format!("fn: expected {expected} params, got {got}")).await;
+                let _ = r
+                    .error(format!("fn: expected {expected} params, got {got}"))
+                    .await;
                 return;
             }
 
@@ -173,9 +175,8 @@ impl Handler for PyHandler {
             let state = CallState::new(call, r);
             let (tx, rx) = oneshot::channel::<Outcome>();
             let started = with_python(|py| -> PyResult<Py<PyAny>> {
-                let event_loop = current_loop().ok_or_else(|| {
-                    PyValueError::new_err("no event loop to run the handler on")
-                })?;
+                let event_loop = current_loop()
+                    .ok_or_else(|| PyValueError::new_err("no event loop to run the handler on"))?;
                 let pycall = Py::new(py, PyCall::new(state.clone()))?;
                 let args = params
                     .iter()
@@ -243,6 +244,9 @@ pub(crate) struct LoopBound {
 
 impl Handler for LoopBound {
     fn respond(&self, r: Responder, call: Call) -> BoxFuture<()> {
-        Box::pin(with_loop(self.event_loop.clone(), self.mux.respond(r, call)))
+        Box::pin(with_loop(
+            self.event_loop.clone(),
+            self.mux.respond(r, call),
+        ))
     }
 }

@@ -9,12 +9,12 @@ use qtalk::codec::Codec;
 use qtalk::rpc::{Caller, Peer, RespondMux};
 use qtalk::Value;
 
+use crate::bridge::{running_loop, spawn_py};
 use crate::call::PyResponse;
+use crate::codec_by_name;
 use crate::convert::{to_value, PyValue};
 use crate::endpoint::Endpoint;
 use crate::handler::{LoopBound, PyMux};
-use crate::bridge::{running_loop, spawn_py};
-use crate::codec_by_name;
 
 /// Positional arguments as the argument array.
 fn args_value(args: &Bound<'_, PyTuple>) -> PyResult<Value> {
@@ -25,7 +25,12 @@ fn args_value(args: &Bound<'_, PyTuple>) -> PyResult<Value> {
     Ok(Value::Array(out))
 }
 
-fn call<'py>(py: Python<'py>, caller: &Caller, selector: String, args: Value) -> PyResult<Bound<'py, PyAny>> {
+fn call<'py>(
+    py: Python<'py>,
+    caller: &Caller,
+    selector: String,
+    args: Value,
+) -> PyResult<Bound<'py, PyAny>> {
     let caller = caller.clone();
     spawn_py(py, async move {
         let v: Value = caller.call(&selector, &args).await?;
@@ -204,7 +209,9 @@ impl PyPeer {
     /// reason.
     fn wait_closed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let session = self.peer.session().clone();
-        spawn_py(py, async move { Ok::<_, crate::bridge::Failure>(session.wait().await.to_string()) })
+        spawn_py(py, async move {
+            Ok::<_, crate::bridge::Failure>(session.wait().await.to_string())
+        })
     }
 
     fn __aenter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {

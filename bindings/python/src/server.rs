@@ -3,9 +3,9 @@
 use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
+use crate::bridge::spawn_py;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use crate::bridge::spawn_py;
 use qtalk::rpc::Server;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -126,7 +126,11 @@ impl PyServer {
     }
 
     fn __repr__(&self) -> String {
-        format!("<qtalk_rs.Server {} closed={}>", self.address, self.closed())
+        format!(
+            "<qtalk_rs.Server {} closed={}>",
+            self.address,
+            self.closed()
+        )
     }
 }
 

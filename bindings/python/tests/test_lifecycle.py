@@ -67,7 +67,7 @@ def test_exit_with_calls_in_flight(tmp_path):
     """No crash when the interpreter exits while the runtime is busy."""
     script = tmp_path / "exit.py"
     script.write_text(EXIT_SCRIPT)
-    for _ in range(8):
+    for _ in range(20):
         out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                              timeout=60)
         assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
