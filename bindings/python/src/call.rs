@@ -1,0 +1,353 @@
+//! Streams of values: a caller's [`PyResponse`], a handler's [`PyCall`] and the [`PyStream`]
+//! it continues into.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+
+use crate::bridge::spawn_py;
+use pyo3::exceptions::{PyEOFError, PyStopAsyncIteration};
+use pyo3::prelude::*;
+use qtalk::rpc::{Call, Continued, Responder, Response};
+use qtalk::Value;
+use tokio::sync::{watch, Mutex};
+
+use crate::bridge::Failure;
+use crate::convert::{to_value, PyValue};
+use crate::peer::PyCaller;
+use crate::qtalk_error;
+
+/// A value source that `close()` can interrupt: a pending receive then ends the stream.
+struct Closable<T> {
+    inner: Mutex<Option<T>>,
+    closed: watch::Sender<bool>,
+}
+
+impl<T> Closable<T> {
+    fn new(value: Option<T>) -> Self {
+        Closable {
+            inner: Mutex::new(value),
+            closed: watch::Sender::new(false),
+        }
+    }
+
+    /// Marks it closed and drops the value now if no one is using it (else the user does).
+    fn close(&self) -> Option<T> {
+        self.closed.send_replace(true);
+        self.inner.try_lock().ok().and_then(|mut g| g.take())
+    }
+}
+
+/// A response to a call: `async for value in response`, `await response.send(value)`.
+///
+/// It holds the call's channel; `close()` (or leaving `async with`) closes it, and so does
+/// dropping the last reference.
+#[pyclass(module = "qtalk_rs", name = "Response", frozen)]
+pub(crate) struct PyResponse {
+    state: Arc<Closable<Response>>,
+    continued: bool,
+}
+
+impl PyResponse {
+    pub(crate) fn new(resp: Response) -> Self {
+        PyResponse {
+            continued: resp.is_continued(),
+            state: Arc::new(Closable::new(Some(resp))),
+        }
+    }
+}
+
+async fn response_next(state: &Closable<Response>) -> Result<Option<Value>, Failure> {
+    let mut closed = state.closed.subscribe();
+    let mut guard = state.inner.lock().await;
+    let Some(resp) = guard.as_mut() else {
+        return Ok(None);
+    };
+    let res = tokio::select! {
+        r = resp.receive_next::<Value>() => Some(r),
+        _ = closed.wait_for(|c| *c) => None,
+    };
+    match res {
+        Some(r) => Ok(r?),
+        None => {
+            *guard = None;
+            Ok(None)
+        }
+    }
+}
+
+#[pymethods]
+impl PyResponse {
+    /// True when the responder kept the channel open after its reply (a stream).
+    #[getter]
+    fn continued(&self) -> bool {
+        self.continued
+    }
+
+    /// The next value; `EOFError` once the responder ended the stream.
+    fn receive<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let state = self.state.clone();
+        spawn_py(py, async move {
+            match response_next(&state).await? {
+                Some(v) => Ok(PyValue(v)),
+                None => Err(PyEOFError::new_err("the response ended").into()),
+            }
+        })
+    }
+
+    fn __aiter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let state = self.state.clone();
+        spawn_py(py, async move {
+            match response_next(&state).await? {
+                Some(v) => Ok(PyValue(v)),
+                None => Err(PyStopAsyncIteration::new_err(()).into()),
+            }
+        })
+    }
+
+    /// Sends a value to the responder (once it continued).
+    fn send<'py>(&self, py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let value = to_value(&value)?;
+        let state = self.state.clone();
+        spawn_py(py, async move {
+            let mut guard = state.inner.lock().await;
+            let resp = guard
+                .as_mut()
+                .ok_or_else(|| qtalk_error("the response is closed"))?;
+            Ok(resp.send(&value).await?)
+        })
+    }
+
+    /// Ends what this side sends (the responder reads end-of-stream); replies still arrive.
+    fn close_write<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let state = self.state.clone();
+        spawn_py(py, async move {
+            let guard = state.inner.lock().await;
+            match guard.as_ref() {
+                Some(resp) => Ok(resp.close_write()?),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Closes the channel; a pending `receive` ends the stream.
+    fn close(&self) {
+        if let Some(resp) = self.state.close() {
+            let _ = resp.close();
+        }
+    }
+
+    fn __aenter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+        spawn_py(py, async move { Ok(slf) })
+    }
+
+    fn __aexit__<'py>(
+        &self,
+        py: Python<'py>,
+        _exc_type: Bound<'py, PyAny>,
+        _exc: Bound<'py, PyAny>,
+        _tb: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.close();
+        spawn_py(py, async move { Ok(false) })
+    }
+}
+
+/// What a running handler shares with its Python `Call` object.
+pub(crate) struct CallState {
+    selector: String,
+    caller: qtalk::rpc::Caller,
+    call: Closable<Call>,
+    responder: StdMutex<Option<Responder>>,
+    continued: AtomicBool,
+}
+
+impl CallState {
+    pub(crate) fn new(call: Call, responder: Responder) -> Arc<CallState> {
+        Arc::new(CallState {
+            selector: call.selector().to_string(),
+            caller: call.caller().clone(),
+            call: Closable::new(Some(call)),
+            responder: StdMutex::new(Some(responder)),
+            continued: AtomicBool::new(false),
+        })
+    }
+
+    /// The responder, unless the handler already continued.
+    pub(crate) fn take_responder(&self) -> Option<Responder> {
+        self.responder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// The handler is done: unless it continued into a stream, let go of the channel.
+    pub(crate) fn release(&self) {
+        if !self.continued.load(Ordering::Acquire) {
+            drop(self.take_responder());
+            drop(self.call.close());
+        }
+    }
+
+    async fn next(&self) -> Result<Option<Value>, Failure> {
+        let mut closed = self.call.closed.subscribe();
+        let mut guard = self.call.inner.lock().await;
+        let Some(call) = guard.as_mut() else {
+            return Ok(None);
+        };
+        let res = tokio::select! {
+            r = call.receive_next::<Value>() => Some(r),
+            _ = closed.wait_for(|c| *c) => None,
+        };
+        match res {
+            Some(r) => Ok(r?),
+            None => {
+                *guard = None;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// A call being answered, passed to a handler first: `call.selector`, `call.caller` (to call
+/// back whoever called), `await call.receive()` for values streamed after the arguments, and
+/// `await call.continue_with(value)` to keep the channel open as a stream.
+#[pyclass(module = "qtalk_rs", name = "Call", frozen)]
+pub(crate) struct PyCall {
+    state: Arc<CallState>,
+}
+
+impl PyCall {
+    pub(crate) fn new(state: Arc<CallState>) -> Self {
+        PyCall { state }
+    }
+}
+
+#[pymethods]
+impl PyCall {
+    /// The selector called, cleaned (`"/Upper"`).
+    #[getter]
+    fn selector(&self) -> &str {
+        &self.state.selector
+    }
+
+    /// Calls the peer that made this call (on the same session).
+    #[getter]
+    fn caller(&self) -> PyCaller {
+        PyCaller::new(self.state.caller.clone())
+    }
+
+    /// The next value the caller sent after the arguments; `EOFError` at its end.
+    fn receive<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let state = self.state.clone();
+        spawn_py(py, async move {
+            match state.next().await? {
+                Some(v) => Ok(PyValue(v)),
+                None => Err(PyEOFError::new_err("the caller ended its stream").into()),
+            }
+        })
+    }
+
+    /// Answers with `value` and keeps the channel open: returns a `Stream` to send more
+    /// values on (and to receive the caller's). The handler's return value is then ignored.
+    #[pyo3(signature = (value = None))]
+    fn continue_with<'py>(
+        &self,
+        py: Python<'py>,
+        value: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let value = match value {
+            Some(v) => to_value(&v)?,
+            None => Value::Null,
+        };
+        let responder = self
+            .state
+            .take_responder()
+            .ok_or_else(|| qtalk_error("rpc: already responded").into_pyerr(py))?;
+        self.state.continued.store(true, Ordering::Release);
+        let state = self.state.clone();
+        spawn_py(py, async move {
+            let continued = responder.continue_with(&value).await?;
+            Ok(PyStream {
+                call: state,
+                out: Arc::new(Closable::new(Some(continued))),
+            })
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<qtalk_rs.Call {}>", self.state.selector)
+    }
+}
+
+/// A handler's side of a continued call: `await stream.send(v)`, `async for v in stream`
+/// (the caller's values), `stream.close()`.
+#[pyclass(module = "qtalk_rs", name = "Stream", frozen)]
+pub(crate) struct PyStream {
+    call: Arc<CallState>,
+    out: Arc<Closable<Continued>>,
+}
+
+#[pymethods]
+impl PyStream {
+    /// Sends a value to the caller.
+    fn send<'py>(&self, py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let value = to_value(&value)?;
+        let out = self.out.clone();
+        spawn_py(py, async move {
+            let mut guard = out.inner.lock().await;
+            let c = guard
+                .as_mut()
+                .ok_or_else(|| qtalk_error("the stream is closed"))?;
+            Ok(c.send(&value).await?)
+        })
+    }
+
+    /// The next value from the caller; `EOFError` at its end.
+    fn receive<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let state = self.call.clone();
+        spawn_py(py, async move {
+            match state.next().await? {
+                Some(v) => Ok(PyValue(v)),
+                None => Err(PyEOFError::new_err("the caller ended its stream").into()),
+            }
+        })
+    }
+
+    fn __aiter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let state = self.call.clone();
+        spawn_py(py, async move {
+            match state.next().await? {
+                Some(v) => Ok(PyValue(v)),
+                None => Err(PyStopAsyncIteration::new_err(()).into()),
+            }
+        })
+    }
+
+    /// Ends what the handler sends (the caller's iteration ends); the caller can still send.
+    fn close_write<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let out = self.out.clone();
+        spawn_py(py, async move {
+            let guard = out.inner.lock().await;
+            match guard.as_ref() {
+                Some(c) => Ok(c.close_write()?),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Closes the channel.
+    fn close(&self) {
+        if let Some(c) = self.out.close() {
+            let _ = c.close();
+        }
+        drop(self.call.call.close());
+    }
+}

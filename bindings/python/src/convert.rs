@@ -1,0 +1,181 @@
+//! Python objects to and from [`qtalk::Value`].
+//!
+//! To the wire: `None`, `bool`, `int` (within -2**127 .. 2**127-1; the codecs then refuse
+//! what they cannot carry), `float`, `str`, `bytes`/`bytearray`/`memoryview`, `list`/`tuple`
+//! and `dict`. From the wire: `None`, `bool`, `int`, `float`, `str`, `bytes`, `list`, `dict`
+//! (array keys become tuples; a map as a key is refused).
+
+use bytes::BytesMut;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple,
+};
+use qtalk::Value;
+
+/// Deepest nesting converted (deeper is refused, so a self-containing list cannot recurse
+/// forever).
+pub(crate) const MAX_DEPTH: usize = 128;
+
+/// A value on its way to Python (converted once the GIL is held).
+pub(crate) struct PyValue(pub Value);
+
+impl<'py> IntoPyObject<'py> for PyValue {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
+        from_value(py, &self.0)
+    }
+}
+
+/// `obj` as a value to send.
+pub(crate) fn to_value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+    to_value_at(obj, 0)
+}
+
+fn to_value_at(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
+    if depth > MAX_DEPTH {
+        return Err(PyValueError::new_err(format!(
+            "value nested more than {MAX_DEPTH} levels deep (a list or dict containing itself?)"
+        )));
+    }
+    if obj.is_none() {
+        return Ok(Value::Null);
+    }
+    if let Ok(b) = obj.cast::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if obj.is_instance_of::<PyInt>() {
+        return match obj.extract::<i128>() {
+            Ok(i) => Ok(Value::Int(i)),
+            Err(_) => Err(PyValueError::new_err(
+                "integer out of range: qtalk values carry integers of at most 128 bits",
+            )),
+        };
+    }
+    if let Ok(f) = obj.cast::<PyFloat>() {
+        return Ok(Value::Float(f.value()));
+    }
+    if obj.is_instance_of::<PyString>() {
+        return Ok(Value::Text(obj.extract::<String>()?));
+    }
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(Value::Bytes(b.as_bytes().to_vec()));
+    }
+    if let Ok(b) = obj.cast::<PyByteArray>() {
+        return Ok(Value::Bytes(b.to_vec()));
+    }
+    if obj.is_instance_of::<PyMemoryView>() {
+        let b = obj.call_method0("tobytes")?;
+        return Ok(Value::Bytes(b.cast::<PyBytes>()?.as_bytes().to_vec()));
+    }
+    if let Ok(list) = obj.cast::<PyList>() {
+        let mut out = Vec::with_capacity(list.len());
+        for item in list.iter() {
+            out.push(to_value_at(&item, depth + 1)?);
+        }
+        return Ok(Value::Array(out));
+    }
+    if let Ok(tuple) = obj.cast::<PyTuple>() {
+        let mut out = Vec::with_capacity(tuple.len());
+        for item in tuple.iter() {
+            out.push(to_value_at(&item, depth + 1)?);
+        }
+        return Ok(Value::Array(out));
+    }
+    if let Ok(dict) = obj.cast::<PyDict>() {
+        let mut out = Vec::with_capacity(dict.len());
+        for (k, v) in dict.iter() {
+            out.push((to_value_at(&k, depth + 1)?, to_value_at(&v, depth + 1)?));
+        }
+        return Ok(Value::Map(out));
+    }
+    let kind = obj
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into());
+    Err(PyTypeError::new_err(format!(
+        "cannot send a value of type {kind}: qtalk values are None, bool, int, float, str, \
+         bytes, list, tuple and dict"
+    )))
+}
+
+/// `value` as a Python object.
+pub(crate) fn from_value<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match value {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        Value::Int(i) => i.into_pyobject(py)?.into_any(),
+        Value::Float(f) => PyFloat::new(py, *f).into_any(),
+        Value::Text(s) => PyString::new(py, s).into_any(),
+        Value::Bytes(b) => PyBytes::new(py, b).into_any(),
+        Value::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(from_value(py, item)?)?;
+            }
+            list.into_any()
+        }
+        Value::Map(entries) => {
+            let dict = PyDict::new(py);
+            for (k, v) in entries {
+                dict.set_item(key_from_value(py, k)?, from_value(py, v)?)?;
+            }
+            dict.into_any()
+        }
+        // `Value` is not exhaustive across versions of qtalk; say so rather than guess.
+        #[allow(unreachable_patterns)]
+        _ => return Err(PyTypeError::new_err("unsupported qtalk value")),
+    })
+}
+
+/// A map key as a hashable Python object: arrays become tuples.
+fn key_from_value<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    match value {
+        Value::Array(items) => {
+            let keys = items
+                .iter()
+                .map(|k| key_from_value(py, k))
+                .collect::<PyResult<Vec<_>>>()?;
+            Ok(PyTuple::new(py, keys)?.into_any())
+        }
+        Value::Map(_) => Err(PyTypeError::new_err(
+            "received a map whose key is a map, which Python cannot hold in a dict",
+        )),
+        other => from_value(py, other),
+    }
+}
+
+/// Encodes `value` with `codec` (`"json"` or `"cbor"`), as qtalk sends it (the bytes of one
+/// rpc frame's body, without the length prefix).
+#[pyfunction]
+#[pyo3(signature = (value, codec = "json"))]
+pub(crate) fn encode<'py>(
+    py: Python<'py>,
+    value: &Bound<'py, PyAny>,
+    codec: &str,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let codec = crate::codec_by_name(codec)?;
+    let value = to_value(value)?;
+    let mut buf = BytesMut::new();
+    qtalk::codec::encode(&*codec, &value, &mut buf)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(PyBytes::new(py, &buf))
+}
+
+/// Decodes one value encoded with `codec` (`"json"` or `"cbor"`).
+#[pyfunction]
+#[pyo3(signature = (data, codec = "json"))]
+pub(crate) fn decode<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    codec: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let codec = crate::codec_by_name(codec)?;
+    let value: Value =
+        qtalk::codec::decode(&*codec, data).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    from_value(py, &value)
+}

@@ -1,0 +1,55 @@
+//! The native part of the `qtalk_rs` Python package: qtalk's Rust core (sessions, calls,
+//! handlers, codecs) on a tokio runtime, bridged to asyncio with pyo3-async-runtimes.
+//!
+//! Every wait and every I/O runs as a Rust future on the runtime's threads without the GIL;
+//! the GIL is taken only to convert values and to hand work to the event loop. Python handlers
+//! run on the event loop captured when a server or peer was started.
+
+mod bridge;
+mod call;
+mod convert;
+mod endpoint;
+mod handler;
+mod peer;
+mod server;
+
+use std::sync::Arc;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use qtalk::codec::{Cbor, Codec, Json};
+
+/// The codec named `name` (`"json"` or `"cbor"`).
+pub(crate) fn codec_by_name(name: &str) -> PyResult<Arc<dyn Codec>> {
+    match name.to_ascii_lowercase().as_str() {
+        "json" => Ok(Arc::new(Json)),
+        "cbor" => Ok(Arc::new(Cbor)),
+        _ => Err(PyValueError::new_err(format!(
+            "unknown codec {name:?}: use \"json\" or \"cbor\""
+        ))),
+    }
+}
+
+/// A `QtalkError` with `message`.
+pub(crate) fn qtalk_error(message: impl Into<String>) -> bridge::Failure {
+    bridge::Failure::Qtalk(message.into())
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(bridge::shutdown, m)?)?;
+    m.add_class::<handler::PyMux>()?;
+    m.add_class::<peer::PyPeer>()?;
+    m.add_class::<peer::PyCaller>()?;
+    m.add_class::<call::PyResponse>()?;
+    m.add_class::<call::PyCall>()?;
+    m.add_class::<call::PyStream>()?;
+    m.add_class::<server::PyServer>()?;
+    m.add_function(wrap_pyfunction!(peer::connect, m)?)?;
+    m.add_function(wrap_pyfunction!(peer::connect_command, m)?)?;
+    m.add_function(wrap_pyfunction!(peer::connect_stdio, m)?)?;
+    m.add_function(wrap_pyfunction!(server::start_server, m)?)?;
+    m.add_function(wrap_pyfunction!(convert::encode, m)?)?;
+    m.add_function(wrap_pyfunction!(convert::decode, m)?)?;
+    Ok(())
+}
