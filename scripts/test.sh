@@ -54,6 +54,9 @@ cargo test --workspace --locked
 echo "== README quick start in a crate of its own (only qtalk and tokio)"
 bash scripts/quickstart.sh
 
+echo "== Python bindings (bindings/python: build, then pytest)"
+bash bindings/python/test.sh -q
+
 echo "== fuzz targets (30 s each)"
 if cargo +nightly --version >/dev/null 2>&1 && cargo fuzz --version >/dev/null 2>&1; then
   bash fuzz/run.sh
