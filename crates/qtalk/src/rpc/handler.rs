@@ -281,10 +281,9 @@ pub struct Call {
     args_done: Arc<AtomicBool>,
     /// The responder's side of the channel, watched by [`Call::cancelled`].
     slot: Slot,
+    /// See [`Options::args_grace`](crate::rpc::Options::args_grace).
+    args_grace: std::time::Duration,
 }
-
-/// How long a call dropped before reading its arguments keeps its channel open for them.
-const ARGS_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Drop for Call {
     /// A caller writes the header and the arguments separately (the reference does), so a
@@ -298,9 +297,10 @@ impl Drop for Call {
         let (Some(mut r), Ok(rt)) = (self.r.take(), tokio::runtime::Handle::try_current()) else {
             return;
         };
+        let grace = self.args_grace;
         let mut reader = std::mem::replace(&mut self.reader, FrameReader::new(0));
         rt.spawn(async move {
-            let _ = tokio::time::timeout(ARGS_GRACE, reader.next(&mut r)).await;
+            let _ = tokio::time::timeout(grace, reader.next(&mut r)).await;
         });
     }
 }
@@ -323,6 +323,7 @@ impl Call {
         codec: Arc<dyn Codec>,
         args_done: Arc<AtomicBool>,
         slot: Slot,
+        args_grace: std::time::Duration,
     ) -> Self {
         Call {
             selector,
@@ -333,6 +334,7 @@ impl Call {
             args_read: false,
             args_done,
             slot,
+            args_grace,
         }
     }
 

@@ -140,6 +140,10 @@ pub struct Options {
     pub header_timeout: std::time::Duration,
     /// Observer of malformed calls (default none), e.g. to stop a service that is fed garbage.
     pub on_bad_call: Option<BadCallHook>,
+    /// How long a call answered before its arguments were read keeps its channel open for
+    /// them (default 2 s): callers write the header and the arguments separately, and would
+    /// fail to send the arguments, and miss the answer, were the channel closed before.
+    pub args_grace: std::time::Duration,
 }
 
 impl Options {
@@ -152,6 +156,12 @@ impl Options {
     /// Sets [`Options::header_timeout`].
     pub fn header_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.header_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Options::args_grace`].
+    pub fn args_grace(mut self, grace: std::time::Duration) -> Self {
+        self.args_grace = grace;
         self
     }
 
@@ -171,6 +181,7 @@ impl std::fmt::Debug for Options {
             .field("max_frame", &self.max_frame)
             .field("header_timeout", &self.header_timeout)
             .field("on_bad_call", &self.on_bad_call.is_some())
+            .field("args_grace", &self.args_grace)
             .finish()
     }
 }
@@ -181,6 +192,7 @@ impl Default for Options {
             max_frame: DEFAULT_MAX_FRAME,
             header_timeout: std::time::Duration::from_secs(30),
             on_bad_call: None,
+            args_grace: std::time::Duration::from_secs(2),
         }
     }
 }

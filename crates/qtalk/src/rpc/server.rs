@@ -160,6 +160,7 @@ async fn respond_call(
             codec.clone(),
             args_done,
             slot.clone(),
+            options.args_grace,
         );
         let outcome = AssertUnwindSafe(handler.respond(responder, call))
             .catch_unwind()
