@@ -320,17 +320,16 @@ impl Call {
         caller: Caller,
         reader: FrameReader,
         r: qtalk_mux::ReadHalf,
-        codec: Arc<dyn Codec>,
         args_done: Arc<AtomicBool>,
         slot: Slot,
         args_grace: std::time::Duration,
     ) -> Self {
         Call {
             selector,
+            codec: caller.codec().clone(),
             caller,
             reader,
             r: Some(r),
-            codec,
             args_read: false,
             args_done,
             slot,

@@ -157,7 +157,6 @@ async fn respond_call(
             caller,
             reader,
             r,
-            codec.clone(),
             args_done,
             slot.clone(),
             options.args_grace,
