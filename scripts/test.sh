@@ -55,7 +55,7 @@ echo "== README quick start in a crate of its own (only qtalk and tokio)"
 bash scripts/quickstart.sh
 
 echo "== Python bindings (bindings/python: build, then pytest)"
-bash bindings/python/test.sh -q
+EXAMPLES_PROFILE=debug bash bindings/python/test.sh
 
 echo "== fuzz targets (30 s each)"
 if cargo +nightly --version >/dev/null 2>&1 && cargo fuzz --version >/dev/null 2>&1; then

@@ -5,7 +5,8 @@
 #   bindings/python/test.sh --wheel    # build the abi3 wheel, pip install it, then pytest
 #
 # Environment: PYTHON (interpreter for a new venv, default python3), VENV (default
-# bindings/python/.venv, created when missing), CARGO_TARGET_DIR (default <repo>/target).
+# bindings/python/.venv, created when missing), CARGO_TARGET_DIR (default <repo>/target),
+# EXAMPLES_PROFILE (release or debug, of the Rust examples the tests run; default release).
 # Extra arguments go to pytest.
 set -euo pipefail
 
@@ -42,14 +43,20 @@ else
 fi
 
 echo "== cargo test (the bindings' Rust unit tests)"
-cargo test --release --quiet --manifest-path "$here/Cargo.toml"
+cargo test --quiet --manifest-path "$here/Cargo.toml"
 
-echo "== building the Rust example programs"
-(cd "$repo" && cargo build --release --quiet -p qtalk --example upper_server --example upper_client)
+# EXAMPLES_PROFILE=debug reuses what the workspace's `cargo test` built (scripts/test.sh).
+profile="${EXAMPLES_PROFILE:-release}"
+echo "== building the Rust example programs ($profile)"
+if [[ $profile == release ]]; then
+    (cd "$repo" && cargo build --release --quiet -p qtalk --example upper_server --example upper_client)
+else
+    (cd "$repo" && cargo build --quiet -p qtalk --example upper_server --example upper_client)
+fi
 
 echo "== pytest"
 # From another directory with --wheel, so that the installed package is tested, not the sources.
 cd "$here/tests"
-QTALK_EXAMPLES_DIR="$CARGO_TARGET_DIR/release/examples" "$py" -m pytest -q -p no:cacheprovider \
+QTALK_EXAMPLES_DIR="$CARGO_TARGET_DIR/$profile/examples" "$py" -m pytest -q -p no:cacheprovider \
     -c "$here/pyproject.toml" --rootdir "$here" "$@" .
 echo "== python bindings: ok in $(( $(date +%s) - start )) s"
