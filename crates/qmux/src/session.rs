@@ -542,6 +542,11 @@ async fn open_mux(shared: &Arc<Owner>) -> Result<Channel, Error> {
         let mut inner = shared.lock();
         match inner.proto.open() {
             Ok(start) => {
+                if let OpenStart::Queued(ticket) = start {
+                    // Noted under the same lock, so that the open starting before this task
+                    // polls again finds its entry (and is not taken as abandoned).
+                    inner.queued_opens.insert(ticket, (None, None));
+                }
                 inner.flush();
                 start
             }
@@ -561,7 +566,10 @@ async fn open_mux(shared: &Arc<Owner>) -> Result<Channel, Error> {
                 if inner.error.is_some() {
                     return Poll::Ready(Err(inner.session_error()));
                 }
-                let entry = inner.queued_opens.entry(ticket).or_default();
+                let Some(entry) = inner.queued_opens.get_mut(&ticket) else {
+                    // Gone only when the session ended (see `end`).
+                    return Poll::Ready(Err(inner.session_error()));
+                };
                 if let Some(id) = entry.1 {
                     inner.queued_opens.remove(&ticket);
                     queued.ticket = None;
