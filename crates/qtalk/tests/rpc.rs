@@ -697,3 +697,29 @@ async fn at_the_session_limit_new_sessions_wait_for_a_slot() {
         "released"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_responding_peer_closes_its_session() {
+    let listener = qtalk::mux::Listener::bind_tcp("127.0.0.1:0", Default::default())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (a, b) = tokio::join!(
+        qtalk::mux::transport::connect_tcp(addr, Default::default()),
+        listener.accept()
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let peer = Peer::new(a, Json);
+    peer.handle(
+        "Upper",
+        func(|_c: Call, (s,): (String,)| async move { Ok::<_, String>(s.to_uppercase()) }),
+    )
+    .unwrap();
+    peer.respond();
+    let other = Caller::new(b.clone(), Json);
+    assert_eq!(other.call::<_, String>("Upper", &["x"]).await.unwrap(), "X");
+    // The peer (its last clone) goes: its session closes, and the other side sees it end.
+    drop(peer);
+    let why = within(1, "session end", b.wait()).await;
+    assert!(matches!(why, qtalk::mux::Error::PeerClosed), "{why}");
+}

@@ -223,6 +223,18 @@ pub struct Peer {
     tracker: TaskTracker,
     stop: CancellationToken,
     started: Arc<std::sync::atomic::AtomicBool>,
+    /// Held by the peer's clones only (not by its serving task): when the last one goes, the
+    /// serving task stops, so that the session closes once nothing else holds it.
+    _alive: Arc<StopOnDrop>,
+}
+
+/// Cancels its token when dropped.
+struct StopOnDrop(CancellationToken);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
 }
 
 impl std::fmt::Debug for Peer {
@@ -248,13 +260,15 @@ impl Peer {
         options: Options,
     ) -> Peer {
         let mux = Arc::new(RespondMux::new());
+        let stop = CancellationToken::new();
         Peer {
             caller: Caller::with_options(session, codec, options.clone()),
             mux: mux.clone(),
             handler: mux,
             options: Arc::new(options),
             tracker: TaskTracker::new(),
-            stop: CancellationToken::new(),
+            _alive: Arc::new(StopOnDrop(stop.clone())),
+            stop,
             started: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
@@ -299,7 +313,8 @@ impl Peer {
         self.caller.call(selector, args).await
     }
 
-    /// Starts answering incoming calls in the background (once; later calls do nothing).
+    /// Starts answering incoming calls in the background (once; later calls do nothing), until
+    /// the session ends or the last clone of this peer is dropped (calls in flight finish).
     pub fn respond(&self) {
         if self.started.swap(true, std::sync::atomic::Ordering::AcqRel) {
             return;
