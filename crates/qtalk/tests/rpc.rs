@@ -34,6 +34,24 @@ async fn peers(codec: Arc<dyn Codec>) -> (Peer, Peer) {
     (a, b)
 }
 
+/// `server` serving a TCP listener on a free loopback port: the address, and the serving task.
+async fn serve_tcp(
+    server: &Server,
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let listener = qtalk::mux::Listener::bind_tcp("127.0.0.1:0", Default::default())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = server.clone();
+    (
+        addr,
+        tokio::spawn(async move { server.serve(listener).await }),
+    )
+}
+
 fn codecs() -> Vec<Arc<dyn Codec>> {
     vec![Arc::new(Json), Arc::new(Cbor)]
 }
@@ -513,14 +531,7 @@ async fn callbacks_are_reachable_only_from_their_session() {
     )
     .unwrap();
     let server = Server::new(mux, Json);
-    let listener = qtalk::mux::Listener::bind_tcp("127.0.0.1:0", Default::default())
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let serving = tokio::spawn({
-        let server = server.clone();
-        async move { server.serve(listener).await }
-    });
+    let (addr, serving) = serve_tcp(&server).await;
     let connect = || async {
         let s = qtalk::mux::transport::connect_tcp(addr, Default::default())
             .await
@@ -554,14 +565,7 @@ async fn five_thousand_calls_started_at_once_all_succeed() {
     )
     .unwrap();
     let server = Server::new(mux, Json);
-    let listener = qtalk::mux::Listener::bind_tcp("127.0.0.1:0", Default::default())
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let serving = tokio::spawn({
-        let server = server.clone();
-        async move { server.serve(listener).await }
-    });
+    let (addr, serving) = serve_tcp(&server).await;
     let session = qtalk::mux::transport::connect_tcp(addr, Default::default())
         .await
         .unwrap();
@@ -615,14 +619,7 @@ async fn holding_server(
     )
     .unwrap();
     let server = limit(Server::new(mux, Json));
-    let listener = qtalk::mux::Listener::bind_tcp("127.0.0.1:0", Default::default())
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn({
-        let server = server.clone();
-        async move { server.serve(listener).await }
-    });
+    let (addr, _serving) = serve_tcp(&server).await;
     (addr, server, started_rx, go)
 }
 
