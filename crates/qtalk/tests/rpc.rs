@@ -324,6 +324,53 @@ async fn continue_into_a_raw_byte_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_response_sends_and_receives_at_once() {
+    for codec in codecs() {
+        let (a, b) = peers(codec).await;
+        b.handle("bytes", bytes_echo()).unwrap();
+        // Raw bytes: the writer and the reader in two tasks, neither waiting for the other.
+        let resp = a.caller().call_raw("bytes", &()).await.unwrap();
+        let (mut r, mut w) = resp.into_split();
+        let _null: Value = r.receive().await.unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let d2 = data.clone();
+        let writer = tokio::spawn(async move {
+            w.write_all(&d2).await.unwrap();
+            w.shutdown().await.unwrap();
+        });
+        let mut back = Vec::new();
+        within(10, "echo", r.read_to_end(&mut back)).await.unwrap();
+        writer.await.unwrap();
+        assert!(back == data);
+
+        // Values: the echo of each value is read while the next is being sent.
+        b.handle(
+            "double",
+            handler_fn(|r: Responder, mut call: Call| async move {
+                let _args: Value = call.receive().await.unwrap();
+                let mut out = r.continue_with(&()).await.unwrap();
+                while let Some(v) = call.receive_next::<i64>().await.unwrap() {
+                    out.send(&(v * 2)).await.unwrap();
+                }
+                out.close_write().unwrap();
+            }),
+        )
+        .unwrap();
+        let resp = a.caller().call_raw("double", &()).await.unwrap();
+        let (mut r, mut w) = resp.into_split();
+        let _null: Value = r.receive().await.unwrap();
+        for i in 1..=3i64 {
+            w.send(&i).await.unwrap();
+            let v: i64 = within(10, "doubled", r.receive()).await.unwrap();
+            assert_eq!(v, 2 * i);
+        }
+        w.close_write().unwrap();
+        assert_eq!(r.receive_next::<i64>().await.unwrap(), None);
+        a.close();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_peers_call_each_other_on_one_session() {
     for codec in codecs() {
         let (a, b) = peers(codec).await;

@@ -263,6 +263,130 @@ impl Response {
     pub fn channel_id(&self) -> qtalk_mux::ChannelId {
         self.ch.id()
     }
+
+    /// Splits a (continued) response into its receiving and sending sides, which can be used
+    /// at once from different tasks: full-duplex values or bytes. The channel closes once both
+    /// are dropped.
+    pub fn into_split(self) -> (ResponseReader, ResponseWriter) {
+        let (r, w) = self.ch.into_split();
+        (
+            ResponseReader {
+                header: self.header,
+                r,
+                reader: self.reader,
+                codec: self.codec.clone(),
+            },
+            ResponseWriter {
+                w,
+                codec: self.codec,
+            },
+        )
+    }
+}
+
+/// The receiving side of a [`Response`], from [`Response::into_split`]: reply values
+/// ([`ResponseReader::receive`]) or raw bytes (`AsyncRead`).
+pub struct ResponseReader {
+    header: ResponseHeader,
+    r: qtalk_mux::ReadHalf,
+    reader: FrameReader,
+    codec: Arc<dyn Codec>,
+}
+
+impl std::fmt::Debug for ResponseReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseReader")
+            .field("header", &self.header)
+            .field("channel", &self.r.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResponseReader {
+    /// The response header.
+    pub fn header(&self) -> &ResponseHeader {
+        &self.header
+    }
+
+    /// Receives the next value.
+    pub async fn receive<T: DeserializeOwned>(&mut self) -> Result<T, Error> {
+        self.reader.receive(&*self.codec, &mut self.r).await
+    }
+
+    /// Receives the next value, or `None` when the responder ended the stream.
+    pub async fn receive_next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, Error> {
+        match self.reader.next(&mut self.r).await? {
+            Some(body) => Ok(Some(crate::codec::decode(&*self.codec, &body)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl AsyncRead for ResponseReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.reader.has_buffered() {
+            this.reader.drain_into(buf);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.r).poll_read(cx, buf)
+    }
+}
+
+/// The sending side of a [`Response`], from [`Response::into_split`]: values
+/// ([`ResponseWriter::send`]) or raw bytes (`AsyncWrite`; `shutdown` sends EOF).
+pub struct ResponseWriter {
+    w: qtalk_mux::WriteHalf,
+    codec: Arc<dyn Codec>,
+}
+
+impl std::fmt::Debug for ResponseWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseWriter")
+            .field("channel", &self.w.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResponseWriter {
+    /// Sends a value to the responder.
+    pub async fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        let mut buf = BytesMut::new();
+        encode_frame(&*self.codec, value, &mut buf)?;
+        Ok(self.w.write_bytes(buf.freeze()).await?)
+    }
+
+    /// Sends EOF: the responder reads end-of-stream; the reader can still read.
+    pub fn close_write(&self) -> Result<(), Error> {
+        Ok(self.w.close_write()?)
+    }
+
+    /// Closes the channel (both sides).
+    pub fn close(&self) -> Result<(), Error> {
+        Ok(self.w.close()?)
+    }
+}
+
+impl AsyncWrite for ResponseWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().w).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().w).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().w).poll_shutdown(cx)
+    }
 }
 
 impl AsyncRead for Response {

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 pub use args::Params;
 pub use callback::Callback;
-pub use caller::{Caller, Request, Response};
+pub use caller::{Caller, Request, Response, ResponseReader, ResponseWriter};
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use frame::fuzz_read_frames;
