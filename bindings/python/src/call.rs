@@ -5,10 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use crate::bridge::spawn_py;
-use pyo3::exceptions::{PyEOFError, PyStopAsyncIteration};
+use pyo3::exceptions::{PyEOFError, PyStopAsyncIteration, PyTypeError};
 use pyo3::prelude::*;
-use qtalk::rpc::{Call, Continued, Responder, Response};
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
+use qtalk::rpc::{Call, Continued, Responder, Response, ResponseReader, ResponseWriter};
 use qtalk::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{watch, Mutex};
 
 use crate::bridge::Failure;
@@ -37,26 +39,115 @@ impl<T> Closable<T> {
     }
 }
 
-/// A response to a call: `async for value in response`, `await response.send(value)`.
+/// Most bytes one `read` returns (a larger `n` is capped to this).
+pub(crate) const MAX_READ: usize = 1 << 20;
+
+/// Bytes on their way to Python (made a `bytes` once the GIL is held).
+pub(crate) struct PyBytesOut(pub Vec<u8>);
+
+impl<'py> IntoPyObject<'py> for PyBytesOut {
+    type Target = PyBytes;
+    type Output = Bound<'py, PyBytes>;
+    type Error = std::convert::Infallible;
+
+    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
+        Ok(PyBytes::new(py, &self.0))
+    }
+}
+
+/// A bytes-like object's contents (`bytes`, `bytearray`, `memoryview`, ...), copied.
+pub(crate) fn bytes_of(data: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(b) = data.cast::<PyBytes>() {
+        return Ok(b.as_bytes().to_vec());
+    }
+    if let Ok(b) = data.cast::<PyByteArray>() {
+        return Ok(b.to_vec());
+    }
+    if data.is_instance_of::<PyMemoryView>() {
+        let b = data.call_method0("tobytes")?;
+        return Ok(b.cast::<PyBytes>()?.as_bytes().to_vec());
+    }
+    Err(PyTypeError::new_err(format!(
+        "expected bytes, bytearray or memoryview, got {}",
+        data.get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default()
+    )))
+}
+
+/// Reads up to `n` bytes from `state` (fewer when fewer are there; none at end-of-stream);
+/// `close()` interrupts it like end-of-stream.
+async fn read_some<T: AsyncRead + Unpin>(
+    state: &Closable<T>,
+    n: usize,
+) -> Result<PyBytesOut, Failure> {
+    let mut closed = state.closed.subscribe();
+    let mut guard = state.inner.lock().await;
+    let Some(src) = guard.as_mut() else {
+        return Ok(PyBytesOut(Vec::new()));
+    };
+    let mut buf = vec![0u8; n.clamp(1, MAX_READ)];
+    let res = tokio::select! {
+        r = src.read(&mut buf) => Some(r),
+        _ = closed.wait_for(|c| *c) => None,
+    };
+    match res {
+        Some(r) => {
+            let got = r?;
+            buf.truncate(got);
+            Ok(PyBytesOut(buf))
+        }
+        None => {
+            *guard = None;
+            Ok(PyBytesOut(Vec::new()))
+        }
+    }
+}
+
+/// Writes all of `data` to `state`; fails once it is closed.
+async fn write_all<T: AsyncWrite + Unpin>(
+    state: &Closable<T>,
+    data: Vec<u8>,
+    what: &str,
+) -> Result<(), Failure> {
+    let mut closed = state.closed.subscribe();
+    let mut guard = state.inner.lock().await;
+    let dst = guard
+        .as_mut()
+        .ok_or_else(|| qtalk_error(format!("the {what} is closed")))?;
+    tokio::select! {
+        r = dst.write_all(&data) => Ok(r?),
+        _ = closed.wait_for(|c| *c) => Err(qtalk_error(format!("the {what} is closed"))),
+    }
+}
+
+/// A response to a call: `async for value in response`, `await response.send(value)`, and
+/// once continued, raw bytes (`read`/`write`, or `streams()` for an asyncio-style pair).
 ///
-/// It holds the call's channel; `close()` (or leaving `async with`) closes it, and so does
-/// dropping the last reference.
+/// Its receiving and sending sides are independent: one task may send (or write) while
+/// another receives (or reads). It holds the call's channel; `close()` (or leaving
+/// `async with`) closes it, and so does dropping the last reference.
 #[pyclass(module = "qtalk_rs", name = "Response", frozen)]
 pub(crate) struct PyResponse {
-    state: Arc<Closable<Response>>,
+    reader: Arc<Closable<ResponseReader>>,
+    writer: Arc<Closable<ResponseWriter>>,
     continued: bool,
 }
 
 impl PyResponse {
     pub(crate) fn new(resp: Response) -> Self {
+        let continued = resp.is_continued();
+        let (r, w) = resp.into_split();
         PyResponse {
-            continued: resp.is_continued(),
-            state: Arc::new(Closable::new(Some(resp))),
+            continued,
+            reader: Arc::new(Closable::new(Some(r))),
+            writer: Arc::new(Closable::new(Some(w))),
         }
     }
 }
 
-async fn response_next(state: &Closable<Response>) -> Result<Option<Value>, Failure> {
+async fn response_next(state: &Closable<ResponseReader>) -> Result<Option<Value>, Failure> {
     let mut closed = state.closed.subscribe();
     let mut guard = state.inner.lock().await;
     let Some(resp) = guard.as_mut() else {
@@ -85,7 +176,7 @@ impl PyResponse {
 
     /// The next value; `EOFError` once the responder ended the stream.
     fn receive<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let state = self.state.clone();
+        let state = self.reader.clone();
         spawn_py(py, async move {
             match response_next(&state).await? {
                 Some(v) => Ok(PyValue(v)),
@@ -99,7 +190,7 @@ impl PyResponse {
     }
 
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let state = self.state.clone();
+        let state = self.reader.clone();
         spawn_py(py, async move {
             match response_next(&state).await? {
                 Some(v) => Ok(PyValue(v)),
@@ -111,7 +202,7 @@ impl PyResponse {
     /// Sends a value to the responder (once it continued).
     fn send<'py>(&self, py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let value = to_value(&value)?;
-        let state = self.state.clone();
+        let state = self.writer.clone();
         spawn_py(py, async move {
             let mut guard = state.inner.lock().await;
             let resp = guard
@@ -121,9 +212,27 @@ impl PyResponse {
         })
     }
 
+    /// Up to `n` raw bytes from the responder (after the reply, once it continued); `b""` at
+    /// end-of-stream.
+    #[pyo3(signature = (n = 65536))]
+    fn read<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyAny>> {
+        let state = self.reader.clone();
+        spawn_py(py, async move { read_some(&*state, n).await })
+    }
+
+    /// Writes raw bytes to the responder; completes once the channel took them all.
+    fn write<'py>(&self, py: Python<'py>, data: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let data = bytes_of(&data)?;
+        let state = self.writer.clone();
+        spawn_py(
+            py,
+            async move { write_all(&*state, data, "response").await },
+        )
+    }
+
     /// Ends what this side sends (the responder reads end-of-stream); replies still arrive.
     fn close_write<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let state = self.state.clone();
+        let state = self.writer.clone();
         spawn_py(py, async move {
             let guard = state.inner.lock().await;
             match guard.as_ref() {
@@ -133,11 +242,20 @@ impl PyResponse {
         })
     }
 
-    /// Closes the channel; a pending `receive` ends the stream.
+    /// Closes the channel; a pending `receive` or `read` ends the stream.
     fn close(&self) {
-        if let Some(resp) = self.state.close() {
-            let _ = resp.close();
+        if let Some(w) = self.writer.close() {
+            let _ = w.close();
         }
+        drop(self.reader.close());
+    }
+
+    /// The raw byte stream as an asyncio-style pair `(reader, writer)` (see
+    /// `qtalk_rs.ByteReader` and `qtalk_rs.ByteWriter`).
+    fn streams<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        slf.py()
+            .import("qtalk_rs._streams")?
+            .call_method1("pair", (slf,))
     }
 
     fn __aenter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
@@ -329,6 +447,28 @@ impl PyStream {
                 None => Err(PyStopAsyncIteration::new_err(()).into()),
             }
         })
+    }
+
+    /// Up to `n` raw bytes from the caller; `b""` at end-of-stream.
+    #[pyo3(signature = (n = 65536))]
+    fn read<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyAny>> {
+        let state = self.call.clone();
+        spawn_py(py, async move { read_some(&state.call, n).await })
+    }
+
+    /// Writes raw bytes to the caller; completes once the channel took them all.
+    fn write<'py>(&self, py: Python<'py>, data: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let data = bytes_of(&data)?;
+        let out = self.out.clone();
+        spawn_py(py, async move { write_all(&*out, data, "stream").await })
+    }
+
+    /// The raw byte stream as an asyncio-style pair `(reader, writer)` (see
+    /// `qtalk_rs.ByteReader` and `qtalk_rs.ByteWriter`).
+    fn streams<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        slf.py()
+            .import("qtalk_rs._streams")?
+            .call_method1("pair", (slf,))
     }
 
     /// Ends what the handler sends (the caller's iteration ends); the caller can still send.

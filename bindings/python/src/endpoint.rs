@@ -5,12 +5,19 @@
 //! | `tcp://HOST:PORT` (or just `HOST:PORT`) | TCP |
 //! | `ws://HOST[:PORT][/]` | WebSocket (port 80 by default; the WebSocket path is `/`) |
 //! | `unix:///abs/path.sock`, `unix:rel/path.sock` | a Unix socket |
+//! | `tls://HOST:PORT` | qmux inside TLS over TCP |
+//! | `wss://HOST[:PORT][/]` | WebSocket over TLS (port 443 by default) |
+//! | `quic://HOST:PORT` (or `udp://`) | QUIC, one stream per channel |
+//!
+//! For the last three a client checks the server's certificate (it must name `HOST`) against
+//! the system's roots, the roots of a PEM file (`ca=`), or not at all (`insecure=True`); a
+//! server needs a certificate and key (`cert=`, `key=`, PEM files).
 
 use std::path::PathBuf;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::PyResult;
-use qtalk::mux::{Config, Listener, Session};
+use qtalk::mux::{tls, Config, Listener, Session};
 
 /// Where a peer is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +25,46 @@ pub(crate) enum Endpoint {
     Tcp(String),
     Ws(String),
     Unix(PathBuf),
+    Tls(String),
+    Wss(String),
+    Quic(String),
+}
+
+/// Which server certificates a client accepts.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum Trust {
+    /// The operating system's roots.
+    #[default]
+    System,
+    /// The roots in a PEM file (a private CA, or the server's self-signed certificate).
+    Roots(PathBuf),
+    /// Any certificate (encrypted, not authenticated; development only).
+    Insecure,
+}
+
+impl Trust {
+    pub(crate) fn new(ca: Option<PathBuf>, insecure: bool) -> PyResult<Trust> {
+        match (ca, insecure) {
+            (Some(_), true) => Err(PyValueError::new_err("give ca= or insecure=True, not both")),
+            (Some(path), false) => Ok(Trust::Roots(path)),
+            (None, true) => Ok(Trust::Insecure),
+            (None, false) => Ok(Trust::System),
+        }
+    }
+
+    fn client_config(&self) -> std::io::Result<tls::rustls::ClientConfig> {
+        match self {
+            Trust::System => tls::platform_client_config(),
+            Trust::Roots(path) => tls::client_config(tls::load_certs(path)?),
+            Trust::Insecure => Ok(tls::insecure_client_config()),
+        }
+    }
+}
+
+/// The host part of `host:port`, without IPv6 brackets: the name a certificate must carry.
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 fn bad(url: &str, why: &str) -> pyo3::PyErr {
@@ -58,6 +105,18 @@ impl Endpoint {
         if let Some(rest) = url.strip_prefix("ws://") {
             return Ok(Endpoint::Ws(host_port(url, rest, Some(80))?));
         }
+        if let Some(rest) = url.strip_prefix("tls://") {
+            return Ok(Endpoint::Tls(host_port(url, rest, None)?));
+        }
+        if let Some(rest) = url.strip_prefix("wss://") {
+            return Ok(Endpoint::Wss(host_port(url, rest, Some(443))?));
+        }
+        if let Some(rest) = url
+            .strip_prefix("quic://")
+            .or_else(|| url.strip_prefix("udp://"))
+        {
+            return Ok(Endpoint::Quic(host_port(url, rest, None)?));
+        }
         if let Some(rest) = url.strip_prefix("unix://") {
             if !rest.starts_with('/') {
                 return Err(bad(url, "use unix:///absolute/path or unix:relative/path"));
@@ -71,14 +130,37 @@ impl Endpoint {
             return Ok(Endpoint::Unix(PathBuf::from(rest)));
         }
         if url.contains("://") {
-            return Err(bad(url, "unsupported scheme (use tcp://, ws:// or unix:)"));
+            return Err(bad(
+                url,
+                "unsupported scheme (use tcp://, ws://, unix:, tls://, wss:// or quic://)",
+            ));
         }
         Ok(Endpoint::Tcp(host_port(url, url, None)?))
     }
 
-    pub(crate) async fn connect(&self) -> std::io::Result<Session> {
+    /// True for the schemes that need a certificate to serve.
+    pub(crate) fn is_secure(&self) -> bool {
+        matches!(
+            self,
+            Endpoint::Tls(_) | Endpoint::Wss(_) | Endpoint::Quic(_)
+        )
+    }
+
+    pub(crate) async fn connect(&self, trust: &Trust) -> std::io::Result<Session> {
         let config = Config::default();
         match self {
+            Endpoint::Tls(addr) => {
+                let tls = trust.client_config()?;
+                qtalk::mux::transport::connect_tls(addr.as_str(), host_of(addr), tls, config).await
+            }
+            Endpoint::Wss(addr) => {
+                let tls = trust.client_config()?;
+                qtalk::mux::transport::connect_wss(&format!("wss://{addr}/"), tls, config).await
+            }
+            Endpoint::Quic(addr) => {
+                let tls = trust.client_config()?;
+                qtalk::mux::quic::connect(addr.as_str(), host_of(addr), tls, config).await
+            }
             Endpoint::Tcp(addr) => qtalk::mux::transport::connect_tcp(addr.as_str(), config).await,
             Endpoint::Ws(addr) => {
                 qtalk::mux::transport::connect_ws(&format!("ws://{addr}/"), config).await
@@ -87,10 +169,38 @@ impl Endpoint {
         }
     }
 
-    /// Binds a listener; returns it with the URL it is reached at.
-    pub(crate) async fn bind(&self) -> std::io::Result<(Listener, String)> {
+    /// Binds a listener (with `identity`, a certificate and key in PEM files, for the secure
+    /// schemes); returns it with the URL it is reached at.
+    pub(crate) async fn bind(
+        &self,
+        identity: Option<&(PathBuf, PathBuf)>,
+    ) -> std::io::Result<(Listener, String)> {
         let config = Config::default();
+        let server_tls = || -> std::io::Result<tls::rustls::ServerConfig> {
+            let (cert, key) = identity.ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "a tls://, wss:// or quic:// server needs cert= and key= (PEM files)",
+                )
+            })?;
+            tls::server_config(tls::load_certs(cert)?, tls::load_key(key)?)
+        };
         match self {
+            Endpoint::Tls(addr) => {
+                let l = Listener::bind_tls(addr.as_str(), server_tls()?, config).await?;
+                let url = format!("tls://{}", l.local_addr()?);
+                Ok((l, url))
+            }
+            Endpoint::Wss(addr) => {
+                let l = Listener::bind_wss(addr.as_str(), server_tls()?, config).await?;
+                let url = format!("wss://{}", l.local_addr()?);
+                Ok((l, url))
+            }
+            Endpoint::Quic(addr) => {
+                let l = Listener::bind_quic(addr.as_str(), server_tls()?, config).await?;
+                let url = format!("quic://{}", l.local_addr()?);
+                Ok((l, url))
+            }
             Endpoint::Tcp(addr) => {
                 let l = Listener::bind_tcp(addr.as_str(), config).await?;
                 let url = format!("tcp://{}", l.local_addr()?);
@@ -137,6 +247,22 @@ mod tests {
             Endpoint::Unix("/tmp/s".into())
         );
         assert_eq!(
+            Endpoint::parse("wss://h").unwrap(),
+            Endpoint::Wss("h:443".into())
+        );
+        assert_eq!(
+            Endpoint::parse("quic://h:1").unwrap(),
+            Endpoint::Quic("h:1".into())
+        );
+        assert_eq!(
+            Endpoint::parse("udp://h:1").unwrap(),
+            Endpoint::Quic("h:1".into())
+        );
+        assert_eq!(
+            Endpoint::parse("tls://h:1").unwrap(),
+            Endpoint::Tls("h:1".into())
+        );
+        assert_eq!(
             Endpoint::parse("unix:s").unwrap(),
             Endpoint::Unix("s".into())
         );
@@ -144,7 +270,8 @@ mod tests {
             "tcp://h",
             "tcp://:9",
             "tcp://h:x",
-            "quic://h:1",
+            "quic://h",
+            "ftp://h:1",
             "unix:",
             "tcp://h:1/x",
         ] {

@@ -35,6 +35,16 @@ pub(crate) fn qtalk_error(message: impl Into<String>) -> bridge::Failure {
     bridge::Failure::Qtalk(message.into())
 }
 
+/// `(cert_pem, key_pem) = self_signed(["localhost"])`: a fresh self-signed certificate and
+/// its key as PEM text, for development servers (write them to files for `cert=`/`key=`, and
+/// give the certificate to clients as `ca=`).
+#[pyfunction]
+#[pyo3(signature = (names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()]))]
+fn self_signed(names: Vec<String>) -> PyResult<(String, String)> {
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    qtalk::mux::tls::self_signed_pem(&names).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bridge::shutdown, m)?)?;
@@ -49,6 +59,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(peer::connect_command, m)?)?;
     m.add_function(wrap_pyfunction!(peer::connect_stdio, m)?)?;
     m.add_function(wrap_pyfunction!(server::start_server, m)?)?;
+    m.add_function(wrap_pyfunction!(self_signed, m)?)?;
     m.add_function(wrap_pyfunction!(convert::encode, m)?)?;
     m.add_function(wrap_pyfunction!(convert::decode, m)?)?;
     Ok(())

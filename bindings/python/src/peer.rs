@@ -13,7 +13,7 @@ use crate::bridge::{running_loop, spawn_py};
 use crate::call::PyResponse;
 use crate::codec_by_name;
 use crate::convert::{to_value, PyValue};
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, Trust};
 use crate::handler::{LoopBound, PyMux};
 
 /// Positional arguments as the argument array.
@@ -261,22 +261,27 @@ fn start_peer(
     peer
 }
 
-/// `peer = await connect("tcp://127.0.0.1:9999", codec="json", mux=None)`.
+/// `peer = await connect("tcp://127.0.0.1:9999", codec="json", mux=None)`; for `tls://`,
+/// `wss://` and `quic://`, `ca="roots.pem"` or `insecure=True` choose which certificates
+/// are accepted (default: the system's roots).
 #[pyfunction]
-#[pyo3(signature = (url, codec = "json", mux = None))]
+#[pyo3(signature = (url, codec = "json", mux = None, *, ca = None, insecure = false))]
 pub(crate) fn connect<'py>(
     py: Python<'py>,
     url: &str,
     codec: &str,
     mux: Option<Bound<'py, PyAny>>,
+    ca: Option<std::path::PathBuf>,
+    insecure: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let endpoint = Endpoint::parse(url)?;
+    let trust = Trust::new(ca, insecure)?;
     let codec = codec_by_name(codec)?;
     let mux = mux_or_new(py, mux)?;
     let routes = mux.get().mux.clone();
     let event_loop = running_loop(py)?;
     spawn_py(py, async move {
-        let session = endpoint.connect().await?;
+        let session = endpoint.connect(&trust).await?;
         let peer = start_peer(session, codec, routes, event_loop);
         Ok(PyPeer {
             peer,

@@ -136,15 +136,38 @@ impl PyServer {
 
 /// `server = await start_server("tcp://127.0.0.1:0", mux, codec="json")`: binds and serves
 /// `mux` in the background; handlers run on the running event loop.
+/// `tls://`, `wss://` and `quic://` need `cert=` and `key=` (PEM files).
 #[pyfunction]
-#[pyo3(signature = (url, mux, codec = "json"))]
+#[pyo3(signature = (url, mux, codec = "json", *, cert = None, key = None))]
 pub(crate) fn start_server<'py>(
     py: Python<'py>,
     url: &str,
     mux: Bound<'py, PyAny>,
     codec: &str,
+    cert: Option<std::path::PathBuf>,
+    key: Option<std::path::PathBuf>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let endpoint = Endpoint::parse(url)?;
+    let identity = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "give both cert= and key=",
+            ))
+        }
+    };
+    if identity.is_some() && !endpoint.is_secure() {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "cert= and key= apply to tls://, wss:// and quic:// only",
+        ));
+    }
+    if identity.is_none() && endpoint.is_secure() {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "{url}: a tls://, wss:// or quic:// server needs cert= and key= (PEM files; \
+             qtalk_rs.self_signed() makes a development pair)"
+        )));
+    }
     let codec = codec_by_name(codec)?;
     let mux_obj: Py<PyMux> = mux
         .cast::<PyMux>()
@@ -154,7 +177,7 @@ pub(crate) fn start_server<'py>(
     let mux = mux_obj.get().mux.clone();
     let event_loop = crate::bridge::running_loop(py)?;
     spawn_py(py, async move {
-        let (listener, address) = endpoint.bind().await?;
+        let (listener, address) = endpoint.bind(identity.as_ref()).await?;
         let server = Server::new(LoopBound { mux, event_loop }, codec);
         let (stop_tx, stopped) = watch::channel(false);
         let serving = server.clone();

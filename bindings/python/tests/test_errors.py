@@ -79,7 +79,7 @@ async def test_bad_values_raise_before_sending(peer):
 
 async def test_bad_arguments():
     mux = qtalk_rs.RespondMux()
-    for url in ["", "tcp://", "tcp://host", "tcp://h:99999", "quic://h:1", "tcp://h:1/x"]:
+    for url in ["", "tcp://", "tcp://host", "tcp://h:99999", "quic://h", "ftp://h:1", "tcp://h:1/x"]:
         with pytest.raises(ValueError, match="bad URL"):
             await qtalk_rs.connect(url)
     with pytest.raises(ValueError, match="unknown codec"):

@@ -15,6 +15,7 @@ import atexit
 from typing import Any, Callable, TypeVar
 
 from ._errors import QtalkError, RemoteError
+from ._streams import ByteReader, ByteWriter
 from ._native import (
     Call,
     Caller,
@@ -28,6 +29,7 @@ from ._native import (
     connect_stdio,
     decode,
     encode,
+    self_signed,
     start_server,
 )
 from ._native import shutdown as _shutdown
@@ -36,6 +38,8 @@ from ._native import shutdown as _shutdown
 atexit.register(_shutdown)
 
 __all__ = [
+    "ByteReader",
+    "ByteWriter",
     "Call",
     "Caller",
     "Peer",
@@ -51,6 +55,7 @@ __all__ = [
     "decode",
     "encode",
     "handler",
+    "self_signed",
     "serve",
     "start_server",
 ]
@@ -58,12 +63,13 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-async def serve(url: str, mux: RespondMux, codec: str = "json") -> None:
-    """Serves ``mux`` at ``url`` until cancelled (as Go's ``talk.Serve`` blocks).
+async def serve(url: str, mux: RespondMux, codec: str = "json", **tls: Any) -> None:
+    """Serves ``mux`` at ``url`` until cancelled (as Go's ``talk.Serve`` blocks); ``tls`` are
+    :func:`start_server`'s ``cert=`` and ``key=``.
 
     Use :func:`start_server` to get the bound address or to stop it yourself.
     """
-    server = await start_server(url, mux, codec=codec)
+    server = await start_server(url, mux, codec=codec, **tls)
     try:
         await server.serve_forever()
     finally:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Sequence, Type, Union
+from typing import (
+    Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union,
+)
+
+from ._streams import ByteReader, ByteWriter
 
 # What crosses the wire. Sent: these (tuples go as arrays; bytearray and memoryview as bytes).
 # Received: None, bool, int, float, str, bytes (CBOR only; JSON carries bytes as base64 text),
@@ -44,12 +48,21 @@ class Stream:
         """The caller's next value; EOFError at its end."""
     def __aiter__(self) -> AsyncIterator[Any]: ...
     def __anext__(self) -> Awaitable[Any]: ...
+    def read(self, n: int = 65536) -> Awaitable[bytes]:
+        """Up to ``n`` raw bytes from the caller (at most 1 MiB); ``b""`` at end-of-stream."""
+    def write(self, data: Union[bytes, bytearray, memoryview]) -> Awaitable[None]:
+        """Writes raw bytes to the caller."""
+    def streams(self) -> Tuple[ByteReader, ByteWriter]:
+        """The raw byte stream as an asyncio-style (reader, writer) pair."""
     def close_write(self) -> Awaitable[None]:
         """Ends what the handler sends; the caller's iteration ends."""
     def close(self) -> None: ...
 
 class Response:
-    """The response of ``call_raw``: the reply values, and a stream when ``continued``."""
+    """The response of ``call_raw``: the reply values, and a stream when ``continued``.
+
+    Its receiving side (``receive``, ``read``) and sending side (``send``, ``write``) may be
+    used at once from different tasks."""
 
     @property
     def continued(self) -> bool: ...
@@ -58,6 +71,12 @@ class Response:
     def __aiter__(self) -> AsyncIterator[Any]: ...
     def __anext__(self) -> Awaitable[Any]: ...
     def send(self, value: Value) -> Awaitable[None]: ...
+    def read(self, n: int = 65536) -> Awaitable[bytes]:
+        """Up to ``n`` raw bytes from the responder (at most 1 MiB); ``b""`` at end-of-stream."""
+    def write(self, data: Union[bytes, bytearray, memoryview]) -> Awaitable[None]:
+        """Writes raw bytes to the responder."""
+    def streams(self) -> Tuple[ByteReader, ByteWriter]:
+        """The raw byte stream as an asyncio-style (reader, writer) pair."""
     def close_write(self) -> Awaitable[None]: ...
     def close(self) -> None: ...
     async def __aenter__(self) -> Response: ...
@@ -133,9 +152,19 @@ class Server:
         tb: Optional[TracebackType],
     ) -> bool: ...
 
-def connect(url: str, codec: str = "json", mux: Optional[RespondMux] = None) -> Awaitable[Peer]:
-    """Connects to ``tcp://HOST:PORT`` (or ``HOST:PORT``), ``ws://HOST[:PORT]`` or
-    ``unix:///path``; ``mux`` answers the other side's calls."""
+def connect(
+    url: str,
+    codec: str = "json",
+    mux: Optional[RespondMux] = None,
+    *,
+    ca: Optional[str] = None,
+    insecure: bool = False,
+) -> Awaitable[Peer]:
+    """Connects to ``tcp://HOST:PORT`` (or ``HOST:PORT``), ``ws://HOST[:PORT]``,
+    ``unix:///path``, ``tls://HOST:PORT``, ``wss://HOST[:PORT]`` or ``quic://HOST:PORT``;
+    ``mux`` answers the other side's calls. Over TLS and QUIC the server's certificate must
+    name HOST and be trusted: by the system, by the PEM file ``ca``, or not checked at all
+    with ``insecure=True`` (development only)."""
 
 def connect_command(
     argv: Sequence[str], codec: str = "json", mux: Optional[RespondMux] = None
@@ -145,8 +174,20 @@ def connect_command(
 def connect_stdio(codec: str = "json", mux: Optional[RespondMux] = None) -> Awaitable[Peer]:
     """Talks over this process's stdin and stdout."""
 
-def start_server(url: str, mux: RespondMux, codec: str = "json") -> Awaitable[Server]:
-    """Binds ``url`` (port 0 picks one) and serves ``mux`` in the background."""
+def start_server(
+    url: str,
+    mux: RespondMux,
+    codec: str = "json",
+    *,
+    cert: Optional[str] = None,
+    key: Optional[str] = None,
+) -> Awaitable[Server]:
+    """Binds ``url`` (port 0 picks one) and serves ``mux`` in the background. ``tls://``,
+    ``wss://`` and ``quic://`` need ``cert`` and ``key`` (PEM files)."""
+
+def self_signed(names: Sequence[str] = ...) -> Tuple[str, str]:
+    """A fresh self-signed (certificate, key) pair as PEM text, naming ``names`` (default
+    localhost, 127.0.0.1 and ::1): for development servers and the clients' ``ca``."""
 
 def encode(value: Value, codec: str = "json") -> bytes:
     """The bytes qtalk sends for ``value`` (one frame's body)."""
