@@ -6,7 +6,9 @@
 #
 # Environment: PYTHON (interpreter for a new venv, default python3), VENV (default
 # bindings/python/.venv, created when missing), CARGO_TARGET_DIR (default <repo>/target),
-# EXAMPLES_PROFILE (release or debug, of the Rust examples the tests run; default release).
+# EXAMPLES_PROFILE (release or debug, of the Rust examples the tests run; default release),
+# QTALK_GO_PEER (the Go reference peer for the cross-checks; they skip without it, or fail
+# with QTALK_REQUIRE_GO_PEER=1).
 # Extra arguments go to pytest.
 set -euo pipefail
 
@@ -47,11 +49,12 @@ cargo test --quiet --manifest-path "$here/Cargo.toml"
 
 # EXAMPLES_PROFILE=debug reuses what the workspace's `cargo test` built (scripts/test.sh).
 profile="${EXAMPLES_PROFILE:-release}"
-echo "== building the Rust example programs ($profile)"
+echo "== building the Rust example programs and the qtalk command ($profile)"
+programs=(-p qtalk --example upper_server --example upper_client -p qtalk-cli --bin qtalk)
 if [[ $profile == release ]]; then
-    (cd "$repo" && cargo build --release --quiet -p qtalk --example upper_server --example upper_client)
+    (cd "$repo" && cargo build --release --quiet "${programs[@]}")
 else
-    (cd "$repo" && cargo build --quiet -p qtalk --example upper_server --example upper_client)
+    (cd "$repo" && cargo build --quiet "${programs[@]}")
 fi
 
 echo "== pytest"

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use crate::bridge::spawn_py;
 use pyo3::exceptions::{PyEOFError, PyStopAsyncIteration, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyMemoryView};
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyTuple};
 use qtalk::rpc::{Call, Continued, Responder, Response, ResponseReader, ResponseWriter};
 use qtalk::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -377,27 +377,114 @@ impl PyCall {
         py: Python<'py>,
         value: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let value = match value {
-            Some(v) => to_value(&v)?,
-            None => Value::Null,
-        };
-        let responder = self
-            .state
-            .take_responder()
-            .ok_or_else(|| qtalk_error("rpc: already responded").into_pyerr(py))?;
-        self.state.continued.store(true, Ordering::Release);
-        let state = self.state.clone();
-        spawn_py(py, async move {
-            let continued = responder.continue_with(&value).await?;
-            Ok(PyStream {
-                call: state,
-                out: Arc::new(Closable::new(Some(continued))),
-            })
-        })
+        continue_call(py, &self.state, value)
     }
 
     fn __repr__(&self) -> String {
         format!("<qtalk_rs.Call {}>", self.state.selector)
+    }
+}
+
+/// Answers the call with `value` and keeps its channel open as a [`PyStream`].
+fn continue_call<'py>(
+    py: Python<'py>,
+    state: &Arc<CallState>,
+    value: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let value = match value {
+        Some(v) => to_value(&v)?,
+        None => Value::Null,
+    };
+    let responder = state
+        .take_responder()
+        .ok_or_else(|| qtalk_error("rpc: already responded").into_pyerr(py))?;
+    state.continued.store(true, Ordering::Release);
+    let state = state.clone();
+    spawn_py(py, async move {
+        let continued = responder.continue_with(&value).await?;
+        Ok(PyStream {
+            call: state,
+            out: Arc::new(Closable::new(Some(continued))),
+        })
+    })
+}
+
+/// How a low-level handler (`HandlerFunc`) answers: `await responder.ret(value)` (or several
+/// values), `await responder.error(text)`, or `await responder.continue_with(value)` for a
+/// `Stream`. Once only; a handler that ends without answering answers with what it returned
+/// (or the error it raised).
+#[pyclass(module = "qtalk_rs", name = "Responder", frozen)]
+pub(crate) struct PyResponder {
+    state: Arc<CallState>,
+}
+
+impl PyResponder {
+    pub(crate) fn new(state: Arc<CallState>) -> Self {
+        PyResponder { state }
+    }
+
+    fn take(&self, py: Python<'_>) -> PyResult<Responder> {
+        self.state
+            .take_responder()
+            .ok_or_else(|| qtalk_error("rpc: already responded").into_pyerr(py))
+    }
+}
+
+#[pymethods]
+impl PyResponder {
+    /// Answers with the values (none: `null`; several: a multi-value reply) and ends the call.
+    #[pyo3(signature = (*values))]
+    fn ret<'py>(
+        &self,
+        py: Python<'py>,
+        values: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mut vals = Vec::with_capacity(values.len());
+        for v in values.iter() {
+            vals.push(to_value(&v)?);
+        }
+        let r = self.take(py)?;
+        let state = self.state.clone();
+        spawn_py(py, async move {
+            let res = match vals.len() {
+                0 => r.ret(&Value::Null).await,
+                1 => r.ret(&vals[0]).await,
+                _ => r.ret_many(vals).await,
+            };
+            state.release();
+            Ok(res?)
+        })
+    }
+
+    /// Answers with an error (the caller's `RemoteError`) and ends the call.
+    fn error<'py>(&self, py: Python<'py>, message: String) -> PyResult<Bound<'py, PyAny>> {
+        let r = self.take(py)?;
+        let state = self.state.clone();
+        spawn_py(py, async move {
+            let res = r.error(message).await;
+            state.release();
+            Ok(res?)
+        })
+    }
+
+    /// Answers with `value` and keeps the channel open: returns the `Stream`.
+    #[pyo3(signature = (value = None))]
+    fn continue_with<'py>(
+        &self,
+        py: Python<'py>,
+        value: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        continue_call(py, &self.state, value)
+    }
+
+    /// True once the call was answered.
+    #[getter]
+    fn responded(&self) -> bool {
+        self.state
+            .responder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
     }
 }
 

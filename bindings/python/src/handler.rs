@@ -20,7 +20,7 @@ use qtalk::Value;
 use tokio::sync::oneshot;
 
 use crate::bridge::{current_loop, with_loop, with_python};
-use crate::call::{CallState, PyCall};
+use crate::call::{CallState, PyCall, PyResponder};
 use crate::convert::{from_value, to_value};
 
 /// Routes selectors to handlers: `mux.handle("Upper", upper)`.
@@ -51,6 +51,9 @@ impl PyMux {
     ) -> PyResult<Bound<'py, PyAny>> {
         let result = if let Ok(sub) = handler.cast::<PyMux>() {
             self.mux.handle(pattern, sub.get().mux.clone())
+        } else if let Ok(low) = handler.cast::<PyHandlerFunc>() {
+            let h = PyHandler::low_level(py, low.get().func.bind(py))?;
+            self.mux.handle(pattern, h)
         } else {
             if !handler.is_callable() {
                 return Err(PyTypeError::new_err(
@@ -77,12 +80,52 @@ impl PyMux {
     }
 }
 
+/// `HandlerFunc(h)`: registers `h(responder, call)` as a low-level handler, as Go's
+/// `rpc.HandlerFunc`: no positional-parameter check; `await call.receive()` gives the
+/// argument value itself, and `responder` answers.
+#[pyclass(module = "qtalk_rs", name = "HandlerFunc", frozen)]
+pub(crate) struct PyHandlerFunc {
+    func: Py<PyAny>,
+}
+
+#[pymethods]
+impl PyHandlerFunc {
+    #[new]
+    fn new(func: Bound<'_, PyAny>) -> PyResult<Self> {
+        if !func.is_callable() {
+            return Err(PyTypeError::new_err(
+                "HandlerFunc takes a function h(responder, call)",
+            ));
+        }
+        Ok(PyHandlerFunc {
+            func: func.unbind(),
+        })
+    }
+
+    /// The wrapped function.
+    #[getter]
+    fn func(&self, py: Python<'_>) -> Py<PyAny> {
+        self.func.clone_ref(py)
+    }
+
+    fn __call__<'py>(
+        &self,
+        py: Python<'py>,
+        responder: Bound<'py, PyAny>,
+        call: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.func.bind(py).call1((responder, call))
+    }
+}
+
 /// A Python function answering calls.
 struct PyHandler {
     func: Arc<Py<PyAny>>,
     min: usize,
     max: Option<usize>,
     is_coroutine: bool,
+    /// `h(responder, call)`: the arguments are the handler's to receive.
+    low_level: bool,
 }
 
 impl PyHandler {
@@ -95,6 +138,19 @@ impl PyHandler {
             min,
             max,
             is_coroutine,
+            low_level: false,
+        })
+    }
+
+    fn low_level(py: Python<'_>, func: &Bound<'_, PyAny>) -> PyResult<PyHandler> {
+        let helpers = py.import("qtalk_rs._handlers")?;
+        let is_coroutine: bool = helpers.call_method1("is_coroutine", (func,))?.extract()?;
+        Ok(PyHandler {
+            func: Arc::new(func.clone().unbind()),
+            min: 0,
+            max: None,
+            is_coroutine,
+            low_level: true,
         })
     }
 }
@@ -145,7 +201,11 @@ impl Handler for PyHandler {
     fn respond(&self, r: Responder, mut call: Call) -> BoxFuture<()> {
         let func = self.func.clone();
         let (min, max, is_coroutine) = (self.min, self.max, self.is_coroutine);
+        let low_level = self.low_level;
         Box::pin(async move {
+            if low_level {
+                return respond_low_level(func, is_coroutine, r, call).await;
+            }
             let args: Value = match call.receive().await {
                 Ok(v) => v,
                 Err(e) => {
@@ -171,69 +231,97 @@ impl Handler for PyHandler {
                 return;
             }
 
-            let cancelled = call.cancelled();
-            let state = CallState::new(call, r);
-            let (tx, rx) = oneshot::channel::<Outcome>();
-            let started = with_python(|py| -> PyResult<Py<PyAny>> {
-                let event_loop = current_loop()
-                    .ok_or_else(|| PyValueError::new_err("no event loop to run the handler on"))?;
-                let pycall = Py::new(py, PyCall::new(state.clone()))?;
+            let params = Params::Values(params);
+            run(func, is_coroutine, r, call, params).await;
+        })
+    }
+}
+
+/// What a handler function is called with after the call itself.
+enum Params {
+    /// Positional parameters: `h(call, *params)`.
+    Values(Vec<Value>),
+    /// Low level: `h(responder, call)`.
+    LowLevel,
+}
+
+async fn respond_low_level(func: Arc<Py<PyAny>>, is_coroutine: bool, r: Responder, call: Call) {
+    run(func, is_coroutine, r, call, Params::LowLevel).await
+}
+
+/// Runs the handler function on its event loop and answers with its outcome (unless it
+/// answered itself), stopping it if the caller abandons the call.
+async fn run(func: Arc<Py<PyAny>>, is_coroutine: bool, r: Responder, call: Call, params: Params) {
+    let cancelled = call.cancelled();
+    let state = CallState::new(call, r);
+    let (tx, rx) = oneshot::channel::<Outcome>();
+    let started = with_python(|py| -> PyResult<Py<PyAny>> {
+        let event_loop = current_loop()
+            .ok_or_else(|| PyValueError::new_err("no event loop to run the handler on"))?;
+        let pycall = Py::new(py, PyCall::new(state.clone()))?;
+        let (first, args) = match &params {
+            Params::Values(params) => {
                 let args = params
                     .iter()
                     .map(|v| from_value(py, v))
                     .collect::<PyResult<Vec<_>>>()?;
-                let args = PyTuple::new(py, args)?;
-                let done = Py::new(
-                    py,
-                    Done {
-                        tx: StdMutex::new(Some(tx)),
-                    },
-                )?;
-                let helpers = py.import("qtalk_rs._handlers")?;
-                let fut = helpers.call_method1(
-                    "start",
-                    (
-                        event_loop.bind(py),
-                        func.bind(py),
-                        is_coroutine,
-                        pycall,
-                        args,
-                        done,
-                    ),
-                )?;
-                Ok(fut.unbind())
-            });
-            let fut = match started.unwrap_or_else(|| Err(PyValueError::new_err("exiting"))) {
-                Ok(f) => f,
-                Err(e) => {
-                    if let Some(r) = state.take_responder() {
-                        let _ = r.error(format!("cannot run the handler: {e}")).await;
-                    }
-                    return;
-                }
-            };
-
-            let outcome = tokio::select! {
-                outcome = rx => outcome.unwrap_or_else(|_| Err("handler cancelled".into())),
-                _ = cancelled => {
-                    // The caller abandoned the call: stop the handler's task.
-                    with_python(|py| {
-                        let _ = fut.bind(py).call_method0("cancel");
-                    });
-                    state.release();
-                    return;
-                }
-            };
-            drop(fut);
-            if let Some(r) = state.take_responder() {
-                let _ = match outcome {
-                    Ok(v) => r.ret(&v).await,
-                    Err(msg) => r.error(msg).await,
-                };
-                state.release();
+                (pycall.into_any(), PyTuple::new(py, args)?)
             }
-        })
+            Params::LowLevel => {
+                let responder = Py::new(py, PyResponder::new(state.clone()))?;
+                (responder.into_any(), PyTuple::new(py, [pycall])?)
+            }
+        };
+        let done = Py::new(
+            py,
+            Done {
+                tx: StdMutex::new(Some(tx)),
+            },
+        )?;
+        let helpers = py.import("qtalk_rs._handlers")?;
+        let fut = helpers.call_method1(
+            "start",
+            (
+                event_loop.bind(py),
+                func.bind(py),
+                is_coroutine,
+                first,
+                args,
+                done,
+            ),
+        )?;
+        Ok(fut.unbind())
+    });
+    let fut = match started.unwrap_or_else(|| Err(PyValueError::new_err("exiting"))) {
+        Ok(f) => f,
+        Err(e) => {
+            if let Some(r) = state.take_responder() {
+                let _ = r.error(format!("cannot run the handler: {e}")).await;
+            }
+            state.release();
+            return;
+        }
+    };
+
+    let outcome = tokio::select! {
+        outcome = rx => outcome.unwrap_or_else(|_| Err("handler cancelled".into())),
+        _ = cancelled => {
+            // The caller abandoned the call: stop the handler's task.
+            with_python(|py| {
+                let _ = fut.bind(py).call_method0("cancel");
+            });
+            state.release();
+            return;
+        }
+    };
+    drop(fut);
+    if let Some(r) = state.take_responder() {
+        let _ = match outcome {
+            Ok(v) => r.ret(&v).await,
+            Err(msg) => r.error(msg).await,
+        };
     }
+    state.release();
 }
 
 /// Runs a mux's handlers on the event loop captured when the server or peer started.

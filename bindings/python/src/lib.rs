@@ -54,6 +54,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<call::PyResponse>()?;
     m.add_class::<call::PyCall>()?;
     m.add_class::<call::PyStream>()?;
+    m.add_class::<call::PyResponder>()?;
+    m.add_class::<handler::PyHandlerFunc>()?;
     m.add_class::<server::PyServer>()?;
     m.add_function(wrap_pyfunction!(peer::connect, m)?)?;
     m.add_function(wrap_pyfunction!(peer::connect_command, m)?)?;

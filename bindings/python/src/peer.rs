@@ -87,6 +87,17 @@ impl PyCaller {
         call(py, &self.caller, selector, to_value(&value)?)
     }
 
+    /// Calls `selector` with `value` itself as the argument; the `Response` once its header
+    /// arrived.
+    fn call_raw_value<'py>(
+        &self,
+        py: Python<'py>,
+        selector: String,
+        value: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call_raw(py, &self.caller, selector, to_value(&value)?)
+    }
+
     /// Calls `selector` and returns the `Response` once its header arrived, to receive
     /// several values from it (and send more, when the responder continued).
     #[pyo3(signature = (selector, *args))]
@@ -145,6 +156,17 @@ impl PyPeer {
         value: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         call(py, self.peer.caller(), selector, to_value(&value)?)
+    }
+
+    /// Calls `selector` with `value` itself as the argument; the `Response` once its header
+    /// arrived.
+    fn call_raw_value<'py>(
+        &self,
+        py: Python<'py>,
+        selector: String,
+        value: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call_raw(py, self.peer.caller(), selector, to_value(&value)?)
     }
 
     /// Calls `selector` and returns the `Response` once its header arrived.

@@ -79,3 +79,31 @@ async def peer(server):
 
 
 PYTHON = sys.executable
+
+
+def go_peer() -> str:
+    """The Go reference peer (interop/go, built by scripts/test.sh as $QTALK_GO_PEER).
+
+    Skips the test without it, unless QTALK_REQUIRE_GO_PEER=1 (then it fails). Each use is
+    tallied in $QTALK_GO_PEER_TALLY, as the Rust tests do."""
+    path = os.environ.get("QTALK_GO_PEER", "")
+    found = bool(path) and os.path.exists(path)
+    tally = os.environ.get("QTALK_GO_PEER_TALLY")
+    if tally:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+        with open(tally, "a") as f:
+            f.write(f"{'ran' if found else 'skipped'} python:{test}\n")
+    if not found:
+        if os.environ.get("QTALK_REQUIRE_GO_PEER") == "1":
+            pytest.fail("QTALK_REQUIRE_GO_PEER=1 but QTALK_GO_PEER names no built Go peer")
+        pytest.skip("SKIPPED: Go reference peer not available (QTALK_GO_PEER unset); run "
+                    "scripts/test.sh")
+    return path
+
+
+def qtalk_cli() -> str:
+    """The Rust `qtalk` command (built by test.sh next to the examples)."""
+    path = examples_dir().parent / "qtalk"
+    if not path.exists():
+        pytest.skip(f"{path} not built (cargo build -p qtalk-cli --bin qtalk)")
+    return str(path)

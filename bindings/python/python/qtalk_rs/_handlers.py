@@ -14,16 +14,21 @@ log = logging.getLogger("qtalk_rs")
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
+def is_coroutine(fn: Callable[..., Any]) -> bool:
+    """Whether calling ``fn`` gives a coroutine to await (an ``async def`` or its instance)."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)
+    )
+
+
 def arity(fn: Callable[..., Any]) -> Tuple[int, Optional[int], bool]:
     """(required params, most params or None for *args, whether fn is a coroutine function),
     not counting the call, which every handler takes first."""
-    is_coroutine = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)
-    )
+    coroutine = is_coroutine(fn)
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
-        return 0, None, is_coroutine
+        return 0, None, coroutine
     params = list(sig.parameters.values())
     positional = [p for p in params if p.kind in _POSITIONAL]
     varargs = any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in params)
@@ -41,7 +46,7 @@ def arity(fn: Callable[..., Any]) -> Tuple[int, Optional[int], bool]:
             "as in def handler(call, *params)"
         )
     required = sum(1 for p in positional if p.default is p.empty)
-    return required, (None if varargs else len(positional)), is_coroutine
+    return required, (None if varargs else len(positional)), coroutine
 
 
 async def _invoke(fn: Callable[..., Any], is_coroutine: bool, call: Any, args: tuple) -> Any:

@@ -26,6 +26,29 @@ class RespondMux:
         Raises TypeError for something not callable or a function that cannot take the call,
         ValueError for a pattern registered twice."""
 
+class HandlerFunc:
+    """``mux.handle("X", HandlerFunc(h))``: ``h(responder, call)`` as a low-level handler (Go's
+    ``rpc.HandlerFunc``): ``await call.receive()`` gives the argument value as sent (no
+    positional-parameter check) and ``responder`` answers."""
+
+    def __init__(self, func: Callable[[Responder, Call], Union[Any, Awaitable[Any]]]) -> None: ...
+    @property
+    def func(self) -> Callable[..., Any]: ...
+    def __call__(self, responder: Responder, call: Call) -> Any: ...
+
+class Responder:
+    """How a low-level handler answers, once; one that ends without answering answers with
+    what it returned (or the error it raised)."""
+
+    def ret(self, *values: Value) -> Awaitable[None]:
+        """Answers with the values (none: null; several: a multi-value reply)."""
+    def error(self, message: str) -> Awaitable[None]:
+        """Answers with an error (the caller's ``RemoteError``)."""
+    def continue_with(self, value: Value = None) -> Awaitable[Stream]:
+        """Answers with ``value`` and keeps the channel open as a ``Stream``."""
+    @property
+    def responded(self) -> bool: ...
+
 class Call:
     """The call a handler answers; passed to it first."""
 
@@ -99,6 +122,8 @@ class Caller:
         """Calls ``selector`` with ``value`` itself as the argument."""
     def call_raw(self, selector: str, *args: Value) -> Awaitable[Response]:
         """Calls ``selector``; the Response once its header arrived."""
+    def call_raw_value(self, selector: str, value: Value) -> Awaitable[Response]:
+        """Calls ``selector`` with ``value`` itself as the argument; the Response."""
 
 class Peer:
     """A connected session that calls and answers calls (callbacks) with its mux."""
@@ -112,6 +137,8 @@ class Peer:
         """Calls ``selector`` with ``value`` itself as the argument."""
     def call_raw(self, selector: str, *args: Value) -> Awaitable[Response]:
         """Calls ``selector``; the Response once its header arrived."""
+    def call_raw_value(self, selector: str, value: Value) -> Awaitable[Response]:
+        """Calls ``selector`` with ``value`` itself as the argument; the Response."""
     @property
     def mux(self) -> RespondMux: ...
     @property
