@@ -87,15 +87,15 @@ async fn read_some<T: AsyncRead + Unpin>(
     let Some(src) = guard.as_mut() else {
         return Ok(PyBytesOut(Vec::new()));
     };
-    let mut buf = vec![0u8; n.clamp(1, MAX_READ)];
+    // Not zeroed first: `read_buf` fills the spare capacity.
+    let mut buf = Vec::with_capacity(n.clamp(1, MAX_READ));
     let res = tokio::select! {
-        r = src.read(&mut buf) => Some(r),
+        r = src.read_buf(&mut buf) => Some(r),
         _ = closed.wait_for(|c| *c) => None,
     };
     match res {
         Some(r) => {
-            let got = r?;
-            buf.truncate(got);
+            r?;
             Ok(PyBytesOut(buf))
         }
         None => {
