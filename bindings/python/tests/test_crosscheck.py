@@ -150,3 +150,16 @@ def test_check_reports_an_unreachable_peer():
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 3, out
     assert "cannot reach the peer" in out.stderr
+
+
+def test_values_print_as_go_prints_them():
+    from qtalk_rs._interop import go_format, same_value
+
+    assert go_format({"foo": "bar", "a": [1, True, None]}) == "map[a:[1 true <nil>] foo:bar]"
+    assert go_format({2: "b", 10: "a"}) == "map[2:b 10:a]"
+    assert go_format(b"\x01\x02") == "[1 2]"
+    for f, text in [(100.0, "100"), (1e6, "1e+06"), (0.00001, "1e-05"), (-1.5, "-1.5"),
+                    (123456.0, "123456"), (1234567.0, "1.234567e+06"), (float("nan"), "NaN")]:
+        assert go_format(f) == text
+    assert same_value(100, 100.0) and same_value({"a": [1]}, {"a": [1.0]})
+    assert not same_value(True, 1) and not same_value("1", 1) and not same_value([1], [1, 2])
