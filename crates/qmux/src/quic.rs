@@ -156,6 +156,10 @@ pub async fn connect(
 }
 
 /// Runs a session over an established QUIC connection (either side).
+///
+/// Must be called within a tokio runtime: it spawns the session's one task, which waits for
+/// the acknowledgement of finished streams (so that closing the session does not cut them off)
+/// and ends with the connection.
 pub fn over_connection(conn: quinn::Connection, config: Config) -> Session {
     Session::from_quic(QuicSession::new(conn, None, config))
 }
@@ -183,39 +187,90 @@ pub(crate) struct QuicSession {
     closing: AtomicBool,
 }
 
-/// Counts finished streams still delivering, so a close can wait for them as qmux's does.
-#[derive(Default)]
+/// Finished streams still delivering, so a close can wait for them as qmux's does. Dropped
+/// write halves hand their streams to the session's one delivery task ([`deliver`]), which
+/// waits for the peer's acknowledgements and closes the connection once `close` was called
+/// and they all came (or the close timeout passed).
 struct Unacked {
+    /// Streams finished and not yet acknowledged (counted before they are handed over).
     streams: AtomicUsize,
-    drained: tokio::sync::Notify,
+    /// To the delivery task.
+    tx: tokio::sync::mpsc::UnboundedSender<quinn::SendStream>,
+    /// `close` was called.
+    closing: tokio::sync::Notify,
 }
 
 impl Unacked {
-    fn done(&self) {
-        if self.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.drained.notify_waiters();
+    /// Hands a finished stream to the delivery task.
+    fn push(&self, stream: quinn::SendStream) {
+        self.streams.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(stream).is_err() {
+            // The delivery task ended with the connection: nothing to wait for.
+            self.streams.fetch_sub(1, Ordering::AcqRel);
         }
     }
+}
 
-    async fn wait_drained(&self) {
-        loop {
-            let notified = self.drained.notified();
-            if self.streams.load(Ordering::Acquire) == 0 {
-                return;
+/// The session's delivery task: waits for the acknowledgement of every finished stream and
+/// performs the close (see [`Unacked`]). It ends with the connection.
+async fn deliver(
+    conn: quinn::Connection,
+    unacked: Arc<Unacked>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<quinn::SendStream>,
+    close_timeout: std::time::Duration,
+) {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    let close = |conn: &quinn::Connection| conn.close(VarInt::from_u32(CLOSE_CODE), CLOSE_REASON);
+    let mut waiting = FuturesUnordered::new();
+    let closing = unacked.closing.notified();
+    tokio::pin!(closing);
+    let mut deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    loop {
+        if deadline.is_some() && unacked.streams.load(Ordering::Acquire) == 0 {
+            return close(&conn);
+        }
+        tokio::select! {
+            stream = rx.recv() => match stream {
+                Some(stream) => waiting.push(async move {
+                    let _ = stream.stopped().await;
+                }),
+                None => return,
+            },
+            Some(()) = waiting.next(), if !waiting.is_empty() => {
+                unacked.streams.fetch_sub(1, Ordering::AcqRel);
             }
-            notified.await;
+            () = &mut closing, if deadline.is_none() => {
+                deadline = Some(Box::pin(tokio::time::sleep(close_timeout)));
+            }
+            () = async { deadline.as_mut().expect("set").await }, if deadline.is_some() => {
+                return close(&conn);
+            }
+            _ = conn.closed() => return,
         }
     }
 }
 
 impl QuicSession {
+    /// Must be called within a tokio runtime: it spawns the session's delivery task.
     fn new(conn: quinn::Connection, endpoint: Option<quinn::Endpoint>, config: Config) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let unacked = Arc::new(Unacked {
+            streams: AtomicUsize::new(0),
+            tx,
+            closing: tokio::sync::Notify::new(),
+        });
+        tokio::spawn(deliver(
+            conn.clone(),
+            unacked.clone(),
+            rx,
+            config.close_timeout,
+        ));
         QuicSession {
             conn,
             endpoint,
             config,
             channels: Arc::new(AtomicUsize::new(0)),
-            unacked: Arc::new(Unacked::default()),
+            unacked,
             closing: AtomicBool::new(false),
         }
     }
@@ -269,21 +324,12 @@ impl QuicSession {
         if self.closing.swap(true, Ordering::AcqRel) {
             return;
         }
-        let conn = self.conn.clone();
-        let close = move || conn.close(VarInt::from_u32(CLOSE_CODE), CLOSE_REASON);
         if self.unacked.streams.load(Ordering::Acquire) == 0 {
-            return close();
+            self.conn.close(VarInt::from_u32(CLOSE_CODE), CLOSE_REASON);
+            return;
         }
-        let (unacked, limit) = (self.unacked.clone(), self.config.close_timeout);
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(async move {
-                    let _ = tokio::time::timeout(limit, unacked.wait_drained()).await;
-                    close();
-                });
-            }
-            Err(_) => close(),
-        }
+        // The delivery task closes once the finished streams are acknowledged.
+        self.unacked.closing.notify_one();
     }
 
     pub(crate) async fn wait(&self) -> Error {
@@ -413,16 +459,11 @@ impl Drop for QuicWriteHalf {
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let (Some(mut stream), Ok(rt)) = (stream, tokio::runtime::Handle::try_current()) else {
+        let Some(mut stream) = stream else {
             return;
         };
         let _ = stream.finish();
-        let unacked = self.unacked.clone();
-        unacked.streams.fetch_add(1, Ordering::AcqRel);
-        rt.spawn(async move {
-            let _ = stream.stopped().await;
-            unacked.done();
-        });
+        self.unacked.push(stream);
     }
 }
 

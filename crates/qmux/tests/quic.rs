@@ -275,3 +275,50 @@ async fn data_written_before_close_is_delivered() {
     let end = within(10, "client end", a.wait()).await;
     assert!(matches!(end, Error::PeerClosed), "{end}");
 }
+
+#[test]
+fn dropped_channels_spawn_nothing_and_no_task_outlives_the_session() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let before = metrics.num_alive_tasks();
+        let (listener, client_tls) = quic_listener(Config::default()).await;
+        let addr = listener.local_addr().unwrap();
+        let (a, b) = tokio::join!(
+            qtalk_mux::quic::connect(addr, "localhost", client_tls, Config::default()),
+            listener.accept()
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let with_sessions = metrics.num_alive_tasks();
+        // Many channels written and dropped on both sides: their finished streams wait for
+        // acknowledgement in each session's one delivery task, not in a task apiece.
+        for _ in 0..50 {
+            let (ch, accepted) = tokio::join!(a.open(), b.accept());
+            let (mut ch, mut accepted) = (ch.unwrap(), accepted.unwrap());
+            ch.write_all(b"ping").await.unwrap();
+            let mut buf = [0u8; 4];
+            accepted.read_exact(&mut buf).await.unwrap();
+            accepted.write_all(b"pong").await.unwrap();
+            ch.read_exact(&mut buf).await.unwrap();
+            drop((ch, accepted));
+            assert!(
+                metrics.num_alive_tasks() <= with_sessions,
+                "a dropped channel spawned a task"
+            );
+        }
+        a.close();
+        within(5, "server side ends", b.wait()).await;
+        within(5, "client side ends", a.wait()).await;
+        drop((a, b, listener));
+        within(5, "tasks end", async {
+            while metrics.num_alive_tasks() > before {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+    });
+}
