@@ -333,7 +333,12 @@ impl Locked<'_> {
             // frames of many channels share one vectored write.
             let small =
                 g.proto.unsent() <= INLINE_MAX && g.proto.channel_count() <= INLINE_MAX_CHANNELS;
-            match self.shared.out.try_lock().ok().filter(|_| small) {
+            let out = if small {
+                self.shared.out.try_lock().ok()
+            } else {
+                None
+            };
+            match out {
                 // The transport is idle (the writer task waits on nothing): write from this
                 // task instead of waking the writer. Polling with a no-op waker is harmless
                 // only then, as it would replace a waiting writer's registration.
@@ -351,7 +356,9 @@ impl Locked<'_> {
                         self.shared.writer.notify_one();
                     }
                 }
-                _ => {
+                busy => {
+                    // Busy or not ours to use: let go of it before waking its user.
+                    drop(busy);
                     drop(g);
                     self.shared.writer.notify_one();
                 }
