@@ -282,7 +282,7 @@ impl QuicSession {
     fn channel(&self, send: quinn::SendStream, recv: quinn::RecvStream, accepted: bool) -> Channel {
         let id = u64::from(send.id()) as u32;
         let count = Arc::new(Counted::new(&self.channels));
-        Channel::from_quic(QuicChannel {
+        Channel::from_backend(crate::backend::ChannelBackend::Quic(QuicChannel {
             read: QuicReadHalf {
                 stream: recv,
                 marker_pending: accepted,
@@ -296,7 +296,7 @@ impl QuicSession {
                 unacked: self.unacked.clone(),
                 _count: count,
             },
-        })
+        }))
     }
 
     pub(crate) async fn open(&self) -> Result<Channel, Error> {

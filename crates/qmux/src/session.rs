@@ -17,7 +17,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::Channel;
+use crate::backend::{ChannelBackend, SessionBackend};
+use crate::channel::{Channel, Handle};
 use crate::config::Config;
 use crate::error::Error;
 use crate::output::Output;
@@ -74,24 +75,12 @@ const PAYLOAD_OWN_MIN: usize = 16 * 1024;
 /// ```
 #[derive(Clone)]
 pub struct Session {
-    backend: Backend,
-}
-
-/// What carries the channels: qmux frames over a byte stream, or QUIC streams.
-#[derive(Clone)]
-enum Backend {
-    Mux(Arc<Owner>),
-    #[cfg(feature = "quic")]
-    Quic(Arc<crate::quic::QuicSession>),
+    backend: SessionBackend,
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let base = match &self.backend {
-            Backend::Mux(_) => "qmux",
-            #[cfg(feature = "quic")]
-            Backend::Quic(_) => "quic",
-        };
+        let base = self.backend.name();
         f.debug_struct("Session")
             .field("base", &base)
             .field("ended", &self.is_closed())
@@ -432,7 +421,7 @@ impl Session {
         tokio::spawn(read_loop(shared.clone(), reader, reader_done.clone()));
         tokio::spawn(write_loop(shared.clone(), reader_done));
         Session {
-            backend: Backend::Mux(Arc::new(Owner { shared })),
+            backend: SessionBackend::Mux(Arc::new(Owner { shared })),
         }
     }
 
@@ -440,17 +429,13 @@ impl Session {
     #[cfg(feature = "quic")]
     pub(crate) fn from_quic(quic: crate::quic::QuicSession) -> Session {
         Session {
-            backend: Backend::Quic(Arc::new(quic)),
+            backend: SessionBackend::Quic(Arc::new(quic)),
         }
     }
 
     /// The configuration this session runs with.
     pub fn config(&self) -> &Config {
-        match &self.backend {
-            Backend::Mux(shared) => &shared.config,
-            #[cfg(feature = "quic")]
-            Backend::Quic(quic) => quic.config(),
-        }
+        self.backend.config()
     }
 
     /// Opens a channel and waits for the peer to confirm it.
@@ -462,14 +447,7 @@ impl Session {
     /// Over QUIC there is no confirmation: the stream is opened (waiting while the peer's
     /// stream limit is reached) and announced to the peer at once.
     pub async fn open(&self) -> Result<Channel, Error> {
-        let open = async {
-            match &self.backend {
-                Backend::Mux(shared) => open_mux(shared).await,
-                #[cfg(feature = "quic")]
-                Backend::Quic(quic) => quic.open().await,
-            }
-        };
-        tokio::time::timeout(self.config().open_timeout, open)
+        tokio::time::timeout(self.config().open_timeout, self.backend.open())
             .await
             .unwrap_or(Err(Error::Timeout))
     }
@@ -488,11 +466,7 @@ impl Session {
     /// Channels not accepted within the configured accept timeout are refused, without holding
     /// up other channels.
     pub async fn accept(&self) -> Option<Channel> {
-        match &self.backend {
-            Backend::Mux(shared) => accept_mux(shared).await,
-            #[cfg(feature = "quic")]
-            Backend::Quic(quic) => quic.accept().await,
-        }
+        self.backend.accept().await
     }
 
     /// Ends the session: frames already queued are still delivered (for up to the configured
@@ -503,48 +477,45 @@ impl Session {
     /// `close connection`, as the reference does, once the peer has acknowledged the data of
     /// the channels already finished or dropped (for up to the close timeout).
     pub fn close(&self) {
-        match &self.backend {
-            Backend::Mux(shared) => close_mux(shared),
-            #[cfg(feature = "quic")]
-            Backend::Quic(quic) => quic.close(),
-        }
+        self.backend.close()
     }
 
     /// Waits until the session has ended and its transport is closed, and returns why it
     /// ended: [`Error::PeerClosed`] when the peer went away cleanly, [`Error::Closed`] after
     /// [`Session::close`]. Never returns success.
     pub async fn wait(&self) -> Error {
-        match &self.backend {
-            Backend::Mux(shared) => {
-                shared.finished.cancelled().await;
-                shared.lock().session_error()
-            }
-            #[cfg(feature = "quic")]
-            Backend::Quic(quic) => quic.wait().await,
-        }
+        self.backend.wait().await
     }
 
     /// True once the session has ended.
     pub fn is_closed(&self) -> bool {
-        match &self.backend {
-            Backend::Mux(shared) => shared.ended.is_cancelled(),
-            #[cfg(feature = "quic")]
-            Backend::Quic(quic) => quic.is_closed(),
-        }
+        self.backend.is_closed()
     }
 
     /// Number of channels holding an id (opening, open, or closing); over QUIC, the channels
     /// this side holds.
     pub fn channel_count(&self) -> usize {
-        match &self.backend {
-            Backend::Mux(shared) => shared.lock().proto.channel_count(),
-            #[cfg(feature = "quic")]
-            Backend::Quic(quic) => quic.channel_count(),
-        }
+        self.backend.channel_count()
     }
 }
 
-async fn open_mux(shared: &Arc<Owner>) -> Result<Channel, Error> {
+impl Owner {
+    pub(crate) fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    pub(crate) fn is_ended(&self) -> bool {
+        self.shared.ended.is_cancelled()
+    }
+}
+
+/// [`Session::wait`] of a qmux session.
+pub(crate) async fn wait_mux(owner: &Owner) -> Error {
+    owner.finished.cancelled().await;
+    owner.lock().session_error()
+}
+
+pub(crate) async fn open_mux(shared: &Arc<Owner>) -> Result<Channel, Error> {
     let start = {
         let mut inner = shared.lock();
         match inner.proto.open() {
@@ -601,7 +572,10 @@ async fn open_mux(shared: &Arc<Owner>) -> Result<Channel, Error> {
             }
             Ok(OpenStatus::Confirmed) => {
                 pending.id = None;
-                Poll::Ready(Ok(Channel::new(shared.clone(), id)))
+                Poll::Ready(Ok(Channel::from_backend(ChannelBackend::Mux(Handle {
+                    shared: shared.clone(),
+                    id,
+                }))))
             }
             Ok(OpenStatus::Refused) => Poll::Ready(Err(Error::OpenRefused)),
             Err(_) => Poll::Ready(Err(inner.session_error())),
@@ -610,7 +584,7 @@ async fn open_mux(shared: &Arc<Owner>) -> Result<Channel, Error> {
     .await
 }
 
-async fn accept_mux(shared: &Arc<Owner>) -> Option<Channel> {
+pub(crate) async fn accept_mux(shared: &Arc<Owner>) -> Option<Channel> {
     poll_fn(|cx| {
         let mut inner = shared.lock();
         let ended = inner.error.is_some();
@@ -618,11 +592,17 @@ async fn accept_mux(shared: &Arc<Owner>) -> Option<Channel> {
             // A channel already confirmed is the application's even when the session ended
             // before it was taken: the peer may have sent data (and EOF) on it, all readable.
             if confirmed {
-                return Poll::Ready(Some(Channel::new(shared.clone(), id)));
+                return Poll::Ready(Some(Channel::from_backend(ChannelBackend::Mux(Handle {
+                    shared: shared.clone(),
+                    id,
+                }))));
             }
             if !ended && inner.proto.accept(id).is_ok() {
                 inner.flush();
-                return Poll::Ready(Some(Channel::new(shared.clone(), id)));
+                return Poll::Ready(Some(Channel::from_backend(ChannelBackend::Mux(Handle {
+                    shared: shared.clone(),
+                    id,
+                }))));
             }
         }
         if ended {
@@ -634,7 +614,7 @@ async fn accept_mux(shared: &Arc<Owner>) -> Option<Channel> {
     .await
 }
 
-fn close_mux(shared: &Shared) {
+pub(crate) fn close_mux(shared: &Shared) {
     let mut inner = shared.lock();
     if inner.error.is_some() {
         return;

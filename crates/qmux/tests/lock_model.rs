@@ -218,7 +218,7 @@ fn run_with(inline_limits: [usize; 2], frames_each: usize, buggy: bool) {
 }
 
 /// Schedules explored per check.
-const ITERATIONS: usize = 10_000;
+const ITERATIONS: usize = 5_000;
 
 #[test]
 fn inline_writes_and_the_writer_task_keep_frame_order_and_lose_no_wake_up() {
