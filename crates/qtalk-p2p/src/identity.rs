@@ -281,6 +281,12 @@ impl ServerCertVerifier for Pinned {
 }
 
 impl ClientCertVerifier for Pinned {
+    /// The rendezvous (which accepts any certificate) lets clients without one in, for calls
+    /// that need no identity (`Stats`); everywhere else a certificate is required.
+    fn client_auth_mandatory(&self) -> bool {
+        !matches!(self.allowed, Allowed::Any)
+    }
+
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &[]
     }

@@ -429,7 +429,7 @@ impl Node {
             // dialer's selected connection, or the relay (which the dialer joins only once it
             // gave up punching).
             tokio::select! {
-                conn = self.punch_accept(&intro, &candidates, &mut accepted) => conn,
+                conn = self.punch_accept(&intro, &candidates, deadline, &mut accepted) => conn,
                 relayed = tokio::time::timeout_at(deadline, self.relay(&intro, false)) => {
                     return match relayed {
                         Ok(r) => r,
@@ -455,8 +455,10 @@ impl Node {
     }
 
     /// The dialer's side of punching: fresh connection attempts to every candidate each
-    /// `redial_interval` until `relay_at`; the first that completes a handshake with the
-    /// expected certificate is selected (the acceptor confirms it).
+    /// `redial_interval` until `relay_at`; each attempt that completes a handshake with the
+    /// expected certificate asks the acceptor to select it, and the first one confirmed is
+    /// kept. A selection under way at `relay_at` is waited for (until `deadline`), since the
+    /// acceptor may have taken it already.
     async fn punch_dial(
         &self,
         intro: &Introduction,
@@ -468,39 +470,49 @@ impl Node {
         let config = &self.inner.config;
         let tls = pinned_client(&self.inner.identity, intro.fingerprint).ok()?;
         let client = qtalk_mux::quic::client_config(tls, &config.session).ok()?;
+        let gate = Arc::new(Mutex::new(Gate::default()));
         let mut attempts = JoinSet::new();
         let mut tick = tokio::time::interval(config.redial_interval);
+        let mut past = false;
         loop {
             tokio::select! {
-                _ = tick.tick() => {
+                _ = tick.tick(), if !past => {
                     for &addr in candidates {
                         match self.inner.endpoint.connect_with(client.clone(), addr, PEER_SERVER_NAME) {
                             Ok(connecting) => {
-                                attempts.spawn(async move { connecting.await.map_err(|e| (addr, e)) });
+                                attempts.spawn(attempt(connecting, addr, gate.clone()));
                             }
                             Err(e) => tracing::debug!(%addr, error = %e, "p2p: cannot dial"),
                         }
                     }
                 }
-                Some(done) = attempts.join_next() => match done {
-                    Ok(Ok(conn)) => {
+                Some(done) = attempts.join_next() => {
+                    if let Ok(Some(conn)) = done {
                         attempts.abort_all();
-                        match tokio::time::timeout_at(deadline, select_conn(&conn)).await {
-                            Ok(Ok(())) => return Some(conn),
-                            Ok(Err(e)) => tracing::debug!(error = %e, "p2p: selection failed"),
-                            Err(_) => tracing::debug!("p2p: selection timed out"),
-                        }
-                        conn.close(quinn::VarInt::from_u32(0), b"selection failed");
+                        return Some(conn);
+                    }
+                    if past && lock(&gate).selecting == 0 {
+                        attempts.abort_all();
                         return None;
                     }
-                    Ok(Err((addr, e))) => tracing::trace!(%addr, error = %e, "p2p: attempt failed"),
-                    Err(_) => {}
-                },
+                }
                 // The acceptor's own attempts, which only opened its NAT: not kept.
                 Some(conn) = accepted.recv() => {
                     conn.close(quinn::VarInt::from_u32(0), b"the dialer keeps its own");
                 }
-                _ = tokio::time::sleep_until(relay_at) => return None,
+                _ = tokio::time::sleep_until(relay_at), if !past => {
+                    past = true;
+                    let mut gate = lock(&gate);
+                    gate.closed = true;
+                    if gate.selecting == 0 {
+                        attempts.abort_all();
+                        return None;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    attempts.abort_all();
+                    return None;
+                }
             }
         }
     }
@@ -512,6 +524,7 @@ impl Node {
         &self,
         intro: &Introduction,
         candidates: &[SocketAddr],
+        deadline: Instant,
         accepted: &mut mpsc::Receiver<quinn::Connection>,
     ) -> Option<quinn::Connection> {
         let config = &self.inner.config;
@@ -541,9 +554,8 @@ impl Node {
                         conn.close(quinn::VarInt::from_u32(0), b"too many attempts");
                         continue;
                     }
-                    let limit = config.relay_after + config.redial_interval;
                     waiting.spawn(async move {
-                        match tokio::time::timeout(limit, selected(&conn)).await {
+                        match tokio::time::timeout_at(deadline, selected(&conn)).await {
                             Ok(Ok(())) => Some(conn),
                             _ => None,
                         }
@@ -620,6 +632,45 @@ fn candidates(intro: &Introduction, max: usize) -> Vec<SocketAddr> {
         }
     }
     out
+}
+
+/// Selections under way, and whether new ones may start.
+#[derive(Default)]
+struct Gate {
+    closed: bool,
+    selecting: usize,
+}
+
+/// One connection attempt of the dialer: the handshake, then the selection unless punching
+/// is over by then.
+async fn attempt(
+    connecting: quinn::Connecting,
+    addr: SocketAddr,
+    gate: Arc<Mutex<Gate>>,
+) -> Option<quinn::Connection> {
+    let conn = match connecting.await {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::trace!(%addr, error = %e, "p2p: attempt failed");
+            return None;
+        }
+    };
+    {
+        let mut gate = lock(&gate);
+        if gate.closed {
+            return None;
+        }
+        gate.selecting += 1;
+    }
+    let result = select_conn(&conn).await;
+    lock(&gate).selecting -= 1;
+    match result {
+        Ok(()) => Some(conn),
+        Err(e) => {
+            tracing::debug!(%addr, error = %e, "p2p: selection failed");
+            None
+        }
+    }
 }
 
 /// The dialer's selection of a connection: `SELECT` on a new stream, answered `SELECTED`.

@@ -217,7 +217,7 @@ async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
 struct Conn {
     shared: Arc<Shared>,
     id: u64,
-    fingerprint: Fingerprint,
+    fingerprint: Option<Fingerprint>,
     public_addr: SocketAddr,
     caller: Caller,
     /// The name this connection registered.
@@ -225,10 +225,8 @@ struct Conn {
 }
 
 async fn serve_peer(shared: Arc<Shared>, conn: quinn::Connection) {
-    let Some(fingerprint) = peer_fingerprint(&conn) else {
-        conn.close(quinn::VarInt::from_u32(0), b"client certificate required");
-        return;
-    };
+    // None for a client without a certificate: it may only ask for `Stats`.
+    let fingerprint = peer_fingerprint(&conn);
     let public_addr = canonical(conn.remote_address());
     let session = qtalk_mux::quic::over_connection(conn, shared.config.session.clone());
     let options = Options::default().max_frame(shared.config.max_frame);
@@ -254,7 +252,7 @@ async fn serve_peer(shared: Arc<Shared>, conn: quinn::Connection) {
         }
     }
     shared.counters.sessions.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!(%public_addr, %fingerprint, "rendezvous: peer connected");
+    tracing::debug!(%public_addr, ?fingerprint, "rendezvous: peer connected");
     peer.respond();
     let _ = session.wait().await;
     shared.counters.sessions.fetch_sub(1, Ordering::Relaxed);
@@ -298,12 +296,18 @@ fn stats_handler(shared: Arc<Shared>) -> DynHandler {
     }))
 }
 
+/// The refusal of the calls that need the caller's certificate.
+const NO_CERTIFICATE: &str = "this call needs a client certificate on the connection";
+
 impl Conn {
     fn config(&self) -> &RendezvousConfig {
         &self.shared.config
     }
 
     fn register(&self, reg: wire::Register) -> Result<Registered, String> {
+        let Some(fingerprint) = self.fingerprint else {
+            return Err(NO_CERTIFICATE.into());
+        };
         let config = self.config();
         if !valid_name(&reg.name, config.max_name_len) {
             return Err(format!(
@@ -311,7 +315,7 @@ impl Conn {
                 config.max_name_len
             ));
         }
-        if reg.fingerprint != self.fingerprint {
+        if reg.fingerprint != fingerprint {
             return Err("the fingerprint is not that of this connection's certificate".into());
         }
         let mut local_addrs = reg.local_addrs;
@@ -336,7 +340,7 @@ impl Conn {
             reg.name.clone(),
             Registration {
                 session: self.id,
-                fingerprint: self.fingerprint,
+                fingerprint,
                 public_addr: self.public_addr,
                 local_addrs,
                 caller: self.caller.clone(),
@@ -353,6 +357,9 @@ impl Conn {
     }
 
     async fn connect(&self, c: wire::Connect) -> Result<Introduction, String> {
+        let Some(me) = self.fingerprint else {
+            return Err(NO_CERTIFICATE.into());
+        };
         let config = self.config();
         let (target, fingerprint, public_addr, target_locals) = {
             let names = lock(&self.shared.names);
@@ -366,7 +373,7 @@ impl Conn {
                 r.local_addrs.clone(),
             )
         };
-        if fingerprint == self.fingerprint {
+        if fingerprint == me {
             return Err("the target presents this connection's own certificate".into());
         }
         let relay = relay_id();
@@ -379,7 +386,7 @@ impl Conn {
             relays.insert(
                 relay.clone(),
                 RelaySlot {
-                    sides: [self.fingerprint, fingerprint],
+                    sides: [me, fingerprint],
                     waiting: None,
                 },
             );
@@ -398,7 +405,7 @@ impl Conn {
         local_addrs.truncate(config.max_local_addrs);
         let intro = Introduction {
             name: lock(&self.name).clone().unwrap_or_default(),
-            fingerprint: self.fingerprint,
+            fingerprint: me,
             public_addr: self.public_addr,
             local_addrs,
             relay: relay.clone(),
@@ -428,6 +435,10 @@ impl Conn {
             .counters
             .relay_calls
             .fetch_add(1, Ordering::Relaxed);
+        let Some(me) = self.fingerprint else {
+            let _ = responder.error(NO_CERTIFICATE).await;
+            return;
+        };
         let id = match call.params::<(wire::Relay,)>().await {
             Ok((r,)) => r.relay,
             Err(e) => {
@@ -444,11 +455,11 @@ impl Conn {
             let mut relays = lock(&self.shared.relays);
             match relays.get_mut(&id) {
                 None => Joined::Refused("unknown relay"),
-                Some(slot) if !slot.sides.contains(&self.fingerprint) => {
+                Some(slot) if !slot.sides.contains(&me) => {
                     Joined::Refused("not a party of this relay")
                 }
                 Some(slot) => match slot.waiting.take() {
-                    Some((other, tx)) if other != self.fingerprint => {
+                    Some((other, tx)) if other != me => {
                         relays.remove(&id);
                         Joined::Second(tx)
                     }
@@ -458,7 +469,7 @@ impl Conn {
                     }
                     None => {
                         let (tx, rx) = oneshot::channel();
-                        slot.waiting = Some((self.fingerprint, tx));
+                        slot.waiting = Some((me, tx));
                         Joined::First(rx)
                     }
                 },

@@ -169,3 +169,26 @@ async fn rendezvous_gone_session_stays() {
     echo(&to_b, &from_a, 1 << 16).await;
     assert!(!to_b.session().is_closed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_without_a_certificate_but_nothing_else() {
+    let lab = Lab::new().await;
+    let tls = qtalk_mux::tls::client_config(lab.certs.clone()).unwrap();
+    let addr = lab.rdv.local_addr().unwrap();
+    let session = qtalk_mux::quic::connect(addr, "localhost", tls, Default::default())
+        .await
+        .unwrap();
+    let caller = qtalk::rpc::Caller::new(session, qtalk::codec::Json);
+    let stats: qtalk_p2p::Stats = caller.call(qtalk_p2p::wire::STATS, &()).await.unwrap();
+    assert_eq!(stats.sessions, 1);
+    let reg = qtalk_p2p::wire::Register {
+        name: "b".into(),
+        fingerprint: PeerIdentity::generate().unwrap().fingerprint(),
+        local_addrs: vec![],
+    };
+    let err = caller
+        .call::<_, qtalk::Value>(qtalk_p2p::wire::REGISTER, &[reg])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("client certificate"), "{err}");
+}
