@@ -76,9 +76,10 @@ pub struct NodeConfig {
     /// How long to try direct connections before falling back to the relay (default 3 s).
     /// Zero skips punching (relay only).
     pub relay_after: Duration,
-    /// Interval between fresh connection attempts to each candidate address while punching
-    /// (default 250 ms): a NAT drops the first packets until the other side's packets opened
-    /// it, and a fresh attempt is quicker than QUIC's retransmission back-off.
+    /// Longest interval between fresh connection attempts to each candidate address while
+    /// punching (default 250 ms; the first ones come at a tenth of it, doubling): a NAT drops
+    /// the first packets until the other side's packets opened it, and a fresh attempt is
+    /// quicker than QUIC's retransmission back-off.
     pub redial_interval: Duration,
     /// Time for the whole connect (introduction, punching, relay and its TLS handshake)
     /// before giving up (default 15 s).

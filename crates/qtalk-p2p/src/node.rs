@@ -454,8 +454,8 @@ impl Node {
         }
     }
 
-    /// The dialer's side of punching: fresh connection attempts to every candidate each
-    /// `redial_interval` until `relay_at`; each attempt that completes a handshake with the
+    /// The dialer's side of punching: fresh connection attempts to every candidate (at
+    /// growing intervals up to `redial_interval`) until `relay_at`; each attempt that completes a handshake with the
     /// expected certificate asks the acceptor to select it, and the first one confirmed is
     /// kept. A selection under way at `relay_at` is waited for (until `deadline`), since the
     /// acceptor may have taken it already.
@@ -472,11 +472,16 @@ impl Node {
         let client = qtalk_mux::quic::client_config(tls, &config.session).ok()?;
         let gate = Arc::new(Mutex::new(Gate::default()));
         let mut attempts = JoinSet::new();
-        let mut tick = tokio::time::interval(config.redial_interval);
+        // The first attempts come quicker: the other side's packets may open its NAT any
+        // moment now.
+        let mut pause = (config.redial_interval / 10).max(Duration::from_millis(1));
+        let mut next = Instant::now();
         let mut past = false;
         loop {
             tokio::select! {
-                _ = tick.tick(), if !past => {
+                _ = tokio::time::sleep_until(next), if !past => {
+                    next = Instant::now() + pause;
+                    pause = (pause * 2).min(config.redial_interval);
                     for &addr in candidates {
                         match self.inner.endpoint.connect_with(client.clone(), addr, PEER_SERVER_NAME) {
                             Ok(connecting) => {
