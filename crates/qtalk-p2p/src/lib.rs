@@ -58,3 +58,8 @@ pub use error::Error;
 pub use identity::{BadFingerprint, Fingerprint, PeerIdentity, PEER_SERVER_NAME};
 pub use node::{Node, P2pSession, Path};
 pub use rendezvous::{Rendezvous, Stats};
+
+// The README's example compiles as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
