@@ -192,3 +192,66 @@ async fn stats_without_a_certificate_but_nothing_else() {
         .unwrap_err();
     assert!(err.to_string().contains("client certificate"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_cannot_reach_a_node_directly() {
+    let lab = Lab::new().await;
+    let b = lab.node(NodeConfig::default()).await;
+    b.register("b").await.unwrap();
+    // Straight at B's socket, without an introduction: no client certificate, then one the
+    // rendezvous never vouched for. Either the handshake fails or B closes the connection at
+    // once; no channel ever opens.
+    let port = b.local_addr().unwrap().port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let with_cert = {
+        let id = qtalk_mux::tls::self_signed(&["stranger"]).unwrap();
+        let mut tls = qtalk_mux::tls::insecure_client_config();
+        let key = CertifiedKey::from_der(id.certs, id.key, tls.crypto_provider()).unwrap();
+        tls.client_auth_cert_resolver = Arc::new(OneCert(Arc::new(key)));
+        tls
+    };
+    for tls in [qtalk_mux::tls::insecure_client_config(), with_cert] {
+        let attempt = async {
+            let session =
+                qtalk_mux::quic::connect(addr, "qtalk-p2p", tls, Default::default()).await?;
+            let mut ch = session.open().await?;
+            ch.write_all(b"hello").await?;
+            let mut buf = [0u8; 1];
+            let n = ch.read(&mut buf).await?;
+            Ok::<usize, Box<dyn std::error::Error + Send + Sync>>(n)
+        };
+        match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+            Ok(Ok(n)) => panic!("a stranger got a working channel ({n} bytes read)"),
+            Ok(Err(e)) => {
+                // Refused by B, not failed here.
+                let text = e.to_string();
+                assert!(
+                    text.contains("certificate") || text.contains("connection lost"),
+                    "{text}"
+                );
+            }
+            Err(_) => panic!("neither refused nor answered within 10 s"),
+        }
+    }
+}
+
+use qtalk_mux::tls::rustls::sign::CertifiedKey;
+use std::sync::Arc;
+
+/// Presents one certificate.
+#[derive(Debug)]
+struct OneCert(Arc<CertifiedKey>);
+
+impl qtalk_mux::tls::rustls::client::ResolvesClientCert for OneCert {
+    fn resolve(
+        &self,
+        _hints: &[&[u8]],
+        _schemes: &[qtalk_mux::tls::rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
