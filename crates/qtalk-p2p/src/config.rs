@@ -96,6 +96,9 @@ pub struct NodeConfig {
     pub hide_local_addrs: bool,
     /// Time for another peer's QUIC handshake with this node (default 10 s).
     pub handshake_timeout: Duration,
+    /// Most incoming handshakes at once (default 64); further connection attempts are
+    /// refused until one ends.
+    pub max_handshakes: usize,
 }
 
 impl Default for NodeConfig {
@@ -111,6 +114,7 @@ impl Default for NodeConfig {
             extra_local_addrs: Vec::new(),
             hide_local_addrs: false,
             handshake_timeout: Duration::from_secs(10),
+            max_handshakes: 64,
         }
     }
 }

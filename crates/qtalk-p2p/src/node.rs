@@ -258,6 +258,7 @@ impl Node {
             endpoint.clone(),
             router.clone(),
             config.handshake_timeout,
+            config.max_handshakes,
         ));
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             let weak = weak.clone();
@@ -705,8 +706,13 @@ async fn selected(conn: &quinn::Connection) -> std::io::Result<()> {
 
 /// Accepts QUIC connections on the node's endpoint (only expected peers pass the TLS check)
 /// and hands them to their introductions.
-async fn accept_loop(endpoint: quinn::Endpoint, router: Arc<Router>, limit: Duration) {
-    let handshakes = Arc::new(Semaphore::new(ROUTE_QUEUE * 4));
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    router: Arc<Router>,
+    limit: Duration,
+    max_handshakes: usize,
+) {
+    let handshakes = Arc::new(Semaphore::new(max_handshakes));
     while let Some(incoming) = endpoint.accept().await {
         let Ok(permit) = handshakes.clone().try_acquire_owned() else {
             incoming.refuse();
