@@ -6,6 +6,7 @@
 //!   interop` serves, and the callback handlers a checker answers its callbacks with.
 //! - [`check`]: the reference's `qtalk check` sequence, run against any interop peer.
 //! - [`bench`](mod@bench): throughput and latency measurements against an interop peer.
+//! - [`p2p`]: peers reached by name through a rendezvous (`p2p://NAME`, `--via`).
 //! - [`peer`]: reaching a peer (spawned command, this binary, or a URL), codec selection.
 //! - [`gofmt`]: Go's `%v` rendering of values, for output identical to the reference's.
 //! - [`Failure`] and [`exit`]: the error kinds and the process exit codes they map to.
@@ -16,6 +17,7 @@ pub mod bench;
 pub mod check;
 pub mod gofmt;
 pub mod interop;
+pub mod p2p;
 pub mod peer;
 pub mod url;
 

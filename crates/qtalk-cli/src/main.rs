@@ -164,6 +164,36 @@ With --listen, the address actually listened on is printed on stderr as
 {EXIT_CODES}")
     )]
     Bench(BenchArgs),
+    /// Run a rendezvous: peers behind NATs register names and reach each other (p2p://NAME)
+    #[command(
+        long_about = "Run a rendezvous service over QUIC, on a machine every peer can reach. Peers \
+                      (`qtalk interop --p2p NAME --via quic://HOST:PORT`) register names, first \
+                      come; a peer asking for a name (`qtalk call|check|bench --via \
+                      quic://HOST:PORT p2p://NAME`) is introduced: both learn each other's public \
+                      and local addresses and certificate fingerprints and punch through their \
+                      NATs at once. When no direct path appears within 3 s, the rendezvous relays \
+                      their bytes, which stay encrypted and authenticated between the two peers. \
+                      `Stats` (e.g. `qtalk call --insecure quic://HOST:PORT/Stats`) answers its \
+                      counters.",
+        after_help = "Examples:
+  qtalk rendezvous --listen quic://0.0.0.0:4433       # self-signed certificate
+  qtalk rendezvous --listen quic://0.0.0.0:4433 --cert cert.pem --key key.pem"
+    )]
+    Rendezvous(RendezvousArgs),
+}
+
+#[derive(Args, Debug)]
+struct RendezvousArgs {
+    /// Listen on quic://HOST:PORT
+    #[arg(long, value_name = "URL")]
+    listen: String,
+    /// The certificate chain to present (PEM); without it a self-signed certificate for
+    /// localhost and the listening host is made
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// The private key of --cert (PEM)
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -207,6 +237,11 @@ struct DialArgs {
     /// unauthenticated; for development servers with self-signed certificates)
     #[arg(long, conflicts_with = "ca")]
     insecure: bool,
+    /// Reach p2p://NAME peers through the rendezvous at quic://HOST:PORT (--ca and
+    /// --insecure then apply to the rendezvous; the peer itself is checked against the
+    /// certificate fingerprint the rendezvous vouches for)
+    #[arg(long, value_name = "URL")]
+    via: Option<String>,
 }
 
 impl DialArgs {
@@ -237,6 +272,18 @@ struct InteropArgs {
     /// The private key of --cert (PEM)
     #[arg(long, value_name = "FILE", requires = "cert")]
     key: Option<std::path::PathBuf>,
+    /// Serve peers that reach this one as NAME through the rendezvous of --via
+    #[arg(long, value_name = "NAME", requires = "via", conflicts_with = "listen")]
+    p2p: Option<String>,
+    /// The rendezvous of --p2p: quic://HOST:PORT
+    #[arg(long, value_name = "URL", requires = "p2p")]
+    via: Option<String>,
+    /// --via: trust the certificates in this PEM file for the rendezvous
+    #[arg(long, value_name = "FILE", requires = "p2p")]
+    ca: Option<std::path::PathBuf>,
+    /// --via: accept any certificate from the rendezvous
+    #[arg(long, conflicts_with = "ca", requires = "p2p")]
+    insecure: bool,
 }
 
 #[derive(Args, Debug)]
@@ -251,8 +298,34 @@ struct CheckArgs {
     /// Deadline for connecting and for each check, e.g. 10s
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
+    /// One more Bytes check of this size after the usual ones, e.g. 64MiB (suffixes KiB,
+    /// MiB, GiB); may be repeated
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    bytes: Vec<usize>,
     #[command(flatten)]
     dial: DialArgs,
+}
+
+/// A byte count: digits with an optional `KiB`, `MiB` or `GiB` suffix.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, ""),
+    };
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" | "K" | "k" => 10,
+        "MiB" | "M" => 20,
+        "GiB" | "G" => 30,
+        other => return Err(format!("unknown unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 64MiB"))?;
+    n.checked_mul(1usize << shift)
+        .filter(|&n| n <= 1 << 32)
+        .ok_or_else(|| format!("{text:?} is too large (at most 4GiB)"))
 }
 
 #[derive(Args, Debug)]
@@ -287,6 +360,7 @@ fn main() -> ExitCode {
         Command::Interop(_) => "interop",
         Command::Check(_) => "check",
         Command::Bench(_) => "bench",
+        Command::Rendezvous(_) => "rendezvous",
     };
     let faults = Faults::new();
     init_tracing();
@@ -303,6 +377,7 @@ fn main() -> ExitCode {
             Command::Interop(a) => interop_cmd(a, faults).await,
             Command::Check(a) => check_cmd(a).await,
             Command::Bench(a) => bench_cmd(a).await,
+            Command::Rendezvous(a) => rendezvous_cmd(a).await,
         }
     });
     let code = match result {
@@ -371,6 +446,14 @@ fn call_args(args: &[String], raw: bool) -> Result<Value, Failure> {
 }
 
 async fn call(a: CallArgs) -> Result<(), Failure> {
+    if let Some(target) = qtalk_cli::p2p::parse(&a.url)? {
+        return call_p2p(a, target).await;
+    }
+    if a.dial.via.is_some() {
+        return Err(Failure::Usage(
+            "--via applies to p2p://NAME URLs only".into(),
+        ));
+    }
     let target = parse_url(&a.url)?;
     let selector = peer::require_selector(&target)?.to_string();
     let args = call_args(&a.args, a.raw)?;
@@ -378,13 +461,77 @@ async fn call(a: CallArgs) -> Result<(), Failure> {
         .ok_or_else(|| Failure::Usage(format!("unknown codec {:?}", a.codec)))?;
     let started = tokio::time::Instant::now();
     let session = peer::connect_within(&target.endpoint, &a.dial.settings(), a.timeout).await?;
+    let call = Invocation {
+        selector: &selector,
+        args: &args,
+        started,
+        timeout: a.timeout,
+        target: &target.to_string(),
+    };
+    call_on(session, codec, call).await
+}
+
+/// `qtalk call --via quic://RDV p2p://NAME/Selector ARGS`.
+async fn call_p2p(a: CallArgs, target: qtalk_cli::p2p::P2pTarget) -> Result<(), Failure> {
+    let Some(via) = a.dial.via.clone() else {
+        return Err(Failure::Usage(
+            "p2p:// URLs need --via quic://HOST:PORT (the rendezvous)".into(),
+        ));
+    };
+    let selector = target.selector.clone().ok_or_else(|| {
+        Failure::Usage(format!(
+            "the URL names no selector to call: write {}{}/Selector",
+            qtalk_cli::p2p::SCHEME,
+            target.name
+        ))
+    })?;
+    let args = call_args(&a.args, a.raw)?;
+    let codec = peer::codec_by_name(&a.codec)
+        .ok_or_else(|| Failure::Usage(format!("unknown codec {:?}", a.codec)))?;
+    let started = tokio::time::Instant::now();
+    let (node, session) =
+        qtalk_cli::p2p::connect(&target.name, &via, &a.dial.settings(), a.timeout).await?;
+    let call = Invocation {
+        selector: &selector,
+        args: &args,
+        started,
+        timeout: a.timeout,
+        target: &target.to_string(),
+    };
+    let result = call_on(session.into_session(), codec, call).await;
+    node.close();
+    result
+}
+
+/// One `qtalk call`: what to call, and by when.
+struct Invocation<'a> {
+    selector: &'a str,
+    args: &'a Value,
+    started: tokio::time::Instant,
+    timeout: Duration,
+    target: &'a str,
+}
+
+/// Makes the call on `session`, prints the reply, and closes the session.
+async fn call_on(
+    session: qtalk_mux::Session,
+    codec: Arc<dyn Codec>,
+    call: Invocation<'_>,
+) -> Result<(), Failure> {
+    let Invocation {
+        selector,
+        args,
+        started,
+        timeout,
+        target,
+    } = call;
     // A peer of our own so that calls back to us get `not found` rather than waiting.
     let me = Peer::new(session.clone(), codec);
     me.respond();
-    let left = a.timeout.saturating_sub(started.elapsed());
+    let left = timeout.saturating_sub(started.elapsed());
     let result = me
         .caller()
-        .call_timeout::<_, Value>(left, &selector, &args)
+        .call_timeout::<_, Value>(left, selector, args)
         .await;
     session.close();
     let _ = tokio::time::timeout(Duration::from_secs(1), session.wait()).await;
@@ -399,7 +546,7 @@ async fn call(a: CallArgs) -> Result<(), Failure> {
         Err(RpcError::Timeout) => Err(Failure::Transport(format!(
             "no reply from {} within {}",
             target,
-            qtalk_cli::human_duration(a.timeout)
+            qtalk_cli::human_duration(timeout)
         ))),
         Err(e) => Err(Failure::from_rpc(&format!("calling {target}"), &e)),
     }
@@ -407,6 +554,18 @@ async fn call(a: CallArgs) -> Result<(), Failure> {
 
 async fn interop_cmd(a: InteropArgs, faults: Faults) -> Result<(), Failure> {
     let codec = peer::codec_from_env()?;
+    if let (Some(name), Some(via)) = (&a.p2p, &a.via) {
+        let trust = match (&a.ca, a.insecure) {
+            (_, true) => peer::Trust::Insecure,
+            (Some(path), false) => peer::Trust::Roots(path.clone()),
+            (None, false) => peer::Trust::System,
+        };
+        let dial = peer::Dial {
+            trust,
+            ..Default::default()
+        };
+        return serve_p2p(name, via, &dial, codec).await;
+    }
     match a.listen {
         None => {
             if let Some(hint) = interop::terminal_hint(std::io::stdin().is_terminal()) {
@@ -691,7 +850,155 @@ async fn bind_unix(
     ))
 }
 
-fn peer_spec(cmd: Option<String>, connect: Option<String>) -> Result<PeerSpec, Failure> {
+/// `qtalk interop --p2p NAME --via quic://RDV`: registers NAME and serves the interop service
+/// to every peer that reaches it, until a signal comes.
+async fn serve_p2p(
+    name: &str,
+    via: &str,
+    dial: &peer::Dial,
+    codec: Arc<dyn Codec>,
+) -> Result<(), Failure> {
+    let node = qtalk_cli::p2p::node(via, dial).await?;
+    let public = node
+        .register(name)
+        .await
+        .map_err(|e| Failure::Transport(format!("cannot register {name:?} on {via}: {e}")))?;
+    eprintln!(
+        "registered {}{name} on {via} (public address {public}, fingerprint {})",
+        qtalk_cli::p2p::SCHEME,
+        node.fingerprint()
+    );
+    let serve = async {
+        while let Some(incoming) = node.accept().await {
+            eprintln!(
+                "path: {} (peer {}{})",
+                incoming.path(),
+                incoming.peer_fingerprint(),
+                incoming
+                    .remote_addr()
+                    .map(|a| format!(" at {a}"))
+                    .unwrap_or_default()
+            );
+            let session = incoming.into_session();
+            let codec = codec.clone();
+            tokio::spawn(async move {
+                let faults = Faults::new();
+                let peer = interop::serve(session.clone(), codec, faults.clone());
+                tokio::select! {
+                    end = session.wait() => {
+                        if let Err(f) = session_end(end) {
+                            tracing::warn!("session ended: {}", f.message());
+                        }
+                    }
+                    fault = faults.wait() => {
+                        tracing::warn!("closing a session: peer broke the protocol: {fault}");
+                        session.close();
+                    }
+                }
+                drop(peer);
+            });
+        }
+    };
+    tokio::select! {
+        _ = serve => Ok(()),
+        _ = node.rendezvous().wait() => {
+            // Sessions already made go on without the rendezvous; new peers cannot reach
+            // this one any more.
+            eprintln!("the rendezvous session ended; serving the peers connected so far");
+            shutdown_signal().await;
+            Ok(())
+        }
+        _ = shutdown_signal() => Ok(()),
+    }
+}
+
+/// `qtalk rendezvous --listen quic://ADDR`.
+async fn rendezvous_cmd(a: RendezvousArgs) -> Result<(), Failure> {
+    let target = parse_url(&a.listen)?;
+    let Endpoint::Quic(addr) = &target.endpoint else {
+        return Err(Failure::Usage(format!(
+            "--listen takes quic://HOST:PORT, not {}",
+            target.endpoint
+        )));
+    };
+    let bind = tokio::net::lookup_host(addr.as_str())
+        .await
+        .map_err(|e| Failure::Usage(format!("cannot resolve {addr}: {}", peer::describe_io(&e))))?
+        .next()
+        .ok_or_else(|| Failure::Usage(format!("{addr} resolved to nothing")))?;
+    let tls_failure = |e: std::io::Error| Failure::Usage(format!("cannot set up TLS: {e}"));
+    let (certs, key, generated) = match (a.cert, a.key) {
+        (Some(cert), Some(key)) => (
+            qtalk_mux::tls::load_certs(cert).map_err(tls_failure)?,
+            qtalk_mux::tls::load_key(key).map_err(tls_failure)?,
+            false,
+        ),
+        _ => {
+            let host = peer::host_of(addr);
+            let mut names = vec!["localhost", "127.0.0.1", "::1"];
+            if !names.contains(&host) && !host.is_empty() {
+                names.push(host);
+            }
+            let id = qtalk_mux::tls::self_signed(&names).map_err(tls_failure)?;
+            (id.certs, id.key, true)
+        }
+    };
+    let config = qtalk_p2p::RendezvousConfig::default();
+    let rdv = qtalk_p2p::Rendezvous::bind(bind, certs, key, config)
+        .await
+        .map_err(|e| Failure::Transport(format!("cannot listen on {}: {e}", target.endpoint)))?;
+    let local = rdv
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| addr.clone());
+    eprintln!("listening on quic://{local}");
+    if generated {
+        eprintln!(
+            "note: serving a self-signed certificate; peers need --insecure, or --cert/--key \
+             here and --ca there"
+        );
+    }
+    shutdown_signal().await;
+    drop(rdv);
+    Ok(())
+}
+
+/// The peer of `check` and `bench`: `p2p://NAME` with `--via`, or as [`PeerSpec`] says.
+fn peer_spec(
+    cmd: Option<String>,
+    connect: Option<String>,
+    via: Option<String>,
+) -> Result<PeerSpec, Failure> {
+    let named = cmd
+        .as_deref()
+        .or(connect.as_deref())
+        .map(qtalk_cli::p2p::parse)
+        .transpose()?
+        .flatten();
+    match (named, via) {
+        (Some(target), Some(via)) => {
+            if target.selector.is_some() {
+                return Err(Failure::Usage(format!(
+                    "{target}: name the peer only (p2p://NAME), without a selector"
+                )));
+            }
+            return Ok(PeerSpec::P2p {
+                name: target.name,
+                via,
+            });
+        }
+        (Some(_), None) => {
+            return Err(Failure::Usage(
+                "p2p:// peers need --via quic://HOST:PORT (the rendezvous)".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(Failure::Usage(
+                "--via applies to p2p://NAME peers only".into(),
+            ))
+        }
+        (None, None) => {}
+    }
     match (cmd, connect) {
         (_, Some(u)) => {
             let target = parse_url(&u)?;
@@ -721,13 +1028,14 @@ async fn check_cmd(a: CheckArgs) -> Result<(), Failure> {
     if codec.name() == "json" {
         eprintln!("* Using JSON codec");
     }
-    let spec = peer_spec(a.cmd, a.connect)?;
+    let spec = peer_spec(a.cmd, a.connect, a.dial.via.clone())?;
     let mut conn = peer::open(&spec, &a.dial.settings(), a.timeout).await?;
     let me = interop::serve_callbacks(conn.session.clone(), codec.clone());
-    let options = check::Options {
+    let mut options = check::Options {
         timeout: a.timeout,
         ..Default::default()
     };
+    options.byte_sizes.extend(a.bytes.iter().copied());
     let mut out = std::io::stdout();
     let result = check::run(me.caller(), &options, &mut out).await;
     let result = match result {
@@ -758,7 +1066,7 @@ async fn bench_cmd(a: BenchArgs) -> Result<(), Failure> {
         eprintln!("{warning}");
     }
     let codec = peer::codec_from_env()?;
-    let spec = peer_spec(a.cmd, a.connect)?;
+    let spec = peer_spec(a.cmd, a.connect, a.dial.via.clone())?;
     let mut conn = peer::open(&spec, &a.dial.settings(), a.timeout).await?;
     let me = interop::serve_callbacks(conn.session.clone(), codec);
     let options = bench::Options {

@@ -49,6 +49,13 @@ pub enum PeerSpec {
     Command(String),
     /// A listening peer.
     Connect(Endpoint),
+    /// A peer registered as `name` on the rendezvous at `via` (`quic://HOST:PORT`).
+    P2p {
+        /// Its name.
+        name: String,
+        /// The rendezvous.
+        via: String,
+    },
 }
 
 impl std::fmt::Display for PeerSpec {
@@ -57,6 +64,7 @@ impl std::fmt::Display for PeerSpec {
             PeerSpec::SelfInterop => f.write_str("this program's interop"),
             PeerSpec::Command(c) => write!(f, "`{c}`"),
             PeerSpec::Connect(e) => write!(f, "{e}"),
+            PeerSpec::P2p { name, via } => write!(f, "{}{name} via {via}", crate::p2p::SCHEME),
         }
     }
 }
@@ -67,6 +75,9 @@ pub struct Connection {
     /// The qmux session.
     pub session: qtalk_mux::Session,
     child: Option<Child>,
+    /// The node a P2P session was made with (its rendezvous connection carries a relayed
+    /// session).
+    node: Option<qtalk_p2p::Node>,
 }
 
 impl Connection {
@@ -94,6 +105,9 @@ impl Connection {
     pub async fn shutdown(mut self, grace: Duration) -> Option<ExitStatus> {
         self.session.close();
         let _ = tokio::time::timeout(grace, self.session.wait()).await;
+        if let Some(node) = self.node.take() {
+            node.close();
+        }
         let mut child = self.child.take()?;
         match tokio::time::timeout(grace, child.wait()).await {
             Ok(Ok(status)) => Some(status),
@@ -254,7 +268,16 @@ pub async fn open(spec: &PeerSpec, dial: &Dial, timeout: Duration) -> Result<Con
         PeerSpec::Connect(endpoint) => Ok(Connection {
             session: connect_within(endpoint, dial, timeout).await?,
             child: None,
+            node: None,
         }),
+        PeerSpec::P2p { name, via } => {
+            let (node, session) = crate::p2p::connect(name, via, dial, timeout).await?;
+            Ok(Connection {
+                session: session.into_session(),
+                child: None,
+                node: Some(node),
+            })
+        }
         PeerSpec::Command(cmd) => {
             let mut command = Command::new("sh");
             command.arg("-c").arg(cmd);
@@ -297,6 +320,7 @@ fn spawn(mut command: Command, config: qtalk_mux::Config) -> io::Result<Connecti
     Ok(Connection {
         session,
         child: Some(child),
+        node: None,
     })
 }
 
