@@ -38,6 +38,10 @@ export QTALK_REQUIRE_GO_PEER="$require"
 tally="$PWD/target/go-peer-tally"
 rm -f "$tally"
 export QTALK_GO_PEER_TALLY="$tally"
+# The P2P scenarios through NATs in network namespaces count themselves the same way.
+netns_tally="$PWD/target/netns-tally"
+rm -f "$netns_tally"
+export QTALK_NETNS_TALLY="$netns_tally"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -67,3 +71,6 @@ fi
 ran=$(grep -c '^ran ' "$tally" 2>/dev/null || true)
 skipped=$(grep -c '^skipped ' "$tally" 2>/dev/null || true)
 echo "Go-peer interop: ${ran:-0} ran, ${skipped:-0} skipped"
+ran=$(grep -c '^ran ' "$netns_tally" 2>/dev/null || true)
+skipped=$(grep -c '^skipped ' "$netns_tally" 2>/dev/null || true)
+echo "P2P through NATs (network namespaces): ${ran:-0} scenarios ran, ${skipped:-0} skipped"
