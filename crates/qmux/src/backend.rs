@@ -85,6 +85,14 @@ impl SessionBackend {
         }
     }
 
+    pub(crate) fn open_needs_round_trip(&self) -> bool {
+        match self {
+            SessionBackend::Mux(_) => true,
+            #[cfg(feature = "quic")]
+            SessionBackend::Quic(_) => false,
+        }
+    }
+
     pub(crate) fn channel_count(&self) -> usize {
         match self {
             SessionBackend::Mux(owner) => owner.lock().proto.channel_count(),

@@ -492,6 +492,13 @@ impl Session {
         self.backend.is_closed()
     }
 
+    /// True when [`Session::open`] waits a round trip for the peer's confirmation (qmux);
+    /// false when a channel opens at once (QUIC). Callers that open channels ahead of need
+    /// (see qtalk's spare channels) only gain where it waits.
+    pub fn open_needs_round_trip(&self) -> bool {
+        self.backend.open_needs_round_trip()
+    }
+
     /// Number of channels holding an id (opening, open, or closing); over QUIC, the channels
     /// this side holds.
     pub fn channel_count(&self) -> usize {

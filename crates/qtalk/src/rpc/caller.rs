@@ -33,7 +33,36 @@ pub struct Caller {
     codec: Arc<dyn Codec>,
     options: Arc<Options>,
     callbacks: Arc<Callbacks>,
+    spares: Arc<Spares>,
 }
+
+/// Channels opened ahead of calls ([`Options::spare_channels`]), shared by a caller's clones.
+#[derive(Default)]
+struct Spares {
+    state: std::sync::Mutex<SpareState>,
+    /// Cancelled when the last clone of the caller goes: an open under way for a spare stops
+    /// (so that it does not hold the session open).
+    gone: tokio_util::sync::CancellationToken,
+}
+
+#[derive(Default)]
+struct SpareState {
+    /// Confirmed spare channels, and when each was opened.
+    ready: Vec<(qtalk_mux::Channel, std::time::Instant)>,
+    /// Opens under way for spares.
+    opening: usize,
+    /// No spare is opened before this (after the peer refused one).
+    paused_until: Option<std::time::Instant>,
+}
+
+impl Drop for Spares {
+    fn drop(&mut self) {
+        self.gone.cancel();
+    }
+}
+
+/// How long spares stay off after the peer refused one.
+const SPARE_PAUSE: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Caller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -60,6 +89,70 @@ impl Caller {
             codec: codec.into_codec(),
             options: Arc::new(options),
             callbacks: Arc::default(),
+            spares: Arc::default(),
+        }
+    }
+
+    /// A spare channel young enough to use, if one is ready (older ones are closed).
+    fn take_spare(&self) -> Option<qtalk_mux::Channel> {
+        let mut stale = Vec::new();
+        let found = {
+            let mut st = self.spares.state.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                match st.ready.pop() {
+                    Some((ch, at)) if at.elapsed() <= self.options.spare_max_age => break Some(ch),
+                    Some((ch, _)) => stale.push(ch),
+                    None => break None,
+                }
+            }
+        };
+        drop(stale);
+        found
+    }
+
+    /// Starts opening spare channels up to [`Options::spare_channels`]. Each open runs in a task
+    /// of its own that ends once the peer answered, the session ended, or every clone of this
+    /// caller was dropped.
+    fn refill_spares(&self) {
+        let wanted = self.options.spare_channels;
+        if wanted == 0 || !self.session.open_needs_round_trip() {
+            return;
+        }
+        let missing = {
+            let mut st = self.spares.state.lock().unwrap_or_else(|p| p.into_inner());
+            if st
+                .paused_until
+                .is_some_and(|t| std::time::Instant::now() < t)
+            {
+                return;
+            }
+            let missing = wanted.saturating_sub(st.ready.len() + st.opening);
+            st.opening += missing;
+            missing
+        };
+        for _ in 0..missing {
+            let session = self.session.clone();
+            let spares = Arc::downgrade(&self.spares);
+            let gone = self.spares.gone.clone();
+            tokio::spawn(async move {
+                let opened = tokio::select! {
+                    r = session.open() => Some(r),
+                    () = gone.cancelled() => None,
+                };
+                drop(session);
+                let Some(spares) = spares.upgrade() else {
+                    return;
+                };
+                let mut st = spares.state.lock().unwrap_or_else(|p| p.into_inner());
+                st.opening -= 1;
+                match opened {
+                    Some(Ok(ch)) => st.ready.push((ch, std::time::Instant::now())),
+                    Some(Err(_)) => {
+                        st.paused_until = Some(std::time::Instant::now() + SPARE_PAUSE);
+                    }
+                    None => {}
+                }
+            });
         }
     }
 
@@ -140,7 +233,13 @@ impl Caller {
         if let Some(args) = args {
             encode_frame(&*self.codec, args, &mut buf)?;
         }
-        let mut ch = self.session.open().await?;
+        let spare = self.take_spare();
+        // The next spare opens alongside this call (and its own open, when none was ready).
+        self.refill_spares();
+        let mut ch = match spare {
+            Some(ch) => ch,
+            None => self.session.open().await?,
+        };
         match ch.write_bytes(buf.freeze()).await {
             Ok(()) => Ok(ch),
             // The responder closed the channel already; what it sent is read as the answer.

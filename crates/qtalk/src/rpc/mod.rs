@@ -144,6 +144,16 @@ pub struct Options {
     /// them (default 2 s): callers write the header and the arguments separately, and would
     /// fail to send the arguments, and miss the answer, were the channel closed before.
     pub args_grace: std::time::Duration,
+    /// Channels a caller keeps opened ahead of its calls (default 1), so that a call over qmux
+    /// takes one round trip instead of two (open, then call): each call takes a spare channel
+    /// if one is ready, and opens the next spare alongside. 0 turns this off. Not used over
+    /// QUIC, where opening takes no round trip. Each spare is a channel the peer accepted and
+    /// waits on for a call header.
+    pub spare_channels: usize,
+    /// Oldest spare channel a call uses (default 5 s); older ones are closed instead. Keep it
+    /// below the peer's header timeout ([`Options::header_timeout`] on ours, 30 s; qtalk-go
+    /// has none), or the peer may close a spare just as a call goes out on it.
+    pub spare_max_age: std::time::Duration,
 }
 
 impl Options {
@@ -165,6 +175,18 @@ impl Options {
         self
     }
 
+    /// Sets [`Options::spare_channels`].
+    pub fn spare_channels(mut self, n: usize) -> Self {
+        self.spare_channels = n;
+        self
+    }
+
+    /// Sets [`Options::spare_max_age`].
+    pub fn spare_max_age(mut self, age: std::time::Duration) -> Self {
+        self.spare_max_age = age;
+        self
+    }
+
     /// Sets [`Options::on_bad_call`].
     pub fn on_bad_call(
         mut self,
@@ -182,6 +204,8 @@ impl std::fmt::Debug for Options {
             .field("header_timeout", &self.header_timeout)
             .field("on_bad_call", &self.on_bad_call.is_some())
             .field("args_grace", &self.args_grace)
+            .field("spare_channels", &self.spare_channels)
+            .field("spare_max_age", &self.spare_max_age)
             .finish()
     }
 }
@@ -193,6 +217,8 @@ impl Default for Options {
             header_timeout: std::time::Duration::from_secs(30),
             on_bad_call: None,
             args_grace: std::time::Duration::from_secs(2),
+            spare_channels: 1,
+            spare_max_age: std::time::Duration::from_secs(5),
         }
     }
 }

@@ -90,39 +90,44 @@ async fn serve_session(
             ch = session.accept() => ch,
         };
         let Some(ch) = ch else { return };
-        // At the limit this call waits here, and the session's next channels wait to be
-        // accepted: its peer is slowed down, other sessions keep their calls.
-        let permit = match &calls {
-            Some(limit) => tokio::select! {
-                _ = stop.cancelled() => return,
-                p = limit.acquire() => Some(p),
-            },
-            None => None,
-        };
-        let call = respond_call(ch, handler.clone(), caller.clone(), options.clone());
-        tracker.spawn(async move {
-            call.await;
-            drop(permit);
-        });
+        tracker.spawn(respond_call(
+            ch,
+            handler.clone(),
+            caller.clone(),
+            options.clone(),
+            stop.clone(),
+            calls.clone(),
+        ));
     }
 }
 
-/// Reads one call's header, runs its handler, and answers for it when it did not.
+/// Reads one call's header, runs its handler, and answers for it when it did not. Until the
+/// header arrives nothing has started: `stop` (the server shutting down, the peer dropped)
+/// ends the wait, and the channel is let go. With `calls`, the call holds a permit from its
+/// header on; at the limit it waits for one (its arguments wait in the channel's window, so
+/// the caller is slowed down, and other sessions keep their calls).
 async fn respond_call(
     ch: qtalk_mux::Channel,
     handler: Arc<dyn Handler>,
     caller: Caller,
     options: Arc<Options>,
+    stop: CancellationToken,
+    calls: Option<Arc<Limit>>,
 ) {
     let channel = ch.id();
     let codec = caller.codec().clone();
     let (mut r, w) = ch.into_split();
     let mut reader = FrameReader::new(options.max_frame);
-    let header = tokio::time::timeout(
-        options.header_timeout,
-        reader.receive::<CallHeader, _>(&*codec, &mut r),
-    )
-    .await;
+    let header = tokio::select! {
+        h = tokio::time::timeout(
+            options.header_timeout,
+            reader.receive::<CallHeader, _>(&*codec, &mut r),
+        ) => h,
+        () = stop.cancelled() => {
+            tracing::debug!(channel = %channel, "rpc: stopped before a call header");
+            return;
+        }
+    };
     let header = match header {
         Ok(Ok(h)) => h,
         Ok(Err(e @ (Error::Codec(_) | Error::FrameTooLarge { .. }))) => {
@@ -143,6 +148,13 @@ async fn respond_call(
             tracing::debug!(channel = %channel, "rpc: no call header in time");
             return;
         }
+    };
+    let _permit = match &calls {
+        Some(limit) => tokio::select! {
+            () = stop.cancelled() => return,
+            p = limit.acquire() => Some(p),
+        },
+        None => None,
     };
     let selector = clean_selector(&header.selector);
     // A callback registered on this session answers before the shared handler.
@@ -503,8 +515,10 @@ impl Server {
         }
     }
 
-    /// Calls in flight right now.
+    /// Calls in flight right now: those whose header arrived and that have not ended (a channel
+    /// still waiting for its header, such as a caller's spare, is not a call yet).
     pub fn calls_in_flight(&self) -> usize {
-        self.tracker.len()
+        let limit = &self.call_limit;
+        limit.max.min(Semaphore::MAX_PERMITS) - limit.permits.available_permits()
     }
 }
