@@ -42,32 +42,36 @@ async fn bytes_handler(r: Responder, mut call: Call) {
     let Ok(mut out) = r.continue_with(&()).await else {
         return;
     };
-    let mut buf = vec![0u8; CHUNK];
+    // Zero-copy both ways (`read_chunk`, `write_bytes` of one shared block).
     if dir == "up" {
         // Read everything the caller sends, then tell it how much arrived.
         let mut total = 0u64;
-        loop {
-            match call.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => total += n as u64,
-            }
+        while let Ok(Some(chunk)) = call.read_chunk(CHUNK).await {
+            total += chunk.len() as u64;
         }
         let _ = out.write_all(&total.to_be_bytes()).await;
         let _ = out.shutdown().await;
     } else {
-        fill(&mut buf);
+        let block = block();
         let mut left = size;
         while left > 0 {
             let n = left.min(CHUNK as u64) as usize;
-            if out.write_all(&buf[..n]).await.is_err() {
+            if out.write_bytes(block.slice(..n)).await.is_err() {
                 return;
             }
             left -= n as u64;
         }
         let _ = out.shutdown().await;
         // Keep the channel until the caller has read it all and closed.
-        let _ = tokio::time::timeout(Duration::from_secs(30), call.read(&mut buf)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(30), call.read_chunk(CHUNK)).await;
     }
+}
+
+/// One `CHUNK` of the pattern [`fill`] writes, shared by every write.
+fn block() -> bytes::Bytes {
+    let mut buf = vec![0u8; CHUNK];
+    fill(&mut buf);
+    bytes::Bytes::from(buf)
 }
 
 pub fn fill(buf: &mut [u8]) {
@@ -165,14 +169,14 @@ pub async fn bulk(
         return Err("bytes: the call did not continue".into());
     }
     let _null: qtalk::Value = resp.receive().await?;
-    let mut buf = vec![0u8; CHUNK];
+    // Zero-copy both ways, as the handler (`write_bytes` of one shared block, `read_chunk`).
     let moved = match dir {
         Direction::Up => {
-            fill(&mut buf);
+            let block = block();
             let mut left = size;
             while left > 0 {
                 let n = left.min(CHUNK as u64) as usize;
-                resp.write_all(&buf[..n]).await?;
+                resp.write_all(&block[..n]).await?;
                 left -= n as u64;
             }
             resp.shutdown().await?;
@@ -182,12 +186,8 @@ pub async fn bulk(
         }
         Direction::Down => {
             let mut total = 0u64;
-            loop {
-                let n = resp.read(&mut buf).await?;
-                if n == 0 {
-                    break;
-                }
-                total += n as u64;
+            while let Some(chunk) = resp.read_chunk(CHUNK).await? {
+                total += chunk.len() as u64;
             }
             total
         }

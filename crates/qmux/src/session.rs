@@ -819,9 +819,18 @@ async fn write_loop(shared: Arc<Shared>, reader_done: CancellationToken) {
             _ = shared.ended.cancelled() => break,
             _ = shared.writer.notified() => {}
         }
-        // Let the tasks woken with this one queue their frames too, so that one write
-        // carries them all.
-        tokio::task::yield_now().await;
+        // With many channels busy, let the tasks woken with this one queue their frames too,
+        // so that one write carries them all (a lone bulk writer gains nothing by waiting).
+        let many = shared
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .proto
+            .channel_count()
+            > INLINE_MAX_CHANNELS;
+        if many {
+            tokio::task::yield_now().await;
+        }
     }
     // After a local close, deliver what was queued (the rest of an interrupted write first),
     // then close the transport. After any other end, just close it.

@@ -348,6 +348,18 @@ impl Response {
         Ok(self.ch.write_bytes(buf.freeze()).await?)
     }
 
+    /// Receives up to `max` raw bytes (after a continue) without copying them; `None` at
+    /// end-of-stream. The zero-copy counterpart of `AsyncRead`.
+    pub async fn read_chunk(&mut self, max: usize) -> std::io::Result<Option<bytes::Bytes>> {
+        self.reader.read_chunk(&mut self.ch, max).await
+    }
+
+    /// Writes raw bytes (after a continue) without copying large buffers; returns once all of
+    /// `data` is queued. The zero-copy counterpart of `AsyncWrite`.
+    pub async fn write_bytes(&mut self, data: bytes::Bytes) -> std::io::Result<()> {
+        self.ch.write_bytes(data).await
+    }
+
     /// Sends EOF: the responder reads end-of-stream; this side can still read.
     pub fn close_write(&self) -> Result<(), Error> {
         Ok(self.ch.close_write()?)
@@ -419,6 +431,11 @@ impl ResponseReader {
             None => Ok(None),
         }
     }
+
+    /// Receives up to `max` raw bytes without copying them (see [`Response::read_chunk`]).
+    pub async fn read_chunk(&mut self, max: usize) -> std::io::Result<Option<bytes::Bytes>> {
+        self.reader.read_chunk(&mut self.r, max).await
+    }
 }
 
 impl AsyncRead for ResponseReader {
@@ -457,6 +474,11 @@ impl ResponseWriter {
         let mut buf = BytesMut::new();
         encode_frame(&*self.codec, value, &mut buf)?;
         Ok(self.w.write_bytes(buf.freeze()).await?)
+    }
+
+    /// Writes raw bytes without copying large buffers (see [`Response::write_bytes`]).
+    pub async fn write_bytes(&mut self, data: bytes::Bytes) -> std::io::Result<()> {
+        self.w.write_bytes(data).await
     }
 
     /// Sends EOF: the responder reads end-of-stream; the reader can still read.

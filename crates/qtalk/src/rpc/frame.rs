@@ -132,6 +132,39 @@ impl FrameReader {
         n
     }
 
+    /// Takes up to `max` buffered raw bytes, without copying the tail of a whole chunk.
+    pub(crate) fn take_buffered(&mut self, max: usize) -> Option<Bytes> {
+        let max = max.max(1);
+        if !self.assembly.is_empty() {
+            let n = self.assembly.len().min(max);
+            return Some(self.assembly.split_to(n).freeze());
+        }
+        if !self.head.is_empty() {
+            let n = self.head.len().min(max);
+            return Some(self.head.split_to(n));
+        }
+        None
+    }
+
+    /// Raw bytes after the frames, without copying: what is buffered first, then chunks from
+    /// `src`; `None` at end-of-stream.
+    pub(crate) async fn read_chunk<S: ChunkSource>(
+        &mut self,
+        src: &mut S,
+        max: usize,
+    ) -> io::Result<Option<Bytes>> {
+        if let Some(b) = self.take_buffered(max) {
+            return Ok(Some(b));
+        }
+        match src.next_chunk().await? {
+            Some(mut chunk) if chunk.len() > max.max(1) => {
+                self.head = chunk.split_off(max.max(1));
+                Ok(Some(chunk))
+            }
+            other => Ok(other),
+        }
+    }
+
     /// True while raw bytes received past the last frame wait to be read.
     pub(crate) fn has_buffered(&self) -> bool {
         !self.head.is_empty() || !self.assembly.is_empty()

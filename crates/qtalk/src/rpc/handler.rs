@@ -237,6 +237,12 @@ impl Continued {
         Ok(self.w.write_bytes(buf.freeze()).await?)
     }
 
+    /// Writes raw bytes without copying large buffers; returns once all of `data` is queued.
+    /// The zero-copy counterpart of `AsyncWrite`.
+    pub async fn write_bytes(&mut self, data: bytes::Bytes) -> io::Result<()> {
+        self.w.write_bytes(data).await
+    }
+
     /// Sends EOF; the caller reads end-of-stream.
     pub fn close_write(&self) -> Result<(), Error> {
         Ok(self.w.close_write()?)
@@ -416,6 +422,16 @@ impl Call {
                 decode_params(&*self.codec, &body)
             }
             None => Err(Error::Truncated),
+        }
+    }
+
+    /// Receives up to `max` raw bytes (after the arguments, once continued) without copying
+    /// them; `None` at end-of-stream. The zero-copy counterpart of `AsyncRead`.
+    pub async fn read_chunk(&mut self, max: usize) -> io::Result<Option<bytes::Bytes>> {
+        self.args_read = true;
+        match self.r.as_mut() {
+            Some(r) => self.reader.read_chunk(r, max).await,
+            None => Ok(None),
         }
     }
 }
