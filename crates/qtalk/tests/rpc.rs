@@ -324,6 +324,50 @@ async fn continue_into_a_raw_byte_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_copy_bytes_on_continued_calls() {
+    for codec in codecs() {
+        let (a, b) = peers(codec).await;
+        // The handler answers and continues with bytes in the same write as its reply, so
+        // the caller's first chunk comes out of what the frame reader buffered.
+        b.handle(
+            "echo",
+            handler_fn(|r: Responder, mut call: Call| async move {
+                let _args: Value = call.receive().await.unwrap();
+                let mut out = r.continue_with(&()).await.unwrap();
+                out.write_bytes(bytes::Bytes::from_static(b"hello ")).await.unwrap();
+                while let Some(chunk) = call.read_chunk(64 * 1024).await.unwrap() {
+                    assert!(chunk.len() <= 64 * 1024);
+                    out.write_bytes(chunk).await.unwrap();
+                }
+                out.close_write().unwrap();
+            }),
+        )
+        .unwrap();
+        let mut resp = a.caller().call_raw("echo", &()).await.unwrap();
+        let _null: Value = resp.receive().await.unwrap();
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 249) as u8).collect();
+        let (mut r, mut w) = resp.into_split();
+        let sent = bytes::Bytes::from(data.clone());
+        let writer = tokio::spawn(async move {
+            for part in sent.chunks(100_000) {
+                w.write_bytes(bytes::Bytes::copy_from_slice(part)).await.unwrap();
+            }
+            w.close_write().unwrap();
+            w
+        });
+        let mut back = Vec::new();
+        while let Some(chunk) = within(10, "chunk", r.read_chunk(1000)).await.unwrap() {
+            assert!(!chunk.is_empty() && chunk.len() <= 1000);
+            back.extend_from_slice(&chunk);
+        }
+        drop(writer.await.unwrap());
+        assert_eq!(&back[..6], b"hello ");
+        assert!(back[6..] == data[..]);
+        a.close();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_response_sends_and_receives_at_once() {
     for codec in codecs() {
         let (a, b) = peers(codec).await;
