@@ -103,6 +103,8 @@ async fn raw_ping_pong(workers: usize, secs: Duration) -> Stats {
 enum Base {
     /// qmux over TCP loopback.
     Tcp,
+    /// qmux over TCP loopback, the caller without a spare channel (`Options::spare_channels(0)`).
+    TcpNoSpare,
     /// QUIC on UDP loopback (one stream per call).
     Quic,
 }
@@ -128,7 +130,7 @@ async fn qtalk_calls_on(
     .unwrap();
     let server = Server::new(mux, codec.clone());
     let session = match base {
-        Base::Tcp => {
+        Base::Tcp | Base::TcpNoSpare => {
             let listener = qtalk::mux::Listener::bind_tcp("127.0.0.1:0", Default::default())
                 .await
                 .unwrap();
@@ -152,7 +154,11 @@ async fn qtalk_calls_on(
             session.await.unwrap()
         }
     };
-    let caller = Caller::with_options(session, codec, Default::default());
+    let options = match base {
+        Base::TcpNoSpare => qtalk::rpc::Options::default().spare_channels(0),
+        _ => Default::default(),
+    };
+    let caller = Caller::with_options(session, codec, options);
     let c2 = caller.clone();
     let stats = drive(workers, secs, move |_| {
         let caller = c2.clone();
@@ -239,6 +245,11 @@ fn main() {
         }
         rows.push(("qmux channel open", 1, open_only(secs).await));
         let cbor = Arc::new(Cbor) as Arc<dyn Codec>;
+        rows.push((
+            "qtalk CBOR, no spare channel",
+            1,
+            qtalk_calls_on(Base::TcpNoSpare, cbor.clone(), 1, secs).await,
+        ));
         rows.push((
             "qtalk CBOR over QUIC",
             1,

@@ -334,7 +334,9 @@ async fn zero_copy_bytes_on_continued_calls() {
             handler_fn(|r: Responder, mut call: Call| async move {
                 let _args: Value = call.receive().await.unwrap();
                 let mut out = r.continue_with(&()).await.unwrap();
-                out.write_bytes(bytes::Bytes::from_static(b"hello ")).await.unwrap();
+                out.write_bytes(bytes::Bytes::from_static(b"hello "))
+                    .await
+                    .unwrap();
                 while let Some(chunk) = call.read_chunk(64 * 1024).await.unwrap() {
                     assert!(chunk.len() <= 64 * 1024);
                     out.write_bytes(chunk).await.unwrap();
@@ -350,7 +352,9 @@ async fn zero_copy_bytes_on_continued_calls() {
         let sent = bytes::Bytes::from(data.clone());
         let writer = tokio::spawn(async move {
             for part in sent.chunks(100_000) {
-                w.write_bytes(bytes::Bytes::copy_from_slice(part)).await.unwrap();
+                w.write_bytes(bytes::Bytes::copy_from_slice(part))
+                    .await
+                    .unwrap();
             }
             w.close_write().unwrap();
             w

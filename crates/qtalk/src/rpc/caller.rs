@@ -37,28 +37,23 @@ pub struct Caller {
 }
 
 /// Channels opened ahead of calls ([`Options::spare_channels`]), shared by a caller's clones.
+/// Each is the open itself, started (its OPEN sent) but not awaited: the call that takes it
+/// awaits the rest (usually nothing: the confirmation came meanwhile). No task is involved,
+/// and dropping the caller abandons the opens with it.
 #[derive(Default)]
 struct Spares {
     state: std::sync::Mutex<SpareState>,
-    /// Cancelled when the last clone of the caller goes: an open under way for a spare stops
-    /// (so that it does not hold the session open).
-    gone: tokio_util::sync::CancellationToken,
 }
+
+type PendingOpen =
+    Pin<Box<dyn std::future::Future<Output = Result<qtalk_mux::Channel, qtalk_mux::Error>> + Send>>;
 
 #[derive(Default)]
 struct SpareState {
-    /// Confirmed spare channels, and when each was opened.
-    ready: Vec<(qtalk_mux::Channel, std::time::Instant)>,
-    /// Opens under way for spares.
-    opening: usize,
+    /// Opens under way or done, and when each started.
+    ready: Vec<(PendingOpen, std::time::Instant)>,
     /// No spare is opened before this (after the peer refused one).
     paused_until: Option<std::time::Instant>,
-}
-
-impl Drop for Spares {
-    fn drop(&mut self) {
-        self.gone.cancel();
-    }
 }
 
 /// How long spares stay off after the peer refused one.
@@ -93,15 +88,17 @@ impl Caller {
         }
     }
 
-    /// A spare channel young enough to use, if one is ready (older ones are closed).
-    fn take_spare(&self) -> Option<qtalk_mux::Channel> {
+    /// A spare open young enough to use, if there is one (older ones are abandoned or closed).
+    fn take_spare(&self) -> Option<PendingOpen> {
         let mut stale = Vec::new();
         let found = {
             let mut st = self.spares.state.lock().unwrap_or_else(|p| p.into_inner());
             loop {
                 match st.ready.pop() {
-                    Some((ch, at)) if at.elapsed() <= self.options.spare_max_age => break Some(ch),
-                    Some((ch, _)) => stale.push(ch),
+                    Some((open, at)) if at.elapsed() <= self.options.spare_max_age => {
+                        break Some(open)
+                    }
+                    Some((open, _)) => stale.push(open),
                     None => break None,
                 }
             }
@@ -110,49 +107,45 @@ impl Caller {
         found
     }
 
-    /// Starts opening spare channels up to [`Options::spare_channels`]. Each open runs in a task
-    /// of its own that ends once the peer answered, the session ended, or every clone of this
-    /// caller was dropped.
+    /// Opens no spare for a while (the peer refused one).
+    fn pause_spares(&self) {
+        let mut st = self.spares.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.paused_until = Some(std::time::Instant::now() + SPARE_PAUSE);
+    }
+
+    /// Starts opening spare channels up to [`Options::spare_channels`]: each open is polled
+    /// once, which sends its OPEN, and kept for a later call.
     fn refill_spares(&self) {
         let wanted = self.options.spare_channels;
         if wanted == 0 || !self.session.open_needs_round_trip() {
             return;
         }
         let missing = {
-            let mut st = self.spares.state.lock().unwrap_or_else(|p| p.into_inner());
+            let st = self.spares.state.lock().unwrap_or_else(|p| p.into_inner());
             if st
                 .paused_until
                 .is_some_and(|t| std::time::Instant::now() < t)
             {
                 return;
             }
-            let missing = wanted.saturating_sub(st.ready.len() + st.opening);
-            st.opening += missing;
-            missing
+            wanted.saturating_sub(st.ready.len())
         };
         for _ in 0..missing {
             let session = self.session.clone();
-            let spares = Arc::downgrade(&self.spares);
-            let gone = self.spares.gone.clone();
-            tokio::spawn(async move {
-                let opened = tokio::select! {
-                    r = session.open() => Some(r),
-                    () = gone.cancelled() => None,
-                };
-                drop(session);
-                let Some(spares) = spares.upgrade() else {
+            let mut open: PendingOpen = Box::pin(async move { session.open().await });
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let started = std::time::Instant::now();
+            let mut st = self.spares.state.lock().unwrap_or_else(|p| p.into_inner());
+            match open.as_mut().poll(&mut cx) {
+                Poll::Pending => st.ready.push((open, started)),
+                Poll::Ready(Ok(ch)) => st
+                    .ready
+                    .push((Box::pin(std::future::ready(Ok(ch))), started)),
+                Poll::Ready(Err(_)) => {
+                    st.paused_until = Some(started + SPARE_PAUSE);
                     return;
-                };
-                let mut st = spares.state.lock().unwrap_or_else(|p| p.into_inner());
-                st.opening -= 1;
-                match opened {
-                    Some(Ok(ch)) => st.ready.push((ch, std::time::Instant::now())),
-                    Some(Err(_)) => {
-                        st.paused_until = Some(std::time::Instant::now() + SPARE_PAUSE);
-                    }
-                    None => {}
                 }
-            });
+            }
         }
     }
 
@@ -234,18 +227,30 @@ impl Caller {
             encode_frame(&*self.codec, args, &mut buf)?;
         }
         let spare = self.take_spare();
-        // The next spare opens alongside this call (and its own open, when none was ready).
-        self.refill_spares();
         let mut ch = match spare {
-            Some(ch) => ch,
-            None => self.session.open().await?,
+            Some(open) => match open.await {
+                Ok(ch) => ch,
+                // Refused or failed: as any call would, open one of its own (and pause spares).
+                Err(_) => {
+                    self.pause_spares();
+                    self.session.open().await?
+                }
+            },
+            None => {
+                // The next call's channel opens alongside this one's.
+                self.refill_spares();
+                self.session.open().await?
+            }
         };
-        match ch.write_bytes(buf.freeze()).await {
+        let sent = match ch.write_bytes(buf.freeze()).await {
             Ok(()) => Ok(ch),
             // The responder closed the channel already; what it sent is read as the answer.
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ch),
             Err(e) => Err(e.into()),
-        }
+        };
+        // The next call's channel opens behind this call's request, while it is answered.
+        self.refill_spares();
+        sent
     }
 
     async fn read_response(&self, mut ch: qtalk_mux::Channel) -> Result<Response, Error> {
