@@ -208,7 +208,7 @@ fn cells(a: &RunArgs) -> Vec<(Workload, usize, Vec<System>)> {
                     .systems
                     .iter()
                     .copied()
-                    .filter(|s| *s != System::Qmux)
+                    .filter(|s| !matches!(s, System::Qmux | System::Quinn))
                     .collect();
                 for &n in &a.callers {
                     out.push((w, n, systems.clone()));
@@ -238,7 +238,7 @@ fn cells(a: &RunArgs) -> Vec<(Workload, usize, Vec<System>)> {
                             .unwrap(),
                     );
                 }
-                for s in [System::Qmux, System::Raw] {
+                for s in [System::Qmux, System::OursQuic, System::Quinn, System::Raw] {
                     if a.systems.contains(&s) {
                         systems.push(s);
                     }
@@ -477,6 +477,8 @@ fn label(s: System, callers: usize) -> &'static str {
         (System::Raw, 1) => "raw TCP ping-pong",
         (System::Raw, _) => "raw TCP, pipelined",
         (System::Qmux, _) => "bare qmux channel",
+        (System::OursQuic, _) => "**qtalk CBOR over QUIC**",
+        (System::Quinn, _) => "bare quinn stream",
     }
 }
 
@@ -486,5 +488,7 @@ fn bulk_label(s: System) -> &'static str {
         System::Tarpc => "tarpc",
         System::Raw => "raw TCP",
         System::Qmux => "bare qmux channel",
+        System::OursQuic => "**qtalk continued call over QUIC**",
+        System::Quinn => "bare quinn stream",
     }
 }

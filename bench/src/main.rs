@@ -13,6 +13,7 @@
 mod bare;
 mod driver;
 mod ours;
+mod quinn_sys;
 mod raw;
 mod scale;
 mod stats;
@@ -41,6 +42,10 @@ pub enum System {
     Raw,
     /// A bare qmux channel on TCP, no qtalk call (bulk only).
     Qmux,
+    /// qtalk, CBOR codec, with QUIC as the base layer (UDP).
+    OursQuic,
+    /// A bare quinn stream, no qtalk (bulk only).
+    Quinn,
 }
 
 impl System {
@@ -51,6 +56,8 @@ impl System {
             System::Tarpc => "tarpc",
             System::Raw => "raw",
             System::Qmux => "qmux",
+            System::OursQuic => "ours-quic",
+            System::Quinn => "quinn",
         }
     }
 }
@@ -261,6 +268,20 @@ async fn server(system: System, addr: &str) -> i32 {
                 Err(e) => Err(e),
             }
         }
+        System::OursQuic => match quinn_sys::listen_ours(addr).await {
+            Ok(l) => {
+                announce(l.local_addr().expect("local addr"));
+                ours::serve(l, "cbor").await
+            }
+            Err(e) => Err(e),
+        },
+        System::Quinn => match quinn_sys::listen_bare(addr) {
+            Ok(e) => {
+                announce(e.local_addr().expect("local addr"));
+                quinn_sys::serve_bare(e).await
+            }
+            Err(e) => Err(e),
+        },
         System::Tarpc | System::Raw => match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => {
                 announce(l.local_addr().expect("local addr"));
@@ -292,10 +313,10 @@ async fn client(
     bytes: u64,
 ) -> i32 {
     let name = system.name();
-    let codec = if system == System::OursCbor {
-        "cbor"
-    } else {
-        "json"
+    let codec = match system {
+        System::OursCbor => "cbor",
+        System::OursQuic => "cbor-quic",
+        _ => "json",
     };
     let dir = match workload {
         Workload::Up => Some(Direction::Up),
@@ -319,12 +340,12 @@ async fn client(
         };
     }
     let result: Result<stats::Report, Box<dyn std::error::Error>> = match (system, dir) {
-        (System::OursJson | System::OursCbor, None) => {
+        (System::OursJson | System::OursCbor | System::OursQuic, None) => {
             ours::calls(name, addr, codec, callers, secs, warmup)
                 .await
                 .map_err(Into::into)
         }
-        (System::OursJson | System::OursCbor, Some(d)) => {
+        (System::OursJson | System::OursCbor | System::OursQuic, Some(d)) => {
             ours::bulk(name, addr, codec, d, bytes).await
         }
         (System::Tarpc, None) => tarpc_sys::calls(name, addr, callers, secs, warmup)
@@ -337,6 +358,8 @@ async fn client(
         (System::Raw, Some(d)) => raw::bulk(name, addr, d, bytes).await,
         (System::Qmux, Some(d)) => bare::bulk(name, addr, d, bytes).await,
         (System::Qmux, None) => Err("qmux: bulk only".into()),
+        (System::Quinn, Some(d)) => quinn_sys::bulk_bare(name, addr, d, bytes).await,
+        (System::Quinn, None) => Err("quinn: bulk only".into()),
     };
     match result {
         Ok(report) => {

@@ -12,7 +12,7 @@ use crate::{Direction, CHUNK};
 
 pub fn codec(name: &str) -> Arc<dyn Codec> {
     match name {
-        "cbor" => Arc::new(Cbor),
+        "cbor" | "cbor-quic" => Arc::new(Cbor),
         _ => Arc::new(Json),
     }
 }
@@ -85,8 +85,12 @@ pub async fn serve(listener: qtalk::mux::Listener, codec_name: &str) -> std::io:
     server.serve(listener).await
 }
 
+/// The base layer under the calls: qmux on TCP, or QUIC (`codec_name` ending in `-quic`).
 pub async fn connect(addr: &str, codec_name: &str) -> std::io::Result<Caller> {
-    let session = qtalk::mux::transport::connect_tcp(addr, qtalk::mux::Config::default()).await?;
+    let session = match codec_name.strip_suffix("-quic") {
+        Some(_) => crate::quinn_sys::connect_session(addr).await?,
+        None => qtalk::mux::transport::connect_tcp(addr, qtalk::mux::Config::default()).await?,
+    };
     Ok(Caller::new(session, codec(codec_name)))
 }
 
