@@ -135,8 +135,10 @@ impl Caller {
             let mut open: PendingOpen = Box::pin(async move { session.open().await });
             let mut cx = Context::from_waker(std::task::Waker::noop());
             let started = std::time::Instant::now();
+            // Polled before taking the lock: this poll writes the OPEN.
+            let polled = open.as_mut().poll(&mut cx);
             let mut st = self.spares.state.lock().unwrap_or_else(|p| p.into_inner());
-            match open.as_mut().poll(&mut cx) {
+            match polled {
                 Poll::Pending => st.ready.push((open, started)),
                 Poll::Ready(Ok(ch)) => st
                     .ready
