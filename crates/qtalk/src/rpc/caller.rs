@@ -394,7 +394,7 @@ impl Response {
                 reader: self.reader,
                 codec: self.codec.clone(),
             },
-            ResponseWriter {
+            crate::rpc::Continued {
                 w,
                 codec: self.codec,
             },
@@ -461,61 +461,10 @@ impl AsyncRead for ResponseReader {
 }
 
 /// The sending side of a [`Response`], from [`Response::into_split`]: values
-/// ([`ResponseWriter::send`]) or raw bytes (`AsyncWrite`; `shutdown` sends EOF).
-pub struct ResponseWriter {
-    w: qtalk_mux::WriteHalf,
-    codec: Arc<dyn Codec>,
-}
-
-impl std::fmt::Debug for ResponseWriter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseWriter")
-            .field("channel", &self.w.id())
-            .finish_non_exhaustive()
-    }
-}
-
-impl ResponseWriter {
-    /// Sends a value to the responder.
-    pub async fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        let mut buf = BytesMut::new();
-        encode_frame(&*self.codec, value, &mut buf)?;
-        Ok(self.w.write_bytes(buf.freeze()).await?)
-    }
-
-    /// Writes raw bytes without copying large buffers (see [`Response::write_bytes`]).
-    pub async fn write_bytes(&mut self, data: bytes::Bytes) -> std::io::Result<()> {
-        self.w.write_bytes(data).await
-    }
-
-    /// Sends EOF: the responder reads end-of-stream; the reader can still read.
-    pub fn close_write(&self) -> Result<(), Error> {
-        Ok(self.w.close_write()?)
-    }
-
-    /// Closes the channel (both sides).
-    pub fn close(&self) -> Result<(), Error> {
-        Ok(self.w.close()?)
-    }
-}
-
-impl AsyncWrite for ResponseWriter {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().w).poll_write(cx, data)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().w).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().w).poll_shutdown(cx)
-    }
-}
+/// ([`Continued::send`](crate::rpc::Continued::send)) or raw bytes (`AsyncWrite`,
+/// [`Continued::write_bytes`](crate::rpc::Continued::write_bytes); `shutdown` sends EOF). The
+/// same type as the responder's side of a continued call.
+pub type ResponseWriter = crate::rpc::Continued;
 
 impl AsyncRead for Response {
     fn poll_read(

@@ -214,11 +214,15 @@ pub(crate) async fn respond_fallback(
 }
 
 /// The sending side of a continued call: more values ([`Continued::send`]) or raw bytes
-/// (`AsyncWrite`). `shutdown`/[`Continued::close_write`] send EOF; dropping it (and the
-/// [`Call`]) closes the channel.
+/// (`AsyncWrite`, [`Continued::write_bytes`]). `shutdown`/[`Continued::close_write`] send
+/// EOF; dropping it (and the receiving side: the responder's [`Call`], or the caller's
+/// [`ResponseReader`](crate::rpc::ResponseReader)) closes the channel. The responder gets it
+/// from [`Responder::continue_with`]; the caller from
+/// [`Response::into_split`](crate::rpc::Response::into_split), as
+/// [`ResponseWriter`](crate::rpc::ResponseWriter).
 pub struct Continued {
-    w: qtalk_mux::WriteHalf,
-    codec: Arc<dyn Codec>,
+    pub(crate) w: qtalk_mux::WriteHalf,
+    pub(crate) codec: Arc<dyn Codec>,
 }
 
 impl std::fmt::Debug for Continued {
@@ -243,7 +247,7 @@ impl Continued {
         self.w.write_bytes(data).await
     }
 
-    /// Sends EOF; the caller reads end-of-stream.
+    /// Sends EOF; the other side reads end-of-stream (this side can still read).
     pub fn close_write(&self) -> Result<(), Error> {
         Ok(self.w.close_write()?)
     }
