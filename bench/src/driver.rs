@@ -208,7 +208,7 @@ fn cells(a: &RunArgs) -> Vec<(Workload, usize, Vec<System>)> {
                     .systems
                     .iter()
                     .copied()
-                    .filter(|s| !matches!(s, System::Qmux | System::Quinn))
+                    .filter(|s| !matches!(s, System::Qmux))
                     .collect();
                 for &n in &a.callers {
                     out.push((w, n, systems.clone()));
@@ -478,7 +478,7 @@ fn label(s: System, callers: usize) -> &'static str {
         (System::Raw, _) => "raw TCP, pipelined",
         (System::Qmux, _) => "bare qmux channel",
         (System::OursQuic, _) => "**qtalk CBOR over QUIC**",
-        (System::Quinn, _) => "bare quinn stream",
+        (System::Quinn, _) => "bare quinn, a stream per round trip",
     }
 }
 

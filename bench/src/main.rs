@@ -44,7 +44,7 @@ pub enum System {
     Qmux,
     /// qtalk, CBOR codec, with QUIC as the base layer (UDP).
     OursQuic,
-    /// A bare quinn stream, no qtalk (bulk only).
+    /// Bare quinn, no qtalk: one stream (bulk), or a new stream per round trip (calls).
     Quinn,
 }
 
@@ -359,7 +359,7 @@ async fn client(
         (System::Qmux, Some(d)) => bare::bulk(name, addr, d, bytes).await,
         (System::Qmux, None) => Err("qmux: bulk only".into()),
         (System::Quinn, Some(d)) => quinn_sys::bulk_bare(name, addr, d, bytes).await,
-        (System::Quinn, None) => Err("quinn: bulk only".into()),
+        (System::Quinn, None) => quinn_sys::calls_bare(name, addr, callers, secs, warmup).await,
     };
     match result {
         Ok(report) => {

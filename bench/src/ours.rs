@@ -180,7 +180,7 @@ pub async fn bulk(
             let mut left = size;
             while left > 0 {
                 let n = left.min(CHUNK as u64) as usize;
-                resp.write_all(&block[..n]).await?;
+                resp.write_bytes(block.slice(..n)).await?;
                 left -= n as u64;
             }
             resp.shutdown().await?;

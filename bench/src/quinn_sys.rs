@@ -1,6 +1,7 @@
-//! QUIC rows: ours over QUIC (`ours-quic`, qtalk CBOR with QUIC as the base layer) and a bare
-//! quinn stream (`quinn`, bulk only: the raw TCP protocol of [`crate::raw`] on one
-//! bidirectional stream), both on UDP loopback with a fresh self-signed certificate.
+//! QUIC rows: ours over QUIC (`ours-quic`, qtalk CBOR with QUIC as the base layer) and bare
+//! quinn (`quinn`: the raw TCP protocol of [`crate::raw`] on bidirectional streams; for
+//! calls, one new stream per 9-byte round trip, as a qtalk call over QUIC takes), both on UDP
+//! loopback with a fresh self-signed certificate.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -8,7 +9,7 @@ use std::time::Instant;
 use qtalk::mux::quic::quinn;
 use qtalk::mux::{tls, Config};
 
-use crate::stats::{bulk_report, Report};
+use crate::stats::{bulk_report, calls_report, drive, Report};
 use crate::Direction;
 
 fn server_tls() -> std::io::Result<tls::rustls::ServerConfig> {
@@ -54,6 +55,54 @@ pub async fn serve_bare(endpoint: quinn::Endpoint) -> std::io::Result<()> {
     Ok(())
 }
 
+async fn connect_bare(
+    addr: &str,
+) -> Result<(quinn::Endpoint, quinn::Connection), Box<dyn std::error::Error>> {
+    let remote: SocketAddr = addr.parse()?;
+    let endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::UNSPECIFIED, 0).into())?;
+    let client =
+        qtalk::mux::quic::client_config(tls::insecure_client_config(), &Config::default())?;
+    let conn = endpoint.connect_with(client, remote, "localhost")?.await?;
+    Ok((endpoint, conn))
+}
+
+/// Round trips of a 9-byte message, each on a new bidirectional stream (opening a QUIC stream
+/// takes no round trip): the least a call over QUIC can cost with quinn.
+pub async fn calls_bare(
+    system: &str,
+    addr: &str,
+    callers: usize,
+    secs: std::time::Duration,
+    warmup: std::time::Duration,
+) -> Result<Report, Box<dyn std::error::Error>> {
+    let (endpoint, conn) = connect_bare(addr).await?;
+    let op = {
+        let conn = conn.clone();
+        move |_| {
+            let conn = conn.clone();
+            async move {
+                let Ok((mut send, mut recv)) = conn.open_bi().await else {
+                    return false;
+                };
+                let mut msg = [b'e'; 10];
+                msg[1..].copy_from_slice(&crate::raw::MSG);
+                if send.write_all(&msg).await.is_err() {
+                    return false;
+                }
+                let mut back = [0u8; 9];
+                let ok = recv.read_exact(&mut back).await.is_ok() && back == crate::raw::MSG;
+                let _ = send.finish();
+                ok
+            }
+        }
+    };
+    drive(callers, warmup, op.clone()).await;
+    let (elapsed, lat) = drive(callers, secs, op).await;
+    conn.close(0u32.into(), b"done");
+    endpoint.wait_idle().await;
+    Ok(calls_report(system, "calls", callers, elapsed, lat))
+}
+
 /// `size` bytes over one bare quinn stream.
 pub async fn bulk_bare(
     system: &str,
@@ -61,11 +110,7 @@ pub async fn bulk_bare(
     dir: Direction,
     size: u64,
 ) -> Result<Report, Box<dyn std::error::Error>> {
-    let remote: SocketAddr = addr.parse()?;
-    let endpoint = quinn::Endpoint::client((std::net::Ipv4Addr::UNSPECIFIED, 0).into())?;
-    let client =
-        qtalk::mux::quic::client_config(tls::insecure_client_config(), &Config::default())?;
-    let conn = endpoint.connect_with(client, remote, "localhost")?.await?;
+    let (endpoint, conn) = connect_bare(addr).await?;
     let start = Instant::now();
     let (mut send, recv) = conn.open_bi().await?;
     send.write_all(match dir {

@@ -17,7 +17,7 @@ use crate::stats::{bulk_report, calls_report, drive, Report};
 use crate::{Direction, CHUNK};
 
 /// `[0, 0, 0, 5] "hello"`.
-const MSG: [u8; 9] = *b"\0\0\0\x05hello";
+pub(crate) const MSG: [u8; 9] = *b"\0\0\0\x05hello";
 
 pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
     loop {

@@ -35,6 +35,7 @@ pub struct Config {
     pub(crate) keep_alive: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) listen_backlog: u32,
+    pub(crate) read_buffer_idle: Duration,
 }
 
 impl Default for Config {
@@ -49,6 +50,7 @@ impl Default for Config {
             keep_alive: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             listen_backlog: 4096,
+            read_buffer_idle: Duration::from_secs(1),
         }
     }
 }
@@ -203,6 +205,16 @@ impl ConfigBuilder {
     /// sees its SYNs dropped and retries a second later.
     pub fn listen_backlog(mut self, connections: u32) -> Self {
         self.config.listen_backlog = connections;
+        self
+    }
+
+    /// How long the reader keeps its receive buffers for reuse once bulk data stopped
+    /// arriving (default 1 s; zero keeps none). While large DATA frames flow, the reader
+    /// fills again buffers whose every byte the channels have read (up to two windows' worth
+    /// kept), instead of taking new memory per frame; they are freed once none was needed
+    /// for this long.
+    pub fn read_buffer_idle(mut self, linger: Duration) -> Self {
+        self.config.read_buffer_idle = linger;
         self
     }
 

@@ -54,6 +54,10 @@
 //! quinn runs its own endpoint and connection drivers for QUIC; they end with the endpoint.
 //! Nothing is spawned per channel, and dropping a handle never performs I/O.
 //!
+//! The qmux reader keeps two timers of its own, both from [`Config`]: the accept deadline of
+//! the peer's waiting channels (`accept_timeout`), and, only while it keeps receive buffers
+//! for reuse after bulk data, the moment to free them (`read_buffer_idle`).
+//!
 //! # Public dependencies
 //!
 //! Three crates appear in this API, for connections and settings made elsewhere, and are
@@ -72,6 +76,7 @@ mod error;
 mod listener;
 mod output;
 mod proxy;
+mod recycle;
 mod session;
 pub mod transport;
 

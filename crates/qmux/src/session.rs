@@ -22,6 +22,7 @@ use crate::channel::{Channel, Handle};
 use crate::config::Config;
 use crate::error::Error;
 use crate::output::Output;
+use crate::recycle::Recycler;
 
 /// Largest amount of queued frames written inline by the task that queued them.
 const INLINE_MAX: usize = 16 * 1024;
@@ -317,11 +318,15 @@ impl Locked<'_> {
             self.shared.writer.notify_one();
         } else if g.proto.has_transmit() {
             // With few channels busy, small writes (control frames, rpc messages) go out from
-            // this task at once, saving a task wake-up per exchange. Bulk data, and traffic of
-            // many channels, is left to the writer task: copying and writing then overlap, and
-            // frames of many channels share one vectored write.
-            let small =
-                g.proto.unsent() <= INLINE_MAX && g.proto.channel_count() <= INLINE_MAX_CHANNELS;
+            // this task at once, saving a task wake-up per exchange. Bulk data written from a
+            // task, and traffic of many channels, is left to the writer task: frames of many
+            // channels then share one vectored write.
+            // Bulk data written from outside the runtime's tasks (a `block_on` future, such as
+            // `#[tokio::main]`'s) also goes out inline: waking the writer task from there costs
+            // a hop to another thread per write. From a task, the woken writer runs next on
+            // the same thread and batches what the task queued meanwhile.
+            let small = (g.proto.unsent() <= INLINE_MAX || tokio::task::try_id().is_none())
+                && g.proto.channel_count() <= INLINE_MAX_CHANNELS;
             let out = if small {
                 self.shared.out.try_lock().ok()
             } else {
@@ -677,7 +682,16 @@ async fn read_loop<R>(shared: Arc<Shared>, mut reader: R, done: CancellationToke
 where
     R: AsyncRead + Unpin,
 {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut buf = BytesMut::new();
+    let linger = shared.config.read_buffer_idle;
+    // Kept buffers hold at most two windows' worth: what one channel may have in flight.
+    let keep = if linger.is_zero() {
+        0
+    } else {
+        2 * shared.config.proto.window() as usize
+    };
+    let mut recycler = Recycler::new(keep);
+    recycler.replace(&mut buf, READ_CHUNK);
     let mut want = READ_CHUNK;
     // The earliest accept deadline. Incoming channels appear only while this task handles
     // input, so it enforces their deadlines itself, with no wake-up of another task per open.
@@ -686,25 +700,48 @@ where
     let timer = tokio::time::sleep_until(Instant::now());
     tokio::pin!(timer);
     let mut armed = false;
+    // Frees the kept receive buffers once bulk data stopped for `linger`; armed only while
+    // some are kept, and re-armed once per `linger` while they are in use.
+    let idle = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(idle);
+    let mut idle_armed = false;
     // Bytes still to come of the DATA payload being received (as of the last input).
     let mut payload = 0;
+    // Between the frames of bulk data, a read takes a whole frame at once: header and
+    // payload in one buffer, one system call.
+    let bulk_want = (shared.config.proto.max_packet() as usize).clamp(READ_CHUNK, READ_MAX);
     loop {
-        if buf.is_empty() && payload >= PAYLOAD_OWN_MIN {
+        let own = buf.is_empty() && payload >= PAYLOAD_OWN_MIN;
+        if own {
             // Inside a large DATA payload: read the rest of it into a buffer of its own, so
             // that the slices handed to the channel pin nothing of other frames (what a peer
             // makes a session hold stays close to what it sent).
             let exact = payload.min(READ_MAX);
             if buf.capacity() != exact {
-                buf = BytesMut::with_capacity(exact);
+                recycler.replace(&mut buf, exact);
             }
         } else if buf.capacity() - buf.len() < want / 2 {
-            buf.reserve(want);
+            if buf.is_empty() {
+                recycler.replace(&mut buf, want);
+            } else {
+                buf.reserve(want);
+                recycler.forget();
+            }
+        }
+        if recycler.holds() && !idle_armed {
+            idle.as_mut().reset(Instant::now() + linger);
+            idle_armed = true;
         }
         let read = tokio::select! {
             biased;
             _ = shared.ended.cancelled() => break,
             r = reader.read_buf(&mut buf) => Some(r),
             _ = &mut timer, if armed => None,
+            _ = &mut idle, if idle_armed => {
+                recycler.idle();
+                idle_armed = false;
+                continue;
+            }
         };
         let mut inner = shared.lock();
         let Some(read) = read else {
@@ -727,7 +764,7 @@ where
                 shared.ended.cancel();
                 break;
             }
-            Ok(_) => {
+            Ok(n) => {
                 if let Err(e) = inner.proto.handle_input(&mut buf) {
                     tracing::debug!(error = %e, "qmux protocol error");
                     inner.end(e.into());
@@ -736,7 +773,11 @@ where
                     break;
                 }
                 payload = inner.proto.payload_remaining();
-                want = payload.clamp(READ_CHUNK, READ_MAX);
+                want = if payload == 0 && (own || n >= READ_CHUNK) {
+                    bulk_want
+                } else {
+                    payload.clamp(READ_CHUNK, READ_MAX)
+                };
                 // Queue what arrived now, to see its deadlines (dropping the lock would too).
                 inner.dispatch(shared.config.accept_timeout);
                 note_waiting_opens(&mut inner, shared.config.accept_timeout);

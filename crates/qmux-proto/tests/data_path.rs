@@ -1,0 +1,171 @@
+//! The bulk data path, frame by frame: which payloads go out without a copy, and how often
+//! the window goes back to a peer that streams and to one that waits after every packet.
+
+use bytes::{Bytes, BytesMut};
+use qtalk_mux_proto::{ChannelId, Config, Event, Frame, Session};
+
+const MAX_PACKET: u32 = 256 * 1024;
+const WINDOW: u32 = 4 * 1024 * 1024;
+
+/// A session with one channel the peer (id 7) opened and we accepted, its confirmation sent.
+/// Returns the session, the channel and the bytes written so far.
+fn accepted() -> (Session, ChannelId, u64) {
+    let config = Config::builder()
+        .window(WINDOW)
+        .max_packet(MAX_PACKET)
+        .build()
+        .unwrap();
+    let mut s = Session::new(config);
+    feed(
+        &mut s,
+        &[Frame::Open {
+            sender_id: 7,
+            window: 64 * 1024 * 1024,
+            max_packet: MAX_PACKET,
+        }],
+    );
+    let id = loop {
+        match s.poll_event() {
+            Some(Event::Incoming(id)) => break id,
+            Some(_) => {}
+            None => panic!("no incoming channel"),
+        }
+    };
+    s.accept(id).unwrap();
+    let written = transmit(&mut s).iter().map(|b| b.len() as u64).sum();
+    (s, id, written)
+}
+
+fn feed(s: &mut Session, frames: &[Frame]) {
+    let mut buf = BytesMut::new();
+    for f in frames {
+        f.encode(&mut buf);
+    }
+    s.handle_input(&mut buf).expect("valid input");
+}
+
+fn transmit(s: &mut Session) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let n = s.poll_transmit(&mut out);
+    s.on_transmitted(n);
+    out
+}
+
+fn decode(bufs: &[Bytes]) -> Vec<Frame> {
+    let mut all = BytesMut::new();
+    for b in bufs {
+        all.extend_from_slice(b);
+    }
+    let mut frames = Vec::new();
+    while let Some(f) = Frame::decode(&mut all, u32::MAX).expect("decodes") {
+        frames.push(f);
+    }
+    assert!(all.is_empty(), "whole frames only");
+    frames
+}
+
+/// `len` bytes of a pattern, starting at an address `skew` past agreeing with stream
+/// position `pos` modulo 64.
+fn payload_at(len: usize, pos: u64, skew: usize) -> Bytes {
+    let whole = Bytes::from((0..len + 128).map(|i| i as u8).collect::<Vec<u8>>());
+    let base = whole.as_ptr() as usize as u64;
+    let start = (pos.wrapping_sub(base) % 64) as usize + skew;
+    whole.slice(start..start + len)
+}
+
+#[test]
+fn a_payload_that_lines_up_with_the_stream_goes_out_without_a_copy() {
+    let (mut s, id, written) = accepted();
+    // The payload follows the 9-byte DATA header.
+    let mut data = payload_at(MAX_PACKET as usize, written + 9, 0);
+    let (ptr, copy) = (data.as_ptr(), data.clone());
+    assert_eq!(s.send_bytes(id, &mut data).unwrap(), MAX_PACKET as usize);
+    let out = transmit(&mut s);
+    assert!(out.iter().any(|b| b.as_ptr() == ptr), "queued as it was");
+    match &decode(&out)[..] {
+        [Frame::Data { payload, .. }] => assert_eq!(payload, &copy),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_payload_off_the_stream_is_copied_to_a_buffer_that_lines_up() {
+    let (mut s, id, written) = accepted();
+    let mut data = payload_at(MAX_PACKET as usize, written + 9, 1);
+    let (ptr, copy) = (data.as_ptr(), data.clone());
+    assert_eq!(s.send_bytes(id, &mut data).unwrap(), MAX_PACKET as usize);
+    let out = transmit(&mut s);
+    assert!(out.iter().all(|b| b.as_ptr() != ptr), "copied");
+    // Every buffer handed out agrees with its stream position.
+    let mut pos = written;
+    for b in &out {
+        if b.len() >= 16 * 1024 {
+            assert_eq!((b.as_ptr() as usize as u64).wrapping_sub(pos) % 64, 0);
+        }
+        pos += b.len() as u64;
+    }
+    match &decode(&out)[..] {
+        [Frame::Data { payload, .. }] => assert_eq!(payload, &copy),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_large_copied_write_lines_up_with_the_stream() {
+    let (mut s, id, written) = accepted();
+    let data = vec![5u8; 3 * MAX_PACKET as usize];
+    assert_eq!(s.send(id, &data).unwrap(), data.len());
+    let out = transmit(&mut s);
+    let mut pos = written;
+    for b in &out {
+        assert_eq!((b.as_ptr() as usize as u64).wrapping_sub(pos) % 64, 0);
+        pos += b.len() as u64;
+    }
+    let frames = decode(&out);
+    assert_eq!(frames.len(), 3);
+}
+
+/// Feeds `packets` DATA frames of a max packet each, reading after every `read_every` of
+/// them; returns the WINDOW_ADJUSTs sent.
+fn adjusts(packets: usize, read_every: usize) -> Vec<u32> {
+    let (mut s, id, _) = accepted();
+    let mut sent = Vec::new();
+    let mut grants = Vec::new();
+    for i in 0..packets {
+        feed(
+            &mut s,
+            &[Frame::Data {
+                recipient_id: id.get(),
+                payload: vec![1u8; MAX_PACKET as usize].into(),
+            }],
+        );
+        if (i + 1) % read_every == 0 {
+            while let Some(chunk) = s.read_chunk(id, usize::MAX).unwrap() {
+                if chunk.is_empty() {
+                    break;
+                }
+            }
+            sent.extend(transmit(&mut s));
+            for f in decode(&std::mem::take(&mut sent)) {
+                if let Frame::WindowAdjust { bytes, .. } = f {
+                    grants.push(bytes);
+                }
+            }
+        }
+    }
+    grants
+}
+
+#[test]
+fn a_peer_that_waits_after_every_packet_gets_an_adjust_for_each() {
+    // It never sends more than a packet before hearing from us.
+    let grants = adjusts(16, 1);
+    assert_eq!(grants, vec![MAX_PACKET; 16]);
+}
+
+#[test]
+fn a_streaming_peer_gets_its_window_back_in_halves() {
+    // The whole 4 MiB window sent before each read: the peer streams, and 16 MiB consumed
+    // cost 8 adjusts of 2 MiB rather than 64 of a packet each.
+    assert_eq!(adjusts(64, 16), vec![WINDOW / 2; 8]);
+}
