@@ -52,9 +52,13 @@ impl From<ChannelId> for u32 {
 /// transport read buffer, so that small chunks never pin large read buffers.
 const SHARE_MIN: usize = 4096;
 
-/// Copied payloads of a channel go into blocks of this size (or less, when the channel's window
-/// is smaller).
+/// Copied payloads of a channel go into blocks of at most this size (or less, when the
+/// channel's window is smaller).
 const TAIL_BLOCK: usize = 64 * 1024;
+
+/// A channel's first block of copied payloads; each next one doubles, up to [`TAIL_BLOCK`]. A
+/// call's few small messages then cost a small allocation, not a 64 KiB one.
+const FIRST_BLOCK: usize = 1024;
 
 /// Payloads handed to [`Session::send_bytes`] at least this long are queued without a copy
 /// (when they line up with the stream, see [`ALIGN`]).
@@ -173,6 +177,8 @@ struct Channel {
     recv_chunks: VecDeque<Bytes>,
     /// Small payloads coalesced behind `recv_chunks`.
     recv_tail: BytesMut,
+    /// Size of the last block allocated for `recv_tail` (0: none yet).
+    tail_block: u32,
     recv_len: usize,
     eof_sent: bool,
     close_sent: bool,
@@ -200,6 +206,7 @@ impl Channel {
             grant: recv_window,
             recv_chunks: VecDeque::new(),
             recv_tail: BytesMut::new(),
+            tail_block: 0,
             recv_len: 0,
             eof_sent: false,
             close_sent: false,
@@ -245,7 +252,12 @@ impl Channel {
                     self.recv_chunks.push_back(self.recv_tail.split().freeze());
                 }
                 let most = chunk.len() + self.recv_window as usize;
-                let block = TAIL_BLOCK.min(most).max(chunk.len());
+                let next = match self.tail_block as usize {
+                    0 => FIRST_BLOCK,
+                    last => (last * 2).min(TAIL_BLOCK),
+                };
+                let block = next.min(most).max(chunk.len());
+                self.tail_block = block as u32;
                 self.recv_tail = BytesMut::with_capacity(block);
             }
             self.recv_tail.extend_from_slice(&chunk);
