@@ -700,11 +700,10 @@ where
     let timer = tokio::time::sleep_until(Instant::now());
     tokio::pin!(timer);
     let mut armed = false;
-    // Frees the kept receive buffers once bulk data stopped for `linger`; armed only while
-    // some are kept, and re-armed once per `linger` while they are in use.
-    let idle = tokio::time::sleep_until(Instant::now());
-    tokio::pin!(idle);
-    let mut idle_armed = false;
+    // Frees the kept receive buffers once bulk data stopped for `linger`; made only while
+    // some are kept (an idle session holds none), and re-armed once per `linger` while they
+    // are in use.
+    let mut idle: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     // Bytes still to come of the DATA payload being received (as of the last input).
     let mut payload = 0;
     // Between the frames of bulk data, a read takes a whole frame at once: header and
@@ -728,18 +727,22 @@ where
                 recycler.forget();
             }
         }
-        if recycler.holds() && !idle_armed {
-            idle.as_mut().reset(Instant::now() + linger);
-            idle_armed = true;
+        if recycler.holds() && idle.is_none() {
+            idle = Some(Box::pin(tokio::time::sleep(linger)));
         }
         let read = tokio::select! {
             biased;
             _ = shared.ended.cancelled() => break,
             r = reader.read_buf(&mut buf) => Some(r),
             _ = &mut timer, if armed => None,
-            _ = &mut idle, if idle_armed => {
+            _ = async {
+                match idle.as_mut() {
+                    Some(sleep) => sleep.await,
+                    None => std::future::pending().await,
+                }
+            }, if idle.is_some() => {
                 recycler.idle();
-                idle_armed = false;
+                idle = None;
                 continue;
             }
         };
