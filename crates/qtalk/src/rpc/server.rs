@@ -118,7 +118,10 @@ async fn respond_call(
     let codec = caller.codec().clone();
     let (mut r, w) = ch.into_split();
     let mut reader = FrameReader::new(options.max_frame);
+    // The header read goes first: what the peer sent before it left (a bad header included)
+    // is still answered; `stop` ends only a wait for bytes that are not there.
     let header = tokio::select! {
+        biased;
         h = tokio::time::timeout(
             options.header_timeout,
             reader.receive::<CallHeader, _>(&*codec, &mut r),
