@@ -48,7 +48,7 @@
 //! | task | spawned by | ends |
 //! | --- | --- | --- |
 //! | reader, writer (qmux) | [`Session::new`] / [`Session::from_split`] and everything built on them | when the session ends (its last handle dropped, [`Session::close`], the peer leaving or an error), after the writer flushed what was queued and shut the transport |
-//! | delivery (QUIC) | [`quic::connect`], [`quic::over_connection`], QUIC listeners | with the connection; it waits for the peer's acknowledgement of finished streams, then performs the close |
+//! | delivery (QUIC) | [`quic::connect`], [`quic::over_connection`], QUIC listeners | with the connection; once `close` is called, it waits for the peer's acknowledgement of finished streams, then performs the close |
 //! | handshakes (WebSocket, TLS, QUIC) | a [`Listener`] accepting | each within [`Config`]'s handshake timeout; all of them with the listener |
 //!
 //! quinn runs its own endpoint and connection drivers for QUIC; they end with the endpoint.

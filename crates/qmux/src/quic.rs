@@ -41,7 +41,7 @@
 //! # }
 //! ```
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -188,83 +188,108 @@ pub(crate) struct QuicSession {
 }
 
 /// Finished streams still delivering, so a close can wait for them as qmux's does. Dropped
-/// write halves hand their streams to the session's one delivery task ([`deliver`]), which
-/// waits for the peer's acknowledgements and closes the connection once `close` was called
-/// and they all came (or the close timeout passed).
+/// write halves leave their streams here; nothing wakes per stream. A stream is let go once
+/// the peer acknowledged its data or stopped it (letting go of a stopped stream resets it, so
+/// the peer can free it): at once when that is already so as its channel drops, otherwise at
+/// the next pruning, which runs every [`PRUNE_EVERY`] streams left here. On `close`, the
+/// session's one task ([`deliver`]) waits for those still kept, then closes the connection
+/// (or once the close timeout passed).
 struct Unacked {
-    /// Streams finished and not yet acknowledged (counted before they are handed over).
-    streams: AtomicUsize,
-    /// To the delivery task.
-    tx: tokio::sync::mpsc::UnboundedSender<quinn::SendStream>,
+    pending: Mutex<Pending>,
     /// `close` was called.
     closing: tokio::sync::Notify,
 }
 
+/// See [`Unacked`].
+struct Pending {
+    streams: Vec<quinn::SendStream>,
+    /// Prune when `streams` reaches this length.
+    prune_at: usize,
+}
+
+/// How many streams may be left between two prunings of [`Unacked`].
+const PRUNE_EVERY: usize = 32;
+
+/// True once the peer acknowledged the stream's data or stopped it; then it needs no keeping.
+fn settled(stream: &quinn::SendStream) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let stopped = std::pin::pin!(stream.stopped());
+    stopped.poll(&mut cx).is_ready()
+}
+
 impl Unacked {
-    /// Hands a finished stream to the delivery task.
-    fn push(&self, stream: quinn::SendStream) {
-        self.streams.fetch_add(1, Ordering::AcqRel);
-        if self.tx.send(stream).is_err() {
-            // The delivery task ended with the connection: nothing to wait for.
-            self.streams.fetch_sub(1, Ordering::AcqRel);
+    fn new() -> Self {
+        Unacked {
+            pending: Mutex::new(Pending {
+                streams: Vec::new(),
+                prune_at: PRUNE_EVERY,
+            }),
+            closing: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Keeps a finished stream until its data was acknowledged.
+    fn push(&self, stream: quinn::SendStream) {
+        if settled(&stream) {
+            return;
+        }
+        let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if p.streams.len() >= p.prune_at {
+            p.streams.retain(|s| !settled(s));
+            p.prune_at = p.streams.len() + PRUNE_EVERY;
+        }
+        p.streams.push(stream);
+    }
+
+    /// Lets go of the settled streams; true when none is left.
+    fn settle(&self) -> bool {
+        let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        p.streams.retain(|s| !settled(s));
+        p.prune_at = p.streams.len() + PRUNE_EVERY;
+        p.streams.is_empty()
+    }
+
+    /// The streams still kept, taken.
+    fn take(&self) -> Vec<quinn::SendStream> {
+        let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::take(&mut p.streams)
     }
 }
 
-/// The session's delivery task: waits for the acknowledgement of every finished stream and
-/// performs the close (see [`Unacked`]). It ends with the connection.
+/// The session's one task: once `close` was called, waits for the acknowledgement of every
+/// finished stream (see [`Unacked`]) for up to the close timeout, then closes the connection.
+/// It ends with the connection.
 async fn deliver(
     conn: quinn::Connection,
     unacked: Arc<Unacked>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<quinn::SendStream>,
     close_timeout: std::time::Duration,
 ) {
     use futures_util::stream::{FuturesUnordered, StreamExt};
-    let close = |conn: &quinn::Connection| conn.close(VarInt::from_u32(CLOSE_CODE), CLOSE_REASON);
-    let mut waiting = FuturesUnordered::new();
-    let closing = unacked.closing.notified();
-    tokio::pin!(closing);
-    let mut deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    loop {
-        if deadline.is_some() && unacked.streams.load(Ordering::Acquire) == 0 {
-            return close(&conn);
+    tokio::select! {
+        () = unacked.closing.notified() => {}
+        _ = conn.closed() => return,
+    }
+    let mut waiting: FuturesUnordered<_> = unacked
+        .take()
+        .into_iter()
+        .map(|stream| async move {
+            let _ = stream.stopped().await;
+        })
+        .collect();
+    let all = async { while waiting.next().await.is_some() {} };
+    tokio::select! {
+        _ = tokio::time::timeout(close_timeout, all) => {
+            conn.close(VarInt::from_u32(CLOSE_CODE), CLOSE_REASON);
         }
-        tokio::select! {
-            stream = rx.recv() => match stream {
-                Some(stream) => waiting.push(async move {
-                    let _ = stream.stopped().await;
-                }),
-                None => return,
-            },
-            Some(()) = waiting.next(), if !waiting.is_empty() => {
-                unacked.streams.fetch_sub(1, Ordering::AcqRel);
-            }
-            () = &mut closing, if deadline.is_none() => {
-                deadline = Some(Box::pin(tokio::time::sleep(close_timeout)));
-            }
-            () = async { deadline.as_mut().expect("set").await }, if deadline.is_some() => {
-                return close(&conn);
-            }
-            _ = conn.closed() => return,
-        }
+        _ = conn.closed() => {}
     }
 }
 
 impl QuicSession {
-    /// Must be called within a tokio runtime: it spawns the session's delivery task.
+    /// Must be called within a tokio runtime: it spawns the session's one task ([`deliver`]).
     fn new(conn: quinn::Connection, endpoint: Option<quinn::Endpoint>, config: Config) -> Self {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let unacked = Arc::new(Unacked {
-            streams: AtomicUsize::new(0),
-            tx,
-            closing: tokio::sync::Notify::new(),
-        });
-        tokio::spawn(deliver(
-            conn.clone(),
-            unacked.clone(),
-            rx,
-            config.close_timeout,
-        ));
+        let unacked = Arc::new(Unacked::new());
+        tokio::spawn(deliver(conn.clone(), unacked.clone(), config.close_timeout));
         QuicSession {
             conn,
             endpoint,
@@ -324,11 +349,11 @@ impl QuicSession {
         if self.closing.swap(true, Ordering::AcqRel) {
             return;
         }
-        if self.unacked.streams.load(Ordering::Acquire) == 0 {
+        if self.unacked.settle() {
             self.conn.close(VarInt::from_u32(CLOSE_CODE), CLOSE_REASON);
             return;
         }
-        // The delivery task closes once the finished streams are acknowledged.
+        // The session's task closes once the finished streams are acknowledged.
         self.unacked.closing.notify_one();
     }
 

@@ -52,6 +52,44 @@ async fn many_channels_interleaved_over_quic() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchanges_the_acceptor_stops_free_their_streams() {
+    // The shape of an RPC call: the opener writes a request and keeps its side open; the
+    // acceptor replies, finishes and drops its channel unread to the end (STOP_SENDING); the
+    // opener reads the reply and drops. The opener's stopped stream must be reset for the
+    // acceptor to free it: were it not, the opens would stall at the stream limit.
+    let (a, b) = quic_pair(
+        Config::builder()
+            .max_channels(8)
+            .build()
+            .expect("valid config"),
+    )
+    .await;
+    let server = b.clone();
+    tokio::spawn(async move {
+        while let Some(mut ch) = server.accept().await {
+            tokio::spawn(async move {
+                let mut req = [0u8; 4];
+                if ch.read_exact(&mut req).await.is_ok() {
+                    let _ = ch.write_all(&req).await;
+                }
+            });
+        }
+    });
+    within(20, "200 exchanges past a limit of 8", async {
+        for i in 0u32..200 {
+            let mut ch = a.open().await.unwrap();
+            ch.write_all(&i.to_be_bytes()).await.unwrap();
+            let mut back = [0u8; 4];
+            ch.read_exact(&mut back).await.unwrap();
+            assert_eq!(u32::from_be_bytes(back), i);
+        }
+    })
+    .await;
+    a.close();
+    within(5, "peer end", b.wait()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_both_ways_with_zero_copy_halves() {
     // A window smaller than the payload: QUIC's flow control holds the writer back.
     let (a, b) = quic_pair(
@@ -295,7 +333,7 @@ fn dropped_channels_spawn_nothing_and_no_task_outlives_the_session() {
         let (a, b) = (a.unwrap(), b.unwrap());
         let with_sessions = metrics.num_alive_tasks();
         // Many channels written and dropped on both sides: their finished streams wait for
-        // acknowledgement in each session's one delivery task, not in a task apiece.
+        // acknowledgement in each session's list, not in a task apiece.
         for _ in 0..50 {
             let (ch, accepted) = tokio::join!(a.open(), b.accept());
             let (mut ch, mut accepted) = (ch.unwrap(), accepted.unwrap());
