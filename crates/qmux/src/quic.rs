@@ -189,11 +189,13 @@ pub(crate) struct QuicSession {
 
 /// Finished streams still delivering, so a close can wait for them as qmux's does. Dropped
 /// write halves leave their streams here; nothing wakes per stream. A stream is let go once
-/// the peer acknowledged its data or stopped it (letting go of a stopped stream resets it, so
-/// the peer can free it): at once when that is already so as its channel drops, otherwise at
-/// the next pruning, which runs every [`PRUNE_EVERY`] streams left here. On `close`, the
-/// session's one task ([`deliver`]) waits for those still kept, then closes the connection
-/// (or once the close timeout passed).
+/// the peer acknowledged its data or stopped it: at once when that is already so as its
+/// channel drops, otherwise at the next pruning, which runs every [`PRUNE_EVERY`] streams
+/// left here. A stream the peer stopped before it was finished carries no FIN; letting it go
+/// resets it, which the peer needs to free it. One stopped later has its FIN queued and
+/// within the peer's flow control, so the acknowledgements free it on both sides without us.
+/// On `close`, the session's one task ([`deliver`]) waits for those still kept, then closes
+/// the connection (or once the close timeout passed).
 struct Unacked {
     pending: Mutex<Pending>,
     /// `close` was called.

@@ -90,6 +90,43 @@ async fn exchanges_the_acceptor_stops_free_their_streams() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_stopped_unread_free_their_streams() {
+    // The other order: the opener finishes its request, the acceptor replies and drops, and
+    // the opener drops without reading the reply (STOP_SENDING once the reply may be
+    // finished, or before). Either way the acceptor's stream must end, or the opens stall.
+    let (a, b) = quic_pair(
+        Config::builder()
+            .max_channels(8)
+            .build()
+            .expect("valid config"),
+    )
+    .await;
+    let server = b.clone();
+    tokio::spawn(async move {
+        while let Some(mut ch) = server.accept().await {
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                if ch.read_to_end(&mut req).await.is_ok() {
+                    let _ = ch.write_all(&vec![1u8; 64 * 1024]).await;
+                }
+            });
+        }
+    });
+    within(20, "200 unread replies past a limit of 8", async {
+        for i in 0u32..200 {
+            let mut ch = a.open().await.unwrap();
+            ch.write_all(&i.to_be_bytes()).await.unwrap();
+            ch.close_write().unwrap();
+            let mut first = [0u8; 1];
+            ch.read_exact(&mut first).await.unwrap();
+        }
+    })
+    .await;
+    a.close();
+    within(5, "peer end", b.wait()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_both_ways_with_zero_copy_halves() {
     // A window smaller than the payload: QUIC's flow control holds the writer back.
     let (a, b) = quic_pair(
