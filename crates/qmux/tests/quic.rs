@@ -51,12 +51,16 @@ async fn many_channels_interleaved_over_quic() {
     within(5, "peer end", b.wait()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exchanges_the_acceptor_stops_free_their_streams() {
-    // The shape of an RPC call: the opener writes a request and keeps its side open; the
-    // acceptor replies, finishes and drops its channel unread to the end (STOP_SENDING); the
-    // opener reads the reply and drops. The opener's stopped stream must be reset for the
-    // acceptor to free it: were it not, the opens would stall at the stream limit.
+/// Runs `exchanges` exchanges of `client` over a QUIC pair whose stream limit is 8, the
+/// server answering each channel with `serve`: they stall at the limit if streams are not
+/// freed.
+async fn past_the_stream_limit<S, SF, C, CF>(exchanges: u32, serve: S, client: C)
+where
+    S: Fn(qtalk_mux::Channel) -> SF + Send + 'static,
+    SF: std::future::Future<Output = ()> + Send + 'static,
+    C: Fn(qtalk_mux::Channel, u32) -> CF,
+    CF: std::future::Future<Output = ()>,
+{
     let (a, b) = quic_pair(
         Config::builder()
             .max_channels(8)
@@ -66,22 +70,13 @@ async fn exchanges_the_acceptor_stops_free_their_streams() {
     .await;
     let server = b.clone();
     tokio::spawn(async move {
-        while let Some(mut ch) = server.accept().await {
-            tokio::spawn(async move {
-                let mut req = [0u8; 4];
-                if ch.read_exact(&mut req).await.is_ok() {
-                    let _ = ch.write_all(&req).await;
-                }
-            });
+        while let Some(ch) = server.accept().await {
+            tokio::spawn(serve(ch));
         }
     });
-    within(20, "200 exchanges past a limit of 8", async {
-        for i in 0u32..200 {
-            let mut ch = a.open().await.unwrap();
-            ch.write_all(&i.to_be_bytes()).await.unwrap();
-            let mut back = [0u8; 4];
-            ch.read_exact(&mut back).await.unwrap();
-            assert_eq!(u32::from_be_bytes(back), i);
+    within(20, "exchanges past a stream limit of 8", async {
+        for i in 0..exchanges {
+            client(a.open().await.unwrap(), i).await;
         }
     })
     .await;
@@ -90,40 +85,44 @@ async fn exchanges_the_acceptor_stops_free_their_streams() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchanges_the_acceptor_stops_free_their_streams() {
+    // The shape of an RPC call: the opener writes a request and keeps its side open; the
+    // acceptor replies, finishes and drops its channel unread to the end (STOP_SENDING); the
+    // opener reads the reply and drops. The opener's stopped stream must be reset for the
+    // acceptor to free it.
+    let serve = |mut ch: qtalk_mux::Channel| async move {
+        let mut req = [0u8; 4];
+        if ch.read_exact(&mut req).await.is_ok() {
+            let _ = ch.write_all(&req).await;
+        }
+    };
+    let client = |mut ch: qtalk_mux::Channel, i: u32| async move {
+        ch.write_all(&i.to_be_bytes()).await.unwrap();
+        let mut back = [0u8; 4];
+        ch.read_exact(&mut back).await.unwrap();
+        assert_eq!(u32::from_be_bytes(back), i);
+    };
+    past_the_stream_limit(200, serve, client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_stopped_unread_free_their_streams() {
     // The other order: the opener finishes its request, the acceptor replies and drops, and
     // the opener drops without reading the reply (STOP_SENDING once the reply may be
-    // finished, or before). Either way the acceptor's stream must end, or the opens stall.
-    let (a, b) = quic_pair(
-        Config::builder()
-            .max_channels(8)
-            .build()
-            .expect("valid config"),
-    )
-    .await;
-    let server = b.clone();
-    tokio::spawn(async move {
-        while let Some(mut ch) = server.accept().await {
-            tokio::spawn(async move {
-                let mut req = Vec::new();
-                if ch.read_to_end(&mut req).await.is_ok() {
-                    let _ = ch.write_all(&vec![1u8; 64 * 1024]).await;
-                }
-            });
+    // finished, or before). Either way the acceptor's stream must end.
+    let serve = |mut ch: qtalk_mux::Channel| async move {
+        let mut req = Vec::new();
+        if ch.read_to_end(&mut req).await.is_ok() {
+            let _ = ch.write_all(&vec![1u8; 64 * 1024]).await;
         }
-    });
-    within(20, "200 unread replies past a limit of 8", async {
-        for i in 0u32..200 {
-            let mut ch = a.open().await.unwrap();
-            ch.write_all(&i.to_be_bytes()).await.unwrap();
-            ch.close_write().unwrap();
-            let mut first = [0u8; 1];
-            ch.read_exact(&mut first).await.unwrap();
-        }
-    })
-    .await;
-    a.close();
-    within(5, "peer end", b.wait()).await;
+    };
+    let client = |mut ch: qtalk_mux::Channel, i: u32| async move {
+        ch.write_all(&i.to_be_bytes()).await.unwrap();
+        ch.close_write().unwrap();
+        let mut first = [0u8; 1];
+        ch.read_exact(&mut first).await.unwrap();
+    };
+    past_the_stream_limit(200, serve, client).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
