@@ -212,6 +212,14 @@ struct Pending {
 /// How many streams may be left between two prunings of [`Unacked`].
 const PRUNE_EVERY: usize = 32;
 
+impl Pending {
+    /// Lets go of the settled streams.
+    fn prune(&mut self) {
+        self.streams.retain(|s| !settled(s));
+        self.prune_at = self.streams.len() + PRUNE_EVERY;
+    }
+}
+
 /// True once the peer acknowledged the stream's data or stopped it; then it needs no keeping.
 fn settled(stream: &quinn::SendStream) -> bool {
     let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -237,8 +245,7 @@ impl Unacked {
         }
         let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         if p.streams.len() >= p.prune_at {
-            p.streams.retain(|s| !settled(s));
-            p.prune_at = p.streams.len() + PRUNE_EVERY;
+            p.prune();
         }
         p.streams.push(stream);
     }
@@ -246,8 +253,7 @@ impl Unacked {
     /// Lets go of the settled streams; true when none is left.
     fn settle(&self) -> bool {
         let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        p.streams.retain(|s| !settled(s));
-        p.prune_at = p.streams.len() + PRUNE_EVERY;
+        p.prune();
         p.streams.is_empty()
     }
 
