@@ -1,6 +1,6 @@
-//! Bulk bytes over a bare qmux channel (no qtalk call around it): the raw TCP protocol of
-//! [`crate::raw`] spoken on one channel of a qmux session, to tell what the session layer costs
-//! from what the call layer adds.
+//! Bare channels (no qtalk call around them): the raw TCP protocol of [`crate::raw`] spoken on
+//! channels of a qtalk-mux session, over qmux on TCP (`qmux`) or over QUIC (`mux-quic`), to
+//! tell what the session layer costs from what the call layer adds.
 
 use std::time::Instant;
 
@@ -23,6 +23,7 @@ pub async fn serve(listener: qtalk::mux::Listener) -> std::io::Result<()> {
     }
 }
 
+/// `size` bytes over one bare channel of a qmux session on TCP to `addr`.
 pub async fn bulk(
     system: &str,
     addr: &str,
@@ -30,6 +31,16 @@ pub async fn bulk(
     size: u64,
 ) -> Result<Report, Box<dyn std::error::Error>> {
     let session = qtalk::mux::transport::connect_tcp(addr, qtalk::mux::Config::default()).await?;
+    bulk_on(system, session, dir, size).await
+}
+
+/// `size` bytes over one bare channel of `session` (qmux or QUIC).
+pub async fn bulk_on(
+    system: &str,
+    session: qtalk::mux::Session,
+    dir: Direction,
+    size: u64,
+) -> Result<Report, Box<dyn std::error::Error>> {
     let start = Instant::now();
     let mut ch = session.open().await?;
     ch.write_all(match dir {
@@ -41,7 +52,7 @@ pub async fn bulk(
     let elapsed = start.elapsed();
     session.close();
     if moved != size {
-        return Err(format!("qmux: moved {moved} of {size}").into());
+        return Err(format!("{system}: moved {moved} of {size}").into());
     }
     Ok(bulk_report(system, dir.workload(), size, elapsed))
 }

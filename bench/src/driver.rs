@@ -238,7 +238,13 @@ fn cells(a: &RunArgs) -> Vec<(Workload, usize, Vec<System>)> {
                             .unwrap(),
                     );
                 }
-                for s in [System::Qmux, System::OursQuic, System::Quinn, System::Raw] {
+                for s in [
+                    System::Qmux,
+                    System::OursQuic,
+                    System::MuxQuic,
+                    System::Quinn,
+                    System::Raw,
+                ] {
                     if a.systems.contains(&s) {
                         systems.push(s);
                     }
@@ -479,6 +485,7 @@ fn label(s: System, callers: usize) -> &'static str {
         (System::Qmux, _) => "bare qmux channel",
         (System::OursQuic, _) => "**qtalk CBOR over QUIC**",
         (System::Quinn, _) => "bare quinn, a stream per round trip",
+        (System::MuxQuic, _) => "bare channel over QUIC, one per round trip",
     }
 }
 
@@ -490,5 +497,6 @@ fn bulk_label(s: System) -> &'static str {
         System::Qmux => "bare qmux channel",
         System::OursQuic => "**qtalk continued call over QUIC**",
         System::Quinn => "bare quinn stream",
+        System::MuxQuic => "bare channel over QUIC",
     }
 }

@@ -46,6 +46,9 @@ pub enum System {
     OursQuic,
     /// Bare quinn, no qtalk: one stream (bulk), or a new stream per round trip (calls).
     Quinn,
+    /// A bare qtalk-mux channel over QUIC, no qtalk call: one channel (bulk), or a new channel
+    /// per round trip (calls).
+    MuxQuic,
 }
 
 impl System {
@@ -58,6 +61,7 @@ impl System {
             System::Qmux => "qmux",
             System::OursQuic => "ours-quic",
             System::Quinn => "quinn",
+            System::MuxQuic => "mux-quic",
         }
     }
 }
@@ -275,6 +279,13 @@ async fn server(system: System, addr: &str) -> i32 {
             }
             Err(e) => Err(e),
         },
+        System::MuxQuic => match quinn_sys::listen_ours(addr).await {
+            Ok(l) => {
+                announce(l.local_addr().expect("local addr"));
+                bare::serve(l).await
+            }
+            Err(e) => Err(e),
+        },
         System::Quinn => match quinn_sys::listen_bare(addr) {
             Ok(e) => {
                 announce(e.local_addr().expect("local addr"));
@@ -360,6 +371,11 @@ async fn client(
         (System::Qmux, None) => Err("qmux: bulk only".into()),
         (System::Quinn, Some(d)) => quinn_sys::bulk_bare(name, addr, d, bytes).await,
         (System::Quinn, None) => quinn_sys::calls_bare(name, addr, callers, secs, warmup).await,
+        (System::MuxQuic, None) => quinn_sys::calls_mux(name, addr, callers, secs, warmup).await,
+        (System::MuxQuic, Some(d)) => match quinn_sys::connect_session(addr).await {
+            Ok(session) => bare::bulk_on(name, session, d, bytes).await,
+            Err(e) => Err(e.into()),
+        },
     };
     match result {
         Ok(report) => {

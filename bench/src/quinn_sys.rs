@@ -1,6 +1,7 @@
-//! QUIC rows: ours over QUIC (`ours-quic`, qtalk CBOR with QUIC as the base layer) and bare
-//! quinn (`quinn`: the raw TCP protocol of [`crate::raw`] on bidirectional streams; for
-//! calls, one new stream per 9-byte round trip, as a qtalk call over QUIC takes), both on UDP
+//! QUIC rows: ours over QUIC (`ours-quic`, qtalk CBOR with QUIC as the base layer), a bare
+//! channel of our QUIC session (`mux-quic`, served by [`crate::bare`]) and bare quinn
+//! (`quinn`). The last two speak the raw TCP protocol of [`crate::raw`]: for calls, one new
+//! channel or stream per 9-byte round trip, as a qtalk call over QUIC takes. All on UDP
 //! loopback with a fresh self-signed certificate.
 
 use std::net::SocketAddr;
@@ -126,4 +127,38 @@ pub async fn bulk_bare(
         return Err(format!("quinn: moved {moved} of {size}").into());
     }
     Ok(bulk_report(system, dir.workload(), size, elapsed))
+}
+
+/// Round trips of a 9-byte message, each on a new channel of a qtalk-mux QUIC session.
+pub async fn calls_mux(
+    system: &str,
+    addr: &str,
+    callers: usize,
+    secs: std::time::Duration,
+    warmup: std::time::Duration,
+) -> Result<Report, Box<dyn std::error::Error>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let session = connect_session(addr).await?;
+    let op = {
+        let session = session.clone();
+        move |_| {
+            let session = session.clone();
+            async move {
+                let Ok(mut ch) = session.open().await else {
+                    return false;
+                };
+                let mut msg = [b'e'; 10];
+                msg[1..].copy_from_slice(&crate::raw::MSG);
+                if ch.write_all(&msg).await.is_err() {
+                    return false;
+                }
+                let mut back = [0u8; 9];
+                ch.read_exact(&mut back).await.is_ok() && back == crate::raw::MSG
+            }
+        }
+    };
+    drive(callers, warmup, op.clone()).await;
+    let (elapsed, lat) = drive(callers, secs, op).await;
+    session.close();
+    Ok(calls_report(system, "calls", callers, elapsed, lat))
 }
