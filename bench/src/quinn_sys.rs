@@ -82,17 +82,12 @@ pub async fn calls_bare(
         move |_| {
             let conn = conn.clone();
             async move {
-                let Ok((mut send, mut recv)) = conn.open_bi().await else {
+                let Ok((send, recv)) = conn.open_bi().await else {
                     return false;
                 };
-                let mut msg = [b'e'; 10];
-                msg[1..].copy_from_slice(&crate::raw::MSG);
-                if send.write_all(&msg).await.is_err() {
-                    return false;
-                }
-                let mut back = [0u8; 9];
-                let ok = recv.read_exact(&mut back).await.is_ok() && back == crate::raw::MSG;
-                let _ = send.finish();
+                let mut stream = tokio::io::join(recv, send);
+                let ok = crate::raw::echo_once(&mut stream).await;
+                let _ = stream.into_inner().1.finish();
                 ok
             }
         }
@@ -137,7 +132,6 @@ pub async fn calls_mux(
     secs: std::time::Duration,
     warmup: std::time::Duration,
 ) -> Result<Report, Box<dyn std::error::Error>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let session = connect_session(addr).await?;
     let op = {
         let session = session.clone();
@@ -147,13 +141,7 @@ pub async fn calls_mux(
                 let Ok(mut ch) = session.open().await else {
                     return false;
                 };
-                let mut msg = [b'e'; 10];
-                msg[1..].copy_from_slice(&crate::raw::MSG);
-                if ch.write_all(&msg).await.is_err() {
-                    return false;
-                }
-                let mut back = [0u8; 9];
-                ch.read_exact(&mut back).await.is_ok() && back == crate::raw::MSG
+                crate::raw::echo_once(&mut ch).await
             }
         }
     };

@@ -19,6 +19,20 @@ use crate::{Direction, CHUNK};
 /// `[0, 0, 0, 5] "hello"`.
 pub(crate) const MSG: [u8; 9] = *b"\0\0\0\x05hello";
 
+/// One echo round trip on a fresh stream: the `e` op byte and [`MSG`], then [`MSG`] back.
+pub(crate) async fn echo_once<S>(s: &mut S) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut msg = [b'e'; 10];
+    msg[1..].copy_from_slice(&MSG);
+    if s.write_all(&msg).await.is_err() {
+        return false;
+    }
+    let mut back = [0u8; 9];
+    s.read_exact(&mut back).await.is_ok() && back == MSG
+}
+
 pub async fn serve(listener: TcpListener) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
