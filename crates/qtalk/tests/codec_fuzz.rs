@@ -28,6 +28,58 @@ fn value() -> impl Strategy<Value = Value> {
     })
 }
 
+/// A codec that forwards to another through its object-safe methods only: what a codec of
+/// one's own goes through, and what the built-in ones skip.
+struct Erased<C>(C);
+
+impl<C: Codec> Codec for Erased<C> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn encode_erased(
+        &self,
+        value: &dyn erased_serde::Serialize,
+        dst: &mut BytesMut,
+    ) -> Result<(), qtalk::codec::CodecError> {
+        self.0.encode_erased(value, dst)
+    }
+    fn decode_erased(
+        &self,
+        src: &[u8],
+        visit: &mut dyn FnMut(
+            &mut dyn erased_serde::Deserializer<'_>,
+        ) -> Result<(), erased_serde::Error>,
+    ) -> Result<(), qtalk::codec::CodecError> {
+        self.0.decode_erased(src, visit)
+    }
+}
+
+/// A typed shape with the failure modes of a struct: missing and mistyped fields.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Header {
+    #[serde(rename = "Selector")]
+    selector: String,
+    #[serde(rename = "N", default)]
+    n: Option<u32>,
+}
+
+/// The typed path and the erased path agree: same bytes, same values, same error text.
+fn same_both_ways(
+    codec: &dyn Codec,
+    erased: &dyn Codec,
+    bytes: &[u8],
+) -> Result<(), TestCaseError> {
+    // Compared by their debug form: NaN is a value too.
+    let show = |r: Result<Value, qtalk::codec::CodecError>| match r {
+        Ok(v) => format!("{v:?}"),
+        Err(e) => format!("error: {e}"),
+    };
+    prop_assert_eq!(show(decode(codec, bytes)), show(decode(erased, bytes)));
+    let typed = |c: &dyn Codec| decode::<Header>(c, bytes).map_err(|e| e.to_string());
+    prop_assert_eq!(typed(codec), typed(erased));
+    Ok(())
+}
+
 fn enc(codec: &dyn Codec, v: &Value) -> BytesMut {
     let mut out = BytesMut::new();
     encode(codec, v, &mut out).expect("encodes");
@@ -64,6 +116,22 @@ proptest! {
             if let Err(e) = decode::<Value>(codec, &bytes) {
                 prop_assert!(!e.to_string().is_empty());
             }
+        }
+    }
+
+    #[test]
+    fn typed_and_erased_paths_agree(v in value(), bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        let pairs = [(&Json as &dyn Codec, &Erased(Json) as &dyn Codec), (&Cbor, &Erased(Cbor))];
+        for (codec, erased) in pairs {
+            prop_assert_eq!(enc(codec, &v), enc(erased, &v));
+            same_both_ways(codec, erased, &enc(codec, &v))?;
+            same_both_ways(codec, erased, &bytes)?;
+            let header = Header { selector: "echo".into(), n: Some(7) };
+            let mut b = BytesMut::new();
+            encode(codec, &header, &mut b).unwrap();
+            same_both_ways(codec, erased, &b)?;
+            let cut = bytes.len() % (b.len() + 1);
+            same_both_ways(codec, erased, &b[..cut])?;
         }
     }
 

@@ -39,12 +39,7 @@ impl Codec for Cbor {
         value: &dyn erased_serde::Serialize,
         dst: &mut BytesMut,
     ) -> Result<(), CodecError> {
-        let start = dst.len();
-        let result = serde::Serialize::serialize(value, &mut ser::Serializer::new(dst));
-        result.map_err(|e| {
-            dst.truncate(start);
-            CodecError::Encode(e.0)
-        })
+        encode(value, dst)
     }
 
     fn decode_erased(
@@ -56,18 +51,50 @@ impl Codec for Cbor {
     ) -> Result<(), CodecError> {
         let mut de = de::Deserializer::new(src);
         if let Err(e) = visit(&mut <dyn erased_serde::Deserializer>::erase(&mut de)) {
-            return Err(CodecError::Decode(format!(
-                "cbor: {e} (near byte {})",
-                de.position()
-            )));
+            return Err(decode_error(&e, &de));
         }
-        if de.position() != src.len() {
-            return Err(CodecError::Decode(format!(
-                "cbor: {} unexpected bytes after the value at byte {}",
-                src.len() - de.position(),
-                de.position()
-            )));
-        }
-        Ok(())
+        end(&de, src)
     }
+
+    fn builtin(&self) -> Option<super::Builtin> {
+        Some(super::Builtin::Cbor)
+    }
+}
+
+/// [`Cbor`]'s encoding of `value`, appended to `dst` (unchanged on error).
+pub(crate) fn encode<T: serde::Serialize + ?Sized>(
+    value: &T,
+    dst: &mut BytesMut,
+) -> Result<(), CodecError> {
+    let start = dst.len();
+    value
+        .serialize(&mut ser::Serializer::new(dst))
+        .map_err(|e| {
+            dst.truncate(start);
+            CodecError::Encode(e.0)
+        })
+}
+
+/// [`Cbor`]'s decoding of exactly `src` (as its `decode_erased`, without the erasure).
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(src: &[u8]) -> Result<T, CodecError> {
+    let mut de = de::Deserializer::new(src);
+    let value = T::deserialize(&mut de).map_err(|e| decode_error(&e, &de))?;
+    end(&de, src)?;
+    Ok(value)
+}
+
+fn decode_error(e: &dyn std::fmt::Display, de: &de::Deserializer<'_>) -> CodecError {
+    CodecError::Decode(format!("cbor: {e} (near byte {})", de.position()))
+}
+
+/// Nothing may follow the value.
+fn end(de: &de::Deserializer<'_>, src: &[u8]) -> Result<(), CodecError> {
+    if de.position() != src.len() {
+        return Err(CodecError::Decode(format!(
+            "cbor: {} unexpected bytes after the value at byte {}",
+            src.len() - de.position(),
+            de.position()
+        )));
+    }
+    Ok(())
 }

@@ -40,17 +40,7 @@ impl Codec for Json {
         value: &dyn erased_serde::Serialize,
         dst: &mut BytesMut,
     ) -> Result<(), CodecError> {
-        let start = dst.len();
-        match value.serialize(&mut Serializer { out: dst }) {
-            Ok(()) => {
-                dst.extend_from_slice(b"\n");
-                Ok(())
-            }
-            Err(e) => {
-                dst.truncate(start);
-                Err(CodecError::Encode(e.0))
-            }
-        }
+        encode(value, dst)
     }
 
     fn decode_erased(
@@ -65,6 +55,36 @@ impl Codec for Json {
             .map_err(|e| CodecError::Decode(e.to_string()))?;
         de.end().map_err(|e| CodecError::Decode(e.to_string()))
     }
+
+    fn builtin(&self) -> Option<super::Builtin> {
+        Some(super::Builtin::Json)
+    }
+}
+
+/// [`Json`]'s encoding of `value`, appended to `dst` (unchanged on error).
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    value: &T,
+    dst: &mut BytesMut,
+) -> Result<(), CodecError> {
+    let start = dst.len();
+    match value.serialize(&mut Serializer { out: dst }) {
+        Ok(()) => {
+            dst.extend_from_slice(b"\n");
+            Ok(())
+        }
+        Err(e) => {
+            dst.truncate(start);
+            Err(CodecError::Encode(e.0))
+        }
+    }
+}
+
+/// [`Json`]'s decoding of exactly `src` (as its `decode_erased`, without the erasure).
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(src: &[u8]) -> Result<T, CodecError> {
+    let mut de = serde_json::Deserializer::from_slice(src);
+    let value = T::deserialize(&mut de).map_err(|e| CodecError::Decode(e.to_string()))?;
+    de.end().map_err(|e| CodecError::Decode(e.to_string()))?;
+    Ok(value)
 }
 
 // ---------------------------------------------------------------------------------------------

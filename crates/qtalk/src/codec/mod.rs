@@ -62,6 +62,24 @@ pub trait Codec: Send + Sync + 'static {
             &mut dyn erased_serde::Deserializer<'_>,
         ) -> Result<(), erased_serde::Error>,
     ) -> Result<(), CodecError>;
+
+    /// Which built-in codec this is, so that [`encode`] and [`decode`] can call it without
+    /// type erasure (which boxes every value decoded). Other codecs keep the default, `None`.
+    #[doc(hidden)]
+    fn builtin(&self) -> Option<Builtin> {
+        None
+    }
+}
+
+/// The built-in codecs, as [`Codec::builtin`] names them.
+#[doc(hidden)]
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Builtin {
+    /// [`Json`].
+    Json,
+    /// [`Cbor`].
+    Cbor,
 }
 
 /// Encodes `value` with `codec`, appending to `dst`.
@@ -70,11 +88,20 @@ pub fn encode<T: Serialize + ?Sized>(
     value: &T,
     dst: &mut BytesMut,
 ) -> Result<(), CodecError> {
-    codec.encode_erased(&value, dst)
+    match codec.builtin() {
+        Some(Builtin::Json) => json::encode(value, dst),
+        Some(Builtin::Cbor) => cbor::encode(value, dst),
+        None => codec.encode_erased(&value, dst),
+    }
 }
 
 /// Decodes one `T` from exactly `src` with `codec`.
 pub fn decode<T: DeserializeOwned>(codec: &dyn Codec, src: &[u8]) -> Result<T, CodecError> {
+    match codec.builtin() {
+        Some(Builtin::Json) => return json::decode(src),
+        Some(Builtin::Cbor) => return cbor::decode(src),
+        None => {}
+    }
     let mut out = None;
     codec.decode_erased(src, &mut |de| {
         out = Some(erased_serde::deserialize::<T>(de)?);

@@ -37,18 +37,43 @@ impl<H: Handler + ?Sized> Handler for Arc<H> {
     }
 }
 
-/// The write side of a call, shared with the task serving it so that it can answer for a
-/// handler that did not.
-pub(crate) type Slot = Arc<Mutex<Option<qtalk_mux::WriteHalf>>>;
+/// What one call's [`Responder`], its [`Call`] and the task serving it share (one allocation).
+pub(crate) struct CallState {
+    /// The write side, until the response takes it; the serving task answers for a handler
+    /// that did not.
+    writer: Mutex<Option<qtalk_mux::WriteHalf>>,
+    /// Set by the [`Call`] once the arguments were read: the channel can then close together
+    /// with the response.
+    args_done: AtomicBool,
+}
+
+impl CallState {
+    /// The state of a call answered through `w`.
+    pub(crate) fn new(w: qtalk_mux::WriteHalf) -> Slot {
+        Arc::new(CallState {
+            writer: Mutex::new(Some(w)),
+            args_done: AtomicBool::new(false),
+        })
+    }
+
+    /// The write side, unless a response took it.
+    pub(crate) fn take_writer(&self) -> Option<qtalk_mux::WriteHalf> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn args_done(&self) -> bool {
+        self.args_done.load(Ordering::Acquire)
+    }
+}
+
+/// A call's shared state.
+pub(crate) type Slot = Arc<CallState>;
 
 /// Sends the response of one call: [`Responder::ret`] a value, [`Responder::error`], several
 /// values with [`Responder::ret_many`], or [`Responder::continue_with`] to keep the channel.
 pub struct Responder {
     slot: Slot,
     codec: Arc<dyn Codec>,
-    /// Set by the [`Call`] once the arguments were read: the channel can then close together
-    /// with the response.
-    args_done: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Responder {
@@ -58,20 +83,12 @@ impl std::fmt::Debug for Responder {
 }
 
 impl Responder {
-    pub(crate) fn new(slot: Slot, codec: Arc<dyn Codec>, args_done: Arc<AtomicBool>) -> Self {
-        Responder {
-            slot,
-            codec,
-            args_done,
-        }
+    pub(crate) fn new(slot: Slot, codec: Arc<dyn Codec>) -> Self {
+        Responder { slot, codec }
     }
 
     fn take(&self) -> Result<qtalk_mux::WriteHalf, Error> {
-        self.slot
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .ok_or(Error::AlreadyResponded)
+        self.slot.take_writer().ok_or(Error::AlreadyResponded)
     }
 
     /// Answers with one value and closes the channel. The value is encoded before the
@@ -81,7 +98,7 @@ impl Responder {
         value: &T,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         let prepared = self.prepare(None, false, std::iter::once(value));
-        let close = self.args_done.load(Ordering::Acquire);
+        let close = self.slot.args_done();
         async move {
             let (w, buf) = prepared?;
             finish_response(w, buf, close).await.map(drop)
@@ -99,7 +116,7 @@ impl Responder {
     {
         let values: Vec<T> = values.into_iter().collect();
         let prepared = self.prepare(None, false, values.iter());
-        let close = self.args_done.load(Ordering::Acquire);
+        let close = self.slot.args_done();
         async move {
             let (w, buf) = prepared?;
             finish_response(w, buf, close).await.map(drop)
@@ -112,7 +129,7 @@ impl Responder {
         message: impl Display,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         let prepared = self.prepare(Some(message.to_string()), false, std::iter::once(&()));
-        let close = self.args_done.load(Ordering::Acquire);
+        let close = self.slot.args_done();
         async move {
             let (w, buf) = prepared?;
             finish_response(w, buf, close).await.map(drop)
@@ -287,9 +304,8 @@ pub struct Call {
     codec: Arc<dyn Codec>,
     /// The arguments (or the end of the caller's stream) have been read.
     args_read: bool,
-    /// The arguments arrived whole (shared with the [`Responder`]).
-    args_done: Arc<AtomicBool>,
-    /// The responder's side of the channel, watched by [`Call::cancelled`].
+    /// The responder's side of the channel, watched by [`Call::cancelled`], and whether the
+    /// arguments arrived whole (shared with the [`Responder`]).
     slot: Slot,
     /// See [`Options::args_grace`](crate::rpc::Options::args_grace).
     args_grace: std::time::Duration,
@@ -330,7 +346,6 @@ impl Call {
         caller: Caller,
         reader: FrameReader,
         r: qtalk_mux::ReadHalf,
-        args_done: Arc<AtomicBool>,
         slot: Slot,
         args_grace: std::time::Duration,
     ) -> Self {
@@ -341,14 +356,13 @@ impl Call {
             reader,
             r: Some(r),
             args_read: false,
-            args_done,
             slot,
             args_grace,
         }
     }
 
     fn mark_args_done(&self) {
-        self.args_done.store(true, Ordering::Release);
+        self.slot.args_done.store(true, Ordering::Release);
     }
 
     /// The normalized selector (`/`-separated, with a leading `/`).
@@ -381,7 +395,7 @@ impl Call {
     ///
     /// Once the response was sent, it is complete at once.
     pub fn cancelled(&self) -> qtalk_mux::PeerClosed {
-        match &*self.slot.lock().unwrap_or_else(|p| p.into_inner()) {
+        match &*self.slot.writer.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(w) => w.peer_closed(),
             None => qtalk_mux::PeerClosed::done(),
         }

@@ -8,12 +8,20 @@ use crate::rpc::handler::{BoxFuture, Call, Handler, Responder};
 /// Normalizes a selector as the reference does: empty becomes `/`, a leading `/` is added, and
 /// every `.` becomes `/` (`a.b` → `/a/b`).
 pub fn clean_selector(selector: &str) -> String {
+    clean_selector_cow(selector).into_owned()
+}
+
+/// [`clean_selector`], borrowing `selector` when it is clean already (the common case).
+pub(crate) fn clean_selector_cow(selector: &str) -> std::borrow::Cow<'_, str> {
+    if selector.starts_with('/') && !selector.contains('.') {
+        return std::borrow::Cow::Borrowed(selector);
+    }
     let mut s = String::with_capacity(selector.len() + 1);
     if !selector.starts_with('/') {
         s.push('/');
     }
     s.extend(selector.chars().map(|c| if c == '.' { '/' } else { c }));
-    s
+    std::borrow::Cow::Owned(s)
 }
 
 /// Registration refused.
@@ -159,16 +167,29 @@ impl RespondMux {
 
     /// The handler `selector` routes to, and the pattern it matched.
     pub fn lookup(&self, selector: &str) -> Option<(Arc<dyn Handler>, String)> {
-        let selector = clean_selector(selector);
+        self.find(selector, |e| e.pattern.clone())
+    }
+
+    /// The handler of `selector`, without its pattern.
+    pub(crate) fn route(&self, selector: &str) -> Option<Arc<dyn Handler>> {
+        self.find(selector, |_| ()).map(|(h, ())| h)
+    }
+
+    fn find<T>(
+        &self,
+        selector: &str,
+        pattern: impl Fn(&Entry) -> T + Copy,
+    ) -> Option<(Arc<dyn Handler>, T)> {
+        let selector = clean_selector_cow(selector);
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = routes.exact.get(&selector) {
-            return Some((e.target.handler(), e.pattern.clone()));
+        if let Some(e) = routes.exact.get(&*selector) {
+            return Some((e.target.handler(), pattern(e)));
         }
         for e in &routes.prefixes {
             if let Some(rest) = selector.strip_prefix(e.pattern.as_str()) {
                 return match &e.target {
-                    Target::Mux(sub) => sub.lookup(rest),
-                    Target::Handler(h) => Some((h.clone(), e.pattern.clone())),
+                    Target::Mux(sub) => sub.find(rest, pattern),
+                    Target::Handler(h) => Some((h.clone(), pattern(e))),
                 };
             }
         }
@@ -178,8 +199,8 @@ impl RespondMux {
 
 impl Handler for RespondMux {
     fn respond(&self, responder: Responder, call: Call) -> BoxFuture<()> {
-        match self.lookup(call.selector()) {
-            Some((h, _)) => h.respond(responder, call),
+        match self.route(call.selector()) {
+            Some(h) => h.respond(responder, call),
             None => {
                 let msg = format!("not found: {}", call.selector());
                 Box::pin(async move {

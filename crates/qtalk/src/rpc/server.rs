@@ -14,8 +14,9 @@ use tracing::Instrument;
 
 use crate::codec::{Codec, IntoCodec};
 use crate::rpc::frame::FrameReader;
-use crate::rpc::handler::{respond_fallback, Call, Handler, Responder, Slot};
-use crate::rpc::{clean_selector, CallHeader, Caller, Error, MuxError, Options, RespondMux};
+use crate::rpc::handler::{respond_fallback, Call, CallState, Handler, Responder};
+use crate::rpc::respond_mux::clean_selector_cow;
+use crate::rpc::{CallHeader, Caller, Error, MuxError, Options, RespondMux};
 
 /// A limit shared by the sessions of a [`Server`]: a semaphore, and whether the last attempt
 /// found it exhausted (so that reaching it is logged once, not once per call).
@@ -66,8 +67,8 @@ struct Routed {
 
 impl Handler for Routed {
     fn respond(&self, responder: Responder, call: Call) -> crate::rpc::handler::BoxFuture<()> {
-        match self.routes.lookup(call.selector()) {
-            Some((h, _)) => h.respond(responder, call),
+        match self.routes.route(call.selector()) {
+            Some(h) => h.respond(responder, call),
             None => self.fallback.respond(responder, call),
         }
     }
@@ -159,27 +160,28 @@ async fn respond_call(
         },
         None => None,
     };
-    let selector = clean_selector(&header.selector);
+    let selector = match clean_selector_cow(&header.selector) {
+        std::borrow::Cow::Borrowed(_) => header.selector,
+        std::borrow::Cow::Owned(clean) => clean,
+    };
     // A callback registered on this session answers before the shared handler.
     let handler = caller.callbacks().lookup(&selector).unwrap_or(handler);
     let span = tracing::debug_span!("rpc call", selector = %selector, channel = %channel);
     async move {
-        let slot: Slot = Arc::new(Mutex::new(Some(w)));
-        let args_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let responder = Responder::new(slot.clone(), codec.clone(), args_done.clone());
+        let slot = CallState::new(w);
+        let responder = Responder::new(slot.clone(), codec.clone());
         let call = Call::new(
             selector,
             caller,
             reader,
             r,
-            args_done,
             slot.clone(),
             options.args_grace,
         );
         let outcome = AssertUnwindSafe(handler.respond(responder, call))
             .catch_unwind()
             .await;
-        let unanswered = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let unanswered = slot.take_writer();
         match (outcome, unanswered) {
             (Ok(()), None) => tracing::debug!("rpc: responded"),
             (Ok(()), Some(w)) => {
