@@ -76,9 +76,14 @@ pub(crate) fn encode<T: serde::Serialize + ?Sized>(
 }
 
 /// [`Cbor`]'s decoding of exactly `src` (as its `decode_erased`, without the erasure).
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(src: &[u8]) -> Result<T, CodecError> {
+pub(crate) fn decode<S, T>(src: &[u8], seed: S) -> Result<T, CodecError>
+where
+    S: for<'de> serde::de::DeserializeSeed<'de, Value = T>,
+{
     let mut de = de::Deserializer::new(src);
-    let value = T::deserialize(&mut de).map_err(|e| decode_error(&e, &de))?;
+    let value = seed
+        .deserialize(&mut de)
+        .map_err(|e| decode_error(&e, &de))?;
     end(&de, src)?;
     Ok(value)
 }

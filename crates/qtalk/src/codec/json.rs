@@ -80,9 +80,14 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
 }
 
 /// [`Json`]'s decoding of exactly `src` (as its `decode_erased`, without the erasure).
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(src: &[u8]) -> Result<T, CodecError> {
+pub(crate) fn decode<S, T>(src: &[u8], seed: S) -> Result<T, CodecError>
+where
+    S: for<'de> serde::de::DeserializeSeed<'de, Value = T>,
+{
     let mut de = serde_json::Deserializer::from_slice(src);
-    let value = T::deserialize(&mut de).map_err(|e| CodecError::Decode(e.to_string()))?;
+    let value = seed
+        .deserialize(&mut de)
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
     de.end().map_err(|e| CodecError::Decode(e.to_string()))?;
     Ok(value)
 }

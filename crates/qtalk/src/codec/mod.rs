@@ -10,7 +10,7 @@
 //! leaves `dst` as it was; decoding never panics, whatever the input.
 
 use bytes::BytesMut;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed};
 use serde::Serialize;
 
 mod cbor;
@@ -97,14 +97,25 @@ pub fn encode<T: Serialize + ?Sized>(
 
 /// Decodes one `T` from exactly `src` with `codec`.
 pub fn decode<T: DeserializeOwned>(codec: &dyn Codec, src: &[u8]) -> Result<T, CodecError> {
+    decode_seed(codec, src, std::marker::PhantomData::<T>)
+}
+
+/// [`decode`] through a seed (which can carry state in and out of the decoding).
+pub(crate) fn decode_seed<S, T>(codec: &dyn Codec, src: &[u8], seed: S) -> Result<T, CodecError>
+where
+    S: for<'de> DeserializeSeed<'de, Value = T>,
+{
     match codec.builtin() {
-        Some(Builtin::Json) => return json::decode(src),
-        Some(Builtin::Cbor) => return cbor::decode(src),
+        Some(Builtin::Json) => return json::decode(src, seed),
+        Some(Builtin::Cbor) => return cbor::decode(src, seed),
         None => {}
     }
+    let mut seed = Some(seed);
     let mut out = None;
     codec.decode_erased(src, &mut |de| {
-        out = Some(erased_serde::deserialize::<T>(de)?);
+        if let Some(seed) = seed.take() {
+            out = Some(seed.deserialize(de)?);
+        }
         Ok(())
     })?;
     out.ok_or_else(|| CodecError::Decode("no value decoded".into()))

@@ -26,16 +26,32 @@ pub trait Params: Sized + Send + 'static {
 /// Decodes positional parameters from one rpc value.
 pub(crate) fn decode_params<P: Params>(codec: &dyn Codec, body: &[u8]) -> Result<P, Error> {
     let mut mismatch = None;
-    let mut out = None;
-    let res = codec.decode_erased(body, &mut |de| {
-        out = Some(P::deserialize_params(de, &mut mismatch)?);
-        Ok(())
-    });
+    let res = crate::codec::decode_seed(
+        codec,
+        body,
+        ParamsSeed::<P> {
+            mismatch: &mut mismatch,
+            params: std::marker::PhantomData,
+        },
+    );
     if let Some((expected, got)) = mismatch {
         return Err(Error::Params { expected, got });
     }
-    res?;
-    out.ok_or(Error::Truncated)
+    Ok(res?)
+}
+
+/// Decodes `P`, noting a count mismatch on the side.
+struct ParamsSeed<'m, P> {
+    mismatch: &'m mut Option<(usize, usize)>,
+    params: std::marker::PhantomData<P>,
+}
+
+impl<'de, P: Params> de::DeserializeSeed<'de> for ParamsSeed<'_, P> {
+    type Value = P;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, de: D) -> Result<P, D::Error> {
+        P::deserialize_params(de, self.mismatch)
+    }
 }
 
 fn count_error<E: de::Error>(

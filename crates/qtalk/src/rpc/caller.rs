@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::codec::{Codec, IntoCodec};
 use crate::rpc::callback::Callbacks;
-use crate::rpc::frame::{encode_frame, FrameReader};
+use crate::rpc::frame::{encode_frame, FrameReader, SMALL_FRAMES};
 use crate::rpc::{Error, Options, ResponseHeader};
 
 /// [`CallHeader`](crate::rpc::CallHeader) borrowing its selector, for encoding without a copy.
@@ -223,7 +223,7 @@ impl Caller {
     where
         A: Serialize + ?Sized,
     {
-        let mut buf = BytesMut::new();
+        let mut buf = BytesMut::with_capacity(SMALL_FRAMES);
         encode_frame(&*self.codec, &CallHeaderRef { selector }, &mut buf)?;
         if let Some(args) = args {
             encode_frame(&*self.codec, args, &mut buf)?;
@@ -280,7 +280,7 @@ pub struct Request {
 impl Request {
     /// Sends one value to the responder.
     pub async fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        let mut buf = BytesMut::new();
+        let mut buf = BytesMut::with_capacity(SMALL_FRAMES);
         encode_frame(&*self.caller.codec, value, &mut buf)?;
         Ok(self.ch.write_bytes(buf.freeze()).await?)
     }
@@ -350,7 +350,7 @@ impl Response {
 
     /// Sends a value to the responder (after it continued).
     pub async fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        let mut buf = BytesMut::new();
+        let mut buf = BytesMut::with_capacity(SMALL_FRAMES);
         encode_frame(&*self.codec, value, &mut buf)?;
         Ok(self.ch.write_bytes(buf.freeze()).await?)
     }

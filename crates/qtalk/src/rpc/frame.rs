@@ -13,6 +13,10 @@ use crate::rpc::Error;
 /// before anything is allocated for it.
 pub const DEFAULT_MAX_FRAME: u32 = 4 * 1024 * 1024;
 
+/// What a buffer of outgoing frames starts with: a call's header and small values fit
+/// without growing it step by step (each step a new allocation and a copy).
+pub(crate) const SMALL_FRAMES: usize = 128;
+
 /// Appends one rpc frame holding `value` to `dst`.
 pub fn encode_frame<T: Serialize + ?Sized>(
     codec: &dyn Codec,

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::codec::{self, Codec};
 use crate::rpc::args::{decode_params, Params};
-use crate::rpc::frame::{encode_frame, FrameReader};
+use crate::rpc::frame::{encode_frame, FrameReader, SMALL_FRAMES};
 use crate::rpc::{Caller, Error, ResponseHeader};
 
 /// A boxed, sendable future, as handlers return.
@@ -186,7 +186,7 @@ where
     T: Serialize + ?Sized + 'a,
     I: IntoIterator<Item = &'a T>,
 {
-    let mut buf = BytesMut::new();
+    let mut buf = BytesMut::with_capacity(SMALL_FRAMES);
     let failed = error.is_some();
     encode_frame(codec, &ResponseHeader { error, continue_ }, &mut buf)?;
     let mut any = false;
@@ -253,7 +253,7 @@ impl std::fmt::Debug for Continued {
 impl Continued {
     /// Sends one value.
     pub async fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        let mut buf = BytesMut::new();
+        let mut buf = BytesMut::with_capacity(SMALL_FRAMES);
         encode_frame(&*self.codec, value, &mut buf)?;
         Ok(self.w.write_bytes(buf.freeze()).await?)
     }
