@@ -260,3 +260,59 @@ async fn early_answer_waits_for_the_arguments_before_closing() {
     assert_eq!(err.remote_message(), Some("not found: /nope"));
     still_serving(&raw).await;
 }
+
+/// A channel that never sends its call header is let go once the header timeout passed (the
+/// wait ends between the timeout and one and a half times it), while calls around it are
+/// served, and a header that comes in time is answered.
+#[tokio::test(start_paused = true)]
+async fn a_channel_without_a_header_is_closed_after_the_header_timeout() {
+    let timeout = Duration::from_secs(10);
+    let (a, b) = tokio::io::duplex(256 * 1024);
+    let options = qtalk::rpc::Options::default().header_timeout(timeout);
+    let peer = Peer::with_options(
+        qtalk::mux::Session::new(a, Default::default()),
+        Json,
+        options,
+    );
+    peer.handle(
+        "Upper",
+        func(|_c: Call, (s,): (String,)| async move { Ok::<_, String>(s.to_uppercase()) }),
+    )
+    .unwrap();
+    peer.respond();
+    let raw = qtalk::mux::Session::new(b, Default::default());
+
+    let started = tokio::time::Instant::now();
+    let mut silent = raw.open().await.unwrap();
+    // A second channel sends its header late, but within the timeout: it is answered.
+    let mut late = raw.open().await.unwrap();
+    tokio::time::sleep(timeout * 9 / 10).await;
+    still_serving(&raw).await;
+    let mut call = BytesMut::new();
+    encode_frame(
+        &Json,
+        &CallHeader {
+            selector: "Upper".into(),
+        },
+        &mut call,
+    )
+    .unwrap();
+    encode_frame(&Json, &["late"], &mut call).unwrap();
+    late.write_all(&call).await.unwrap();
+    let (header, values) = read_response(&mut late).await;
+    assert_eq!(header.error, None);
+    assert_eq!(values, vec![b"\"LATE\"\n".to_vec()]);
+
+    // The silent one is closed by the responder, without an answer.
+    let mut rest = Vec::new();
+    within(60, "silent channel closed", silent.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(rest.is_empty());
+    assert!(
+        waited >= timeout && waited <= timeout * 3 / 2,
+        "closed after {waited:?}"
+    );
+    still_serving(&raw).await;
+}

@@ -136,7 +136,9 @@ pub type BadCallHook = Arc<dyn Fn(qtalk_mux::ChannelId, &Error) + Send + Sync>;
 pub struct Options {
     /// Largest rpc frame accepted (default [`DEFAULT_MAX_FRAME`]).
     pub max_frame: u32,
-    /// How long a responder waits for a call header on a new channel (default 30 s).
+    /// How long a responder waits for a call header on a new channel (default 30 s). One timer
+    /// per session times these waits, ticking every half timeout: a wait ends between the
+    /// timeout and one and a half times it.
     pub header_timeout: std::time::Duration,
     /// Observer of malformed calls (default none), e.g. to stop a service that is fed garbage.
     pub on_bad_call: Option<BadCallHook>,

@@ -1,8 +1,10 @@
 //! Running handlers: [`Peer`] (one session that calls and responds) and [`Server`].
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -37,10 +39,16 @@ impl Limit {
         })
     }
 
+    /// A permit if one is free.
+    fn try_acquire(&self) -> Option<OwnedSemaphorePermit> {
+        let p = self.permits.clone().try_acquire_owned().ok()?;
+        self.saturated.store(false, Ordering::Relaxed);
+        Some(p)
+    }
+
     /// A permit, waiting (and saying so once) while the limit is reached.
     async fn acquire(&self) -> OwnedSemaphorePermit {
-        if let Ok(p) = self.permits.clone().try_acquire_owned() {
-            self.saturated.store(false, Ordering::Relaxed);
+        if let Some(p) = self.try_acquire() {
             return p;
         }
         if !self.saturated.swap(true, Ordering::Relaxed) {
@@ -85,49 +93,168 @@ async fn serve_session(
     stop: CancellationToken,
     calls: Option<Arc<Limit>>,
 ) {
+    let watch = Arc::new(HeaderWatch::default());
+    // The header waits are timed in ticks of one timer, armed while any is in progress.
+    let period = (options.header_timeout / 2).max(Duration::from_millis(1));
+    let tick = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(tick);
+    let mut armed = false;
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         let ch = tokio::select! {
-            _ = stop.cancelled() => return,
+            biased;
+            () = &mut stopped => break,
+            () = &mut tick, if armed => {
+                watch.tick();
+                armed = watch.waiting.load(Ordering::Acquire) > 0;
+                if armed {
+                    tick.as_mut().reset(tokio::time::Instant::now() + period);
+                }
+                continue;
+            }
             ch = session.accept() => ch,
         };
-        let Some(ch) = ch else { return };
+        let Some(ch) = ch else { break };
+        let waiting = HeaderWait::new(&watch);
+        if !armed {
+            tick.as_mut().reset(tokio::time::Instant::now() + period);
+            armed = true;
+        }
         tracker.spawn(respond_call(
             ch,
             handler.clone(),
             caller.clone(),
             options.clone(),
-            stop.clone(),
+            waiting,
             calls.clone(),
         ));
+    }
+    // Ends the header waits left (a session that ended ends them too, with their channels).
+    watch.stop();
+}
+
+/// Ends the header waits of one session's new channels: when the session stops being served,
+/// and when they have waited [`Options::header_timeout`]. Timed in ticks of one timer per
+/// session (every half timeout) rather than by a timer per channel: a wait ends between the
+/// timeout and one and a half times it.
+#[derive(Default)]
+struct HeaderWatch {
+    notify: tokio::sync::Notify,
+    /// Ticks so far.
+    epoch: AtomicUsize,
+    stopped: AtomicBool,
+    /// Header waits in progress.
+    waiting: AtomicUsize,
+}
+
+impl HeaderWatch {
+    fn tick(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.notify.notify_waiters();
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+}
+
+/// One channel's wait for its call header, counted in its session's [`HeaderWatch`].
+struct HeaderWait {
+    watch: Arc<HeaderWatch>,
+    start: usize,
+}
+
+/// How a header wait ended without a header.
+enum NoHeader {
+    Stopped,
+    TimedOut,
+}
+
+impl HeaderWait {
+    fn new(watch: &Arc<HeaderWatch>) -> Self {
+        watch.waiting.fetch_add(1, Ordering::AcqRel);
+        HeaderWait {
+            watch: watch.clone(),
+            start: watch.epoch.load(Ordering::Acquire),
+        }
+    }
+
+    /// `read`, unless the session stops being served or the timeout passes first. The read
+    /// goes first: what the peer sent before it left (a bad header included) is still
+    /// answered; a stop ends only a wait for bytes that are not there.
+    async fn run<T>(self, read: impl Future<Output = T>) -> Result<T, NoHeader> {
+        // Three ticks after the start, at least two periods (the timeout) have passed.
+        self.watch
+            .guard(read, Some(self.start.wrapping_add(3)))
+            .await
+    }
+}
+
+impl HeaderWatch {
+    /// `fut`, unless the session stops being served first, or the tick count reaches `until`.
+    async fn guard<T>(
+        &self,
+        fut: impl Future<Output = T>,
+        until: Option<usize>,
+    ) -> Result<T, NoHeader> {
+        let notified = self.notify.notified();
+        tokio::pin!(fut, notified);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Ok(v));
+            }
+            loop {
+                // `notified` was made before these are read: no tick or stop goes unseen.
+                if self.stopped.load(Ordering::Acquire) {
+                    return Poll::Ready(Err(NoHeader::Stopped));
+                }
+                let epoch = self.epoch.load(Ordering::Acquire);
+                if until.is_some_and(|u| epoch.wrapping_sub(u) < usize::MAX / 2) {
+                    return Poll::Ready(Err(NoHeader::TimedOut));
+                }
+                match notified.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) => notified.set(self.notify.notified()),
+                }
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for HeaderWait {
+    fn drop(&mut self) {
+        self.watch.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// Reads one call's header, runs its handler, and answers for it when it did not. Until the
-/// header arrives nothing has started: `stop` (the server shutting down, the peer dropped)
-/// ends the wait, and the channel is let go. With `calls`, the call holds a permit from its
-/// header on; at the limit it waits for one (its arguments wait in the channel's window, so
-/// the caller is slowed down, and other sessions keep their calls).
+/// header arrives nothing has started: the session no longer served (the server shutting
+/// down, the peer dropped) ends the wait, and the channel is let go. With `calls`, the call
+/// holds a permit from its header on; at the limit it waits for one (its arguments wait in the
+/// channel's window, so the caller is slowed down, and other sessions keep their calls).
 async fn respond_call(
     ch: qtalk_mux::Channel,
     handler: Arc<dyn Handler>,
     caller: Caller,
     options: Arc<Options>,
-    stop: CancellationToken,
+    waiting: HeaderWait,
     calls: Option<Arc<Limit>>,
 ) {
     let channel = ch.id();
     let codec = caller.codec().clone();
     let (mut r, w) = ch.into_split();
     let mut reader = FrameReader::new(options.max_frame);
-    // The header read goes first: what the peer sent before it left (a bad header included)
-    // is still answered; `stop` ends only a wait for bytes that are not there.
-    let header = tokio::select! {
-        biased;
-        h = tokio::time::timeout(
-            options.header_timeout,
-            reader.receive::<CallHeader, _>(&*codec, &mut r),
-        ) => h,
-        () = stop.cancelled() => {
+    let watch = waiting.watch.clone();
+    let header = match waiting
+        .run(reader.receive::<CallHeader, _>(&*codec, &mut r))
+        .await
+    {
+        Ok(h) => Ok(h),
+        Err(NoHeader::TimedOut) => Err(()),
+        Err(NoHeader::Stopped) => {
             tracing::debug!(channel = %channel, "rpc: stopped before a call header");
             return;
         }
@@ -154,9 +281,12 @@ async fn respond_call(
         }
     };
     let _permit = match &calls {
-        Some(limit) => tokio::select! {
-            () = stop.cancelled() => return,
-            p = limit.acquire() => Some(p),
+        Some(limit) => match limit.try_acquire() {
+            Some(p) => Some(p),
+            None => match watch.guard(limit.acquire(), None).await {
+                Ok(p) => Some(p),
+                Err(_) => return,
+            },
         },
         None => None,
     };
