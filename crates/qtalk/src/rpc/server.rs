@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -184,7 +185,7 @@ impl HeaderWait {
     /// `read`, unless the session stops being served or the timeout passes first. The read
     /// goes first: what the peer sent before it left (a bad header included) is still
     /// answered; a stop ends only a wait for bytes that are not there.
-    async fn run<T>(self, read: impl Future<Output = T>) -> Result<T, NoHeader> {
+    async fn run<F: Future>(self, read: Pin<&mut F>) -> Result<F::Output, NoHeader> {
         // Three ticks after the start, at least two periods (the timeout) have passed.
         self.watch
             .guard(read, Some(self.start.wrapping_add(3)))
@@ -194,13 +195,15 @@ impl HeaderWait {
 
 impl HeaderWatch {
     /// `fut`, unless the session stops being served first, or the tick count reaches `until`.
-    async fn guard<T>(
+    /// (`fut` is pinned by the caller: taken by value, it would be stored in this future and
+    /// in every one awaiting it, and the task of every call would be the larger.)
+    async fn guard<F: Future>(
         &self,
-        fut: impl Future<Output = T>,
+        mut fut: Pin<&mut F>,
         until: Option<usize>,
-    ) -> Result<T, NoHeader> {
+    ) -> Result<F::Output, NoHeader> {
         let notified = self.notify.notified();
-        tokio::pin!(fut, notified);
+        tokio::pin!(notified);
         std::future::poll_fn(|cx| {
             if let Poll::Ready(v) = fut.as_mut().poll(cx) {
                 return Poll::Ready(Ok(v));
@@ -248,10 +251,12 @@ async fn respond_call(
     let (mut r, w) = ch.into_split();
     let mut reader = FrameReader::new(options.max_frame);
     let watch = waiting.watch.clone();
-    let header = match waiting
-        .run(reader.receive::<CallHeader, _>(&*codec, &mut r))
-        .await
-    {
+    let header = {
+        let read = reader.receive::<CallHeader, _>(&*codec, &mut r);
+        tokio::pin!(read);
+        waiting.run(read).await
+    };
+    let header = match header {
         Ok(h) => Ok(h),
         Err(NoHeader::TimedOut) => Err(()),
         Err(NoHeader::Stopped) => {
@@ -268,7 +273,8 @@ async fn respond_call(
                 hook(channel, &e);
             }
             let msg = format!("bad call header: {e}");
-            respond_fallback(w, &*codec, Some(msg)).await;
+            // Cold paths are boxed: the future of every call stays small (see `respond_call`).
+            Box::pin(respond_fallback(w, &*codec, Some(msg))).await;
             return;
         }
         Ok(Err(e)) => {
@@ -283,7 +289,13 @@ async fn respond_call(
     let _permit = match &calls {
         Some(limit) => match limit.try_acquire() {
             Some(p) => Some(p),
-            None => match watch.guard(limit.acquire(), None).await {
+            None => match Box::pin(async {
+                let acquire = limit.acquire();
+                tokio::pin!(acquire);
+                watch.guard(acquire, None).await
+            })
+            .await
+            {
                 Ok(p) => Some(p),
                 Err(_) => return,
             },
@@ -316,14 +328,14 @@ async fn respond_call(
             (Ok(()), None) => tracing::debug!("rpc: responded"),
             (Ok(()), Some(w)) => {
                 tracing::debug!("rpc: handler returned nothing; answering null");
-                respond_fallback(w, &*codec, None).await;
+                Box::pin(respond_fallback(w, &*codec, None)).await;
             }
             (Err(panic), w) => {
                 let msg = panic_message(&panic);
                 tracing::debug!(panic = %msg, "rpc: handler panicked");
                 if let Some(w) = w {
                     let text = format!("panic: {msg}");
-                    respond_fallback(w, &*codec, Some(text)).await;
+                    Box::pin(respond_fallback(w, &*codec, Some(text))).await;
                 }
             }
         }
