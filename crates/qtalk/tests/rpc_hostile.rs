@@ -16,8 +16,17 @@ async fn within<F: std::future::Future>(secs: u64, what: &str, f: F) -> F::Outpu
 
 /// A responding peer with an `Upper(string)` function, and the raw session facing it.
 fn responder() -> (Peer, qtalk::mux::Session) {
+    responder_with(qtalk::rpc::Options::default())
+}
+
+/// [`responder`] with `options`.
+fn responder_with(options: qtalk::rpc::Options) -> (Peer, qtalk::mux::Session) {
     let (a, b) = tokio::io::duplex(256 * 1024);
-    let peer = Peer::new(qtalk::mux::Session::new(a, Default::default()), Json);
+    let peer = Peer::with_options(
+        qtalk::mux::Session::new(a, Default::default()),
+        Json,
+        options,
+    );
     peer.handle(
         "Upper",
         func(|_c: Call, (s,): (String,)| async move { Ok::<_, String>(s.to_uppercase()) }),
@@ -267,20 +276,7 @@ async fn early_answer_waits_for_the_arguments_before_closing() {
 #[tokio::test(start_paused = true)]
 async fn a_channel_without_a_header_is_closed_after_the_header_timeout() {
     let timeout = Duration::from_secs(10);
-    let (a, b) = tokio::io::duplex(256 * 1024);
-    let options = qtalk::rpc::Options::default().header_timeout(timeout);
-    let peer = Peer::with_options(
-        qtalk::mux::Session::new(a, Default::default()),
-        Json,
-        options,
-    );
-    peer.handle(
-        "Upper",
-        func(|_c: Call, (s,): (String,)| async move { Ok::<_, String>(s.to_uppercase()) }),
-    )
-    .unwrap();
-    peer.respond();
-    let raw = qtalk::mux::Session::new(b, Default::default());
+    let (_peer, raw) = responder_with(qtalk::rpc::Options::default().header_timeout(timeout));
 
     let started = tokio::time::Instant::now();
     let mut silent = raw.open().await.unwrap();
