@@ -101,11 +101,7 @@ impl Callbacks {
             return None;
         }
         let id = selector.strip_prefix('/').unwrap_or(selector);
-        let map = self.lock();
-        if map.is_empty() {
-            return None;
-        }
-        map.get(id).cloned()
+        self.lock().get(id).cloned()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<dyn Handler>>> {

@@ -159,6 +159,38 @@ impl HeaderWatch {
         self.stopped.store(true, Ordering::Release);
         self.notify.notify_waiters();
     }
+
+    /// `fut`, unless the session stops being served first, or the tick count reaches `until`.
+    /// (`fut` is pinned by the caller: taken by value, it would be stored in this future and
+    /// in every one awaiting it, and the task of every call would be the larger.)
+    async fn guard<F: Future>(
+        &self,
+        mut fut: Pin<&mut F>,
+        until: Option<usize>,
+    ) -> Result<F::Output, NoHeader> {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Ok(v));
+            }
+            loop {
+                // `notified` was made before these are read: no tick or stop goes unseen.
+                if self.stopped.load(Ordering::Acquire) {
+                    return Poll::Ready(Err(NoHeader::Stopped));
+                }
+                let epoch = self.epoch.load(Ordering::Acquire);
+                if until.is_some_and(|u| epoch.wrapping_sub(u) < usize::MAX / 2) {
+                    return Poll::Ready(Err(NoHeader::TimedOut));
+                }
+                match notified.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) => notified.set(self.notify.notified()),
+                }
+            }
+        })
+        .await
+    }
 }
 
 /// One channel's wait for its call header, counted in its session's [`HeaderWatch`].
@@ -193,40 +225,6 @@ impl HeaderWait {
     }
 }
 
-impl HeaderWatch {
-    /// `fut`, unless the session stops being served first, or the tick count reaches `until`.
-    /// (`fut` is pinned by the caller: taken by value, it would be stored in this future and
-    /// in every one awaiting it, and the task of every call would be the larger.)
-    async fn guard<F: Future>(
-        &self,
-        mut fut: Pin<&mut F>,
-        until: Option<usize>,
-    ) -> Result<F::Output, NoHeader> {
-        let notified = self.notify.notified();
-        tokio::pin!(notified);
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
-                return Poll::Ready(Ok(v));
-            }
-            loop {
-                // `notified` was made before these are read: no tick or stop goes unseen.
-                if self.stopped.load(Ordering::Acquire) {
-                    return Poll::Ready(Err(NoHeader::Stopped));
-                }
-                let epoch = self.epoch.load(Ordering::Acquire);
-                if until.is_some_and(|u| epoch.wrapping_sub(u) < usize::MAX / 2) {
-                    return Poll::Ready(Err(NoHeader::TimedOut));
-                }
-                match notified.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(()) => notified.set(self.notify.notified()),
-                }
-            }
-        })
-        .await
-    }
-}
-
 impl Drop for HeaderWait {
     fn drop(&mut self) {
         self.watch.waiting.fetch_sub(1, Ordering::AcqRel);
@@ -257,14 +255,6 @@ async fn respond_call(
         waiting.run(read).await
     };
     let header = match header {
-        Ok(h) => Ok(h),
-        Err(NoHeader::TimedOut) => Err(()),
-        Err(NoHeader::Stopped) => {
-            tracing::debug!(channel = %channel, "rpc: stopped before a call header");
-            return;
-        }
-    };
-    let header = match header {
         Ok(Ok(h)) => h,
         Ok(Err(e @ (Error::Codec(_) | Error::FrameTooLarge { .. }))) => {
             // The reference never answers here and its caller hangs; answer with the error.
@@ -273,7 +263,7 @@ async fn respond_call(
                 hook(channel, &e);
             }
             let msg = format!("bad call header: {e}");
-            // Cold paths are boxed: the future of every call stays small (see `respond_call`).
+            // The rare paths are boxed, so that the task of every call stays small.
             Box::pin(respond_fallback(w, &*codec, Some(msg))).await;
             return;
         }
@@ -281,8 +271,12 @@ async fn respond_call(
             tracing::debug!(channel = %channel, error = %e, "rpc: channel ended before a call header");
             return;
         }
-        Err(_) => {
+        Err(NoHeader::TimedOut) => {
             tracing::debug!(channel = %channel, "rpc: no call header in time");
+            return;
+        }
+        Err(NoHeader::Stopped) => {
+            tracing::debug!(channel = %channel, "rpc: stopped before a call header");
             return;
         }
     };
