@@ -486,6 +486,7 @@ fn label(s: System, callers: usize) -> &'static str {
         (System::OursQuic, _) => "**qtalk CBOR over QUIC**",
         (System::Quinn, _) => "bare quinn, a stream per round trip",
         (System::MuxQuic, _) => "bare channel over QUIC, one per round trip",
+        (System::QuicFloor, _) => "quinn-proto in one task, no hops (floor)",
     }
 }
 
@@ -498,5 +499,6 @@ fn bulk_label(s: System) -> &'static str {
         System::OursQuic => "**qtalk continued call over QUIC**",
         System::Quinn => "bare quinn stream",
         System::MuxQuic => "bare channel over QUIC",
+        System::QuicFloor => "quinn-proto in one task",
     }
 }

@@ -13,6 +13,7 @@
 mod bare;
 mod driver;
 mod ours;
+mod quic_floor;
 mod quinn_sys;
 mod raw;
 mod scale;
@@ -49,6 +50,9 @@ pub enum System {
     /// A bare qtalk-mux channel over QUIC, no qtalk call: one channel (bulk), or a new channel
     /// per round trip (calls).
     MuxQuic,
+    /// quinn-proto driven in one task per process, the echo inside that task: the floor of
+    /// any stack on quinn-proto (calls only).
+    QuicFloor,
 }
 
 impl System {
@@ -62,6 +66,7 @@ impl System {
             System::OursQuic => "ours-quic",
             System::Quinn => "quinn",
             System::MuxQuic => "mux-quic",
+            System::QuicFloor => "quic-floor",
         }
     }
 }
@@ -293,6 +298,13 @@ async fn server(system: System, addr: &str) -> i32 {
             }
             Err(e) => Err(e),
         },
+        System::QuicFloor => match quic_floor::listen(addr).await {
+            Ok(s) => {
+                announce(s.local_addr().expect("local addr"));
+                quic_floor::serve(s).await
+            }
+            Err(e) => Err(e),
+        },
         System::Tarpc | System::Raw => match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => {
                 announce(l.local_addr().expect("local addr"));
@@ -372,6 +384,8 @@ async fn client(
         (System::Quinn, Some(d)) => quinn_sys::bulk_bare(name, addr, d, bytes).await,
         (System::Quinn, None) => quinn_sys::calls_bare(name, addr, callers, secs, warmup).await,
         (System::MuxQuic, None) => quinn_sys::calls_mux(name, addr, callers, secs, warmup).await,
+        (System::QuicFloor, None) => quic_floor::calls(name, addr, callers, secs, warmup).await,
+        (System::QuicFloor, Some(_)) => Err("quic-floor: calls only".into()),
         (System::MuxQuic, Some(d)) => match quinn_sys::connect_session(addr).await {
             Ok(session) => bare::bulk_on(name, session, d, bytes).await,
             Err(e) => Err(e.into()),
