@@ -31,6 +31,7 @@ struct Driver {
     conns: HashMap<ConnectionHandle, Connection>,
     recv: Vec<u8>,
     send: Vec<u8>,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Driver {
@@ -41,6 +42,7 @@ impl Driver {
             conns: HashMap::new(),
             recv: vec![0; 64 * 1024],
             send: Vec::with_capacity(64 * 1024),
+            timer: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
         }
     }
 
@@ -97,17 +99,35 @@ impl Driver {
         next
     }
 
-    /// Waits for a datagram or the earliest timer.
+    /// Waits for a datagram or the earliest timer. The one tokio timer is only moved earlier
+    /// when it must be: moving it later costs nothing, while moving it earlier than the
+    /// deadline a parked I/O driver sleeps towards wakes that driver's thread.
     async fn wait(&mut self, next: Option<Instant>) {
-        let deadline = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-        tokio::select! {
-            _ = self.socket.readable() => {}
-            _ = tokio::time::sleep_until(deadline.into()) => {
-                let now = Instant::now();
-                for c in self.conns.values_mut() {
-                    if c.poll_timeout().is_some_and(|t| t <= now) {
-                        c.handle_timeout(now);
+        let target: tokio::time::Instant = next
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+            .into();
+        if target < self.timer.deadline() {
+            self.timer.as_mut().reset(target);
+        }
+        loop {
+            tokio::select! {
+                _ = self.socket.readable() => return,
+                _ = self.timer.as_mut() => {
+                    if self.timer.deadline() < target {
+                        // Fired for an earlier deadline that no longer holds.
+                        self.timer.as_mut().reset(target);
+                        continue;
                     }
+                    let now = Instant::now();
+                    for c in self.conns.values_mut() {
+                        if c.poll_timeout().is_some_and(|t| t <= now) {
+                            c.handle_timeout(now);
+                        }
+                    }
+                    self.timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + Duration::from_secs(3600));
+                    return;
                 }
             }
         }
