@@ -49,7 +49,10 @@ impl From<ChannelId> for u32 {
 }
 
 /// Payloads at most this long are copied into a channel's own buffer instead of sharing the
-/// transport read buffer, so that small chunks never pin large read buffers.
+/// transport read buffer, so that small chunks never pin large read buffers. A longer piece
+/// is shared when it is at least half of what is left of the buffer, or when the rest of its
+/// frame's payload would fill at least half of it (so the buffer holds mostly that one
+/// payload, whatever the reads made of it); otherwise it is copied too.
 const SHARE_MIN: usize = 4096;
 
 /// Copied payloads of a channel go into blocks of at most this size (or less, when the
@@ -966,7 +969,8 @@ impl Session {
     /// as it arrives. Any error is fatal to the session: stop reading and call
     /// [`Session::terminate`].
     pub fn handle_input(&mut self, src: &mut BytesMut) -> Result<(), ProtocolError> {
-        let share_min = SHARE_MIN.max(src.capacity() / 2);
+        let half = src.capacity() / 2;
+        let share_min = SHARE_MIN.max(half);
         loop {
             match self.decode {
                 Decode::Payload {
@@ -982,7 +986,8 @@ impl Session {
                         let chunk = src.split_to(n);
                         match self.slots.get_mut(id.index()) {
                             Some(Slot::Used(ch)) if !ch.released => {
-                                let share = chunk.len() >= share_min;
+                                let share = chunk.len() >= share_min
+                                    || (chunk.len() >= SHARE_MIN && remaining as usize >= half);
                                 ch.push_data(chunk.freeze(), share);
                                 self.events.push_back(Event::Readable(id));
                             }

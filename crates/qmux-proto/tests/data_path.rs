@@ -169,3 +169,75 @@ fn a_streaming_peer_gets_its_window_back_in_halves() {
     // cost 8 adjusts of 2 MiB rather than 64 of a packet each.
     assert_eq!(adjusts(64, 16), vec![WINDOW / 2; 8]);
 }
+
+/// Reads channel `id` to the end of what it holds: how many bytes, and whether every one of
+/// them lies in `range` (the addresses of a read buffer: received without a copy).
+fn all_read_from(s: &mut Session, id: ChannelId, range: std::ops::Range<usize>) -> (usize, bool) {
+    let mut total = 0;
+    let mut inside = true;
+    while let Some(chunk) = s.read_chunk(id, usize::MAX).unwrap() {
+        if chunk.is_empty() {
+            break;
+        }
+        let at = chunk.as_ptr() as usize;
+        inside &= range.contains(&at) && at + chunk.len() <= range.end;
+        total += chunk.len();
+    }
+    (total, inside)
+}
+
+#[test]
+fn a_large_payload_that_arrives_in_small_reads_is_received_without_a_copy() {
+    let (mut s, id, _) = accepted();
+    let len = MAX_PACKET as usize;
+    let mut header = BytesMut::new();
+    Frame::Data {
+        recipient_id: id.get(),
+        payload: vec![0u8; len].into(),
+    }
+    .encode(&mut header);
+    header.truncate(9);
+    s.handle_input(&mut header).unwrap();
+    // The rest of the payload in a buffer of its own (as the driver reads it), filled by
+    // reads of 20 KiB: each piece is far less than half of what is left of the buffer.
+    let mut buf = BytesMut::with_capacity(len);
+    let start = buf.as_ptr() as usize;
+    let mut sent = 0;
+    while sent < len {
+        let n = (20 * 1024).min(len - sent);
+        buf.extend_from_slice(&vec![7u8; n]);
+        s.handle_input(&mut buf).unwrap();
+        sent += n;
+    }
+    assert_eq!(buf.as_ptr() as usize, start + len, "no reallocation");
+    assert_eq!(all_read_from(&mut s, id, start..start + len), (len, true));
+}
+
+#[test]
+fn small_payloads_in_a_large_read_are_copied() {
+    // Payloads of 5 KiB (more than the 4 KiB always copied) that share one large read: each
+    // is copied, so that none pins the whole buffer.
+    let (mut s, id, _) = accepted();
+    let cap = 256 * 1024;
+    let mut buf = BytesMut::with_capacity(cap);
+    let start = buf.as_ptr() as usize;
+    for _ in 0..40 {
+        Frame::Data {
+            recipient_id: id.get(),
+            payload: vec![3u8; 5 * 1024].into(),
+        }
+        .encode(&mut buf);
+    }
+    assert_eq!(buf.as_ptr() as usize, start, "one buffer");
+    s.handle_input(&mut buf).unwrap();
+    let mut total = 0;
+    while let Some(chunk) = s.read_chunk(id, usize::MAX).unwrap() {
+        if chunk.is_empty() {
+            break;
+        }
+        let at = chunk.as_ptr() as usize;
+        assert!(!(start..start + cap).contains(&at), "copied, not shared");
+        total += chunk.len();
+    }
+    assert_eq!(total, 40 * 5 * 1024);
+}
