@@ -14,6 +14,7 @@ pub struct Config {
     pub(crate) memory_budget: usize,
     pub(crate) send_buffer: usize,
     pub(crate) id_reuse_delay: usize,
+    pub(crate) alignment_padding: bool,
 }
 
 impl Default for Config {
@@ -27,6 +28,7 @@ impl Default for Config {
             memory_budget: 32 * 1024 * 1024,
             send_buffer: 1024 * 1024,
             id_reuse_delay: 256,
+            alignment_padding: true,
         }
     }
 }
@@ -107,6 +109,24 @@ impl Config {
     pub fn id_reuse_delay(&self) -> usize {
         self.id_reuse_delay
     }
+
+    /// Whether a large payload handed over without a copy (64 KiB or more, see
+    /// `Session::send_bytes`) that does not line up with its stream position modulo 64 is
+    /// lined up by sending up to 63 WINDOW_ADJUST frames of 0 bytes for its channel (9 bytes
+    /// each) ahead of it, rather than by copying it (default on). A zero adjust changes
+    /// nothing for the peer (RFC 4254 gives it no meaning; the Go and JavaScript references
+    /// ignore it). It pays where the transport copies the buffer itself, as a socket does: the
+    /// copy of a lined-up buffer is the faster one. Over TLS or WebSocket, which copy in user
+    /// space anyway, turn it off (their transports in `qtalk-mux` do).
+    pub fn alignment_padding(&self) -> bool {
+        self.alignment_padding
+    }
+
+    /// This configuration with [`Config::alignment_padding`] set to `on`.
+    pub fn with_alignment_padding(mut self, on: bool) -> Config {
+        self.alignment_padding = on;
+        self
+    }
 }
 
 /// Builds a checked [`Config`]: chain the setters, then [`build`](ConfigBuilder::build).
@@ -166,6 +186,12 @@ impl ConfigBuilder {
     /// See [`Config::id_reuse_delay`].
     pub fn id_reuse_delay(mut self, channels: usize) -> Self {
         self.0.id_reuse_delay = channels;
+        self
+    }
+
+    /// See [`Config::alignment_padding`].
+    pub fn alignment_padding(mut self, on: bool) -> Self {
+        self.0.alignment_padding = on;
         self
     }
 

@@ -67,6 +67,11 @@ const FIRST_BLOCK: usize = 1024;
 /// (when they line up with the stream, see [`ALIGN`]).
 const ZERO_COPY_MIN: usize = 16 * 1024;
 
+/// Payloads handed over without a copy from this size on are lined up by padding frames
+/// rather than copied, when [`Config::alignment_padding`] is on: at most 567 bytes of padding
+/// (0.9%), 283 on average.
+const PAD_MIN: usize = 64 * 1024;
+
 /// Copies of bulk data line up with the byte stream on this boundary. The transport copies
 /// what it is given into its own buffers, which fill in stream order; a copy whose source and
 /// destination differ in their low address bits runs slower than one where they agree (on
@@ -492,6 +497,24 @@ impl Session {
         (ptr as usize as u64).wrapping_sub(pos) % ALIGN == 0
     }
 
+    /// Queues as many WINDOW_ADJUST frames of 0 bytes for channel `remote` (the peer's id) as
+    /// make a payload at `ptr`, sent after its DATA header, line up with its stream position
+    /// (see [`Config::alignment_padding`]). Each frame moves the stream on by 9 bytes, and 9
+    /// is invertible modulo 64 (9 × 57 = 513 = 8 × 64 + 1), so at most 63 are needed.
+    fn pad_to_line_up(&mut self, remote: u32, ptr: *const u8) {
+        let pos = self.position() + DATA_HEADER_LEN as u64;
+        let skew = (ptr as usize as u64).wrapping_sub(pos) % ALIGN;
+        let frames = (skew * 57 % ALIGN) as usize;
+        if frames == 0 {
+            return;
+        }
+        self.scratch.reserve(frames * DATA_HEADER_LEN);
+        for _ in 0..frames {
+            frame::encode_window_adjust(remote, 0, &mut self.scratch);
+        }
+        self.unsent += frames * DATA_HEADER_LEN;
+    }
+
     /// Makes room for `need` more bytes in the scratch buffer, its next byte lined up with
     /// its stream position (see [`ALIGN`]).
     fn reserve_aligned(&mut self, need: usize) {
@@ -879,6 +902,9 @@ impl Session {
         while left > 0 {
             let piece = data.split_to(left.min(max));
             left -= piece.len();
+            if piece.len() >= PAD_MIN && self.config.alignment_padding {
+                self.pad_to_line_up(remote, piece.as_ptr());
+            }
             let copy = piece.len() < ZERO_COPY_MIN
                 || !Self::lines_up(piece.as_ptr(), self.position() + DATA_HEADER_LEN as u64);
             if copy && piece.len() >= ZERO_COPY_MIN {

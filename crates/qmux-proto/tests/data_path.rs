@@ -10,9 +10,15 @@ const WINDOW: u32 = 4 * 1024 * 1024;
 /// A session with one channel the peer (id 7) opened and we accepted, its confirmation sent.
 /// Returns the session, the channel and the bytes written so far.
 fn accepted() -> (Session, ChannelId, u64) {
+    accepted_with(true)
+}
+
+/// [`accepted`], with alignment padding on or off.
+fn accepted_with(padding: bool) -> (Session, ChannelId, u64) {
     let config = Config::builder()
         .window(WINDOW)
         .max_packet(MAX_PACKET)
+        .alignment_padding(padding)
         .build()
         .unwrap();
     let mut s = Session::new(config);
@@ -89,8 +95,8 @@ fn a_payload_that_lines_up_with_the_stream_goes_out_without_a_copy() {
 }
 
 #[test]
-fn a_payload_off_the_stream_is_copied_to_a_buffer_that_lines_up() {
-    let (mut s, id, written) = accepted();
+fn without_padding_a_payload_off_the_stream_is_copied_to_a_buffer_that_lines_up() {
+    let (mut s, id, written) = accepted_with(false);
     let mut data = payload_at(MAX_PACKET as usize, written + 9, 1);
     let (ptr, copy) = (data.as_ptr(), data.clone());
     assert_eq!(s.send_bytes(id, &mut data).unwrap(), MAX_PACKET as usize);
@@ -107,6 +113,63 @@ fn a_payload_off_the_stream_is_copied_to_a_buffer_that_lines_up() {
     match &decode(&out)[..] {
         [Frame::Data { payload, .. }] => assert_eq!(payload, &copy),
         other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_payload_off_the_stream_goes_out_without_a_copy_behind_zero_adjusts() {
+    for skew in [1, 9, 32, 55, 63] {
+        let (mut s, id, written) = accepted();
+        let mut data = payload_at(MAX_PACKET as usize, written + 9, skew);
+        let (ptr, copy) = (data.as_ptr(), data.clone());
+        assert_eq!(s.send_bytes(id, &mut data).unwrap(), MAX_PACKET as usize);
+        let out = transmit(&mut s);
+        // The payload itself goes out, at a stream position it agrees with.
+        let mut pos = written;
+        let mut found = false;
+        for b in &out {
+            if b.as_ptr() == ptr {
+                assert_eq!(
+                    (ptr as usize as u64).wrapping_sub(pos) % 64,
+                    0,
+                    "skew {skew}"
+                );
+                found = true;
+            }
+            pos += b.len() as u64;
+        }
+        assert!(found, "skew {skew}: queued as it was");
+        let frames = decode(&out);
+        let (data_frame, pads) = frames.split_last().unwrap();
+        assert!(pads.len() < 64, "skew {skew}: {} pads", pads.len());
+        assert!(!pads.is_empty(), "skew {skew}: padded");
+        for f in pads {
+            assert!(
+                matches!(f, Frame::WindowAdjust { bytes: 0, .. }),
+                "skew {skew}: {f:?}"
+            );
+        }
+        match data_frame {
+            Frame::Data { payload, .. } => assert_eq!(payload, &copy),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn zero_adjusts_change_nothing_for_the_receiver() {
+    let (mut s, id, _) = accepted();
+    let pads = vec![
+        Frame::WindowAdjust {
+            recipient_id: id.get(),
+            bytes: 0,
+        };
+        63
+    ];
+    feed(&mut s, &pads);
+    assert!(transmit(&mut s).is_empty(), "nothing answered");
+    while let Some(e) = s.poll_event() {
+        assert!(!matches!(e, Event::Writable(_)), "{e:?}");
     }
 }
 

@@ -90,6 +90,13 @@ impl Config {
     pub fn proto(&self) -> &qtalk_mux_proto::Config {
         &self.proto
     }
+
+    /// This configuration for a transport that copies in user space (TLS, WebSocket):
+    /// alignment padding buys nothing there.
+    pub(crate) fn copying_transport(mut self) -> Self {
+        self.proto = self.proto.with_alignment_padding(false);
+        self
+    }
 }
 
 /// Builds a checked [`Config`]: chain the setters, then [`build`](ConfigBuilder::build).
@@ -111,6 +118,16 @@ impl ConfigBuilder {
     /// Largest DATA payload accepted from the peer (default 256 KiB; 9 ..= 2^31).
     pub fn max_packet(mut self, bytes: u32) -> Self {
         self.proto = self.proto.max_packet(bytes);
+        self
+    }
+
+    /// Lines up large zero-copy payloads (`Channel::write_bytes` of 64 KiB or more) with
+    /// the stream by sending up to 63 WINDOW_ADJUST frames of 0 bytes ahead of them, rather
+    /// than copying them (default on; see `qtalk_mux_proto::Config::alignment_padding`). The
+    /// TLS and WebSocket transports turn it off for their sessions: they copy in user space
+    /// anyway.
+    pub fn alignment_padding(mut self, on: bool) -> Self {
+        self.proto = self.proto.alignment_padding(on);
         self
     }
 

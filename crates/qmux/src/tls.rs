@@ -221,7 +221,7 @@ pub(crate) async fn server_session(
 ) -> Option<crate::Session> {
     let _ = stream.set_nodelay(true);
     match tokio::time::timeout(config.handshake_timeout, tls.accept(stream)).await {
-        Ok(Ok(stream)) => Some(crate::Session::new(stream, config)),
+        Ok(Ok(stream)) => Some(crate::Session::new(stream, config.copying_transport())),
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "qmux: TLS handshake failed");
             None

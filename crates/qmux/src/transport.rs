@@ -37,7 +37,7 @@ pub async fn connect_tls<A: ToSocketAddrs>(
     let stream = TcpStream::connect(addr).await?;
     let _ = stream.set_nodelay(true);
     let stream = crate::tls::client_handshake(stream, server_name, tls).await?;
-    Ok(Session::new(stream, config))
+    Ok(Session::new(stream, config.copying_transport()))
 }
 
 /// Runs a session over an established TCP connection (Nagle disabled; the session batches).

@@ -106,7 +106,7 @@ pub fn over_websocket<S>(ws: WebSocketStream<S>, config: Config) -> Session
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    Session::new(WsIo::new(ws), config)
+    Session::new(WsIo::new(ws), config.copying_transport())
 }
 
 /// Performs the server side of the WebSocket handshake on `stream` (any path, no `Origin`
