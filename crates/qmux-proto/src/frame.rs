@@ -270,14 +270,6 @@ pub(crate) fn read_u32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// Writes a WINDOW_ADJUST frame granting `bytes` on the peer's channel `recipient_id`.
-pub(crate) fn encode_window_adjust(recipient_id: u32, bytes: u32, dst: &mut BytesMut) {
-    dst.reserve(9);
-    dst.put_u8(MSG_WINDOW_ADJUST);
-    dst.put_u32(recipient_id);
-    dst.put_u32(bytes);
-}
-
 /// Writes a DATA frame header (type, recipient, length) to `dst`.
 pub fn encode_data_header(recipient_id: u32, len: u32, dst: &mut BytesMut) {
     dst.reserve(DATA_HEADER_LEN);

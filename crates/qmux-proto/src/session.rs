@@ -504,15 +504,12 @@ impl Session {
     fn pad_to_line_up(&mut self, remote: u32, ptr: *const u8) {
         let pos = self.position() + DATA_HEADER_LEN as u64;
         let skew = (ptr as usize as u64).wrapping_sub(pos) % ALIGN;
-        let frames = (skew * 57 % ALIGN) as usize;
-        if frames == 0 {
-            return;
+        for _ in 0..skew * 57 % ALIGN {
+            self.queue(Frame::WindowAdjust {
+                recipient_id: remote,
+                bytes: 0,
+            });
         }
-        self.scratch.reserve(frames * DATA_HEADER_LEN);
-        for _ in 0..frames {
-            frame::encode_window_adjust(remote, 0, &mut self.scratch);
-        }
-        self.unsent += frames * DATA_HEADER_LEN;
     }
 
     /// Makes room for `need` more bytes in the scratch buffer, its next byte lined up with
