@@ -72,6 +72,7 @@
 mod backend;
 mod channel;
 mod config;
+mod conn_info;
 mod error;
 mod listener;
 mod output;
@@ -87,6 +88,10 @@ pub mod tls;
 
 pub use channel::{Channel, PeerClosed, ReadHalf, WriteHalf};
 pub use config::{Config, ConfigBuilder, ConfigError};
+pub use conn_info::{
+    Certificate, ConnectionInfo, Extensions, PeerCredentials, TlsInfo, TransportKind,
+    UpgradeRequest,
+};
 pub use error::{Error, ProtocolError};
 pub use listener::Listener;
 pub use proxy::{join, proxy};

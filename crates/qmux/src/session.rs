@@ -77,6 +77,8 @@ const PAYLOAD_OWN_MIN: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct Session {
     backend: SessionBackend,
+    /// See [`Session::connection_info`] (`conn_info.rs`).
+    pub(crate) info: Arc<crate::ConnectionInfo>,
 }
 
 impl std::fmt::Debug for Session {
@@ -84,6 +86,7 @@ impl std::fmt::Debug for Session {
         let base = self.backend.name();
         f.debug_struct("Session")
             .field("base", &base)
+            .field("transport", &self.info.transport())
             .field("ended", &self.is_closed())
             .finish_non_exhaustive()
     }
@@ -427,6 +430,7 @@ impl Session {
         tokio::spawn(write_loop(shared.clone(), reader_done));
         Session {
             backend: SessionBackend::Mux(Arc::new(Owner { shared })),
+            info: Arc::default(),
         }
     }
 
@@ -435,6 +439,7 @@ impl Session {
     pub(crate) fn from_quic(quic: crate::quic::QuicSession) -> Session {
         Session {
             backend: SessionBackend::Quic(Arc::new(quic)),
+            info: Arc::default(),
         }
     }
 
