@@ -301,7 +301,18 @@ impl fmt::Debug for Extensions {
     }
 }
 
-/// What is known of the connection a session runs on (see the [module](self) documentation).
+/// What is known of the connection a session runs on, from
+/// [`Session::connection_info`].
+///
+/// The transports of this crate fill it in as they connect or accept: the addresses, the
+/// transport's kind, the TLS peer's certificates with the SNI and ALPN of the handshake, the
+/// WebSocket upgrade request (path, query, headers: how a browser carries a cookie or a
+/// token), and a Unix socket peer's credentials. Layers above add what they vouch for through
+/// [`Extensions`] (the P2P layer, the fingerprint its rendezvous introduced). Nothing here is
+/// checked beyond what the transport did: a certificate is there because the TLS handshake
+/// verified it with the configured verifier (a server that requires client certificates
+/// refuses clients without one, see
+/// [`tls::server_config_with_client_auth`](crate::tls::server_config_with_client_auth)).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]

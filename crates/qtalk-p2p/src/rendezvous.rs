@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use qtalk::codec::Json;
-use qtalk::rpc::{func, handler_fn, Call, Caller, Options, Peer, Responder};
+use qtalk::rpc::{func, handler_fn, Call, Caller, Peer, Responder};
 use qtalk::Value;
 use qtalk_mux::quic::quinn;
 use qtalk_mux::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -229,7 +229,8 @@ async fn serve_peer(shared: Arc<Shared>, conn: quinn::Connection) {
     let fingerprint = peer_fingerprint(&conn);
     let public_addr = canonical(conn.remote_address());
     let session = qtalk_mux::quic::over_connection(conn, shared.config.session.clone());
-    let options = Options::default().max_frame(shared.config.max_frame);
+    // Checked when the rendezvous was bound.
+    let options = shared.config.rpc_options().unwrap_or_default();
     let peer = Peer::with_options(session.clone(), Json, options);
     let me = Conn {
         id: shared.next_session.fetch_add(1, Ordering::Relaxed),
