@@ -3,27 +3,27 @@
 # interop tests against the Go reference peer (interop/go) when it can be built.
 #
 # QTALK_GO_PEER=PATH       use an already built Go peer instead of building interop/go.
-# QTALK_REQUIRE_GO_PEER=1  a Go peer that is missing or cannot be built fails the run (CI sets it).
+# QTALK_GO_SRC=DIR         build the Go peer against this checkout of qtalk-go (default: ../qtalk-go
+#                          when the module proxy does not serve the reference; scripts/go-peer.sh).
+# QTALK_REQUIRE_GO_PEER=1  a Go peer that is missing or cannot be built fails the run (CI sets it
+#                          when a checkout is present).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 require="${QTALK_REQUIRE_GO_PEER:-0}"
 echo "== Go reference peer (interop/go)"
 peer="$PWD/target/qtalk-go-peer"
-log="$PWD/target/go-build.log"
 mkdir -p target
 reason=""
+# shellcheck source=scripts/go-peer.sh
+source scripts/go-peer.sh
 if [ -n "${QTALK_GO_PEER:-}" ] && [ -x "$QTALK_GO_PEER" ]; then
   echo "using QTALK_GO_PEER=$QTALK_GO_PEER"
-elif ! command -v go >/dev/null 2>&1; then
-  reason="Go is not installed"
-elif (cd interop/go && go build -o "$peer" . >"$log" 2>&1); then
+elif go_peer_build "$peer"; then
   export QTALK_GO_PEER="$peer"
-  echo "built $QTALK_GO_PEER ($(go version | cut -d' ' -f3))"
+  echo "built $QTALK_GO_PEER from $GO_PEER_SOURCE ($(go version | cut -d' ' -f3))"
 else
-  # The first line that is not download progress says why (e.g. "... 403 Forbidden").
-  why="$(grep -v '^go: downloading ' "$log" | head -n 1)"
-  reason="go build of interop/go failed: ${why:-see $log}"
+  reason="$GO_PEER_REASON"
 fi
 if [ -n "$reason" ]; then
   if [ "$require" = 1 ]; then
@@ -32,7 +32,10 @@ if [ -n "$reason" ]; then
   fi
   unset QTALK_GO_PEER
   echo "NOTICE: the Go-peer interop tests will be SKIPPED: $reason"
-  echo "        (a proxy that refuses github.com/progrium/qtalk-go: see README, Interop with qtalk-go)"
+  echo "        To run them, put a checkout of github.com/progrium/qtalk-go at commit ${GO_PEER_PIN:0:7}"
+  echo "        beside this repository (../qtalk-go) or name it with QTALK_GO_SRC=DIR:"
+  echo "          git clone https://github.com/progrium/qtalk-go ../qtalk-go && git -C ../qtalk-go checkout ${GO_PEER_PIN:0:7}"
+  echo "        (see interop/go/README.md)."
 fi
 export QTALK_REQUIRE_GO_PEER="$require"
 tally="$PWD/target/go-peer-tally"
