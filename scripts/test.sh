@@ -10,8 +10,44 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Stage timing: `stage NAME` ends the running stage and starts the next; the table of every
+# stage's wall time is printed when the script ends, passing or failing.
+stage_rows=()
+stage_name=""
+stage_t0=0
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+secs() { printf '%d.%d' $(($1 / 1000)) $(($1 % 1000 / 100)); }
+run_t0=$(now_ms)
+stage() {
+  local now
+  now=$(now_ms)
+  if [ -n "$stage_name" ]; then
+    stage_rows+=("$(printf '%-58s %7s' "$stage_name" "$(secs $((now - stage_t0)))")")
+  fi
+  stage_name="$1"
+  stage_t0=$now
+  [ -z "$1" ] || echo "== $1"
+}
+stage_report() {
+  local rc=$? now row
+  stage ""
+  now=$(now_ms)
+  echo
+  echo "Stage timings (wall seconds):"
+  if [ -n "${QTALK_CI_SETUP_MS:-}" ]; then
+    printf '  %-58s %7s\n' ".ci/run: installs before the suite" "$(secs "$QTALK_CI_SETUP_MS")"
+  fi
+  for row in "${stage_rows[@]}"; do echo "  $row"; done
+  printf '  %-58s %7s\n' "total (scripts/test.sh)" "$(secs $((now - run_t0)))"
+  if [ -n "${QTALK_CI_START_MS:-}" ]; then
+    printf '  %-58s %7s\n' "total (.ci/run)" "$(secs $((now - QTALK_CI_START_MS)))"
+  fi
+  [ "$rc" = 0 ] || echo "scripts/test.sh FAILED (exit $rc)"
+}
+trap stage_report EXIT
+
 require="${QTALK_REQUIRE_GO_PEER:-0}"
-echo "== Go reference peer (interop/go)"
+stage "Go reference peer (interop/go)"
 peer="$PWD/target/qtalk-go-peer"
 mkdir -p target
 reason=""
@@ -46,25 +82,25 @@ netns_tally="$PWD/target/netns-tally"
 rm -f "$netns_tally"
 export QTALK_NETNS_TALLY="$netns_tally"
 
-echo "== cargo fmt --check"
+stage "cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "== cargo clippy"
+stage "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== cargo doc (broken links are errors)"
+stage "cargo doc (broken links are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
 
-echo "== cargo test"
+stage "cargo test"
 cargo test --workspace --locked
 
-echo "== README quick start in a crate of its own (only qtalk and tokio)"
+stage "README quick start in a crate of its own (only qtalk and tokio)"
 bash scripts/quickstart.sh
 
-echo "== Python bindings (bindings/python: build, then pytest)"
+stage "Python bindings (bindings/python: build, then pytest)"
 EXAMPLES_PROFILE=debug bash bindings/python/test.sh
 
-echo "== fuzz targets (30 s each)"
+stage "fuzz targets (30 s each)"
 if cargo +nightly --version >/dev/null 2>&1 && cargo fuzz --version >/dev/null 2>&1; then
   bash fuzz/run.sh
 else
