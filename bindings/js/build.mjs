@@ -37,6 +37,18 @@ await build({
   logLevel: "warning",
 });
 
+// Internals for the tests (not part of the package).
+await build({
+  entryPoints: ["test/internal.ts"],
+  absWorkingDir: here,
+  outfile: join(here, "test", ".build", "internal.js"),
+  bundle: true,
+  format: "esm",
+  platform: "neutral",
+  target: "es2022",
+  logLevel: "warning",
+});
+
 // The command (package.json "bin") starts with a shebang and is executable.
 const cli = join(dist, "cli.js");
 writeFileSync(cli, "#!/usr/bin/env node\n" + readFileSync(cli, "utf8"));

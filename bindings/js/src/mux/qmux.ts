@@ -48,8 +48,9 @@ export interface QmuxOptions {
   maxPacket?: number;
   /**
    * Total of the windows of all channels, i.e. the most the peer can make this side buffer
-   * (default 64 MiB). Channels opened while it is short get smaller windows (at least a max
-   * packet); the peer's OPENs are refused when not even that is left.
+   * (default 64 MiB). A new channel's window is at most half of what is left of it (at least
+   * a max packet), so windows shrink as channels pile up; the peer's OPENs are refused when
+   * not even a max packet is left.
    */
   memoryBudget?: number;
   /** Channels at once, opened or accepted (default 1024); the peer's OPENs past it are refused. */
@@ -58,6 +59,12 @@ export interface QmuxOptions {
   acceptBacklog?: number;
   /** Writers wait while the transport holds more than this many unsent bytes (default 4 MiB). */
   transportHighWater?: number;
+  /**
+   * How many freed channel ids wait before they are given out again (default 256). The
+   * reference may send a DATA frame after its CLOSE; the delay keeps such a frame from landing
+   * on a new channel. 0 reuses the lowest free id at once, exactly as the reference allocates.
+   */
+  idReuseDelay?: number;
 }
 
 interface Config {
@@ -67,6 +74,7 @@ interface Config {
   maxChannels: number;
   acceptBacklog: number;
   transportHighWater: number;
+  idReuseDelay: number;
 }
 
 /** The largest DATA payload this side sends, whatever the peer accepts (one transport message ≤ ~1 MiB). */
@@ -83,6 +91,7 @@ function config(o: QmuxOptions = {}): Config {
     maxChannels: o.maxChannels ?? 1024,
     acceptBacklog: o.acceptBacklog ?? 256,
     transportHighWater: o.transportHighWater ?? 4 << 20,
+    idReuseDelay: o.idReuseDelay ?? 256,
   };
   const int = (name: keyof Config, min: number, max: number) => {
     const v = c[name];
@@ -95,6 +104,7 @@ function config(o: QmuxOptions = {}): Config {
   int("maxChannels", 1, U32_MAX);
   int("acceptBacklog", 1, U32_MAX);
   int("transportHighWater", 1, Number.MAX_SAFE_INTEGER);
+  int("idReuseDelay", 0, U32_MAX);
   return c;
 }
 
@@ -102,7 +112,12 @@ function config(o: QmuxOptions = {}): Config {
 export class QmuxSession implements Session {
   private readonly cfg: Config;
   private readonly channels = new Map<number, QmuxChannel>();
+  /** Ids never given out start here. */
   private nextId = 0;
+  /** Freed ids waiting out the reuse delay, oldest first. */
+  private readonly quarantine: number[] = [];
+  /** Freed ids ready for reuse, lowest first. */
+  private readonly reusable: number[] = [];
   private readonly incoming: QmuxChannel[] = [];
   private readonly acceptWaiters: ((c: QmuxChannel | null) => void)[] = [];
   private readonly out = new FrameBuffer();
@@ -186,7 +201,7 @@ export class QmuxSession implements Session {
     if (!ch) {
       // An id freed by a finished CLOSE handshake: frames the peer sent before it saw ours
       // (the reference can even send DATA after its own CLOSE). Ids are not reused soon.
-      if (id < this.nextId && type !== OPEN_CONFIRM && type !== OPEN_FAILURE) return;
+      if (this.wasUsed(id) && type !== OPEN_CONFIRM && type !== OPEN_FAILURE) return;
       throw new ProtocolError(`frame ${type} for unknown channel ${id}`);
     }
     switch (type) {
@@ -225,7 +240,7 @@ export class QmuxSession implements Session {
   private onDataHeader(id: number, length: number): void {
     const ch = this.channels.get(id);
     if (!ch) {
-      if (id < this.nextId) return; // as in onFrame: late frames of a finished channel
+      if (this.wasUsed(id)) return; // as in onFrame: late frames of a finished channel
       throw new ProtocolError(`DATA for unknown channel ${id}`);
     }
     if (length > this.cfg.maxPacket)
@@ -239,24 +254,37 @@ export class QmuxSession implements Session {
   private windowFor(ours: boolean): number | undefined {
     const left = this.cfg.memoryBudget - this.reserved;
     if (left < this.cfg.maxPacket && !ours) return undefined;
-    return Math.min(this.cfg.window, Math.max(this.cfg.maxPacket, left));
+    // Half of what is left, so that the next channels get some too.
+    return Math.min(this.cfg.window, Math.max(this.cfg.maxPacket, Math.floor(left / 2)));
   }
 
   private newChannel(window: number): QmuxChannel {
-    let id = this.nextId;
-    while (this.channels.has(id)) id = (id + 1) % (U32_MAX + 1);
-    this.nextId = id === U32_MAX ? 0 : id + 1;
+    let id: number;
+    if (this.reusable.length > 0) id = this.reusable.shift()!;
+    else if (this.nextId <= U32_MAX) id = this.nextId++;
+    else throw new SessionClosedError("no channel id left");
     const ch = new QmuxChannel(this, id, window, this.cfg.maxPacket);
     this.channels.set(id, ch);
     this.reserved += window;
     return ch;
   }
 
+  /** Whether `id` belonged to a channel that is gone (its late frames are dropped). */
+  private wasUsed(id: number): boolean {
+    return id < this.nextId && !this.channels.has(id);
+  }
+
   /** @internal The CLOSE handshake of `ch` is complete (or its open failed): its id is free. */
   release(ch: QmuxChannel): void {
-    if (this.channels.get(ch.localId) === ch) {
-      this.channels.delete(ch.localId);
-      this.reserved -= ch.window;
+    if (this.channels.get(ch.localId) !== ch) return;
+    this.channels.delete(ch.localId);
+    this.reserved -= ch.window;
+    this.quarantine.push(ch.localId);
+    while (this.quarantine.length > this.cfg.idReuseDelay) {
+      const id = this.quarantine.shift()!;
+      let at = this.reusable.length;
+      while (at > 0 && this.reusable[at - 1]! > id) at--;
+      this.reusable.splice(at, 0, id);
     }
   }
 
