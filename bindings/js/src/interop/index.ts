@@ -5,6 +5,7 @@
  * Runs in browsers and Node.
  */
 import { RemoteError, SessionClosedError, ProtocolError, ChannelClosedError } from "../errors.js";
+import { CodecError } from "../codec/types.js";
 import type { Call, Responder, Stream } from "../rpc/call.js";
 import { RespondMux } from "../rpc/mux.js";
 import type { Peer } from "../rpc/peer.js";
@@ -152,7 +153,8 @@ export function isTransportFailure(e: unknown): boolean {
 function unexpected(what: string, e: unknown): Error {
   if (e instanceof RemoteError) return new CheckFailed(`${what}: the peer answered with an error: ${e.message}`);
   if (e instanceof CheckFailed || isTransportFailure(e)) return e as Error;
-  return new CheckFailed(`${what}: ${message(e)}`);
+  const hint = e instanceof CodecError ? " (does the peer use the same codec? json and cbor do not mix)" : "";
+  return new CheckFailed(`${what}: ${message(e)}${hint}`);
 }
 
 /**

@@ -79,14 +79,15 @@ export class Peer {
    */
   async call(selector: string, args: unknown = null): Promise<unknown> {
     const r = await this.request(selector, args);
-    if (r.continued) r.close();
+    r.close();
     return r.reply;
   }
 
   /**
-   * Calls `selector` with `args` and returns the whole {@link Response}: its reply and, if
-   * the responder continued, the stream of values or bytes that follows. Callbacks inside
-   * `args` stay registered until the response's channel is closed.
+   * Calls `selector` with `args` and returns the whole {@link Response}: its reply, further
+   * reply values ({@link Response.receive}) and, if the responder continued, the stream of
+   * values or bytes that follows (close it when done). Callbacks inside `args` stay
+   * registered until the response arrives, or for a continued call until its channel closes.
    */
   async request(selector: string, args: unknown = null): Promise<Response> {
     const registered: string[] = [];
@@ -112,11 +113,10 @@ export class Peer {
       if (error !== null) throw new RemoteError(error);
       if (reply === END) throw this.ended(ch, "the channel ended before the reply");
       const resp = new Response(this, ch, this.incoming(reply), cont);
+      // A continued channel is the caller's to close. Otherwise the responder closes it after
+      // its values (more than one for a multi-value return), and the CLOSE is answered then.
       if (cont) void ch.peerClosed.then(forget);
-      else {
-        ch.close();
-        forget();
-      }
+      else forget();
       return resp;
     } catch (e) {
       ch.close();
@@ -132,7 +132,10 @@ export class Peer {
   callback(fn: (...args: any[]) => unknown): Callback {
     const id = freshId();
     this.callbacks.set(id, funcHandler(fn, false));
-    return { $fnptr: id, unregister: () => this.callbacks.delete(id) };
+    const cb = { $fnptr: id } as Callback;
+    // Not enumerable: the value encodes as {"$fnptr": id} alone.
+    Object.defineProperty(cb, "unregister", { value: () => this.callbacks.delete(id) });
+    return cb;
   }
 
   // --- values in and out ---------------------------------------------------------------------
