@@ -27,6 +27,9 @@ fi
 echo "== build"
 node build.mjs
 
+echo "== the published types, as a TypeScript user sees them (test/consumer.ts)"
+node node_modules/typescript/bin/tsc -p test/tsconfig.json
+
 echo "== npm pack (what would be published)"
 npm pack --dry-run --json --ignore-scripts 2>/dev/null | node -e '
   const [pack] = JSON.parse(require("fs").readFileSync(0, "utf8"));

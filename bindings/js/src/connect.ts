@@ -42,7 +42,7 @@ export async function connect(urls: string | string[], options: ConnectOptions =
   const failures: string[] = [];
   for (const url of list) {
     try {
-      const session = await withTimeout(dial(url, options), options.timeout ?? 10_000, url);
+      const session = await dialWithin(url, options, options.timeout ?? 10_000);
       if (session) return new Peer(session, codec, options);
       failures.push(`${url}: this runtime has no WebTransport`);
     } catch (e) {
@@ -88,10 +88,17 @@ export function hexBytes(hex: string): Uint8Array {
   return out;
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, url: string): Promise<T> {
+/** {@link dial}, given up after `ms` (a session that comes up later is closed at once). */
+function dialWithin(url: string, options: ConnectOptions, ms: number): Promise<Session | undefined> {
   let timer: ReturnType<typeof setTimeout> | undefined;
+  let late = false;
+  const dialing = dial(url, options);
+  dialing.then((s) => late && s?.close(), () => {});
   const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new ConnectError(`no connection to ${url} within ${ms} ms`)), ms);
+    timer = setTimeout(() => {
+      late = true;
+      reject(new ConnectError(`no connection to ${url} within ${ms} ms`));
+    }, ms);
   });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+  return Promise.race([dialing, t]).finally(() => clearTimeout(timer));
 }

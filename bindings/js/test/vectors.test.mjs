@@ -144,7 +144,8 @@ test("as the caller: a Peer fed the Go responder's frames sends the Go caller's 
     const lines = transcript(file);
     const [ours, theirs] = memoryPair();
     const session = new QmuxSession(ours, GO);
-    const peer = new Peer(session, codec);
+    // No channel opened ahead: the Go caller opens one per call, when it calls.
+    const peer = new Peer(session, codec, { spareChannel: false });
     const raw = new RawPeer(theirs);
     const got = [];
     const run = (async () => {

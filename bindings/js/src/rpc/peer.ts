@@ -1,5 +1,6 @@
 import type { Codec } from "../codec/types.js";
 import type { Channel, Session } from "../mux/channel.js";
+import { QmuxSession } from "../mux/qmux.js";
 import { RemoteError, RpcError, SessionClosedError } from "../errors.js";
 import { Call, Responder, Response } from "./call.js";
 import { END, encodeFrames, readFrame } from "./frame.js";
@@ -15,7 +16,16 @@ export interface PeerOptions {
   headerTimeout?: number;
   /** Turn received `{"$fnptr": id}` values into functions that call back (default true). */
   resolveCallbacks?: boolean;
+  /**
+   * Over qmux, keep one channel opened ahead for the next call, so that a call takes one round
+   * trip instead of two (default true). A spare older than 5 s is closed instead of used, well
+   * before responders give up waiting for its header.
+   */
+  spareChannel?: boolean;
 }
+
+/** How long a spare channel may wait for its call (responders wait 30 s for a header). */
+const SPARE_MAX_AGE = 5_000;
 
 /** Where a function that stands for a remote callback keeps the callback's id. */
 const FNPTR = Symbol.for("qtalk.fnptr");
@@ -42,6 +52,8 @@ export class Peer {
   private readonly headerTimeout: number;
   private readonly resolveCallbacks: boolean;
   private readonly callbacks = new Map<string, HandlerFunc>();
+  private readonly spareChannel: boolean;
+  private spare: { channel: Promise<Channel>; opened: number } | undefined;
 
   constructor(
     readonly session: Session,
@@ -52,6 +64,8 @@ export class Peer {
     this.maxFrame = options.maxFrame ?? 4 << 20;
     this.headerTimeout = options.headerTimeout ?? 30_000;
     this.resolveCallbacks = options.resolveCallbacks ?? true;
+    // Only where an open costs a round trip (qmux); a WebTransport stream opens at once.
+    this.spareChannel = (options.spareChannel ?? true) && session instanceof QmuxSession;
     void this.serve();
   }
 
@@ -94,7 +108,7 @@ export class Peer {
     const payload = this.outgoing(args, registered);
     let ch: Channel;
     try {
-      ch = await this.session.open();
+      ch = await this.openForCall();
     } catch (e) {
       this.unregisterAll(registered);
       throw e;
@@ -123,6 +137,30 @@ export class Peer {
       forget();
       throw e;
     }
+  }
+
+  /** A channel for a call: the spare one when it is fresh, and a new spare behind it. */
+  private async openForCall(): Promise<Channel> {
+    if (!this.spareChannel) return this.session.open();
+    const spare = this.spare;
+    this.spare = undefined;
+    if (!this.session.isClosed) {
+      const next = { channel: this.session.open(), opened: Date.now() };
+      next.channel.catch(() => {});
+      this.spare = next;
+    }
+    if (spare) {
+      if (Date.now() - spare.opened < SPARE_MAX_AGE) {
+        try {
+          return await spare.channel;
+        } catch {
+          // refused or failed: open one the ordinary way
+        }
+      } else {
+        spare.channel.then((c) => c.close(), () => {});
+      }
+    }
+    return this.session.open();
   }
 
   /**

@@ -39,3 +39,14 @@ window.qtalkBytes = async (url, codec, hashes, size, writeSize) => {
 };
 
 window.qtalkReady = true;
+
+/** The benchmark's measurements over one fresh connection (bench/run.mjs drives it). */
+window.qtalkBench = async (url, codec, hashes, ms) => {
+  const { benchPeer } = await import("/bench/measure.mjs");
+  const peer = await connect(url, options(codec, hashes));
+  try {
+    return { transport: transportOf(peer), ...(await benchPeer(peer, ms)) };
+  } finally {
+    peer.close();
+  }
+};
