@@ -13,6 +13,9 @@ import type { Codec } from "./codec/types.js";
 
 export * from "./index.js";
 
+/** WebSocket messages over this size end the connection (qtalk peers write at most a few MiB). */
+const MAX_MESSAGE = 16 << 20;
+
 /** {@link connect} of the browser entry point, with a WebSocket for Node 20. */
 export function connect(urls: string | string[], options: ConnectOptions = {}): Promise<Peer> {
   return connectAny(urls, { WebSocket: nodeWebSocket(), ...options });
@@ -25,7 +28,11 @@ function nodeWebSocket(): new (url: string) => WebSocketLike {
   return class extends WsWebSocket {
     constructor(url: string) {
       const u = new URL(url);
-      super(url, { origin: `${u.protocol === "wss:" ? "https" : "http"}://${u.host}/`, perMessageDeflate: false });
+      super(url, {
+        origin: `${u.protocol === "wss:" ? "https" : "http"}://${u.host}/`,
+        perMessageDeflate: false,
+        maxPayload: MAX_MESSAGE,
+      });
     }
   } as unknown as new (url: string) => WebSocketLike;
 }
@@ -38,6 +45,14 @@ export interface ListenOptions extends PeerOptions {
   qmux?: QmuxOptions;
   /** Called with each session's peer (after it started answering calls). */
   onPeer?: (peer: Peer) => void;
+  /**
+   * Decides on each handshake's `Origin` header (absent for most non-browser clients). By
+   * default every origin is accepted, as the reference's server does: a server on a machine
+   * where browsers run should restrict it, or any page could call it.
+   */
+  verifyOrigin?: (origin: string | undefined) => boolean;
+  /** Largest WebSocket message accepted, in bytes (default 16 MiB; peers send far smaller). */
+  maxMessage?: number;
 }
 
 /** A WebSocket listener serving qtalk sessions. */
@@ -57,7 +72,14 @@ export async function listen(url: string, options: ListenOptions = {}): Promise<
   if (u.protocol !== "ws:") throw new RangeError(`listen: only ws:// URLs, not ${url}`);
   const codec = typeof options.codec === "object" ? options.codec : codecByName(options.codec ?? "json");
   const host = u.hostname.replace(/^\[|\]$/g, "");
-  const wss = new WebSocketServer({ host, port: Number(u.port || 80), perMessageDeflate: false });
+  const verify = options.verifyOrigin;
+  const wss = new WebSocketServer({
+    host,
+    port: Number(u.port || 80),
+    perMessageDeflate: false,
+    maxPayload: options.maxMessage ?? MAX_MESSAGE,
+    ...(verify ? { verifyClient: (info: { origin?: string }) => verify(info.origin || undefined) } : {}),
+  });
   await new Promise<void>((resolve, reject) => {
     wss.once("listening", resolve);
     wss.once("error", reject);

@@ -67,3 +67,17 @@ test("hexBytes takes the forms certificate hashes are printed in", () => {
   assert.deepEqual([...hexBytes("abcd01")], [0xab, 0xcd, 0x01]);
   assert.throws(() => hexBytes("abc"), RangeError);
 });
+
+test("listen: verifyOrigin refuses handshakes from other origins", async () => {
+  const seen = [];
+  const server = await listen("ws://127.0.0.1:0", {
+    mux: upper(),
+    verifyOrigin: (o) => (seen.push(o), o === "http://trusted.example/"),
+  });
+  try {
+    await assert.rejects(connect(server.url), ConnectError);
+    assert.deepEqual(seen, [server.url.replace("ws:", "http:")]);
+  } finally {
+    await server.close();
+  }
+});

@@ -237,7 +237,7 @@ export class Peer {
     for (;;) {
       const ch = await this.session.accept();
       if (ch === null) break;
-      void this.respond(ch);
+      this.respond(ch).catch(() => ch.close());
     }
     this.callbacks.clear();
   }
