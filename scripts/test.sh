@@ -100,6 +100,19 @@ bash scripts/quickstart.sh
 stage "Python bindings (bindings/python: build, then pytest)"
 EXAMPLES_PROFILE=debug bash bindings/python/test.sh
 
+# ---- JavaScript package (bindings/js) ------------------------------------------------------
+# Build, `npm pack` contents, node --test: codecs and sessions against the Go recordings, RPC,
+# the WebTransport mapping, the check sequence against `qtalk interop` and the Go peer as
+# processes, and headless Chromium against the Rust server. .ci/run installs its npm packages
+# and Chromium.
+stage "JavaScript package (bindings/js: build, node --test, Chromium)"
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  bash bindings/js/test.sh
+else
+  echo "NOTICE: the JavaScript package's tests SKIPPED: node and npm are not installed"
+fi
+# ---- end of JavaScript package --------------------------------------------------------------
+
 stage "fuzz targets (30 s each)"
 if cargo +nightly --version >/dev/null 2>&1 && cargo fuzz --version >/dev/null 2>&1; then
   bash fuzz/run.sh
