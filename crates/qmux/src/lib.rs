@@ -75,9 +75,8 @@ mod config;
 mod conn_info;
 mod error;
 mod listener;
-mod output;
+mod mux;
 mod proxy;
-mod recycle;
 mod session;
 pub mod transport;
 
