@@ -481,6 +481,43 @@ pub(crate) fn tls_info(state: &rustls::CommonState, server_name: Option<&str>) -
     info
 }
 
+/// What a QUIC connection tells: the peer's address, certificates, SNI and ALPN.
+/// `server_name` is the name a client asked for (quinn records the client's only on the
+/// server side).
+#[cfg(feature = "quic")]
+pub(crate) fn quic_info(conn: &quinn::Connection, server_name: Option<&str>) -> ConnectionInfo {
+    use rustls::pki_types::CertificateDer;
+    let mut tls = TlsInfo::new();
+    if let Some(certs) = conn
+        .peer_identity()
+        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+    {
+        tls = tls.with_peer_certificates(
+            certs
+                .iter()
+                .map(|c| Certificate::from_der(c.as_ref().to_vec()))
+                .collect(),
+        );
+    }
+    if let Some(hs) = conn
+        .handshake_data()
+        .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+    {
+        if let Some(p) = hs.protocol {
+            tls = tls.with_alpn(p);
+        }
+        if let Some(n) = hs.server_name {
+            tls = tls.with_server_name(n);
+        }
+    }
+    if let Some(n) = server_name {
+        tls = tls.with_server_name(n);
+    }
+    ConnectionInfo::new(TransportKind::Quic)
+        .with_remote_addr(conn.remote_address())
+        .with_tls(tls)
+}
+
 /// The connection information of a TCP stream (addresses).
 pub(crate) fn tcp_info(transport: TransportKind, stream: &tokio::net::TcpStream) -> ConnectionInfo {
     let mut info = ConnectionInfo::new(transport);

@@ -148,11 +148,12 @@ pub async fn connect(
         .connect_with(client_config(tls, &config)?, remote, server_name)
         .map_err(invalid)?;
     let conn = connecting.await.map_err(io::Error::from)?;
-    Ok(Session::from_quic(QuicSession::new(
-        conn,
-        Some(endpoint),
-        config,
-    )))
+    let mut info = crate::conn_info::quic_info(&conn, Some(server_name));
+    if let Ok(a) = endpoint.local_addr() {
+        info = info.with_local_addr(a);
+    }
+    let session = Session::from_quic(QuicSession::new(conn, Some(endpoint), config));
+    Ok(session.with_connection_info(info))
 }
 
 /// Runs a session over an established QUIC connection (either side).
@@ -161,7 +162,8 @@ pub async fn connect(
 /// the acknowledgement of finished streams (so that closing the session does not cut them off)
 /// and ends with the connection.
 pub fn over_connection(conn: quinn::Connection, config: Config) -> Session {
-    Session::from_quic(QuicSession::new(conn, None, config))
+    let info = crate::conn_info::quic_info(&conn, None);
+    Session::from_quic(QuicSession::new(conn, None, config)).with_connection_info(info)
 }
 
 /// Why a connection ended, in the session's terms.
@@ -613,7 +615,13 @@ impl QuicListener {
                 }
                 Some(done) = handshakes.join_next() => {
                     if let Ok(Some(conn)) = done {
-                        return Ok(over_connection(conn, config.clone()));
+                        let session = over_connection(conn, config.clone());
+                        let info = session.connection_info().clone();
+                        let info = match self.endpoint.local_addr() {
+                            Ok(a) => info.with_local_addr(a),
+                            Err(_) => info,
+                        };
+                        return Ok(session.with_connection_info(info));
                     }
                 }
             }
