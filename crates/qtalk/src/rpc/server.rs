@@ -11,6 +11,19 @@ use crate::codec::{Codec, IntoCodec};
 use crate::rpc::serve::{serve_session, Limit, Serving};
 use crate::rpc::{Caller, Handler, Options};
 
+/// How long [`Server::serve`] pauses after a transient accept error.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+
+/// An accept error that passes: the next accept may succeed.
+fn transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    // EMFILE, ENFILE and ENOMEM have the same numbers on Linux, the BSDs and macOS.
+    matches!(
+        e.kind(),
+        K::ConnectionAborted | K::ConnectionReset | K::Interrupted | K::WouldBlock | K::TimedOut
+    ) || matches!(e.raw_os_error(), Some(12 | 23 | 24))
+}
+
 /// Makes the handler of one session (see [`Server::per_session`]).
 type MakeHandler = dyn Fn(&qtalk_mux::Session) -> Arc<dyn Handler> + Send + Sync;
 
@@ -136,17 +149,29 @@ impl Server {
         &self.options
     }
 
-    /// Accepts sessions from `listener` and serves each, until [`Server::shutdown`] or an
-    /// accept error.
+    /// Accepts sessions from `listener` and serves each, until [`Server::shutdown`] or a
+    /// lasting accept error. Transient accept errors (a connection reset before it was
+    /// accepted, out of file descriptors or memory) are logged and retried after a short
+    /// pause, as the connections already served go on.
     pub async fn serve(&self, listener: qtalk_mux::Listener) -> std::io::Result<()> {
         loop {
             let permit = tokio::select! {
                 _ = self.draining.cancelled() => return Ok(()),
                 p = self.session_limit.acquire() => p,
             };
-            let session = tokio::select! {
-                _ = self.draining.cancelled() => return Ok(()),
-                s = listener.accept() => s?,
+            let session = loop {
+                let accepted = tokio::select! {
+                    _ = self.draining.cancelled() => return Ok(()),
+                    s = listener.accept() => s,
+                };
+                match accepted {
+                    Ok(s) => break s,
+                    Err(e) if transient(&e) => {
+                        tracing::warn!(error = %e, "qtalk server: accept failed; retrying");
+                        tokio::time::sleep(ACCEPT_PAUSE).await;
+                    }
+                    Err(e) => return Err(e),
+                }
             };
             self.respond_with(session, Some(permit));
         }
@@ -201,6 +226,18 @@ impl Server {
         self.draining.cancel();
         self.tracker.close();
         let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
+        self.stop.cancel();
+        let sessions =
+            std::mem::take(&mut self.sessions.lock().unwrap_or_else(|p| p.into_inner()).list);
+        for s in sessions {
+            s.close();
+        }
+    }
+
+    /// Stops at once: no more sessions or calls are accepted, and every session is closed
+    /// (calls in flight end with it). Use [`Server::shutdown`] to let them finish.
+    pub fn close(&self) {
+        self.draining.cancel();
         self.stop.cancel();
         let sessions =
             std::mem::take(&mut self.sessions.lock().unwrap_or_else(|p| p.into_inner()).list);
