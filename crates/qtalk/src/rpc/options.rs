@@ -45,7 +45,7 @@ impl<'a> BadCall<'a> {
 }
 
 /// Called for each call whose header cannot be read (undecodable, oversized, metadata over
-/// the limit); the call is answered with an error either way.
+/// the limit), once its error answer is queued: closing the session there still delivers it.
 pub type BadCallHook = Arc<dyn Fn(&BadCall<'_>) + Send + Sync>;
 
 /// Sessions a [`Server`](crate::rpc::Server) serves at once by default.

@@ -270,12 +270,13 @@ async fn respond_call(ch: qtalk_mux::Channel, serving: Arc<Serving>, waiting: He
         Err(e) => {
             // The reference never answers here and its caller hangs; answer with the error.
             tracing::debug!(channel = %channel, error = %e, "rpc: bad call header");
-            if let Some(hook) = &options.on_bad_call {
-                hook(&BadCall::new(serving.caller.session(), channel, &e));
-            }
             let msg = format!("bad call header: {e}");
             // The rare paths are boxed, so that the task of every call stays small.
             Box::pin(respond_fallback(CallWriter::Channel(w), &*codec, Some(msg))).await;
+            // After the answer is queued: a hook that closes the session still delivers it.
+            if let Some(hook) = &options.on_bad_call {
+                hook(&BadCall::new(serving.caller.session(), channel, &e));
+            }
             return;
         }
     };
