@@ -93,6 +93,17 @@ fn upper_client_and_server() {
 }
 
 #[test]
+fn auth_client_and_server() {
+    let (_server, addr, _lines) = start_server("auth_server");
+    let out = run("auth_client", &[&addr]);
+    assert_eq!(
+        out,
+        "without the token: remote: unauthenticated: no token in metadata \"authorization\"\n\
+         with the token: HELLO\n"
+    );
+}
+
+#[test]
 fn state_client_and_server() {
     let (_server, addr, lines) = start_server("state_server");
     let alice = Command::new(example("state_client"))

@@ -15,6 +15,14 @@
 //! `LoadShedLayer` on the server side (a refusal or time-out answers the call with the
 //! error's text); `RetryLayer` and `TimeoutLayer` on the client side.
 
+/// tower's `Layer` trait (from `tower-layer` 0.3), so that `layer.layer(service)` needs no
+/// import of tower; and `Service` (from `tower-service` 0.3), the trait of
+/// [`HandlerService`](crate::rpc::HandlerService) and [`Caller`](crate::rpc::Caller). Both
+/// are tower's stable trait crates; a major release of either is a major release of this
+/// crate.
+pub use tower_layer::Layer;
+pub use tower_service::Service;
+
 mod auth;
 mod client;
 #[cfg(feature = "metrics")]
