@@ -253,9 +253,13 @@ impl PeerCredentials {
 /// identity they verified). Cheap to clone: the values are shared.
 #[derive(Clone, Default)]
 pub struct Extensions {
-    /// A handful at most: a list beats a map.
-    values: Vec<(TypeId, Arc<dyn Any + Send + Sync>)>,
+    /// Most hold one value or none: the first is kept without a list.
+    first: Option<Entry>,
+    /// A handful more at most: a list beats a map.
+    rest: Vec<Entry>,
 }
+
+type Entry = (TypeId, Arc<dyn Any + Send + Sync>);
 
 impl Extensions {
     /// No values.
@@ -265,38 +269,50 @@ impl Extensions {
 
     /// Stores `value`, replacing a value of the same type.
     pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
+        self.insert_shared(Arc::new(value));
+    }
+
+    /// Stores a shared value (without allocating), replacing a value of the same type.
+    pub fn insert_shared<T: Send + Sync + 'static>(&mut self, value: Arc<T>) {
         let id = TypeId::of::<T>();
-        let value: Arc<dyn Any + Send + Sync> = Arc::new(value);
-        match self.values.iter_mut().find(|(t, _)| *t == id) {
-            Some(slot) => slot.1 = value,
-            None => self.values.push((id, value)),
+        let value: Arc<dyn Any + Send + Sync> = value;
+        match &mut self.first {
+            None => self.first = Some((id, value)),
+            Some(first) if first.0 == id => first.1 = value,
+            Some(_) => match self.rest.iter_mut().find(|(t, _)| *t == id) {
+                Some(slot) => slot.1 = value,
+                None => self.rest.push((id, value)),
+            },
         }
+    }
+
+    fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.first.iter().chain(self.rest.iter())
     }
 
     /// The value of type `T`, if one was stored.
     pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
         let id = TypeId::of::<T>();
-        self.values
-            .iter()
+        self.entries()
             .find(|(t, _)| *t == id)
             .and_then(|(_, v)| v.downcast_ref::<T>())
     }
 
     /// How many values are stored.
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.entries().count()
     }
 
     /// True when no value is stored.
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.first.is_none()
     }
 }
 
 impl fmt::Debug for Extensions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Extensions")
-            .field("len", &self.values.len())
+            .field("len", &self.len())
             .finish()
     }
 }
