@@ -326,8 +326,8 @@ async fn respond_call(ch: qtalk_mux::Channel, serving: Arc<Serving>, waiting: He
     };
     let span = tracing::debug_span!("rpc call", selector = %selector, channel = %channel);
     async move {
-        let slot = CallState::new(CallWriter::Channel(w));
-        let responder = Responder::new(slot.clone(), codec.clone());
+        let slot = CallState::new(CallWriter::Channel(w), codec.clone());
+        let responder = Responder::new(slot.clone());
         let call = Call::new(
             selector,
             serving.caller.clone(),

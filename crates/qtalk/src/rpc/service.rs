@@ -124,13 +124,11 @@ impl tower_service::Service<Incoming> for HandlerService {
     fn call(&mut self, req: Incoming) -> HandlerFuture {
         let (responder, call) = req.into_parts();
         let slot = responder.slot.clone();
-        let codec = responder.codec.clone();
         let run = self.handler.respond(responder, call);
         HandlerFuture {
             state: Running::Handler {
                 run: AssertUnwindSafe(run).catch_unwind(),
                 slot,
-                codec,
             },
         }
     }
@@ -146,7 +144,6 @@ enum Running {
     Handler {
         run: futures_util::future::CatchUnwind<AssertUnwindSafe<BoxFuture<()>>>,
         slot: crate::rpc::responder::Slot,
-        codec: Arc<dyn Codec>,
     },
     Answering {
         answer: BoxFuture<()>,
@@ -167,7 +164,7 @@ impl std::future::Future for HandlerFuture {
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             match &mut self.state {
-                Running::Handler { run, slot, codec } => {
+                Running::Handler { run, slot } => {
                     match std::task::ready!(std::pin::Pin::new(run).poll(cx)) {
                         Ok(()) => {
                             let outcome = slot.outcome();
@@ -179,7 +176,7 @@ impl std::future::Future for HandlerFuture {
                             tracing::debug!(panic = %msg, "rpc: handler panicked");
                             let answer: BoxFuture<()> = match slot.take_writer() {
                                 Some(w) => {
-                                    let codec = codec.clone();
+                                    let codec = slot.codec.clone();
                                     let text = format!("panic: {msg}");
                                     Box::pin(async move {
                                         respond_fallback(w, &*codec, Some(text)).await
@@ -306,7 +303,6 @@ where
         let id = self.id;
         let mut service = take_spare(id, &self.service);
         let slot = responder.slot.clone();
-        let codec = responder.codec.clone();
         Box::pin(async move {
             let result = match std::future::poll_fn(|cx| service.poll_ready(cx)).await {
                 Ok(()) => {
@@ -319,7 +315,7 @@ where
             if let Err(e) = result {
                 tracing::debug!(error = %e, "rpc: middleware failed the call");
                 if let Some(w) = slot.take_writer() {
-                    respond_fallback(w, &*codec, Some(e.to_string())).await;
+                    respond_fallback(w, &*slot.codec, Some(e.to_string())).await;
                 }
             }
         })

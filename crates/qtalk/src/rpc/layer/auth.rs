@@ -12,9 +12,9 @@ use crate::rpc::{Incoming, Outcome};
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Principal {
-    /// A token from the metadata: the name it was accepted under (`token 0`, `token 1`, ...
-    /// by its position in the list given to the layer).
-    Token(Arc<str>),
+    /// A token from the metadata: its position in the list given to the layer (never its
+    /// value).
+    Token(usize),
     /// The certificate the peer presented in the TLS or QUIC handshake (DER).
     Certificate(qtalk_mux::Certificate),
     /// A Unix socket peer's user id.
@@ -23,7 +23,7 @@ pub enum Principal {
     Named(String),
 }
 
-/// A rule: the principal it accepts (shared, so that a token's is made once), or why not.
+/// A rule: the principal it accepts, or why not.
 type Rule = Arc<dyn Fn(&Incoming) -> Result<Arc<Principal>, String> + Send + Sync>;
 
 /// A tower layer that lets a call through only when one of its rules accepts the caller:
@@ -64,8 +64,8 @@ impl AuthLayer {
     }
 
     /// A layer accepting calls whose metadata `key` holds one of `tokens`, as is or after
-    /// `Bearer `. The [`Principal::Token`] names the token by its position (`token 0`, ...),
-    /// never by its value.
+    /// `Bearer `. The [`Principal::Token`] names the token by its position, never by its
+    /// value.
     pub fn bearer_token<I, T>(key: &str, tokens: I) -> AuthLayer
     where
         I: IntoIterator<Item = T>,
@@ -82,14 +82,7 @@ impl AuthLayer {
         T: Into<String>,
     {
         let key = key.to_string();
-        let tokens: Vec<(String, Arc<Principal>)> = tokens
-            .into_iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let name = Arc::from(format!("token {i}"));
-                (t.into(), Arc::new(Principal::Token(name)))
-            })
-            .collect();
+        let tokens: Vec<String> = tokens.into_iter().map(Into::into).collect();
         let name = format!("token in metadata {key:?}");
         self.push_rule(name, move |incoming| {
             let Some(sent) = incoming.context().metadata().get(&key) else {
@@ -98,13 +91,15 @@ impl AuthLayer {
             let sent = sent.strip_prefix("Bearer ").unwrap_or(sent);
             // Every token is compared, so that the time taken does not tell which matched.
             let mut found = None;
-            for (t, principal) in &tokens {
+            for (i, t) in tokens.iter().enumerate() {
                 if same_secret(t.as_bytes(), sent.as_bytes()) && found.is_none() {
-                    found = Some(principal);
+                    found = Some(i);
                 }
             }
             match found {
-                Some(principal) => Ok(principal.clone()),
+                // A fresh value per call: a shared one's reference count would bounce between
+                // the cores serving calls, which costs more than the allocation.
+                Some(i) => Ok(Arc::new(Principal::Token(i))),
                 None => Err(format!("invalid token in metadata {key:?}")),
             }
         })

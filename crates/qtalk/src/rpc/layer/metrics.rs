@@ -54,6 +54,8 @@ pub struct MetricsLayer {
 
 #[derive(Debug)]
 struct State {
+    /// Tells layers apart in the per-thread caches.
+    id: usize,
     max_selectors: usize,
     series: RwLock<HashMap<Arc<str>, Arc<Series>, BuildHasherDefault<Fnv>>>,
     other: OnceLock<Arc<Series>>,
@@ -83,8 +85,23 @@ impl std::hash::Hasher for Fnv {
     }
 }
 
+/// Ids of the [`MetricsLayer`]s made so far.
+static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Layers whose series a thread keeps copies of (the oldest goes first).
+const LAYERS_PER_THREAD: usize = 8;
+
+type LocalSeries = HashMap<Box<str>, Arc<Series>, BuildHasherDefault<Fnv>>;
+
+thread_local! {
+    /// Per thread and layer: copies of the series handles, so that the reference count a
+    /// call takes of its series stays on its thread instead of bouncing between cores.
+    static LOCAL: std::cell::RefCell<Vec<(usize, LocalSeries)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The handles of one selector's series, registered once.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Series {
     selector: SharedString,
     /// One counter per outcome label, registered on first use.
@@ -149,6 +166,7 @@ impl MetricsLayer {
     pub fn with_max_selectors(max: usize) -> MetricsLayer {
         MetricsLayer {
             state: Arc::new(State {
+                id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 max_selectors: max,
                 series: RwLock::new(HashMap::default()),
                 other: OnceLock::new(),
@@ -163,7 +181,43 @@ impl MetricsLayer {
 }
 
 impl State {
+    /// The series of `selector`: this thread's copy, made from the shared one at first.
     fn series(&self, selector: &str) -> Arc<Series> {
+        let local = LOCAL.try_with(|local| {
+            let mut local = local.try_borrow_mut().ok()?;
+            let i = match local.iter().position(|(id, _)| *id == self.id) {
+                Some(i) => i,
+                None => {
+                    if local.len() >= LAYERS_PER_THREAD {
+                        local.remove(0);
+                    }
+                    local.push((self.id, HashMap::default()));
+                    local.len() - 1
+                }
+            };
+            let map = &mut local[i].1;
+            if let Some(s) = map.get(selector) {
+                return Some(s.clone());
+            }
+            let shared = self.shared_series(selector);
+            // Copies of labelled selectors only: "(other)" stays shared (and no unlabelled
+            // selector takes room here).
+            let other = self.other.get().is_some_and(|o| Arc::ptr_eq(o, &shared));
+            if !other && map.len() < self.max_selectors {
+                let copy = Arc::new((*shared).clone());
+                map.insert(selector.into(), copy.clone());
+                return Some(copy);
+            }
+            Some(shared)
+        });
+        match local {
+            Ok(Some(s)) => s,
+            _ => self.shared_series(selector),
+        }
+    }
+
+    /// The series of `selector` shared by every thread (registered on first use).
+    fn shared_series(&self, selector: &str) -> Arc<Series> {
         {
             let map = self.series.read().unwrap_or_else(|p| p.into_inner());
             if let Some(s) = map.get(selector) {
