@@ -47,10 +47,12 @@ export interface QmuxOptions {
   /** Largest DATA payload accepted from the peer (default 256 KiB; 9 ..= 2^31). */
   maxPacket?: number;
   /**
-   * Total of the windows of all channels, i.e. the most the peer can make this side buffer
-   * (default 64 MiB). A new channel's window is at most half of what is left of it (at least
-   * a max packet), so windows shrink as channels pile up; the peer's OPENs are refused when
-   * not even a max packet is left.
+   * Total of the windows of all channels, i.e. what the peer can make this side buffer
+   * (default 32 MiB). A new channel gets what is left of it, up to `window`; when less than
+   * 64 KiB is left, it starts with 4 KiB, and windows grow back (up to `window`) as the
+   * application reads once there is room again. Opens are never refused for the budget (a
+   * peer that waits for its own calls could deadlock): a session holds at most the budget plus
+   * 4 KiB per channel.
    */
   memoryBudget?: number;
   /** Channels at once, opened or accepted (default 1024); the peer's OPENs past it are refused. */
@@ -77,6 +79,10 @@ interface Config {
   idReuseDelay: number;
 }
 
+/** The smallest share of the memory budget a new channel takes while there is some left. */
+const MIN_GRANT = 64 << 10;
+/** The window of a channel opened once the budget is spent (it grows as the budget frees). */
+const FLOOR_WINDOW = 4 << 10;
 /** The largest DATA payload this side sends, whatever the peer accepts (one transport message ≤ ~1 MiB). */
 const MAX_SEND_PACKET = 1 << 20;
 /** Batches of frames are flushed before they grow past this. */
@@ -87,7 +93,7 @@ function config(o: QmuxOptions = {}): Config {
   const c: Config = {
     window: o.window ?? 4 << 20,
     maxPacket: o.maxPacket ?? 256 << 10,
-    memoryBudget: o.memoryBudget ?? 64 << 20,
+    memoryBudget: o.memoryBudget ?? 32 << 20,
     maxChannels: o.maxChannels ?? 1024,
     acceptBacklog: o.acceptBacklog ?? 256,
     transportHighWater: o.transportHighWater ?? 4 << 20,
@@ -99,8 +105,8 @@ function config(o: QmuxOptions = {}): Config {
       throw new RangeError(`qmux: ${name} must be an integer in ${min}..=${max}, not ${v}`);
   };
   int("maxPacket", MIN_PACKET, MAX_PACKET);
-  int("window", c.maxPacket, U32_MAX);
-  int("memoryBudget", c.maxPacket, Number.MAX_SAFE_INTEGER);
+  int("window", 1, U32_MAX);
+  int("memoryBudget", 0, Number.MAX_SAFE_INTEGER);
   int("maxChannels", 1, U32_MAX);
   int("acceptBacklog", 1, U32_MAX);
   int("transportHighWater", 1, Number.MAX_SAFE_INTEGER);
@@ -174,7 +180,7 @@ export class QmuxSession implements Session {
 
   open(): Promise<Channel> {
     if (this.ended) return Promise.reject(this.closedError());
-    const ch = this.newChannel(this.windowFor(true)!);
+    const ch = this.newChannel(this.windowFor());
     this.frame(OPEN, ch.localId, ch.window, this.cfg.maxPacket);
     return ch.opened;
   }
@@ -219,14 +225,16 @@ export class QmuxSession implements Session {
   }
 
   private onOpen(peerId: number, window: number, maxPacket: number): void {
-    const backlogFull = this.incoming.length >= this.cfg.acceptBacklog;
-    const ourWindow =
-      maxPacket < MIN_PACKET || maxPacket > MAX_PACKET || backlogFull ? undefined : this.windowFor(false);
-    if (ourWindow === undefined || this.channels.size >= this.cfg.maxChannels) {
+    if (
+      maxPacket < MIN_PACKET ||
+      maxPacket > MAX_PACKET ||
+      this.incoming.length >= this.cfg.acceptBacklog ||
+      this.channels.size >= this.cfg.maxChannels
+    ) {
       this.frame(OPEN_FAILURE, peerId);
       return;
     }
-    const ch = this.newChannel(ourWindow);
+    const ch = this.newChannel(this.windowFor());
     ch.remoteId = peerId;
     ch.remoteWindow = window;
     ch.remoteMaxPacket = maxPacket;
@@ -250,12 +258,24 @@ export class QmuxSession implements Session {
 
   // --- channels ------------------------------------------------------------------------------
 
-  /** The window for a new channel within the memory budget; `undefined` if the peer's open must be refused. */
-  private windowFor(ours: boolean): number | undefined {
+  /** The window for a new channel: what the memory budget has left, up to a full window. */
+  private windowFor(): number {
+    const want = this.cfg.window;
+    const grant = Math.min(want, Math.max(0, this.cfg.memoryBudget - this.reserved));
+    return grant >= Math.min(want, MIN_GRANT) ? grant : Math.min(want, FLOOR_WINDOW);
+  }
+
+  /** @internal Reserves up to `want` more of the budget for a channel's window; returns how much. */
+  grow(want: number): number {
     const left = this.cfg.memoryBudget - this.reserved;
-    if (left < this.cfg.maxPacket && !ours) return undefined;
-    // Half of what is left, so that the next channels get some too.
-    return Math.min(this.cfg.window, Math.max(this.cfg.maxPacket, Math.floor(left / 2)));
+    const n = Math.max(0, Math.min(want, Math.floor(left / 2)));
+    this.reserved += n;
+    return n;
+  }
+
+  /** @internal The configured window (a channel's window grows back up to it). */
+  get fullWindow(): number {
+    return this.cfg.window;
   }
 
   private newChannel(window: number): QmuxChannel {
@@ -378,6 +398,9 @@ export class QmuxSession implements Session {
   }
 }
 
+const peerClosed = () => new ChannelClosedError("the peer closed the channel");
+const closedByUs = () => new ChannelClosedError("the channel is closed");
+
 /** A channel of a {@link QmuxSession}. */
 export class QmuxChannel extends ChannelBase {
   remoteId = 0;
@@ -397,7 +420,9 @@ export class QmuxChannel extends ChannelBase {
   private sentClose = false;
   private gotCloseFrame = false;
   private closeOnConfirm = false;
-  private writeError: Error | undefined;
+  /** Why writes fail from now on (an Error is made only when a write needs it: stacks cost). */
+  private writeFailure: (() => Error) | undefined;
+  private openSettled = false;
   private writeWake: (() => void) | undefined;
   private writeTail: Promise<void> = Promise.resolve();
   private resolveOpen!: (c: Channel) => void;
@@ -408,8 +433,8 @@ export class QmuxChannel extends ChannelBase {
   constructor(
     private readonly session: QmuxSession,
     readonly localId: number,
-    /** The window this side granted at open. */
-    readonly window: number,
+    /** The window this side grants: its reservation of the memory budget. */
+    public window: number,
     private readonly maxPacket: number,
   ) {
     super();
@@ -433,6 +458,7 @@ export class QmuxChannel extends ChannelBase {
     this.isOpen = true;
     this.adjust(window);
     if (this.closeOnConfirm) this.sendClose();
+    this.openSettled = true;
     this.resolveOpen(this);
   }
 
@@ -441,6 +467,7 @@ export class QmuxChannel extends ChannelBase {
     if (this.isOpen) throw new ProtocolError(`OPEN_FAILURE for channel ${this.localId}, which is open`);
     this.session.release(this);
     this.end();
+    this.openSettled = true;
     this.rejectOpen(new OpenRefusedError("the peer refused the channel"));
   }
 
@@ -476,7 +503,7 @@ export class QmuxChannel extends ChannelBase {
     if (this.gotCloseFrame) throw new ProtocolError(`second CLOSE for channel ${this.localId}`);
     this.gotCloseFrame = true;
     this.end();
-    this.failWrites(new ChannelClosedError("the peer closed the channel"));
+    this.failWrites(peerClosed);
     this.markPeerClosed();
     if (!this.isOpen) {
       // The reference can send CLOSE before its OPEN_CONFIRM: answer once we know its id.
@@ -490,9 +517,12 @@ export class QmuxChannel extends ChannelBase {
   /** @internal */
   sessionEnded(): void {
     this.end();
-    this.failWrites(this.session.closedError());
+    this.failWrites(() => this.session.closedError());
     this.markPeerClosed();
-    this.rejectOpen(this.session.closedError());
+    if (!this.openSettled) {
+      this.openSettled = true;
+      this.rejectOpen(this.session.closedError());
+    }
   }
 
   // --- flow control --------------------------------------------------------------------------
@@ -501,7 +531,13 @@ export class QmuxChannel extends ChannelBase {
     this.unacked += n;
     const threshold = this.streams ? this.window >>> 1 : Math.min(this.maxPacket, this.window >>> 1);
     if (this.unacked < threshold || this.sentClose || this.gotCloseFrame) return;
-    const grant = this.unacked;
+    let grant = this.unacked;
+    // A window made small by a short budget grows back when there is room.
+    if (this.window < this.session.fullWindow) {
+      const more = this.session.grow(this.session.fullWindow - this.window);
+      this.window += more;
+      grant += more;
+    }
     this.unacked = 0;
     this.sinceAdjust = 0;
     this.recvWindow += grant;
@@ -514,8 +550,8 @@ export class QmuxChannel extends ChannelBase {
     w?.();
   }
 
-  private failWrites(e: Error): void {
-    this.writeError ??= e;
+  private failWrites(why: () => Error): void {
+    this.writeFailure ??= why;
     this.wakeWriter();
   }
 
@@ -530,7 +566,7 @@ export class QmuxChannel extends ChannelBase {
   private async writeNow(data: Uint8Array): Promise<void> {
     let at = 0;
     while (at < data.length) {
-      if (this.writeError) throw this.writeError;
+      if (this.writeFailure) throw this.writeFailure();
       if (this.sentEof) throw new ChannelClosedError("write after closeWrite");
       if (this.remoteWindow === 0) {
         await new Promise<void>((r) => (this.writeWake = r));
@@ -548,14 +584,14 @@ export class QmuxChannel extends ChannelBase {
   async closeWrite(): Promise<void> {
     await this.writeTail;
     if (this.sentEof || this.sentClose || this.gotCloseFrame) return;
-    if (this.writeError) throw this.writeError;
+    if (this.writeFailure) throw this.writeFailure();
     this.sentEof = true;
     this.session.frame(EOF, this.remoteId);
   }
 
   close(): void {
     this.discard();
-    this.failWrites(new ChannelClosedError("the channel is closed"));
+    this.failWrites(closedByUs);
     if (this.sentClose || !this.isOpen) return;
     this.sendClose();
   }

@@ -101,7 +101,8 @@ export class WebTransportChannel extends ChannelBase {
   private announcePending: boolean;
   private readDone = false;
   private writeDone = false;
-  private writeError: Error | undefined;
+  /** Why writes fail from now on (the Error is made when a write needs it). */
+  private writeFailure: (() => Error) | undefined;
 
   constructor(stream: BidirectionalStreamLike, opener: boolean) {
     super();
@@ -112,7 +113,7 @@ export class WebTransportChannel extends ChannelBase {
     this.writer.closed.then(
       () => {},
       (e) => {
-        this.writeError ??= new ChannelClosedError(`the peer closed the channel (${describe(e)})`);
+        this.writeFailure ??= () => new ChannelClosedError(`the peer closed the channel (${describe(e)})`);
         this.markPeerClosed();
       },
     );
@@ -141,17 +142,18 @@ export class WebTransportChannel extends ChannelBase {
   }
 
   async write(data: Uint8Array): Promise<void> {
-    if (this.writeError) throw this.writeError;
+    if (this.writeFailure) throw this.writeFailure();
     if (this.writeDone) throw new ChannelClosedError("write after closeWrite");
     if (data.length === 0) return;
     try {
       await this.writer.ready;
     } catch (e) {
-      throw (this.writeError ??= new ChannelClosedError(`the channel is closed (${describe(e)})`));
+      this.writeFailure ??= () => new ChannelClosedError(`the channel is closed (${describe(e)})`);
+      throw this.writeFailure();
     }
     // Not awaited: the stream keeps the order, and `ready` above is the backpressure.
     this.writer.write(data).catch((e) => {
-      this.writeError ??= new ChannelClosedError(`the channel is closed (${describe(e)})`);
+      this.writeFailure ??= () => new ChannelClosedError(`the channel is closed (${describe(e)})`);
     });
   }
 
@@ -175,7 +177,7 @@ export class WebTransportChannel extends ChannelBase {
       this.writeDone = true;
       this.writer.close().catch(() => {});
     }
-    this.writeError ??= new ChannelClosedError("the channel is closed");
+    this.writeFailure ??= () => new ChannelClosedError("the channel is closed");
   }
 }
 
