@@ -74,9 +74,8 @@ mod channel;
 mod config;
 mod error;
 mod listener;
-mod output;
+mod mux;
 mod proxy;
-mod recycle;
 mod session;
 pub mod transport;
 
