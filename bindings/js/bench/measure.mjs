@@ -61,7 +61,9 @@ export async function bytesRate(peer, ms, writeSize = 1 << 20) {
 /** The whole set on one peer: plain calls (Error), calls with a call back (Unary), bytes. */
 export async function benchPeer(peer, ms) {
   const out = {};
-  await callRate(peer, "Unary", 1, 4, 200); // warm-up
+  // Warm-up: the JIT compiles the paths first.
+  await callRate(peer, "Unary", 1, 4, 500);
+  await callRate(peer, "Error", "x", 4, 300, true);
   out.plain1 = await callRate(peer, "Error", "x", 1, ms, true);
   out.plain64 = await callRate(peer, "Error", "x", 64, ms, true);
   out.unary1 = await callRate(peer, "Unary", 1, 1, ms);
@@ -105,7 +107,7 @@ export async function wsFloor(WS, url, ms) {
     lat.sort((a, b) => a - b);
     return { calls: lat.length, callsPerS: lat.length / ((now() - t0) / 1000), p50us: 1000 * lat[lat.length >> 1] };
   };
-  await calls(4, 200);
+  await calls(4, 800);
   const out = { plain1: await calls(1, ms), plain64: await calls(64, ms) };
   const block = new Uint8Array(1 << 20).fill(7);
   let sent = 0;
