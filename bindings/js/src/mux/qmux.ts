@@ -592,6 +592,7 @@ export class QmuxChannel extends ChannelBase {
   close(): void {
     this.discard();
     this.failWrites(closedByUs);
+    this.markPeerClosed();
     if (this.sentClose || !this.isOpen) return;
     this.sendClose();
   }

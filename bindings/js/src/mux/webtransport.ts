@@ -178,6 +178,8 @@ export class WebTransportChannel extends ChannelBase {
       this.writer.close().catch(() => {});
     }
     this.writeFailure ??= () => new ChannelClosedError("the channel is closed");
+    // Nothing more will come from the peer: whoever waits for its close is done waiting.
+    this.markPeerClosed();
   }
 }
 
