@@ -135,8 +135,10 @@ export class QmuxSession implements Session {
   private ended = false;
   private endError: Error | undefined;
   private resolveClosed!: (e: Error | undefined) => void;
+  /** Settles when the session has ended: `undefined` for a clean end, else the cause. */
   readonly closed: Promise<Error | undefined> = new Promise((r) => (this.resolveClosed = r));
 
+  /** Starts a session on `transport` (which must not have started). */
   constructor(
     private readonly transport: ByteTransport,
     options?: QmuxOptions,
@@ -164,6 +166,7 @@ export class QmuxSession implements Session {
     );
   }
 
+  /** Whether the session has ended. */
   get isClosed(): boolean {
     return this.ended;
   }
@@ -178,6 +181,7 @@ export class QmuxSession implements Session {
     return this.channels.size;
   }
 
+  /** Opens a channel: OPEN, then the peer's OPEN_CONFIRM (one round trip). */
   open(): Promise<Channel> {
     if (this.ended) return Promise.reject(this.closedError());
     const ch = this.newChannel(this.windowFor());
@@ -185,6 +189,7 @@ export class QmuxSession implements Session {
     return ch.opened;
   }
 
+  /** The next channel the peer opened (already confirmed); `null` once the session ended. */
   accept(): Promise<Channel | null> {
     const c = this.incoming.shift();
     if (c) return Promise.resolve(c);
@@ -192,6 +197,7 @@ export class QmuxSession implements Session {
     return new Promise((r) => this.acceptWaiters.push(r));
   }
 
+  /** Sends what is queued, then closes the transport; every channel ends. */
   close(): void {
     if (this.ended) return;
     this.flush();
@@ -403,10 +409,13 @@ const closedByUs = () => new ChannelClosedError("the channel is closed");
 
 /** A channel of a {@link QmuxSession}. */
 export class QmuxChannel extends ChannelBase {
+  /** @internal The peer's id for this channel. */
   remoteId = 0;
+  /** @internal Confirmed (opened by us) or accepted. */
   isOpen = false;
-  /** What this side may still send. */
+  /** @internal What this side may still send. */
   remoteWindow = 0;
+  /** @internal The largest DATA payload the peer accepts. */
   remoteMaxPacket = 0;
   /** What the peer may still send. */
   private recvWindow: number;
@@ -430,10 +439,12 @@ export class QmuxChannel extends ChannelBase {
   /** @internal Settles when the peer answers the OPEN. */
   readonly opened: Promise<Channel>;
 
+  /** @internal */
   constructor(
     private readonly session: QmuxSession,
+    /** This side's id for the channel (the one the peer's frames name). */
     readonly localId: number,
-    /** The window this side grants: its reservation of the memory budget. */
+    /** @internal The window this side grants: its reservation of the memory budget. */
     public window: number,
     private readonly maxPacket: number,
   ) {

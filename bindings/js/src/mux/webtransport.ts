@@ -10,16 +10,23 @@ import { ChannelBase, type Channel, type Session } from "./channel.js";
 
 /** A bidirectional stream as WebTransport hands it out. */
 export interface BidirectionalStreamLike {
+  /** What the peer sends. */
   readonly readable: ReadableStream<Uint8Array>;
+  /** What this side sends. */
   readonly writable: WritableStream<Uint8Array>;
 }
 
 /** What this package needs of a `WebTransport` object. */
 export interface WebTransportLike {
+  /** Settles once the session is established. */
   readonly ready: Promise<unknown>;
+  /** Settles when the session ends (rejects for an abnormal end). */
   readonly closed: Promise<unknown>;
+  /** The streams the peer opens. */
   readonly incomingBidirectionalStreams: ReadableStream<BidirectionalStreamLike>;
+  /** Opens a stream. */
   createBidirectionalStream(): Promise<BidirectionalStreamLike>;
+  /** Ends the session with an application code and reason. */
   close(info?: { closeCode?: number; reason?: string }): void;
 }
 
@@ -46,8 +53,10 @@ function stopReason(): unknown {
 export class WebTransportSession implements Session {
   private readonly incoming: ReadableStreamDefaultReader<BidirectionalStreamLike>;
   private ended = false;
+  /** Settles when the session has ended: `undefined` for a clean end, else the cause. */
   readonly closed: Promise<Error | undefined>;
 
+  /** A session on an established (or establishing) WebTransport. */
   constructor(private readonly wt: WebTransportLike) {
     this.incoming = wt.incomingBidirectionalStreams.getReader();
     this.closed = wt.closed.then(
@@ -57,10 +66,12 @@ export class WebTransportSession implements Session {
     void this.closed.then(() => (this.ended = true));
   }
 
+  /** Whether the session has ended. */
   get isClosed(): boolean {
     return this.ended;
   }
 
+  /** Opens a stream and announces it with `!` (no round trip). */
   async open(): Promise<Channel> {
     if (this.ended) throw new SessionClosedError("the session is closed");
     let stream: BidirectionalStreamLike;
@@ -72,6 +83,7 @@ export class WebTransportSession implements Session {
     return new WebTransportChannel(stream, true);
   }
 
+  /** The next stream the peer opened; `null` once the session ended. */
   async accept(): Promise<Channel | null> {
     try {
       const { value, done } = await this.incoming.read();
@@ -82,6 +94,7 @@ export class WebTransportSession implements Session {
     }
   }
 
+  /** Closes the session with code 42 and the reason `close connection`. */
   close(): void {
     if (this.ended) return;
     this.ended = true;
@@ -104,6 +117,7 @@ export class WebTransportChannel extends ChannelBase {
   /** Why writes fail from now on (the Error is made when a write needs it). */
   private writeFailure: (() => Error) | undefined;
 
+  /** @internal */
   constructor(stream: BidirectionalStreamLike, opener: boolean) {
     super();
     this.reader = stream.readable.getReader();

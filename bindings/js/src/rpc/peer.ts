@@ -46,6 +46,7 @@ export interface Callback {
  * {@link mux} (callbacks registered on this peer first).
  */
 export class Peer {
+  /** The routes of the calls the other side makes. */
   readonly mux: RespondMux;
   /** @internal */
   readonly maxFrame: number;
@@ -55,8 +56,11 @@ export class Peer {
   private readonly spareChannel: boolean;
   private spare: { channel: Promise<Channel>; opened: number } | undefined;
 
+  /** A peer on `session` with `codec` (both sides must use the same), serving at once. */
   constructor(
+    /** The session the peer calls and answers on. */
     readonly session: Session,
+    /** The session's codec. */
     readonly codec: Codec,
     options: PeerOptions = {},
   ) {
