@@ -79,6 +79,20 @@ interface Config {
   idReuseDelay: number;
 }
 
+/** Runs `f` in a later task: after the microtasks of this one and the I/O already due. */
+const macrotask: (f: () => void) => void =
+  typeof setImmediate === "function"
+    ? (f) => void setImmediate(f)
+    : (() => {
+        const queue: (() => void)[] = [];
+        const ch = new MessageChannel();
+        ch.port1.onmessage = () => queue.shift()?.();
+        return (f: () => void) => {
+          queue.push(f);
+          ch.port2.postMessage(0);
+        };
+      })();
+
 /** The smallest share of the memory budget a new channel takes while there is some left. */
 const MIN_GRANT = 64 << 10;
 /** The window of a channel opened once the budget is spent (it grows as the budget frees). */
@@ -128,6 +142,7 @@ export class QmuxSession implements Session {
   private readonly acceptWaiters: ((c: QmuxChannel | null) => void)[] = [];
   private readonly out = new FrameBuffer();
   private flushQueued = false;
+  private lazyQueued = false;
   private reserved = 0;
   private readonly parser: FrameParser;
   private drainWaiters: (() => void)[] = [];
@@ -316,11 +331,27 @@ export class QmuxSession implements Session {
 
   // --- output --------------------------------------------------------------------------------
 
-  /** @internal Queues a frame of fixed fields. */
+  /** @internal Queues a frame of fixed fields, to go out at the end of the current task. */
   frame(type: number, a: number, b?: number, c?: number, d?: number): void {
     if (this.ended) return;
     this.out.frame(type, a, b, c, d);
     this.queueFlush();
+  }
+
+  /**
+   * @internal Queues a frame nobody waits on at once (a WINDOW_ADJUST, the answer to a CLOSE):
+   * it goes out with the next frames the application writes in the tasks that follow, or on
+   * its own after them (one transport write per call instead of two).
+   */
+  lazyFrame(type: number, a: number, b?: number): void {
+    if (this.ended) return;
+    this.out.frame(type, a, b);
+    if (this.flushQueued || this.lazyQueued) return;
+    this.lazyQueued = true;
+    macrotask(() => {
+      this.lazyQueued = false;
+      this.flush();
+    });
   }
 
   /** @internal Queues a DATA frame (its payload copied). */
@@ -552,7 +583,7 @@ export class QmuxChannel extends ChannelBase {
     this.unacked = 0;
     this.sinceAdjust = 0;
     this.recvWindow += grant;
-    this.session.frame(WINDOW_ADJUST, this.remoteId, grant);
+    this.session.lazyFrame(WINDOW_ADJUST, this.remoteId, grant);
   }
 
   private wakeWriter(): void {
@@ -610,7 +641,8 @@ export class QmuxChannel extends ChannelBase {
 
   private sendClose(): void {
     this.sentClose = true;
-    this.session.frame(CLOSE, this.remoteId);
+    if (this.gotCloseFrame) this.session.lazyFrame(CLOSE, this.remoteId);
+    else this.session.frame(CLOSE, this.remoteId);
     if (this.gotCloseFrame) this.session.release(this);
   }
 }
