@@ -80,18 +80,22 @@ interface Config {
 }
 
 /** Runs `f` in a later task: after the microtasks of this one and the I/O already due. */
-const macrotask: (f: () => void) => void =
-  typeof setImmediate === "function"
-    ? (f) => void setImmediate(f)
-    : (() => {
-        const queue: (() => void)[] = [];
-        const ch = new MessageChannel();
-        ch.port1.onmessage = () => queue.shift()?.();
-        return (f: () => void) => {
-          queue.push(f);
-          ch.port2.postMessage(0);
-        };
-      })();
+function macrotask(f: () => void): void {
+  if (typeof setImmediate === "function") {
+    setImmediate(f);
+    return;
+  }
+  // Browsers: a message to ourselves (setTimeout(0) may wait 4 ms or more).
+  if (!taskPort) {
+    const ch = new MessageChannel();
+    ch.port1.onmessage = () => taskQueue.shift()?.();
+    taskPort = ch.port2;
+  }
+  taskQueue.push(f);
+  taskPort.postMessage(0);
+}
+let taskPort: MessagePort | undefined;
+const taskQueue: (() => void)[] = [];
 
 /** The smallest share of the memory budget a new channel takes while there is some left. */
 const MIN_GRANT = 64 << 10;
