@@ -110,6 +110,21 @@ for (const codec of CODECS) {
   });
 }
 
+test("Chromium falls back to WebSocket when WebTransport cannot connect", { skip }, async () => {
+  const { url } = await qtalkInterop("ws://127.0.0.1:0", "cbor");
+  const r = await page.evaluate(async (u) => {
+    const { connect, WebTransportSession } = await import("/dist/index.js");
+    const t0 = performance.now();
+    const peer = await connect(["https://127.0.0.1:9/", u], { codec: "cbor", timeout: 5000 });
+    const out = { webtransport: peer.session instanceof WebTransportSession, ms: performance.now() - t0 };
+    out.reply = await peer.call("Error", "fell back").catch((e) => e.message);
+    peer.close();
+    return out;
+  }, url);
+  assert.equal(r.webtransport, false);
+  assert.equal(r.reply, "fell back");
+});
+
 test("the README's browser quick start runs as written against a Node server", { skip }, async () => {
   const readme = readFileSync(new URL("../README.md", import.meta.url), "utf8");
   const m = /<!-- quick start: browser -->\s*```js\n([\s\S]*?)```/.exec(readme);
