@@ -51,6 +51,7 @@ echo "== node --test"
 if [[ $# -gt 0 ]]; then
     node --test "$@"
 else
-    node --test test/*.test.mjs
+    # Two files at a time: much of it waits on other processes (qtalk, Chromium, the Go peer).
+    node --test --test-concurrency=2 test/*.test.mjs
 fi
 echo "== bindings/js: ok in $(( $(date +%s) - start )) s"
