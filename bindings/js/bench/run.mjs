@@ -68,7 +68,7 @@ function start(cmd, args, env, pattern, stream = "stderr") {
 
 const ws = await start(opt.qtalk, ["interop", "--listen", "ws://127.0.0.1:0"], { QTALK_CODEC: codec }, /listening on (\S+)\n/);
 const wt = await start(opt.qtalk, ["interop", "--listen", "https://127.0.0.1:0"], { QTALK_CODEC: codec },
-  /listening on (https:\S+)\n[\s\S]*?([0-9a-f]{2}(?::[0-9a-f]{2}){31}|[0-9a-f]{64})/i);
+  /listening on (https:\S+)\n[\s\S]*?certificate sha-256: ([0-9a-fA-F:]+)\r?\n/);
 const echo = await start(process.execPath, [fileURLToPath(new URL("./ws-echo.mjs", import.meta.url))], {}, /listening (\S+)\n/, "stdout");
 const wsUrl = ws.match[1];
 const wtUrl = wt?.match[1];

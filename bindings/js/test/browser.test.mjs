@@ -40,7 +40,7 @@ function qtalkInterop(listenUrl, codec) {
     child.stderr.on("data", (d) => {
       err += d;
       const m = /listening on (\S+)\r?\n/.exec(err);
-      const hash = /\b((?:[0-9a-f]{2}:){31}[0-9a-f]{2}|[0-9a-f]{64})\b/i.exec(err);
+      const hash = /certificate sha-256: ([0-9a-fA-F:]+)\r?\n/.exec(err);
       if (m && (!m[1].startsWith("https") || hash)) {
         clearTimeout(timer);
         servers.push(child);
