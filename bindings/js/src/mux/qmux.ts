@@ -14,6 +14,7 @@ import {
   SessionClosedError,
 } from "../errors.js";
 import { ChannelBase, type Channel, type Session } from "./channel.js";
+import { macrotask } from "./task.js";
 import {
   CLOSE,
   DATA,
@@ -79,23 +80,7 @@ interface Config {
   idReuseDelay: number;
 }
 
-/** Runs `f` in a later task: after the microtasks of this one and the I/O already due. */
-function macrotask(f: () => void): void {
-  if (typeof setImmediate === "function") {
-    setImmediate(f);
-    return;
-  }
-  // Browsers: a message to ourselves (setTimeout(0) may wait 4 ms or more).
-  if (!taskPort) {
-    const ch = new MessageChannel();
-    ch.port1.onmessage = () => taskQueue.shift()?.();
-    taskPort = ch.port2;
-  }
-  taskQueue.push(f);
-  taskPort.postMessage(0);
-}
-let taskPort: MessagePort | undefined;
-const taskQueue: (() => void)[] = [];
+
 
 /** The smallest share of the memory budget a new channel takes while there is some left. */
 const MIN_GRANT = 64 << 10;

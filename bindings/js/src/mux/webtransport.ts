@@ -7,6 +7,7 @@
  */
 import { ChannelClosedError, SessionClosedError } from "../errors.js";
 import { ChannelBase, type Channel, type Session } from "./channel.js";
+import { macrotask } from "./task.js";
 
 /** A bidirectional stream as WebTransport hands it out. */
 export interface BidirectionalStreamLike {
@@ -35,6 +36,8 @@ export const CLOSE_CODE = 42;
 /** The reason a closed session gives, which the reference treats as a clean end. */
 export const CLOSE_REASON = "close connection";
 const ANNOUNCE = new Uint8Array([0x21]);
+/** Bytes a channel's writes may have waiting in its stream before the next write waits. */
+const WRITE_HIGH_WATER = 1 << 20;
 
 /** The reason passed to `cancel`: a `WebTransportError` carrying code 42 where there is one. */
 function stopReason(): unknown {
@@ -112,10 +115,15 @@ export class WebTransportChannel extends ChannelBase {
   private readonly writer: WritableStreamDefaultWriter<Uint8Array>;
   /** An accepted stream still has the opener's `!` to drop. */
   private announcePending: boolean;
+  /** An opened stream has not sent its `!` yet (it leaves with the first write). */
+  private announceUnsent: boolean;
   private readDone = false;
   private writeDone = false;
   /** Why writes fail from now on (the Error is made when a write needs it). */
   private writeFailure: (() => Error) | undefined;
+  /** Bytes handed to the stream's writer and not yet taken by it. */
+  private unsent = 0;
+  private drained: (() => void) | undefined;
 
   /** @internal */
   constructor(stream: BidirectionalStreamLike, opener: boolean) {
@@ -131,7 +139,10 @@ export class WebTransportChannel extends ChannelBase {
         this.markPeerClosed();
       },
     );
-    if (opener) this.writer.write(ANNOUNCE).catch(() => {});
+    // The `!` goes out with the first write made in this task or the ones right after (a
+    // call's request), else on its own: one write, not two, for a call.
+    this.announceUnsent = opener;
+    if (opener) macrotask(() => this.announce());
   }
 
   protected override async fill(): Promise<void> {
@@ -159,20 +170,54 @@ export class WebTransportChannel extends ChannelBase {
     if (this.writeFailure) throw this.writeFailure();
     if (this.writeDone) throw new ChannelClosedError("write after closeWrite");
     if (data.length === 0) return;
-    try {
-      await this.writer.ready;
-    } catch (e) {
-      this.writeFailure ??= () => new ChannelClosedError(`the channel is closed (${describe(e)})`);
-      throw this.writeFailure();
+    // Backpressure by the bytes this side has handed over and the stream not yet taken, not by
+    // `ready`: browsers let one chunk wait at a time, so waiting for `ready` before each write
+    // waits a hop between processes for every packet.
+    while (this.unsent > WRITE_HIGH_WATER) {
+      await new Promise<void>((resolve) => (this.drained = resolve));
+      const failed = this.failure();
+      if (failed) throw failed;
     }
-    // Not awaited: the stream keeps the order, and `ready` above is the backpressure.
-    this.writer.write(data).catch((e) => {
-      this.writeFailure ??= () => new ChannelClosedError(`the channel is closed (${describe(e)})`);
-    });
+    if (this.announceUnsent) {
+      this.announceUnsent = false;
+      const both = new Uint8Array(1 + data.length);
+      both[0] = ANNOUNCE[0]!;
+      both.set(data, 1);
+      data = both;
+    }
+    this.unsent += data.length;
+    // Not awaited: the stream keeps the order.
+    this.writer.write(data).then(
+      () => {
+        this.unsent -= data.length;
+        if (this.unsent <= WRITE_HIGH_WATER / 2) this.wakeWriter();
+      },
+      (e) => {
+        this.writeFailure ??= () => new ChannelClosedError(`the channel is closed (${describe(e)})`);
+        this.wakeWriter();
+      },
+    );
+  }
+
+  private announce(): void {
+    if (!this.announceUnsent || this.writeFailure) return;
+    this.announceUnsent = false;
+    this.writer.write(ANNOUNCE).catch(() => {});
+  }
+
+  private failure(): Error | undefined {
+    return this.writeFailure?.();
+  }
+
+  private wakeWriter(): void {
+    const d = this.drained;
+    this.drained = undefined;
+    d?.();
   }
 
   async closeWrite(): Promise<void> {
     if (this.writeDone) return;
+    this.announce();
     this.writeDone = true;
     try {
       await this.writer.close();
@@ -188,6 +233,7 @@ export class WebTransportChannel extends ChannelBase {
       this.reader.cancel(stopReason()).catch(() => {});
     }
     if (!this.writeDone) {
+      this.announce();
       this.writeDone = true;
       this.writer.close().catch(() => {});
     }
