@@ -131,19 +131,20 @@ for (const [name, runs] of results) {
   med.set(name, row);
   console.log(`| ${name} | ${row.map(fmt).join(" | ")} |`);
 }
-const ratio = (a, b) => {
+const ratio = (label, a, b) => {
   const x = med.get(a);
   const y = med.get(b);
   if (!x || !y) return;
-  console.log(`| ${a} ÷ ${b.replace(/,.*$/, "")} | ${x.map((v, i) => (v && y[i] ? `${(v / y[i]).toFixed(2)}×` : "—")).join(" | ")} |`);
+  console.log(`| ${label} | ${x.map((v, i) => (v && y[i] ? `${(v / y[i]).toFixed(2)}×` : "—")).join(" | ")} |`);
 };
-ratio("Chromium → Rust, WebTransport", "Chromium → Rust, WebSocket");
-ratio("Chromium → Rust, WebSocket", "Chromium → ws echo (floor)");
-ratio("Node → Rust, WebSocket", "Node → ws echo (floor)");
+ratio("Chromium: WebTransport ÷ WebSocket", "Chromium → Rust, WebTransport", "Chromium → Rust, WebSocket");
+ratio("Chromium: qtalk WebSocket ÷ floor", "Chromium → Rust, WebSocket", "Chromium → ws echo (floor)");
+ratio("Node: qtalk WebSocket ÷ floor", "Node → Rust, WebSocket", "Node → ws echo (floor)");
 console.log("\nAll runs:");
 for (const [name, runs] of results)
   console.log(`  ${name}: ${cols.map(([c, get]) => `${c} ${runs.map((x) => fmt(get(x))).join("/")}`).join("; ")}`);
-console.log(`\ncommand: node bench/run.mjs --ms ${ms} --rounds ${rounds} --codec ${codec} (in bindings/js, after node build.mjs and cargo build --release -p qtalk-cli)`);
+const qtalkArg = opt.qtalk === `${repo}target/release/qtalk` ? "" : ` --qtalk ${opt.qtalk}`;
+console.log(`\ncommand: node bench/run.mjs --ms ${ms} --rounds ${rounds} --codec ${codec}${qtalkArg} (in bindings/js, after node build.mjs and cargo build --release -p qtalk-cli)`);
 
 await browser?.close();
 await files?.close();
