@@ -193,7 +193,7 @@ fn a_large_copied_write_lines_up_with_the_stream() {
 fn adjusts_after(first: usize, packets: usize, read_every: usize) -> Vec<u32> {
     let (mut s, id, _) = accepted();
     let mut grants = Vec::new();
-    let mut read_all = |s: &mut Session, grants: &mut Vec<u32>| {
+    let read_all = |s: &mut Session, grants: &mut Vec<u32>| {
         while let Some(chunk) = s.read_chunk(id, usize::MAX).unwrap() {
             if chunk.is_empty() {
                 break;
