@@ -1,12 +1,14 @@
 //! The one dispatch point between the public [`Session`](crate::Session) and
 //! [`Channel`](crate::Channel) types and the base layers that carry them: qmux framing over a
-//! byte stream (`session.rs`, `channel.rs`) or QUIC streams (`quic.rs`).
+//! byte stream (`session.rs`, `channel.rs`), or the bidirectional streams of one connection,
+//! mapped once in `streams.rs` over a small stream-provider trait that QUIC (`quic.rs`)
+//! implements.
 //!
 //! Closed enums rather than trait objects: no allocation or indirect call per channel
-//! operation, and every backend difference is an exhaustive `match` here, in one file. A third
-//! base layer is one more variant in each enum below and one module beside `quic.rs`; nothing
-//! above this crate changes. Where a backend cannot match qmux's semantics, ARCHITECTURE.md
-//! has the table.
+//! operation, and every backend difference is an exhaustive `match` here, in one file. Another
+//! stream-based base layer is one implementation of `streams::Connection` (its module beside
+//! `quic.rs`) and one more variant in each enum below; nothing above this crate changes. Where
+//! a backend cannot match qmux's semantics, ARCHITECTURE.md has the table.
 
 use std::io;
 use std::sync::Arc;

@@ -82,6 +82,8 @@ pub mod transport;
 
 #[cfg(feature = "quic")]
 pub mod quic;
+#[cfg(feature = "quic")]
+mod streams;
 #[cfg(feature = "tls")]
 pub mod tls;
 

@@ -430,12 +430,10 @@ impl Session {
         }
     }
 
-    /// A session whose channels are the streams of a QUIC connection.
+    /// A session over another base layer (see `backend.rs`).
     #[cfg(feature = "quic")]
-    pub(crate) fn from_quic(quic: crate::quic::QuicSession) -> Session {
-        Session {
-            backend: SessionBackend::Quic(Arc::new(quic)),
-        }
+    pub(crate) fn from_backend(backend: SessionBackend) -> Session {
+        Session { backend }
     }
 
     /// The configuration this session runs with.
