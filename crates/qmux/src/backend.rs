@@ -28,6 +28,8 @@ pub(crate) enum SessionBackend {
     Mux(Arc<Owner>),
     #[cfg(feature = "quic")]
     Quic(Arc<crate::quic::QuicSession>),
+    #[cfg(feature = "webtransport")]
+    WebTransport(Arc<crate::webtransport::WtSession>),
 }
 
 impl SessionBackend {
@@ -36,6 +38,8 @@ impl SessionBackend {
             SessionBackend::Mux(_) => "qmux",
             #[cfg(feature = "quic")]
             SessionBackend::Quic(_) => "quic",
+            #[cfg(feature = "webtransport")]
+            SessionBackend::WebTransport(_) => "webtransport",
         }
     }
 
@@ -44,6 +48,8 @@ impl SessionBackend {
             SessionBackend::Mux(owner) => owner.config(),
             #[cfg(feature = "quic")]
             SessionBackend::Quic(quic) => quic.config(),
+            #[cfg(feature = "webtransport")]
+            SessionBackend::WebTransport(wt) => wt.config(),
         }
     }
 
@@ -52,6 +58,8 @@ impl SessionBackend {
             SessionBackend::Mux(owner) => session::open_mux(owner).await,
             #[cfg(feature = "quic")]
             SessionBackend::Quic(quic) => quic.open().await,
+            #[cfg(feature = "webtransport")]
+            SessionBackend::WebTransport(wt) => wt.open().await,
         }
     }
 
@@ -60,6 +68,8 @@ impl SessionBackend {
             SessionBackend::Mux(owner) => session::accept_mux(owner).await,
             #[cfg(feature = "quic")]
             SessionBackend::Quic(quic) => quic.accept().await,
+            #[cfg(feature = "webtransport")]
+            SessionBackend::WebTransport(wt) => wt.accept().await,
         }
     }
 
@@ -68,6 +78,8 @@ impl SessionBackend {
             SessionBackend::Mux(owner) => session::close_mux(owner),
             #[cfg(feature = "quic")]
             SessionBackend::Quic(quic) => quic.close(),
+            #[cfg(feature = "webtransport")]
+            SessionBackend::WebTransport(wt) => wt.close(),
         }
     }
 
@@ -76,6 +88,8 @@ impl SessionBackend {
             SessionBackend::Mux(owner) => session::wait_mux(owner).await,
             #[cfg(feature = "quic")]
             SessionBackend::Quic(quic) => quic.wait().await,
+            #[cfg(feature = "webtransport")]
+            SessionBackend::WebTransport(wt) => wt.wait().await,
         }
     }
 
@@ -84,6 +98,8 @@ impl SessionBackend {
             SessionBackend::Mux(owner) => owner.is_ended(),
             #[cfg(feature = "quic")]
             SessionBackend::Quic(quic) => quic.is_closed(),
+            #[cfg(feature = "webtransport")]
+            SessionBackend::WebTransport(wt) => wt.is_closed(),
         }
     }
 
@@ -92,6 +108,8 @@ impl SessionBackend {
             SessionBackend::Mux(_) => true,
             #[cfg(feature = "quic")]
             SessionBackend::Quic(_) => false,
+            #[cfg(feature = "webtransport")]
+            SessionBackend::WebTransport(_) => false,
         }
     }
 
@@ -100,6 +118,8 @@ impl SessionBackend {
             SessionBackend::Mux(owner) => owner.lock().proto.channel_count(),
             #[cfg(feature = "quic")]
             SessionBackend::Quic(quic) => quic.channel_count(),
+            #[cfg(feature = "webtransport")]
+            SessionBackend::WebTransport(wt) => wt.channel_count(),
         }
     }
 }
@@ -109,6 +129,8 @@ pub(crate) enum ChannelBackend {
     Mux(Handle),
     #[cfg(feature = "quic")]
     Quic(crate::quic::QuicChannel),
+    #[cfg(feature = "webtransport")]
+    WebTransport(crate::webtransport::WtChannel),
 }
 
 impl ChannelBackend {
@@ -117,6 +139,8 @@ impl ChannelBackend {
             ChannelBackend::Mux(h) => h.id,
             #[cfg(feature = "quic")]
             ChannelBackend::Quic(q) => q.read.id(),
+            #[cfg(feature = "webtransport")]
+            ChannelBackend::WebTransport(q) => q.read.id(),
         }
     }
 
@@ -125,6 +149,8 @@ impl ChannelBackend {
             ChannelBackend::Mux(h) => h.close_write(),
             #[cfg(feature = "quic")]
             ChannelBackend::Quic(q) => q.write.close_write(),
+            #[cfg(feature = "webtransport")]
+            ChannelBackend::WebTransport(q) => q.write.close_write(),
         }
     }
 
@@ -134,6 +160,8 @@ impl ChannelBackend {
             // FIN; the rest of the close happens when the stream is dropped.
             #[cfg(feature = "quic")]
             ChannelBackend::Quic(q) => q.write.close_write(),
+            #[cfg(feature = "webtransport")]
+            ChannelBackend::WebTransport(q) => q.write.close_write(),
         }
     }
 
@@ -143,6 +171,8 @@ impl ChannelBackend {
             // quinn does not tell.
             #[cfg(feature = "quic")]
             ChannelBackend::Quic(_) => 0,
+            #[cfg(feature = "webtransport")]
+            ChannelBackend::WebTransport(_) => 0,
         }
     }
 
@@ -151,6 +181,8 @@ impl ChannelBackend {
             ChannelBackend::Mux(h) => std::future::poll_fn(|cx| h.poll_read_chunk(cx, max)).await,
             #[cfg(feature = "quic")]
             ChannelBackend::Quic(q) => q.read.read_chunk(max).await,
+            #[cfg(feature = "webtransport")]
+            ChannelBackend::WebTransport(q) => q.read.read_chunk(max).await,
         }
     }
 
@@ -161,6 +193,8 @@ impl ChannelBackend {
             }
             #[cfg(feature = "quic")]
             ChannelBackend::Quic(q) => q.write.write_bytes(data).await,
+            #[cfg(feature = "webtransport")]
+            ChannelBackend::WebTransport(q) => q.write.write_bytes(data).await,
         }
     }
 
@@ -172,6 +206,11 @@ impl ChannelBackend {
             }
             #[cfg(feature = "quic")]
             ChannelBackend::Quic(q) => (ReadBackend::Quic(q.read), WriteBackend::Quic(q.write)),
+            #[cfg(feature = "webtransport")]
+            ChannelBackend::WebTransport(q) => (
+                ReadBackend::WebTransport(q.read),
+                WriteBackend::WebTransport(q.write),
+            ),
         }
     }
 
@@ -184,6 +223,8 @@ impl ChannelBackend {
             ChannelBackend::Mux(h) => h.poll_read(cx, buf),
             #[cfg(feature = "quic")]
             ChannelBackend::Quic(q) => q.read.poll_read(cx, buf),
+            #[cfg(feature = "webtransport")]
+            ChannelBackend::WebTransport(q) => q.read.poll_read(cx, buf),
         }
     }
 
@@ -196,6 +237,8 @@ impl ChannelBackend {
             ChannelBackend::Mux(h) => h.poll_write(cx, data),
             #[cfg(feature = "quic")]
             ChannelBackend::Quic(q) => q.write.poll_write(cx, data),
+            #[cfg(feature = "webtransport")]
+            ChannelBackend::WebTransport(q) => q.write.poll_write(cx, data),
         }
     }
 }
@@ -205,6 +248,8 @@ pub(crate) enum ReadBackend {
     Mux(Arc<Handle>),
     #[cfg(feature = "quic")]
     Quic(crate::quic::QuicReadHalf),
+    #[cfg(feature = "webtransport")]
+    WebTransport(crate::webtransport::WtReadHalf),
 }
 
 impl ReadBackend {
@@ -213,6 +258,8 @@ impl ReadBackend {
             ReadBackend::Mux(h) => h.id,
             #[cfg(feature = "quic")]
             ReadBackend::Quic(q) => q.id(),
+            #[cfg(feature = "webtransport")]
+            ReadBackend::WebTransport(q) => q.id(),
         }
     }
 
@@ -221,6 +268,8 @@ impl ReadBackend {
             ReadBackend::Mux(h) => std::future::poll_fn(|cx| h.poll_read_chunk(cx, max)).await,
             #[cfg(feature = "quic")]
             ReadBackend::Quic(q) => q.read_chunk(max).await,
+            #[cfg(feature = "webtransport")]
+            ReadBackend::WebTransport(q) => q.read_chunk(max).await,
         }
     }
 
@@ -233,6 +282,8 @@ impl ReadBackend {
             ReadBackend::Mux(h) => h.poll_read(cx, buf),
             #[cfg(feature = "quic")]
             ReadBackend::Quic(q) => q.poll_read(cx, buf),
+            #[cfg(feature = "webtransport")]
+            ReadBackend::WebTransport(q) => q.poll_read(cx, buf),
         }
     }
 }
@@ -242,6 +293,8 @@ pub(crate) enum WriteBackend {
     Mux(Arc<Handle>),
     #[cfg(feature = "quic")]
     Quic(crate::quic::QuicWriteHalf),
+    #[cfg(feature = "webtransport")]
+    WebTransport(crate::webtransport::WtWriteHalf),
 }
 
 impl WriteBackend {
@@ -250,6 +303,8 @@ impl WriteBackend {
             WriteBackend::Mux(h) => h.id,
             #[cfg(feature = "quic")]
             WriteBackend::Quic(q) => q.id(),
+            #[cfg(feature = "webtransport")]
+            WriteBackend::WebTransport(q) => q.id(),
         }
     }
 
@@ -258,6 +313,8 @@ impl WriteBackend {
             WriteBackend::Mux(h) => h.close_write(),
             #[cfg(feature = "quic")]
             WriteBackend::Quic(q) => q.close_write(),
+            #[cfg(feature = "webtransport")]
+            WriteBackend::WebTransport(q) => q.close_write(),
         }
     }
 
@@ -266,6 +323,8 @@ impl WriteBackend {
             WriteBackend::Mux(h) => h.close(),
             #[cfg(feature = "quic")]
             WriteBackend::Quic(q) => q.close_write(),
+            #[cfg(feature = "webtransport")]
+            WriteBackend::WebTransport(q) => q.close_write(),
         }
     }
 
@@ -273,7 +332,9 @@ impl WriteBackend {
         match self {
             WriteBackend::Mux(h) => Watch::Mux(Arc::downgrade(h)),
             #[cfg(feature = "quic")]
-            WriteBackend::Quic(q) => Watch::Quic(q.stopped()),
+            WriteBackend::Quic(q) => Watch::Stream(q.stopped()),
+            #[cfg(feature = "webtransport")]
+            WriteBackend::WebTransport(q) => Watch::Stream(q.stopped()),
         }
     }
 
@@ -284,6 +345,8 @@ impl WriteBackend {
             }
             #[cfg(feature = "quic")]
             WriteBackend::Quic(q) => q.write_bytes(data).await,
+            #[cfg(feature = "webtransport")]
+            WriteBackend::WebTransport(q) => q.write_bytes(data).await,
         }
     }
 
@@ -294,6 +357,11 @@ impl WriteBackend {
             }
             #[cfg(feature = "quic")]
             WriteBackend::Quic(q) => {
+                q.write_bytes(data).await?;
+                q.close_write()
+            }
+            #[cfg(feature = "webtransport")]
+            WriteBackend::WebTransport(q) => {
                 q.write_bytes(data).await?;
                 q.close_write()
             }
@@ -309,6 +377,8 @@ impl WriteBackend {
             WriteBackend::Mux(h) => h.poll_write(cx, data),
             #[cfg(feature = "quic")]
             WriteBackend::Quic(q) => q.poll_write(cx, data),
+            #[cfg(feature = "webtransport")]
+            WriteBackend::WebTransport(q) => q.poll_write(cx, data),
         }
     }
 }
@@ -318,7 +388,7 @@ pub(crate) enum Watch {
     /// The channel, without keeping it: gone means released.
     Mux(std::sync::Weak<Handle>),
     #[cfg(feature = "quic")]
-    Quic(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
+    Stream(crate::streams::Stopped),
     Done,
 }
 
@@ -330,7 +400,7 @@ impl Watch {
                 None => Poll::Ready(()),
             },
             #[cfg(feature = "quic")]
-            Watch::Quic(f) => f.as_mut().poll(cx),
+            Watch::Stream(f) => f.as_mut().poll(cx),
             Watch::Done => Poll::Ready(()),
         }
     }

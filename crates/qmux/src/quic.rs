@@ -9,6 +9,11 @@
 //! mandatory; both sides offer the ALPN protocol [`ALPN`] (`qtalk-quic`) unless the given
 //! rustls configuration names its own. See [`crate::tls`] for certificates.
 //!
+//! Clients dial through an [`Endpoint`] (one UDP socket per address family), by default the
+//! one of their [`Config`], so that connections reuse a socket; every address a name resolves
+//! to is tried. With the `webtransport` feature, a listener can serve WebTransport on the same
+//! port ([`Listener::bind_webtransport`](crate::Listener::bind_webtransport)).
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> std::io::Result<()> {
@@ -43,7 +48,6 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -53,22 +57,37 @@ use bytes::Bytes;
 use quinn::{ConnectionError, VarInt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::ToSocketAddrs;
-use tokio::task::JoinSet;
 
 use crate::backend::{ChannelBackend, SessionBackend};
 use crate::streams::{self, StreamChannel, StreamSession};
 use crate::{Config, Error, Session};
 
+pub use endpoint::Endpoint;
 pub use quinn;
+
+mod endpoint;
+mod listener;
+
+#[cfg(feature = "webtransport")]
+pub(crate) use endpoint::drain;
+pub(crate) use listener::QuicListener;
 
 /// The ALPN protocol both sides offer: `qtalk-quic`.
 pub const ALPN: &[u8] = b"qtalk-quic";
 
+/// The ALPN protocol of HTTP/3, which WebTransport runs on.
+const ALPN_H3: &[u8] = b"h3";
+
+/// Unidirectional streams a peer may open where HTTP/3 is offered: its control stream and
+/// QPACK's two (RFC 9114 asks for at least 3). Elsewhere, none.
+const HTTP3_UNI_STREAMS: u32 = 3;
+
 /// Transport limits derived from the session configuration: the channel window is the stream
 /// window, the memory budget (less the send buffer) is the connection's receive window, and
 /// the channel limit bounds how many streams the peer may have open at once (QUIC makes the
-/// peer wait for more, as qmux leaves its OPENs unconfirmed).
-pub(crate) fn transport_config(config: &Config) -> quinn::TransportConfig {
+/// peer wait for more, as qmux leaves its OPENs unconfirmed). With `http3` (HTTP/3 offered,
+/// for WebTransport), the peer may open HTTP/3's unidirectional streams.
+pub(crate) fn transport_config(config: &Config, http3: bool) -> quinn::TransportConfig {
     let window = u64::from(config.window_size());
     let budget = config
         .proto
@@ -82,7 +101,7 @@ pub(crate) fn transport_config(config: &Config) -> quinn::TransportConfig {
         .max_concurrent_bidi_streams(VarInt::from_u32(
             u32::try_from(config.proto.max_channels()).unwrap_or(u32::MAX),
         ))
-        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .max_concurrent_uni_streams(VarInt::from_u32(if http3 { HTTP3_UNI_STREAMS } else { 0 }))
         .keep_alive_interval(Some(config.keep_alive))
         // Past QUIC's largest idle timeout (2^62 ms), none.
         .max_idle_timeout(config.idle_timeout.try_into().ok());
@@ -93,6 +112,10 @@ pub(crate) fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, format!("quic: {e}"))
 }
 
+fn offers_http3(alpn: &[Vec<u8>]) -> bool {
+    alpn.iter().any(|p| p == ALPN_H3)
+}
+
 /// quinn client settings from rustls settings (ALPN `qtalk-quic` unless one is set).
 pub fn client_config(
     mut tls: rustls::ClientConfig,
@@ -101,9 +124,10 @@ pub fn client_config(
     if tls.alpn_protocols.is_empty() {
         tls.alpn_protocols = vec![ALPN.to_vec()];
     }
+    let http3 = offers_http3(&tls.alpn_protocols);
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(invalid)?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    client.transport_config(Arc::new(transport_config(config)));
+    client.transport_config(Arc::new(transport_config(config, http3)));
     Ok(client)
 }
 
@@ -115,41 +139,38 @@ pub fn server_config(
     if tls.alpn_protocols.is_empty() {
         tls.alpn_protocols = vec![ALPN.to_vec()];
     }
+    let http3 = offers_http3(&tls.alpn_protocols);
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(invalid)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(Arc::new(transport_config(config)));
+    server.transport_config(Arc::new(transport_config(config, http3)));
     Ok(server)
 }
 
 /// Dials a QUIC server and runs a session over the connection. `server_name` is checked
 /// against the server's certificate.
+///
+/// The connection goes through the configuration's [`Endpoint`] (one UDP socket per address
+/// family, shared by the configuration's clones), and every address `addr` resolves to is
+/// tried (see [`Endpoint`]).
 pub async fn connect(
     addr: impl ToSocketAddrs,
     server_name: &str,
     tls: rustls::ClientConfig,
     config: Config,
 ) -> io::Result<Session> {
-    let remote = tokio::net::lookup_host(addr)
-        .await?
-        .next()
-        .ok_or_else(|| invalid("the address resolved to nothing"))?;
-    let local: SocketAddr = if remote.is_ipv6() {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    };
-    let endpoint = quinn::Endpoint::client(local)?;
-    let connecting = endpoint
-        .connect_with(client_config(tls, &config)?, remote, server_name)
-        .map_err(invalid)?;
-    let conn = connecting.await.map_err(io::Error::from)?;
-    Ok(StreamSession::start(
+    let endpoint = config.quic_endpoint.clone();
+    endpoint.connect(addr, server_name, tls, config).await
+}
+
+/// A client's session over a connection it dialed.
+fn client_session(dialed: endpoint::Dialed, config: Config) -> Session {
+    StreamSession::start(
         QuicConnection {
-            conn,
-            endpoint: Some(endpoint),
+            conn: dialed.conn,
+            endpoint: Some(dialed.endpoint),
         },
         config,
-    ))
+    )
 }
 
 /// Runs a session over an established QUIC connection (either side).
@@ -168,7 +189,7 @@ pub fn over_connection(conn: quinn::Connection, config: Config) -> Session {
 }
 
 /// Why a connection ended, in the session's terms.
-fn session_error(e: ConnectionError) -> Error {
+pub(crate) fn session_error(e: ConnectionError) -> Error {
     match e {
         ConnectionError::LocallyClosed => Error::Closed,
         ConnectionError::ApplicationClosed(_) => Error::PeerClosed,
@@ -180,7 +201,7 @@ fn session_error(e: ConnectionError) -> Error {
 /// A QUIC connection carrying a session (see [`crate::streams`]).
 pub(crate) struct QuicConnection {
     conn: quinn::Connection,
-    /// The client's own endpoint, kept for a clean close.
+    /// The client's socket, for a clean close (see [`endpoint::drain`]).
     endpoint: Option<quinn::Endpoint>,
 }
 
@@ -216,8 +237,7 @@ impl streams::Connection for QuicConnection {
 
     async fn drain(&self, limit: Duration) {
         if let Some(endpoint) = &self.endpoint {
-            // Let the connection's close reach the peer before the endpoint goes away.
-            let _ = tokio::time::timeout(limit, endpoint.wait_idle()).await;
+            endpoint::drain(endpoint, limit).await;
         }
     }
 
@@ -277,70 +297,5 @@ impl streams::RecvStream for quinn::RecvStream {
 
     fn stop(&mut self, code: u32) {
         let _ = quinn::RecvStream::stop(self, VarInt::from_u32(code));
-    }
-}
-
-/// Accepts QUIC connections for [`Listener::bind_quic`](crate::Listener::bind_quic),
-/// running handshakes concurrently.
-pub(crate) struct QuicListener {
-    endpoint: quinn::Endpoint,
-    handshakes: tokio::sync::Mutex<JoinSet<Option<quinn::Connection>>>,
-}
-
-impl QuicListener {
-    pub(crate) async fn bind(
-        addr: impl ToSocketAddrs,
-        tls: rustls::ServerConfig,
-        config: &Config,
-    ) -> io::Result<QuicListener> {
-        let addr = tokio::net::lookup_host(addr)
-            .await?
-            .next()
-            .ok_or_else(|| invalid("the address resolved to nothing"))?;
-        let endpoint = quinn::Endpoint::server(server_config(tls, config)?, addr)?;
-        Ok(QuicListener {
-            endpoint,
-            handshakes: tokio::sync::Mutex::new(JoinSet::new()),
-        })
-    }
-
-    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.endpoint.local_addr()
-    }
-
-    /// The next connection whose handshake succeeded, as a session. Failed handshakes are
-    /// logged (debug) and skipped.
-    pub(crate) async fn accept(&self, config: &Config) -> io::Result<Session> {
-        let mut handshakes = self.handshakes.lock().await;
-        let limit = config.handshake_timeout;
-        loop {
-            let room = handshakes.len() < config.max_handshakes;
-            tokio::select! {
-                incoming = self.endpoint.accept(), if room => {
-                    let Some(incoming) = incoming else {
-                        return Err(io::Error::new(io::ErrorKind::NotConnected, "quic: endpoint closed"));
-                    };
-                    handshakes.spawn(async move {
-                        let peer = incoming.remote_address();
-                        match tokio::time::timeout(limit, incoming).await {
-                            Ok(Ok(conn)) => Some(conn),
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "qmux: QUIC handshake failed");
-                                None
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "qmux: QUIC handshake timed out");
-                                None
-                            }
-                        }
-                    });
-                }
-                Some(done) = handshakes.join_next() => {
-                    if let Ok(Some(conn)) = done {
-                        return Ok(over_connection(conn, config.clone()));
-                    }
-                }
-            }
-        }
     }
 }
