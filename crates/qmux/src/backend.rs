@@ -1,6 +1,6 @@
 //! The one dispatch point between the public [`Session`](crate::Session) and
 //! [`Channel`](crate::Channel) types and the base layers that carry them: qmux framing over a
-//! byte stream (`session.rs`, `channel.rs`), or the bidirectional streams of one connection,
+//! byte stream (`mux/`, `channel.rs`), or the bidirectional streams of one connection,
 //! mapped once in `streams.rs` over a small stream-provider trait that QUIC (`quic.rs`)
 //! implements.
 //!
@@ -19,7 +19,7 @@ use qtalk_mux_proto::ChannelId;
 use tokio::io::ReadBuf;
 
 use crate::channel::Handle;
-use crate::session::{self, Owner};
+use crate::mux::{self, Owner};
 use crate::{Channel, Config, Error};
 
 /// What carries a session's channels.
@@ -55,7 +55,7 @@ impl SessionBackend {
 
     pub(crate) async fn open(&self) -> Result<Channel, Error> {
         match self {
-            SessionBackend::Mux(owner) => session::open_mux(owner).await,
+            SessionBackend::Mux(owner) => mux::open_mux(owner).await,
             #[cfg(feature = "quic")]
             SessionBackend::Quic(quic) => quic.open().await,
             #[cfg(feature = "webtransport")]
@@ -65,7 +65,7 @@ impl SessionBackend {
 
     pub(crate) async fn accept(&self) -> Option<Channel> {
         match self {
-            SessionBackend::Mux(owner) => session::accept_mux(owner).await,
+            SessionBackend::Mux(owner) => mux::accept_mux(owner).await,
             #[cfg(feature = "quic")]
             SessionBackend::Quic(quic) => quic.accept().await,
             #[cfg(feature = "webtransport")]
@@ -75,7 +75,7 @@ impl SessionBackend {
 
     pub(crate) fn close(&self) {
         match self {
-            SessionBackend::Mux(owner) => session::close_mux(owner),
+            SessionBackend::Mux(owner) => mux::close_mux(owner),
             #[cfg(feature = "quic")]
             SessionBackend::Quic(quic) => quic.close(),
             #[cfg(feature = "webtransport")]
@@ -85,7 +85,7 @@ impl SessionBackend {
 
     pub(crate) async fn wait(&self) -> Error {
         match self {
-            SessionBackend::Mux(owner) => session::wait_mux(owner).await,
+            SessionBackend::Mux(owner) => mux::wait_mux(owner).await,
             #[cfg(feature = "quic")]
             SessionBackend::Quic(quic) => quic.wait().await,
             #[cfg(feature = "webtransport")]

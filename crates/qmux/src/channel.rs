@@ -10,7 +10,7 @@ use qtalk_mux_proto::{ChannelId, ReadOutcome};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::backend::{ChannelBackend, ReadBackend, Watch, WriteBackend};
-use crate::session::Owner;
+use crate::mux::Owner;
 
 /// A qmux channel: its id and session; releases the channel when dropped (the CLOSE it
 /// queues is left to the session's writer task). Holding it keeps the session open.

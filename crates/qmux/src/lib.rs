@@ -78,9 +78,8 @@ mod channel;
 mod config;
 mod error;
 mod listener;
-mod output;
+mod mux;
 mod proxy;
-mod recycle;
 mod session;
 pub mod transport;
 

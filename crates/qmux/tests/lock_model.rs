@@ -1,5 +1,5 @@
-//! A model check (shuttle) of the qmux driver's two-lock write protocol, as `session.rs` and
-//! `output.rs` implement it:
+//! A model check (shuttle) of the qmux driver's two-lock write protocol, as `mux/locked.rs`,
+//! `mux/writer.rs` and `mux/output.rs` implement it:
 //!
 //! - `inner` holds the protocol state, whose queued frames leave it in order
 //!   (`poll_transmit`); `out` holds the transport's writing side with `pending` frames.

@@ -1,0 +1,224 @@
+//! Channel data: reads and the window they give back (the adjust policy), writes and what
+//! bounds them, EOF, CLOSE and release.
+
+use bytes::{Buf, Bytes};
+
+use super::channel::{Channel, Phase};
+use super::ids::ChannelId;
+use super::outbox::ZERO_COPY_MIN;
+use super::{Event, ReadOutcome, Session};
+use crate::error::ChannelError;
+use crate::frame::Frame;
+
+impl Session {
+    /// Copies received bytes of channel `id` into `dst`, granting the peer more window when
+    /// enough has been consumed.
+    pub fn read(&mut self, id: ChannelId, dst: &mut [u8]) -> Result<ReadOutcome, ChannelError> {
+        let ended = self.ended;
+        let ch = self.chan_mut(id)?;
+        if ch.recv.len() == 0 {
+            return Self::empty_outcome(ch, ended);
+        }
+        let n = ch.recv.copy_front(dst);
+        self.consumed(id, n);
+        Ok(ReadOutcome::Data(n))
+    }
+
+    /// Takes up to `max` received bytes of channel `id` without copying them. `Ok(None)` is the
+    /// end of the stream; [`ChannelError`]s as for [`Session::read`]; an empty `Bytes` means
+    /// nothing is buffered yet.
+    pub fn read_chunk(&mut self, id: ChannelId, max: usize) -> Result<Option<Bytes>, ChannelError> {
+        let ended = self.ended;
+        let ch = self.chan_mut(id)?;
+        if ch.recv.len() == 0 || max == 0 {
+            return match Self::empty_outcome(ch, ended)? {
+                ReadOutcome::Eof => Ok(None),
+                _ => Ok(Some(Bytes::new())),
+            };
+        }
+        let b = ch.recv.take_front(max);
+        self.consumed(id, b.len());
+        Ok(Some(b))
+    }
+
+    /// Bytes received on channel `id` and not read yet.
+    pub fn buffered(&self, id: ChannelId) -> usize {
+        self.chan(id).map(|c| c.recv.len()).unwrap_or(0)
+    }
+
+    pub(super) fn empty_outcome(ch: &Channel, ended: bool) -> Result<ReadOutcome, ChannelError> {
+        if ch.released {
+            return Err(ChannelError::Closed);
+        }
+        if ch.phase != Phase::Open {
+            return Err(ChannelError::NotOpen);
+        }
+        if ch.eof_received || ch.close_received {
+            return Ok(ReadOutcome::Eof);
+        }
+        if ended {
+            return Err(ChannelError::SessionEnded);
+        }
+        Ok(ReadOutcome::Blocked)
+    }
+
+    pub(super) fn consumed(&mut self, id: ChannelId, n: usize) {
+        let ended = self.ended;
+        let full = self.config.window;
+        let budget = self
+            .config
+            .memory_budget
+            .saturating_sub(self.config.send_buffer);
+        let left = u32::try_from(budget.saturating_sub(self.reserved)).unwrap_or(u32::MAX);
+        let max_packet = self.config.max_packet;
+        let Ok(ch) = self.chan_mut(id) else { return };
+        ch.unacked += n as u32;
+        // Window goes back at half the grant. Some peers (qtalk-js) wait for a WINDOW_ADJUST
+        // after each packet of a long write even with window left, and would stall for lack of
+        // one: until a peer has shown that it streams (more than a max packet sent with no
+        // adjust from us), the window goes back at every max packet consumed.
+        let threshold = if ch.streams {
+            ch.grant / 2
+        } else {
+            (ch.grant / 2).min(max_packet)
+        }
+        .max(1);
+        if ch.unacked < threshold || ch.close_sent || ch.close_received || ended {
+            return;
+        }
+        let mut bytes = ch.unacked;
+        ch.unacked = 0;
+        ch.since_adjust = 0;
+        // A channel granted less than a full window while the budget was short grows back as
+        // the budget allows.
+        let extra = full.saturating_sub(ch.grant).min(left);
+        ch.grant += extra;
+        bytes += extra;
+        ch.recv_window += bytes;
+        let remote = ch.remote_id;
+        self.reserved += extra as usize;
+        self.outbox.queue(Frame::WindowAdjust {
+            recipient_id: remote,
+            bytes,
+        });
+    }
+
+    pub(super) fn writable(&self, id: ChannelId) -> Result<&Channel, ChannelError> {
+        if self.ended {
+            return Err(ChannelError::SessionEnded);
+        }
+        let ch = self.chan(id)?;
+        if ch.released || ch.close_sent || ch.close_received {
+            return Err(ChannelError::Closed);
+        }
+        if ch.phase != Phase::Open {
+            return Err(ChannelError::NotOpen);
+        }
+        if ch.eof_sent {
+            return Err(ChannelError::WriteClosed);
+        }
+        Ok(ch)
+    }
+
+    /// How many bytes a write on channel `id` may queue now: the peer's window, capped by the
+    /// room left in the send buffer. Zero means wait for [`Event::Writable`] or for the driver
+    /// to drain the send buffer.
+    pub fn send_capacity(&self, id: ChannelId) -> Result<usize, ChannelError> {
+        let ch = self.writable(id)?;
+        let room = self.config.send_buffer.saturating_sub(self.outbox.unsent());
+        Ok((ch.send_window as usize).min(room))
+    }
+
+    /// Queues as much of `data` as [`Session::send_capacity`] allows, as DATA frames no larger
+    /// than the peer's max packet, and returns how many bytes were taken (0: blocked).
+    pub fn send(&mut self, id: ChannelId, data: &[u8]) -> Result<usize, ChannelError> {
+        let n = data.len().min(self.send_capacity(id)?);
+        let ch = self.chan_mut(id)?;
+        ch.send_window -= n as u32;
+        let (remote, max) = (ch.remote_id, ch.remote_max_packet as usize);
+        self.outbox.data(remote, max, &data[..n]);
+        Ok(n)
+    }
+
+    /// Like [`Session::send`] for an owned buffer: large payloads are queued without a copy.
+    /// Takes bytes from the front of `data`.
+    pub fn send_bytes(&mut self, id: ChannelId, data: &mut Bytes) -> Result<usize, ChannelError> {
+        let n = data.len().min(self.send_capacity(id)?);
+        if n < ZERO_COPY_MIN {
+            let k = self.send(id, &data[..n])?;
+            data.advance(k);
+            return Ok(k);
+        }
+        let ch = self.chan_mut(id)?;
+        ch.send_window -= n as u32;
+        let (remote, max) = (ch.remote_id, ch.remote_max_packet as usize);
+        let padding = self.config.alignment_padding;
+        self.outbox.data_bytes(remote, max, data, n, padding);
+        Ok(n)
+    }
+
+    /// Sends EOF on channel `id`: the peer reads end-of-stream after the data already queued.
+    /// Harmless when already sent or when the channel is closed.
+    pub fn close_write(&mut self, id: ChannelId) -> Result<(), ChannelError> {
+        let ended = self.ended;
+        let ch = self.chan_mut(id)?;
+        if ch.phase != Phase::Open {
+            return Err(ChannelError::NotOpen);
+        }
+        if ch.eof_sent || ch.close_sent || ch.close_received || ended {
+            return Ok(());
+        }
+        ch.eof_sent = true;
+        let remote = ch.remote_id;
+        self.outbox.queue(Frame::Eof {
+            recipient_id: remote,
+        });
+        Ok(())
+    }
+
+    /// Sends CLOSE on channel `id` unless one was sent already. The channel stays readable until
+    /// the handle is released; writes fail from now on.
+    pub fn close(&mut self, id: ChannelId) -> Result<(), ChannelError> {
+        let ended = self.ended;
+        let ch = self.chan_mut(id)?;
+        if ch.phase != Phase::Open {
+            return Err(ChannelError::NotOpen);
+        }
+        if ch.close_sent || ended {
+            return Ok(());
+        }
+        ch.close_sent = true;
+        let remote = ch.remote_id;
+        self.outbox.queue(Frame::Close {
+            recipient_id: remote,
+        });
+        self.events.push_back(Event::Writable(id));
+        Ok(())
+    }
+
+    /// The application dropped its handle on channel `id` (or gave up opening it): close the
+    /// channel if needed, drop buffered data, and free the id once the CLOSE handshake is done.
+    pub fn release(&mut self, id: ChannelId) {
+        let ended = self.ended;
+        let Ok(ch) = self.chan_mut(id) else { return };
+        if ch.released {
+            return;
+        }
+        ch.released = true;
+        ch.recv.clear();
+        match ch.phase {
+            Phase::Opening if !ended => {} // freed when the reply comes
+            Phase::Incoming => {
+                let _ = self.reject(id);
+            }
+            Phase::Open if !ended => {
+                let done = ch.close_received;
+                let _ = self.close(id);
+                if done {
+                    self.release_id(id, true);
+                }
+            }
+            _ => self.release_id(id, false),
+        }
+    }
+}
