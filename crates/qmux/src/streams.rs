@@ -165,8 +165,14 @@ impl<C: Connection> StreamSession<C> {
             return Err(Error::Closed);
         }
         let (mut send, recv) = self.conn.open_bi().await?;
-        if poll_fn(|cx| send.poll_write(cx, &[OPEN_MARKER])).await? == 0 {
-            return Err(io::Error::from(io::ErrorKind::WriteZero).into());
+        match poll_fn(|cx| send.poll_write(cx, &[OPEN_MARKER])).await {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+            Ok(_) => {}
+            // The peer stopped the stream before the byte went out (over WebTransport a
+            // stream shows on its header, so it can be accepted and dropped that early): the
+            // channel is open all the same, its writes fail as after any stop.
+            Err(_) if !self.conn.is_closed() => {}
+            Err(e) => return Err(e.into()),
         }
         Ok(self.channel(send, recv, false))
     }

@@ -270,6 +270,29 @@ async fn data_written_before_close_is_delivered_and_both_sides_end() {
     assert!(a.accept().await.is_none());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_the_peer_drops_at_once_is_still_open() {
+    // Over WebTransport the peer sees a stream by its header, before the `!` byte: it may
+    // accept and drop (stop) it before that byte is written. The open still succeeds, and
+    // reads the peer's end.
+    let (a, b) = wt_pair(Config::default()).await;
+    let dropper = tokio::spawn(async move {
+        while let Some(ch) = b.accept().await {
+            drop(ch);
+        }
+    });
+    for _ in 0..50 {
+        let mut ch = within(5, "open", a.open()).await.unwrap();
+        let mut rest = Vec::new();
+        within(5, "peer's end", ch.read_to_end(&mut rest))
+            .await
+            .unwrap();
+        assert!(rest.is_empty());
+    }
+    a.close();
+    within(5, "server end", dropper).await.unwrap();
+}
+
 #[test]
 fn the_browser_certificate_is_p256_and_short_lived() {
     let identity = tls::self_signed_for_browsers(&["localhost", "127.0.0.1"]).unwrap();

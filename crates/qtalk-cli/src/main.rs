@@ -33,9 +33,12 @@ URLs:
   quic://HOST:PORT/Selector         QUIC over UDP (udp:// is the same)
   tls://HOST:PORT/Selector          qmux inside TLS over TCP
   wss://HOST[:PORT]/Selector        WebSocket over TLS (port 443 by default)
-                                    For quic://, tls:// and wss://, the server's certificate
-                                    must name HOST and is checked against the system's roots,
-                                    unless --ca FILE or --insecure is given
+  https://HOST[:PORT]/Selector      WebTransport over UDP (port 443 by default; the session
+                                    is always opened at path `/`)
+                                    For quic://, tls://, wss:// and https://, the server's
+                                    certificate must name HOST and is checked against the
+                                    system's roots, unless --ca FILE, --cert-hash SHA256 or
+                                    --insecure is given
   unix:///abs/path/to.sock#Selector Unix socket, absolute path (three slashes)
   unix:relative/to.sock#Selector    Unix socket, path relative to the current directory
   The selector follows `#` for Unix sockets because the socket path itself may contain
@@ -55,6 +58,8 @@ URLs:
   qtalk interop --listen tcp://127.0.0.1:9000
   qtalk interop --listen quic://127.0.0.1:4242    # self-signed certificate
   qtalk check --insecure --connect quic://127.0.0.1:4242
+  qtalk interop --listen https://127.0.0.1:4433/  # WebTransport (browsers) and QUIC
+  qtalk check --cert-hash SHA256 --connect https://127.0.0.1:4433/
   qtalk check
   qtalk check --connect ws://127.0.0.1:8080
   QTALK_CODEC=json qtalk check '/path/to/go/qtalk interop'   # the Go reference's CLI
@@ -118,9 +123,14 @@ enum Command {
   qtalk interop --listen quic://127.0.0.1:4242   # QUIC, self-signed certificate
   qtalk interop --listen tls://127.0.0.1:9443    # TLS over TCP (or wss://)
   qtalk interop --listen quic://0.0.0.0:4242 --cert cert.pem --key key.pem
+  qtalk interop --listen https://127.0.0.1:4433/  # WebTransport and QUIC on one UDP port
 
 With --listen, the address actually listened on is printed on stderr as
-`listening on URL`.
+`listening on URL`. An https:// listener serves WebTransport (what browsers open with
+`new WebTransport(URL)`, any path) and quic:// on the same UDP port, and prints its
+certificate's hash as `certificate sha-256: HEX`. Without --cert/--key it makes a
+development certificate that browsers accept through serverCertificateHashes with that
+hash (ECDSA P-256, valid 13 days; a new one, with a new hash, at each start).
 
 {EXIT_CODES}")
     )]
@@ -229,11 +239,16 @@ struct DialArgs {
     /// 3s; never longer than --timeout
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
     connect_timeout: Duration,
-    /// quic://, tls://, wss://: trust the certificates in this PEM file (a CA, or the
-    /// server's own certificate) instead of the system's roots
+    /// quic://, tls://, wss://, https://: trust the certificates in this PEM file (a CA, or
+    /// the server's own certificate) instead of the system's roots
     #[arg(long, value_name = "FILE")]
     ca: Option<std::path::PathBuf>,
-    /// quic://, tls://, wss://: accept any server certificate (encrypted but
+    /// quic://, tls://, wss://, https://: trust the server certificate with this SHA-256
+    /// hash (64 hex digits, as printed by `qtalk interop --listen https://...`), whatever it
+    /// names, as a browser's serverCertificateHashes; may be repeated
+    #[arg(long, value_name = "SHA256", conflicts_with_all = ["ca", "insecure"])]
+    cert_hash: Vec<qtalk_mux::tls::CertificateHash>,
+    /// quic://, tls://, wss://, https://: accept any server certificate (encrypted but
     /// unauthenticated; for development servers with self-signed certificates)
     #[arg(long, conflicts_with = "ca")]
     insecure: bool,
@@ -249,6 +264,9 @@ impl DialArgs {
         let trust = match (&self.ca, self.insecure) {
             (_, true) => peer::Trust::Insecure,
             (Some(path), false) => peer::Trust::Roots(path.clone()),
+            (None, false) if !self.cert_hash.is_empty() => {
+                peer::Trust::Hashes(self.cert_hash.clone())
+            }
             (None, false) => peer::Trust::System,
         };
         peer::Dial {
@@ -261,12 +279,13 @@ impl DialArgs {
 
 #[derive(Args, Debug)]
 struct InteropArgs {
-    /// Listen on tcp://, ws://, tls://, wss://, quic://HOST:PORT or unix:///path instead of
-    /// serving stdin/stdout
+    /// Listen on tcp://, ws://, tls://, wss://, quic://HOST:PORT, https://HOST:PORT/
+    /// (WebTransport and QUIC) or unix:///path instead of serving stdin/stdout
     #[arg(long, value_name = "URL")]
     listen: Option<String>,
-    /// tls://, wss://, quic://: the certificate chain to present (PEM); without it a
-    /// self-signed certificate for localhost and the listening host is made
+    /// tls://, wss://, quic://, https://: the certificate chain to present (PEM); without it
+    /// a self-signed certificate for localhost and the listening host is made (for https://,
+    /// one browsers accept by its hash)
     #[arg(long, value_name = "FILE", requires = "key")]
     cert: Option<std::path::PathBuf>,
     /// The private key of --cert (PEM)
@@ -292,7 +311,8 @@ struct CheckArgs {
     /// --connect); default: this program's `interop`
     #[arg(value_name = "CMD", conflicts_with = "connect")]
     cmd: Option<String>,
-    /// Check a listening peer (tcp://, tls://, ws://, wss://, quic://, unix://) instead
+    /// Check a listening peer (tcp://, tls://, ws://, wss://, quic://, https://, unix://)
+    /// instead
     #[arg(long, value_name = "URL")]
     connect: Option<String>,
     /// Deadline for connecting and for each check, e.g. 10s
@@ -334,7 +354,8 @@ struct BenchArgs {
     /// --connect); default: this program's `interop`
     #[arg(value_name = "CMD", conflicts_with = "connect")]
     cmd: Option<String>,
-    /// Benchmark a listening peer (tcp://, tls://, ws://, wss://, quic://, unix://) instead
+    /// Benchmark a listening peer (tcp://, tls://, ws://, wss://, quic://, https://,
+    /// unix://) instead
     #[arg(long, value_name = "URL")]
     connect: Option<String>,
     /// How long each measurement runs, e.g. 2s, 500ms
@@ -405,7 +426,9 @@ fn init_tracing() {
     use tracing_subscriber::Layer;
 
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // web-transport-quinn warns at every ordinary close of a session (its reader of the
+        // peer's close capsule sees the connection end first).
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,web_transport_quinn=error"));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -661,11 +684,11 @@ async fn listen(
     let config = qtalk_mux::Config::default();
     let secure = matches!(
         endpoint,
-        Endpoint::Quic(_) | Endpoint::Tls(_) | Endpoint::Wss(_)
+        Endpoint::Quic(_) | Endpoint::Tls(_) | Endpoint::Wss(_) | Endpoint::WebTransport(_)
     );
     if identity.is_some() && !secure {
         return Err(Failure::Usage(
-            "--cert and --key apply to tls://, wss:// and quic:// listeners only".into(),
+            "--cert and --key apply to tls://, wss://, quic:// and https:// listeners only".into(),
         ));
     }
     // The TLS settings of a secure listener, and whether the certificate was made up here.
@@ -674,7 +697,15 @@ async fn listen(
             .map_err(|e| Failure::Usage(format!("cannot set up TLS: {e}")))
     };
     let mut self_signed = false;
+    let mut webtransport = None;
     let bound = match &endpoint {
+        Endpoint::WebTransport(addr) => {
+            let cert = qtalk_cli::certs::webtransport(identity.clone(), peer::host_of(addr))
+                .map_err(|e| Failure::Usage(format!("cannot set up TLS: {e}")))?;
+            let tls = cert.tls.clone();
+            webtransport = Some(cert);
+            qtalk_mux::Listener::bind_webtransport(addr.as_str(), tls, config).await
+        }
         Endpoint::Tcp(addr) => qtalk_mux::Listener::bind_tcp(addr.as_str(), config).await,
         Endpoint::Ws(addr) => qtalk_mux::Listener::bind_ws(addr.as_str(), config).await,
         Endpoint::Unix(path) => bind_unix(path, config).await,
@@ -709,9 +740,14 @@ async fn listen(
         (Endpoint::Quic(_), Ok(a)) => (Endpoint::Quic(a), None),
         (Endpoint::Tls(_), Ok(a)) => (Endpoint::Tls(a), None),
         (Endpoint::Wss(_), Ok(a)) => (Endpoint::Wss(a), None),
+        (Endpoint::WebTransport(_), Ok(a)) => (Endpoint::WebTransport(a), None),
         (_, Err(_)) => (endpoint.clone(), None),
     };
     eprintln!("listening on {shown}");
+    if let (Endpoint::WebTransport(addr), Some(cert)) = (&shown, &webtransport) {
+        eprintln!("serving WebTransport and quic://{addr} on this UDP port");
+        eprintln!("{}", qtalk_cli::certs::announcement(cert));
+    }
     if self_signed {
         eprintln!(
             "note: serving a self-signed certificate; clients need --insecure, or --cert/--key \
@@ -1007,7 +1043,7 @@ fn peer_spec(
         (Some(c), None) => {
             let t = c.trim();
             if [
-                "tcp://", "tls://", "unix:", "udp://", "quic://", "ws://", "wss://",
+                "tcp://", "tls://", "unix:", "udp://", "quic://", "ws://", "wss://", "https://",
             ]
             .iter()
             .any(|p| t.starts_with(p))
