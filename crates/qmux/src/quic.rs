@@ -86,7 +86,7 @@ const HTTP3_UNI_STREAMS: u32 = 3;
 /// window, the memory budget (less the send buffer) is the connection's receive window, and
 /// the channel limit bounds how many streams the peer may have open at once (QUIC makes the
 /// peer wait for more, as qmux leaves its OPENs unconfirmed). With `http3` (HTTP/3 offered,
-/// for WebTransport), the peer may open HTTP/3's unidirectional streams.
+/// for WebTransport), the peer may open HTTP/3's unidirectional streams. No datagrams.
 pub(crate) fn transport_config(config: &Config, http3: bool) -> quinn::TransportConfig {
     let window = u64::from(config.window_size());
     let budget = config
@@ -104,7 +104,10 @@ pub(crate) fn transport_config(config: &Config, http3: bool) -> quinn::Transport
         .max_concurrent_uni_streams(VarInt::from_u32(if http3 { HTTP3_UNI_STREAMS } else { 0 }))
         .keep_alive_interval(Some(config.keep_alive))
         // Past QUIC's largest idle timeout (2^62 ms), none.
-        .max_idle_timeout(config.idle_timeout.try_into().ok());
+        .max_idle_timeout(config.idle_timeout.try_into().ok())
+        // qtalk sends no datagrams, and nothing would read them: quinn's default keeps up to
+        // 1.25 MB of them per connection. Browsers open WebTransport sessions without.
+        .datagram_receive_buffer_size(None);
     t
 }
 

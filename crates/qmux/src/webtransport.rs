@@ -24,9 +24,15 @@
 //! ECDSA P-256 (not RSA, not Ed25519) and its whole validity period is at most 14 days:
 //! [`tls::self_signed_for_browsers`](crate::tls::self_signed_for_browsers) makes one, and
 //! [`tls::CertificateHash`](crate::tls::CertificateHash) is what the page needs. Rotate it
-//! before it expires (a new certificate has a new hash, which the page must be given). Rust
-//! clients can pin hashes the same way with
+//! before it expires: a new certificate has a new hash, which the page must be given (pages
+//! may list the old and the new hash meanwhile). A server that runs longer than that gives
+//! its listener TLS settings whose certificate resolver (rustls' `ResolvesServerCert`) hands
+//! out the current certificate. Rust clients can pin hashes the same way with
 //! [`tls::hash_pinned_client_config`](crate::tls::hash_pinned_client_config).
+//!
+//! In production, use the certificate of the site (from a CA browsers trust, for the server's
+//! name: [`tls::load_certs`](crate::tls::load_certs), [`tls::load_key`](crate::tls::load_key)),
+//! and open UDP on the port, not only TCP; pages then connect by name with no hash.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
