@@ -107,6 +107,7 @@ impl Config {
 
     /// This configuration for a transport that copies in user space (TLS, WebSocket):
     /// alignment padding buys nothing there.
+    #[cfg(any(feature = "tls", feature = "websocket"))]
     pub(crate) fn copying_transport(mut self) -> Self {
         self.proto = self.proto.with_alignment_padding(false);
         self

@@ -51,6 +51,11 @@
 //! | delivery (QUIC, WebTransport) | [`quic::connect`], [`quic::over_connection`], `webtransport::connect`, QUIC and WebTransport listeners | with the connection; once `close` is called, it waits for the peer's acknowledgement of finished streams, then performs the close |
 //! | handshakes (WebSocket, TLS, QUIC, WebTransport) | a [`Listener`] accepting | each within [`Config`]'s handshake timeout; all of them with the listener |
 //!
+//! A panic in the transport's code (a read, write, flush or shutdown) ends its session with
+//! [`Error::TransportPanicked`], and a panic in a qmux session's task (or in an application task
+//! while it held the session's state) with [`Error::Panicked`]: [`Session::wait`] and every
+//! pending operation report it, and the tasks end as after any other error.
+//!
 //! quinn runs its own endpoint and connection drivers for QUIC; they end with the endpoint
 //! (a client's [`quic::Endpoint`] is shared by the connections of a [`Config`], so its driver
 //! ends once the configuration and its connections are gone). Over WebTransport,
