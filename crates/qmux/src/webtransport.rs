@@ -10,6 +10,8 @@
 //! back as 42). A browser client writes `!` on each stream it opens, and skips the `!` of
 //! each stream it accepts.
 //!
+//! Feature `webtransport` (implies `quic`; needs Rust 1.91, for web-transport-quinn).
+//!
 //! Servers: [`Listener::bind_webtransport`](crate::Listener::bind_webtransport) serves
 //! WebTransport and `quic://` clients on one UDP port, each connection dispatched by the ALPN
 //! protocol it negotiated (`h3` or `qtalk-quic`). Every URL path is accepted. Clients:
