@@ -44,6 +44,12 @@ if (!existsSync(opt.qtalk)) {
 }
 
 const children = [];
+// The servers go with the driver, however it ends.
+process.on("exit", () => children.forEach((c) => c.kill("SIGTERM")));
+process.on("uncaughtException", (e) => {
+  console.error(e);
+  process.exit(1);
+});
 function start(cmd, args, env, pattern, stream = "stderr") {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
