@@ -2,7 +2,7 @@
 //! the window goes back to a peer that streams and to one that waits after every packet.
 
 use bytes::{Bytes, BytesMut};
-use qtalk_mux_proto::{ChannelId, Config, Event, Frame, Session};
+use qtalk_mux_proto::{ChannelId, Config, Event, Frame, ReadOutcome, Session};
 
 const MAX_PACKET: u32 = 256 * 1024;
 const WINDOW: u32 = 4 * 1024 * 1024;
@@ -188,12 +188,36 @@ fn a_large_copied_write_lines_up_with_the_stream() {
     assert_eq!(frames.len(), 3);
 }
 
-/// Feeds `packets` DATA frames of a max packet each, reading after every `read_every` of
-/// them; returns the WINDOW_ADJUSTs sent.
-fn adjusts(packets: usize, read_every: usize) -> Vec<u32> {
+/// Feeds `first` bytes (a call header, say: none when 0), then `packets` DATA frames of a max
+/// packet each, reading after every `read_every` of them; returns the WINDOW_ADJUSTs sent.
+fn adjusts_after(first: usize, packets: usize, read_every: usize) -> Vec<u32> {
     let (mut s, id, _) = accepted();
-    let mut sent = Vec::new();
     let mut grants = Vec::new();
+    let read_all = |s: &mut Session, grants: &mut Vec<u32>| {
+        while let Some(chunk) = s.read_chunk(id, usize::MAX).unwrap() {
+            if chunk.is_empty() {
+                break;
+            }
+        }
+        for f in decode(&transmit(s)) {
+            if let Frame::WindowAdjust { bytes, .. } = f {
+                grants.push(bytes);
+            }
+        }
+    };
+    if first > 0 {
+        for piece in vec![1u8; first].chunks(MAX_PACKET as usize / 2) {
+            let payload = Bytes::copy_from_slice(piece);
+            feed(
+                &mut s,
+                &[Frame::Data {
+                    recipient_id: id.get(),
+                    payload,
+                }],
+            );
+        }
+        read_all(&mut s, &mut grants);
+    }
     for i in 0..packets {
         feed(
             &mut s,
@@ -203,20 +227,14 @@ fn adjusts(packets: usize, read_every: usize) -> Vec<u32> {
             }],
         );
         if (i + 1) % read_every == 0 {
-            while let Some(chunk) = s.read_chunk(id, usize::MAX).unwrap() {
-                if chunk.is_empty() {
-                    break;
-                }
-            }
-            sent.extend(transmit(&mut s));
-            for f in decode(&std::mem::take(&mut sent)) {
-                if let Frame::WindowAdjust { bytes, .. } = f {
-                    grants.push(bytes);
-                }
-            }
+            read_all(&mut s, &mut grants);
         }
     }
     grants
+}
+
+fn adjusts(packets: usize, read_every: usize) -> Vec<u32> {
+    adjusts_after(0, packets, read_every)
 }
 
 #[test]
@@ -224,6 +242,49 @@ fn a_peer_that_waits_after_every_packet_gets_an_adjust_for_each() {
     // It never sends more than a packet before hearing from us.
     let grants = adjusts(16, 1);
     assert_eq!(grants, vec![MAX_PACKET; 16]);
+}
+
+#[test]
+fn a_peer_that_waits_after_every_packet_gets_an_adjust_for_each_after_any_start() {
+    // Whatever it wrote before its long write (a call header and its arguments, or more than
+    // a packet of small writes), every packet of the long write gets its adjust.
+    for first in [
+        1,
+        40,
+        4096,
+        MAX_PACKET as usize - 1,
+        3 * MAX_PACKET as usize,
+    ] {
+        let grants = adjusts_after(first, 16, 1);
+        assert_eq!(grants.len(), 16, "after {first}: {grants:?}");
+        assert_eq!(grants[0] as usize, first + MAX_PACKET as usize);
+        assert_eq!(grants[1..], vec![MAX_PACKET; 15]);
+    }
+}
+
+#[test]
+fn a_peer_that_sends_only_short_packets_gets_its_window_back_in_halves() {
+    // No whole packet: nobody waits, and 640 small reads cost no adjust of their own.
+    let (mut s, id, _) = accepted();
+    let mut grants = Vec::new();
+    for _ in 0..640 {
+        let payload = vec![1u8; 16 * 1024].into();
+        feed(
+            &mut s,
+            &[Frame::Data {
+                recipient_id: id.get(),
+                payload,
+            }],
+        );
+        let mut buf = [0u8; 16 * 1024];
+        assert_eq!(s.read(id, &mut buf).unwrap(), ReadOutcome::Data(buf.len()));
+        for f in decode(&transmit(&mut s)) {
+            if let Frame::WindowAdjust { bytes, .. } = f {
+                grants.push(bytes);
+            }
+        }
+    }
+    assert_eq!(grants, vec![WINDOW / 2; 5]);
 }
 
 #[test]

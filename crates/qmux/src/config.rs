@@ -36,6 +36,10 @@ pub struct Config {
     pub(crate) idle_timeout: Duration,
     pub(crate) listen_backlog: u32,
     pub(crate) read_buffer_idle: Duration,
+    pub(crate) connect_attempt_delay: Duration,
+    /// The client sockets QUIC and WebTransport connections are dialed from.
+    #[cfg(feature = "quic")]
+    pub(crate) quic_endpoint: crate::quic::Endpoint,
 }
 
 impl Default for Config {
@@ -51,6 +55,9 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(30),
             listen_backlog: 4096,
             read_buffer_idle: Duration::from_secs(1),
+            connect_attempt_delay: Duration::from_millis(250),
+            #[cfg(feature = "quic")]
+            quic_endpoint: crate::quic::Endpoint::new(),
         }
     }
 }
@@ -114,6 +121,13 @@ impl Config {
     /// The protocol settings (window, packet, channel and budget limits).
     pub fn proto(&self) -> &qtalk_mux_proto::Config {
         &self.proto
+    }
+
+    /// The client endpoint QUIC and WebTransport connections made with this configuration
+    /// are dialed from (see [`ConfigBuilder::quic_endpoint`]).
+    #[cfg(feature = "quic")]
+    pub fn quic_endpoint(&self) -> &crate::quic::Endpoint {
+        &self.quic_endpoint
     }
 
     /// This configuration for a transport that copies in user space (TLS, WebSocket):
@@ -270,6 +284,25 @@ impl ConfigBuilder {
     /// Over QUIC: a peer silent for this long is gone (default 30 s).
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// Over QUIC and WebTransport: when a name resolves to several addresses, how long a
+    /// client waits for one connection attempt before it starts the next beside it (default
+    /// 250 ms, RFC 8305's Connection Attempt Delay). An attempt that fails starts the next
+    /// at once.
+    pub fn connect_attempt_delay(mut self, delay: Duration) -> Self {
+        self.config.connect_attempt_delay = delay;
+        self
+    }
+
+    /// Over QUIC and WebTransport: the client endpoint (UDP sockets) that connections made
+    /// with this configuration are dialed from. By default each configuration built has one
+    /// of its own, shared by its clones; give several configurations the same one to share
+    /// its socket.
+    #[cfg(feature = "quic")]
+    pub fn quic_endpoint(mut self, endpoint: crate::quic::Endpoint) -> Self {
+        self.config.quic_endpoint = endpoint;
         self
     }
 

@@ -35,6 +35,8 @@ pub enum TransportKind {
     WebSocket,
     /// QUIC streams as the channels.
     Quic,
+    /// WebTransport streams (HTTP/3 over QUIC) as the channels.
+    WebTransport,
     /// qmux on this process's stdin and stdout.
     Stdio,
     /// qmux on a child process's stdin and stdout.
@@ -44,8 +46,8 @@ pub enum TransportKind {
 }
 
 impl TransportKind {
-    /// A short lowercase name: `tcp`, `unix`, `tls`, `ws`, `quic`, `stdio`, `child` or
-    /// `other`.
+    /// A short lowercase name: `tcp`, `unix`, `tls`, `ws`, `quic`, `webtransport`, `stdio`,
+    /// `child` or `other`.
     pub fn name(self) -> &'static str {
         match self {
             TransportKind::Tcp => "tcp",
@@ -53,6 +55,7 @@ impl TransportKind {
             TransportKind::Tls => "tls",
             TransportKind::WebSocket => "ws",
             TransportKind::Quic => "quic",
+            TransportKind::WebTransport => "webtransport",
             TransportKind::Stdio => "stdio",
             TransportKind::Child => "child",
             TransportKind::Other => "other",
@@ -501,7 +504,11 @@ pub(crate) fn tls_info(state: &rustls::CommonState, server_name: Option<&str>) -
 /// `server_name` is the name a client asked for (quinn records the client's only on the
 /// server side).
 #[cfg(feature = "quic")]
-pub(crate) fn quic_info(conn: &quinn::Connection, server_name: Option<&str>) -> ConnectionInfo {
+pub(crate) fn quic_info(
+    conn: &quinn::Connection,
+    server_name: Option<&str>,
+    transport: TransportKind,
+) -> ConnectionInfo {
     use rustls::pki_types::CertificateDer;
     let mut tls = TlsInfo::new();
     if let Some(certs) = conn
@@ -529,7 +536,7 @@ pub(crate) fn quic_info(conn: &quinn::Connection, server_name: Option<&str>) -> 
     if let Some(n) = server_name {
         tls = tls.with_server_name(n);
     }
-    ConnectionInfo::new(TransportKind::Quic)
+    ConnectionInfo::new(transport)
         .with_remote_addr(conn.remote_address())
         .with_tls(tls)
 }

@@ -27,6 +27,15 @@ pub enum Error {
     /// A deadline passed.
     #[error("qmux: timed out")]
     Timeout,
+    /// The transport panicked in a read, write, flush or shutdown; the session was ended.
+    /// The text is the panic's message.
+    #[error("qmux: the transport panicked: {0}")]
+    TransportPanicked(Arc<str>),
+    /// A task using the session panicked (in the session's own tasks, or in an application
+    /// task while it held the session's state, a waker that panics, say); the session was
+    /// ended, as its state may be half updated. The text is the panic's message.
+    #[error("qmux: a session task panicked: {0}")]
+    Panicked(Arc<str>),
 }
 
 impl From<io::Error> for Error {
@@ -45,6 +54,7 @@ impl Error {
             Error::Closed => io::ErrorKind::NotConnected,
             Error::OpenRefused => io::ErrorKind::ConnectionRefused,
             Error::Timeout => io::ErrorKind::TimedOut,
+            Error::TransportPanicked(_) | Error::Panicked(_) => io::ErrorKind::Other,
         }
     }
 }

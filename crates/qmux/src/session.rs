@@ -95,11 +95,11 @@ impl Session {
         }
     }
 
-    /// A session whose channels are the streams of a QUIC connection.
+    /// A session over another base layer (see `backend.rs`).
     #[cfg(feature = "quic")]
-    pub(crate) fn from_quic(quic: crate::quic::QuicSession) -> Session {
+    pub(crate) fn from_backend(backend: SessionBackend) -> Session {
         Session {
-            backend: SessionBackend::Quic(Arc::new(quic)),
+            backend,
             info: Arc::default(),
         }
     }

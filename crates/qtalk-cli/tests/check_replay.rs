@@ -113,7 +113,7 @@ fn token(tok: &str, out: &mut Vec<u8>) -> Result<(), String> {
         out.extend((0..len).map(|k| first.wrapping_add(k as u8)));
         return Ok(());
     }
-    if tok.len() % 2 != 0 {
+    if !tok.len().is_multiple_of(2) {
         return Err(format!("odd hex token {tok:?}"));
     }
     for i in (0..tok.len()).step_by(2) {

@@ -27,11 +27,9 @@ pub(super) struct Channel {
     pub(super) recv_window: u32,
     /// Bytes the application consumed that have not been granted back yet.
     pub(super) unacked: u32,
-    /// Bytes received since our last WINDOW_ADJUST (saturating).
-    pub(super) since_adjust: u32,
-    /// The peer sent more than one max packet without waiting for a WINDOW_ADJUST: it
-    /// streams, and the window goes back in halves of the grant rather than per packet.
-    pub(super) streams: bool,
+    /// A DATA frame of a whole max packet arrived since our last WINDOW_ADJUST: the peer may
+    /// wait for one before it sends more (see `Session::consumed`).
+    pub(super) full_packet: bool,
     /// This channel's share of the memory budget: `recv_window + recv.len() + unacked`.
     pub(super) grant: u32,
     /// Received data not read yet.
@@ -57,8 +55,7 @@ impl Channel {
             remote_max_packet: MIN_MAX_PACKET,
             recv_window,
             unacked: 0,
-            since_adjust: 0,
-            streams: false,
+            full_packet: false,
             grant: recv_window,
             recv: RecvBuffer::default(),
             eof_sent: false,

@@ -5,6 +5,7 @@ use bytes::{Buf, Bytes};
 
 use super::channel::{Channel, Phase};
 use super::ids::ChannelId;
+use super::input::Decode;
 use super::outbox::ZERO_COPY_MIN;
 use super::{Event, ReadOutcome, Session};
 use crate::error::ChannelError;
@@ -62,6 +63,17 @@ impl Session {
         Ok(ReadOutcome::Blocked)
     }
 
+    /// Accounts `n` bytes of channel `id` read by the application, and gives window back
+    /// when it is due:
+    ///
+    /// - when half the grant has been consumed (a peer that streams gets its window back in
+    ///   two steps per window, and is never held up by us);
+    /// - when the application has read everything received, none of the channel's payload is
+    ///   being received, and a DATA frame of a whole max packet arrived since the last
+    ///   WINDOW_ADJUST. Some peers (qtalk-js) send one packet of a long write and then wait for
+    ///   a WINDOW_ADJUST, whatever window they have left, and whatever they sent before. After
+    ///   a whole packet, once it is all read, such a peer may be waiting: it gets what was
+    ///   read. The last packet of a write is the only one shorter, and nobody waits after it.
     pub(super) fn consumed(&mut self, id: ChannelId, n: usize) {
         let ended = self.ended;
         let full = self.config.window;
@@ -70,25 +82,17 @@ impl Session {
             .memory_budget
             .saturating_sub(self.config.send_buffer);
         let left = u32::try_from(budget.saturating_sub(self.reserved)).unwrap_or(u32::MAX);
-        let max_packet = self.config.max_packet;
+        let receiving = matches!(self.decode, Decode::Payload { id: p, .. } if p == id);
         let Ok(ch) = self.chan_mut(id) else { return };
         ch.unacked += n as u32;
-        // Window goes back at half the grant. Some peers (qtalk-js) wait for a WINDOW_ADJUST
-        // after each packet of a long write even with window left, and would stall for lack of
-        // one: until a peer has shown that it streams (more than a max packet sent with no
-        // adjust from us), the window goes back at every max packet consumed.
-        let threshold = if ch.streams {
-            ch.grant / 2
-        } else {
-            (ch.grant / 2).min(max_packet)
-        }
-        .max(1);
-        if ch.unacked < threshold || ch.close_sent || ch.close_received || ended {
+        let half = ch.unacked >= (ch.grant / 2).max(1);
+        let waiting = ch.full_packet && ch.unacked > 0 && ch.recv.len() == 0 && !receiving;
+        if !(half || waiting) || ch.close_sent || ch.close_received || ended {
             return;
         }
         let mut bytes = ch.unacked;
         ch.unacked = 0;
-        ch.since_adjust = 0;
+        ch.full_packet = false;
         // A channel granted less than a full window while the budget was short grows back as
         // the budget allows.
         let extra = full.saturating_sub(ch.grant).min(left);

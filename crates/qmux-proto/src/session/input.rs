@@ -166,9 +166,8 @@ impl Session {
             });
         }
         ch.recv_window -= len;
-        ch.since_adjust = ch.since_adjust.saturating_add(len);
-        if ch.since_adjust > max {
-            ch.streams = true;
+        if len == max {
+            ch.full_packet = true;
         }
         Ok(!ch.released && !ch.close_received && !ch.eof_received)
     }

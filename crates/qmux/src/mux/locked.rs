@@ -108,7 +108,7 @@ impl Locked<'_> {
 impl Shared {
     /// Locks the session state.
     pub(crate) fn lock(&self) -> Locked<'_> {
-        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = self.inner();
         Locked {
             guard: Some(guard),
             shared: self,

@@ -7,11 +7,12 @@
 //! - `locked.rs`: the locked view whose release dispatches events and writes inline;
 //! - `ops.rs`: open, accept, close and wait;
 //! - `reader.rs`, `writer.rs`: the two tasks;
-//! - `output.rs`: the transport's writing side; `recycle.rs`: the reader's kept buffers.
+//! - `output.rs`: the transport's writing side; `recycle.rs`: the reader's kept buffers;
+//!   `guard.rs`: panics caught, in the transport and in the tasks.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Waker};
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::error::Error;
 
+mod guard;
 mod locked;
 mod ops;
 mod output;
@@ -222,9 +224,57 @@ impl Inner {
 impl Shared {
     /// Accounts `n` bytes as written and collects writers waiting for send-buffer room.
     fn transmitted(&self, n: usize, wake: &mut Vec<Waker>) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner();
         inner.proto.on_transmitted(n);
         wake.append(&mut inner.buffer_wakers);
+    }
+
+    /// Locks the protocol state (see [`Shared::lock`] for the view that dispatches events).
+    ///
+    /// A poisoned lock means a task panicked while it held the state, which may be half
+    /// updated: the session ends with [`Error::Panicked`] (everyone waiting is woken with it),
+    /// the poison is cleared, and from then on the state serves only to report that error.
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        let mut g = match self.inner.lock() {
+            Ok(g) => return g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        self.inner.clear_poison();
+        g.end(Error::Panicked(Arc::from(
+            "a task panicked while it held the session state",
+        )));
+        let wake = std::mem::take(&mut g.to_wake);
+        drop(g);
+        self.ended.cancel();
+        for w in wake {
+            w.wake();
+        }
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Locks the transport's writing side. Poisoned (a panic while a write was under way,
+    /// outside the transport's own code, whose panics are caught), it is released and the
+    /// session ends as for a poisoned state.
+    fn out(&self) -> MutexGuard<'_, Output> {
+        let mut g = match self.out.lock() {
+            Ok(g) => return g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        self.out.clear_poison();
+        g.release();
+        let mut inner = self.lock();
+        inner.end(Error::Panicked(Arc::from(
+            "a task panicked while it wrote to the transport",
+        )));
+        drop(inner);
+        self.ended.cancel();
+        g
+    }
+
+    /// Ends the session with `err` (unless it already ended) and wakes everyone.
+    fn fail(&self, err: Error) {
+        self.lock().end(err);
+        self.ended.cancel();
     }
 }
 
@@ -265,11 +315,27 @@ where
         config,
     });
     let reader_done = CancellationToken::new();
-    tokio::spawn(reader::read_loop(
-        shared.clone(),
-        reader,
-        reader_done.clone(),
-    ));
-    tokio::spawn(writer::write_loop(shared.clone(), reader_done));
+    // A panic in a task ends the session as an error would, and the task then does what it
+    // would have done last: the reader marks itself done, the writer releases the transport,
+    // waits for the reader and marks the session finished.
+    let (s, done) = (shared.clone(), reader_done.clone());
+    let reader = guard::GuardedRead::new(reader);
+    tokio::spawn(async move {
+        if let Err(m) = guard::catch_panic(reader::read_loop(s.clone(), reader, done.clone())).await
+        {
+            s.fail(Error::Panicked(m));
+            done.cancel();
+        }
+    });
+    let s = shared.clone();
+    tokio::spawn(async move {
+        if let Err(m) = guard::catch_panic(writer::write_loop(s.clone(), reader_done.clone())).await
+        {
+            s.fail(Error::Panicked(m));
+            s.out().release();
+            reader_done.cancelled().await;
+            s.finished.cancel();
+        }
+    });
     Arc::new(Owner { shared })
 }

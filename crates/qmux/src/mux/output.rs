@@ -12,6 +12,8 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWrite;
 
+use super::guard::guard;
+
 /// Most buffers handed to one vectored write.
 const MAX_IOV: usize = 64;
 /// Small buffers are merged up to this size for transports without vectored writes.
@@ -28,6 +30,8 @@ pub(crate) struct Output {
     pub(crate) closed: bool,
     /// Bytes were written since the transport last finished a flush.
     pub(crate) unflushed: bool,
+    /// The transport panicked (with this message): every later call fails.
+    panicked: Option<std::sync::Arc<str>>,
 }
 
 impl Output {
@@ -40,6 +44,7 @@ impl Output {
             staging: BytesMut::new(),
             closed: false,
             unflushed: false,
+            panicked: None,
         }
     }
 
@@ -56,16 +61,20 @@ impl Output {
                 self.coalesce();
             }
             let Some(w) = self.w.as_mut() else { break };
-            let res = if self.vectored && self.pending.len() > 1 {
-                let slices: Vec<IoSlice<'_>> = self
-                    .pending
+            let pending = &self.pending;
+            let res = if self.vectored && pending.len() > 1 {
+                let slices: Vec<IoSlice<'_>> = pending
                     .iter()
                     .take(MAX_IOV)
                     .map(|b| IoSlice::new(b))
                     .collect();
-                w.as_mut().poll_write_vectored(cx, &slices)
+                guard(&mut self.panicked, || {
+                    w.as_mut().poll_write_vectored(cx, &slices)
+                })
             } else {
-                w.as_mut().poll_write(cx, &self.pending[0])
+                guard(&mut self.panicked, || {
+                    w.as_mut().poll_write(cx, &pending[0])
+                })
             };
             match res {
                 Poll::Ready(Ok(0)) => {
@@ -85,7 +94,7 @@ impl Output {
         }
         // Buffered transports (stdout, TLS) only deliver on flush.
         let res = match self.w.as_mut() {
-            Some(w) => w.as_mut().poll_flush(cx),
+            Some(w) => guard(&mut self.panicked, || w.as_mut().poll_flush(cx)),
             None => Poll::Ready(Ok(())),
         };
         if res.is_ready() {
@@ -135,15 +144,17 @@ impl Output {
 
     pub(crate) fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.w.as_mut() {
-            Some(w) => w.as_mut().poll_shutdown(cx),
+            Some(w) => guard(&mut self.panicked, || w.as_mut().poll_shutdown(cx)),
             None => Poll::Ready(Ok(())),
         }
     }
 
-    /// Drops the transport's writing side, closing it.
+    /// Drops the transport's writing side, closing it (a panic in its drop is caught: the
+    /// session is ending anyway).
     pub(crate) fn release(&mut self) {
         self.closed = true;
         self.pending.clear();
-        self.w = None;
+        let w = self.w.take();
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(w)));
     }
 }

@@ -1,7 +1,6 @@
 //! The reader task: reads the transport, feeds the protocol state, enforces accept deadlines
 //! and flushes the replies the input called for.
 
-use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::guard;
 use super::recycle::Recycler;
 use super::{Inner, Shared};
 use crate::error::Error;
@@ -137,12 +137,7 @@ where
                 inner.flush();
             }
             Err(e) => {
-                let cause = if e.kind() == io::ErrorKind::ConnectionReset {
-                    Error::PeerClosed
-                } else {
-                    e.into()
-                };
-                inner.end(cause);
+                inner.end(guard::transport_error(e));
                 drop(inner);
                 shared.ended.cancel();
                 break;

@@ -8,23 +8,18 @@ use std::task::{Context, Poll};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Shared, INLINE_MAX_CHANNELS};
+use super::{guard, Shared, INLINE_MAX_CHANNELS};
 use crate::error::Error;
-
-fn end_session(shared: &Shared, err: Error) {
-    shared.lock().end(err);
-    shared.ended.cancel();
-}
 
 /// Takes frames from the protocol state and writes them until none are left or the
 /// transport is full (then `Pending`, registered with `cx`).
 fn poll_drain(shared: &Shared, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
     let mut wake = Vec::new();
     let res = {
-        let mut out = shared.out.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = shared.out();
         loop {
             if out.pending.is_empty() {
-                let mut inner = shared.inner.lock().unwrap_or_else(|p| p.into_inner());
+                let mut inner = shared.inner();
                 inner.proto.poll_transmit(&mut out.pending);
                 drop(inner);
                 if out.pending.is_empty() && !out.unflushed {
@@ -55,13 +50,7 @@ pub(super) async fn write_loop(shared: Arc<Shared>, reader_done: CancellationTok
             r = poll_fn(|cx| poll_drain(&shared, cx)) => r,
         };
         if let Err(e) = res {
-            // A peer that closed the connection breaks our writes: that is its going away,
-            // whichever of the reader and the writer notices first.
-            let cause = match e.kind() {
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => Error::PeerClosed,
-                _ => e.into(),
-            };
-            end_session(&shared, cause);
+            shared.fail(guard::transport_error(e));
             break;
         }
         tokio::select! {
@@ -71,13 +60,7 @@ pub(super) async fn write_loop(shared: Arc<Shared>, reader_done: CancellationTok
         }
         // With many channels busy, let the tasks woken with this one queue their frames too,
         // so that one write carries them all (a lone bulk writer gains nothing by waiting).
-        let many = shared
-            .inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .proto
-            .channel_count()
-            > INLINE_MAX_CHANNELS;
+        let many = shared.inner().proto.channel_count() > INLINE_MAX_CHANNELS;
         if many {
             tokio::task::yield_now().await;
         }
@@ -85,12 +68,12 @@ pub(super) async fn write_loop(shared: Arc<Shared>, reader_done: CancellationTok
     // After a local close, deliver what was queued (the rest of an interrupted write first),
     // then close the transport. After any other end, just close it.
     let (closed_locally, last) = {
-        let mut inner = shared.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = shared.inner();
         let last = std::mem::take(&mut inner.final_frames);
         (matches!(inner.error, Some(Error::Closed)), last)
     };
     let flush = poll_fn(|cx| {
-        let mut out = shared.out.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = shared.out();
         if closed_locally {
             if !last.is_empty() && !out.closed {
                 out.pending.extend(last.iter().cloned());
@@ -107,11 +90,7 @@ pub(super) async fn write_loop(shared: Arc<Shared>, reader_done: CancellationTok
         out.poll_shutdown(cx)
     });
     let _ = tokio::time::timeout(shared.config.close_timeout, flush).await;
-    shared
-        .out
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .release();
+    shared.out().release();
     reader_done.cancelled().await;
     shared.finished.cancel();
 }

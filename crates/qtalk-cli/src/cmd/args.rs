@@ -21,9 +21,12 @@ URLs:
   quic://HOST:PORT/Selector         QUIC over UDP (udp:// is the same)
   tls://HOST:PORT/Selector          qmux inside TLS over TCP
   wss://HOST[:PORT]/Selector        WebSocket over TLS (port 443 by default)
-                                    For quic://, tls:// and wss://, the server's certificate
-                                    must name HOST and is checked against the system's roots,
-                                    unless --ca FILE or --insecure is given
+  https://HOST[:PORT]/Selector      WebTransport over UDP (port 443 by default; the session
+                                    is always opened at path `/`)
+                                    For quic://, tls://, wss:// and https://, the server's
+                                    certificate must name HOST and is checked against the
+                                    system's roots, unless --ca FILE, --cert-hash SHA256 or
+                                    --insecure is given
   unix:///abs/path/to.sock#Selector Unix socket, absolute path (three slashes)
   unix:relative/to.sock#Selector    Unix socket, path relative to the current directory
   The selector follows `#` for Unix sockets because the socket path itself may contain
@@ -43,6 +46,8 @@ URLs:
   qtalk interop --listen tcp://127.0.0.1:9000
   qtalk interop --listen quic://127.0.0.1:4242    # self-signed certificate
   qtalk check --insecure --connect quic://127.0.0.1:4242
+  qtalk interop --listen https://127.0.0.1:4433/  # WebTransport (browsers) and QUIC
+  qtalk check --cert-hash SHA256 --connect https://127.0.0.1:4433/
   qtalk check
   qtalk check --connect ws://127.0.0.1:8080
   QTALK_CODEC=json qtalk check '/path/to/go/qtalk interop'   # the Go reference's CLI
@@ -109,9 +114,14 @@ pub(crate) enum Command {
   qtalk interop --listen tls://127.0.0.1:9443    # TLS over TCP (or wss://)
   qtalk interop --listen quic://0.0.0.0:4242 --cert cert.pem --key key.pem
   qtalk interop --listen tls://0.0.0.0:9443 --cert cert.pem --key key.pem --client-ca ca.pem
+  qtalk interop --listen https://127.0.0.1:4433/  # WebTransport and QUIC on one UDP port
 
 With --listen, the address actually listened on is printed on stderr as
-`listening on URL`.
+`listening on URL`. An https:// listener serves WebTransport (what browsers open with
+`new WebTransport(URL)`, any path) and quic:// on the same UDP port, and prints its
+certificate's hash as `certificate sha-256: HEX`. Without --cert/--key it makes a
+development certificate that browsers accept through serverCertificateHashes with that
+hash (ECDSA P-256, valid 13 days; a new one, with a new hash, at each start).
 
 {EXIT_CODES}")
     )]
@@ -232,11 +242,16 @@ pub(crate) struct DialArgs {
     /// 3s; never longer than --timeout
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
     pub(crate) connect_timeout: Duration,
-    /// quic://, tls://, wss://: trust the certificates in this PEM file (a CA, or the
-    /// server's own certificate) instead of the system's roots
+    /// quic://, tls://, wss://, https://: trust the certificates in this PEM file (a CA, or
+    /// the server's own certificate) instead of the system's roots
     #[arg(long, value_name = "FILE")]
     pub(crate) ca: Option<std::path::PathBuf>,
-    /// quic://, tls://, wss://: accept any server certificate (encrypted but
+    /// quic://, tls://, wss://, https://: trust the server certificate with this SHA-256
+    /// hash (64 hex digits, as printed by `qtalk interop --listen https://...`), whatever it
+    /// names, as a browser's serverCertificateHashes; may be repeated
+    #[arg(long, value_name = "SHA256", conflicts_with_all = ["ca", "insecure"])]
+    pub(crate) cert_hash: Vec<qtalk_mux::tls::CertificateHash>,
+    /// quic://, tls://, wss://, https://: accept any server certificate (encrypted but
     /// unauthenticated; for development servers with self-signed certificates)
     #[arg(long, conflicts_with = "ca")]
     pub(crate) insecure: bool,
@@ -259,6 +274,9 @@ impl DialArgs {
         let trust = match (&self.ca, self.insecure) {
             (_, true) => peer::Trust::Insecure,
             (Some(path), false) => peer::Trust::Roots(path.clone()),
+            (None, false) if !self.cert_hash.is_empty() => {
+                peer::Trust::Hashes(self.cert_hash.clone())
+            }
             (None, false) => peer::Trust::System,
         };
         peer::Dial {
@@ -272,12 +290,13 @@ impl DialArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct InteropArgs {
-    /// Listen on tcp://, ws://, tls://, wss://, quic://HOST:PORT or unix:///path instead of
-    /// serving stdin/stdout
+    /// Listen on tcp://, ws://, tls://, wss://, quic://HOST:PORT, https://HOST:PORT/
+    /// (WebTransport and QUIC) or unix:///path instead of serving stdin/stdout
     #[arg(long, value_name = "URL")]
     pub(crate) listen: Option<String>,
-    /// tls://, wss://, quic://: the certificate chain to present (PEM); without it a
-    /// self-signed certificate for localhost and the listening host is made
+    /// tls://, wss://, quic://, https://: the certificate chain to present (PEM); without it
+    /// a self-signed certificate for localhost and the listening host is made (for https://,
+    /// one browsers accept by its hash)
     #[arg(long, value_name = "FILE", requires = "key")]
     pub(crate) cert: Option<std::path::PathBuf>,
     /// The private key of --cert (PEM)
@@ -307,7 +326,8 @@ pub(crate) struct CheckArgs {
     /// --connect); default: this program's `interop`
     #[arg(value_name = "CMD", conflicts_with = "connect")]
     pub(crate) cmd: Option<String>,
-    /// Check a listening peer (tcp://, tls://, ws://, wss://, quic://, unix://) instead
+    /// Check a listening peer (tcp://, tls://, ws://, wss://, quic://, https://, unix://)
+    /// instead
     #[arg(long, value_name = "URL")]
     pub(crate) connect: Option<String>,
     /// Deadline for connecting and for each check, e.g. 10s
@@ -349,7 +369,8 @@ pub(crate) struct BenchArgs {
     /// --connect); default: this program's `interop`
     #[arg(value_name = "CMD", conflicts_with = "connect")]
     pub(crate) cmd: Option<String>,
-    /// Benchmark a listening peer (tcp://, tls://, ws://, wss://, quic://, unix://) instead
+    /// Benchmark a listening peer (tcp://, tls://, ws://, wss://, quic://, https://,
+    /// unix://) instead
     #[arg(long, value_name = "URL")]
     pub(crate) connect: Option<String>,
     /// How long each measurement runs, e.g. 2s, 500ms

@@ -54,7 +54,7 @@ pub(crate) fn peer_spec(
         (Some(c), None) => {
             let t = c.trim();
             if [
-                "tcp://", "tls://", "unix:", "udp://", "quic://", "ws://", "wss://",
+                "tcp://", "tls://", "unix:", "udp://", "quic://", "ws://", "wss://", "https://",
             ]
             .iter()
             .any(|p| t.starts_with(p))

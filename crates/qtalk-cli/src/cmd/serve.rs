@@ -180,11 +180,12 @@ async fn listen(
     let config = qtalk_mux::Config::default();
     let secure = matches!(
         endpoint,
-        Endpoint::Quic(_) | Endpoint::Tls(_) | Endpoint::Wss(_)
+        Endpoint::Quic(_) | Endpoint::Tls(_) | Endpoint::Wss(_) | Endpoint::WebTransport(_)
     );
     if (tls.identity.is_some() || tls.client_ca.is_some()) && !secure {
         return Err(Failure::Usage(
-            "--cert, --key and --client-ca apply to tls://, wss:// and quic:// listeners only"
+            "--cert, --key and --client-ca apply to tls://, wss://, quic:// and https:// \
+             listeners only"
                 .into(),
         ));
     }
@@ -194,7 +195,21 @@ async fn listen(
             .map_err(|e| Failure::Usage(format!("cannot set up TLS: {e}")))
     };
     let mut self_signed = false;
+    let mut webtransport = None;
     let bound = match &endpoint {
+        Endpoint::WebTransport(_) if tls.client_ca.is_some() => {
+            // Browsers present no client certificate to a WebTransport server.
+            return Err(Failure::Usage(
+                "--client-ca applies to tls://, wss:// and quic:// listeners only".into(),
+            ));
+        }
+        Endpoint::WebTransport(addr) => {
+            let cert = qtalk_cli::certs::webtransport(tls.identity.clone(), peer::host_of(addr))
+                .map_err(|e| Failure::Usage(format!("cannot set up TLS: {e}")))?;
+            let tls = cert.tls.clone();
+            webtransport = Some(cert);
+            qtalk_mux::Listener::bind_webtransport(addr.as_str(), tls, config).await
+        }
         Endpoint::Tcp(addr) => qtalk_mux::Listener::bind_tcp(addr.as_str(), config).await,
         Endpoint::Ws(addr) => qtalk_mux::Listener::bind_ws(addr.as_str(), config).await,
         Endpoint::Unix(path) => bind_unix(path, config).await,
@@ -229,9 +244,14 @@ async fn listen(
         (Endpoint::Quic(_), Ok(a)) => (Endpoint::Quic(a), None),
         (Endpoint::Tls(_), Ok(a)) => (Endpoint::Tls(a), None),
         (Endpoint::Wss(_), Ok(a)) => (Endpoint::Wss(a), None),
+        (Endpoint::WebTransport(_), Ok(a)) => (Endpoint::WebTransport(a), None),
         (_, Err(_)) => (endpoint.clone(), None),
     };
     eprintln!("listening on {shown}");
+    if let (Endpoint::WebTransport(addr), Some(cert)) = (&shown, &webtransport) {
+        eprintln!("serving WebTransport and quic://{addr} on this UDP port");
+        eprintln!("{}", qtalk_cli::certs::announcement(cert));
+    }
     if self_signed {
         eprintln!(
             "note: serving a self-signed certificate; clients need --insecure, or --cert/--key \
