@@ -24,6 +24,7 @@ use qtalk::mux::{tls, Config, Listener, Session};
 pub(crate) enum Endpoint {
     Tcp(String),
     Ws(String),
+    /// A Unix socket (only where there are Unix sockets).
     Unix(PathBuf),
     Tls(String),
     Wss(String),
@@ -97,6 +98,15 @@ fn host_port(url: &str, rest: &str, default_port: Option<u16>) -> PyResult<Strin
     Ok(format!("{host}:{port}"))
 }
 
+/// The error for `unix:` URLs where there are no Unix sockets.
+#[cfg(not(unix))]
+fn no_unix() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "unix: URLs need Unix sockets, which this platform does not have",
+    )
+}
+
 impl Endpoint {
     pub(crate) fn parse(url: &str) -> PyResult<Endpoint> {
         if let Some(rest) = url.strip_prefix("tcp://") {
@@ -146,8 +156,7 @@ impl Endpoint {
         )
     }
 
-    pub(crate) async fn connect(&self, trust: &Trust) -> std::io::Result<Session> {
-        let config = Config::default();
+    pub(crate) async fn connect(&self, trust: &Trust, config: Config) -> std::io::Result<Session> {
         match self {
             Endpoint::Tls(addr) => {
                 let tls = trust.client_config()?;
@@ -165,7 +174,10 @@ impl Endpoint {
             Endpoint::Ws(addr) => {
                 qtalk::mux::transport::connect_ws(&format!("ws://{addr}/"), config).await
             }
+            #[cfg(unix)]
             Endpoint::Unix(path) => qtalk::mux::transport::connect_unix(path, config).await,
+            #[cfg(not(unix))]
+            Endpoint::Unix(_) => Err(no_unix()),
         }
     }
 
@@ -174,8 +186,8 @@ impl Endpoint {
     pub(crate) async fn bind(
         &self,
         identity: Option<&(PathBuf, PathBuf)>,
+        config: Config,
     ) -> std::io::Result<(Listener, String)> {
-        let config = Config::default();
         let server_tls = || -> std::io::Result<tls::rustls::ServerConfig> {
             let (cert, key) = identity.ok_or_else(|| {
                 std::io::Error::new(
@@ -211,6 +223,9 @@ impl Endpoint {
                 let url = format!("ws://{}", l.local_addr()?);
                 Ok((l, url))
             }
+            #[cfg(not(unix))]
+            Endpoint::Unix(_) => Err(no_unix()),
+            #[cfg(unix)]
             Endpoint::Unix(path) => {
                 let l = Listener::bind_unix(path, config)?;
                 let p = path.to_string_lossy();
@@ -221,61 +236,6 @@ impl Endpoint {
                 };
                 Ok((l, url))
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Endpoint;
-
-    #[test]
-    fn parses() {
-        let tcp = |s: &str| Endpoint::Tcp(s.into());
-        assert_eq!(
-            Endpoint::parse("tcp://127.0.0.1:9").unwrap(),
-            tcp("127.0.0.1:9")
-        );
-        assert_eq!(Endpoint::parse("tcp://[::1]:9/").unwrap(), tcp("[::1]:9"));
-        assert_eq!(Endpoint::parse("localhost:9").unwrap(), tcp("localhost:9"));
-        assert_eq!(
-            Endpoint::parse("ws://h").unwrap(),
-            Endpoint::Ws("h:80".into())
-        );
-        assert_eq!(
-            Endpoint::parse("unix:///tmp/s").unwrap(),
-            Endpoint::Unix("/tmp/s".into())
-        );
-        assert_eq!(
-            Endpoint::parse("wss://h").unwrap(),
-            Endpoint::Wss("h:443".into())
-        );
-        assert_eq!(
-            Endpoint::parse("quic://h:1").unwrap(),
-            Endpoint::Quic("h:1".into())
-        );
-        assert_eq!(
-            Endpoint::parse("udp://h:1").unwrap(),
-            Endpoint::Quic("h:1".into())
-        );
-        assert_eq!(
-            Endpoint::parse("tls://h:1").unwrap(),
-            Endpoint::Tls("h:1".into())
-        );
-        assert_eq!(
-            Endpoint::parse("unix:s").unwrap(),
-            Endpoint::Unix("s".into())
-        );
-        for bad in [
-            "tcp://h",
-            "tcp://:9",
-            "tcp://h:x",
-            "quic://h",
-            "ftp://h:1",
-            "unix:",
-            "tcp://h:1/x",
-        ] {
-            assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
     }
 }

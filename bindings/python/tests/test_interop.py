@@ -12,7 +12,7 @@ from conftest import example, upper_mux
 
 
 async def test_python_calls_rust_server(rust_upper_server):
-    async with await qtalk_rs.connect(f"tcp://{rust_upper_server}") as p:
+    async with qtalk_rs.connect(f"tcp://{rust_upper_server}") as p:
         assert await p.call("Upper", "hello world") == "HELLO WORLD"
         with pytest.raises(qtalk_rs.RemoteError) as info:
             await p.call("Error", "user error")
@@ -22,7 +22,7 @@ async def test_python_calls_rust_server(rust_upper_server):
 
 
 async def test_rust_client_calls_python_server():
-    async with await qtalk_rs.start_server("tcp://127.0.0.1:0", upper_mux()) as srv:
+    async with qtalk_rs.start_server("tcp://127.0.0.1:0", upper_mux()) as srv:
         addr = srv.address[len("tcp://"):]
         proc = await asyncio.create_subprocess_exec(
             example("upper_client"), addr, stdout=asyncio.subprocess.PIPE
@@ -39,7 +39,7 @@ async def test_ten_line_client(rust_upper_server, tmp_path):
         import asyncio, qtalk_rs
 
         async def main():
-            async with await qtalk_rs.connect("tcp://{rust_upper_server}") as peer:
+            async with qtalk_rs.connect("tcp://{rust_upper_server}") as peer:
                 print(await peer.call("Upper", "hello world"))
                 try:
                     await peer.call("Error", "user error")
@@ -67,5 +67,5 @@ async def test_command_over_stdio():
 
         asyncio.run(main())
     """)
-    async with await qtalk_rs.connect_command([sys.executable, "-c", child]) as p:
+    async with qtalk_rs.connect_command([sys.executable, "-c", child]) as p:
         assert await asyncio.wait_for(p.call("Upper", "piped"), 30) == "PIPED"

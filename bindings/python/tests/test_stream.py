@@ -51,7 +51,7 @@ async def test_close_interrupts_receive(server, peer):
     server.mux.handle("Forever", forever)
     resp = await peer.call_raw("Forever")
     assert await resp.receive() == 0
-    pending = asyncio.ensure_future(resp.receive())
+    pending = asyncio.create_task(resp.receive())
     await asyncio.sleep(0.05)
     resp.close()
     with pytest.raises(EOFError):
