@@ -293,6 +293,16 @@ impl CallState {
             .take()
     }
 
+    /// True once the handler answered without continuing.
+    pub(crate) fn answered(&self) -> bool {
+        !self.continued.load(Ordering::Acquire)
+            && self
+                .responder
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_none()
+    }
+
     /// The handler is done: unless it continued into a stream, let go of the channel.
     pub(crate) fn release(&self) {
         if !self.continued.load(Ordering::Acquire) {

@@ -382,9 +382,17 @@ async fn run(
         return;
     }
 
+    let mut rx = rx;
     let outcome = tokio::select! {
-        outcome = rx => outcome.unwrap_or_else(|_| Err("handler cancelled".into())),
+        outcome = &mut rx => outcome.unwrap_or_else(|_| Err("handler cancelled".into())),
         _ = cancelled => {
+            if state.answered() {
+                // The handler answered and the caller went: the call is over, not abandoned;
+                // the handler finishes its own work.
+                let _ = rx.await;
+                state.release();
+                return;
+            }
             // The caller abandoned the call: stop the handler's task.
             let job: Job = Box::new(move |py| {
                 if let Some(task) = task_slot.lock().unwrap_or_else(|p| p.into_inner()).take() {

@@ -417,6 +417,7 @@ impl PeerSetup {
         let mux = mux_or_new(py, mux)?;
         let routes = mux.get().mux.clone();
         let (_, queue) = running_queue(py)?;
+        crate::logbridge::refresh_level(py);
         Ok(PeerSetup {
             codec,
             mux,

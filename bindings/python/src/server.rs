@@ -184,6 +184,7 @@ pub(crate) fn start_server(
     let options = options_of(options);
     Ok(Op::deferred("start_server", move |py| {
         let (_, queue) = running_queue(py)?;
+        crate::logbridge::refresh_level(py);
         let mux = mux_obj.get().mux.clone();
         Ok(Op::spawn("start_server", async move {
             let (listener, address) = endpoint.bind(identity.as_ref(), config).await?;

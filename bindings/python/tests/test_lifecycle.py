@@ -63,12 +63,21 @@ EXIT_SCRIPT = textwrap.dedent("""\
 """)
 
 
+EXITS = 100
+
+
 def test_exit_with_calls_in_flight(tmp_path):
-    """No crash when the interpreter exits while the runtime is busy."""
+    """No crash when the interpreter exits while the runtime is busy: 100 exits, four at a
+    time, each with 200 calls finishing, pending and abandoned."""
     script = tmp_path / "exit.py"
     script.write_text(EXIT_SCRIPT)
-    for _ in range(20):
-        out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                             timeout=60)
-        assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
-        assert out.stdout == "exiting\n"
+    done = 0
+    while done < EXITS:
+        batch = [subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+                 for _ in range(min(4, EXITS - done))]
+        for proc in batch:
+            out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, (proc.returncode, err[-2000:])
+            assert out == "exiting\n"
+        done += len(batch)
