@@ -145,55 +145,100 @@ pub(crate) struct PyOptions {
 impl PyOptions {
     #[new]
     #[pyo3(signature = (*, max_frame = None, header_timeout = None, args_grace = None,
-        spare_channels = None, spare_max_age = None))]
+        spare_channels = None, spare_max_age = None, max_metadata = None, max_sessions = None,
+        max_calls = None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         max_frame: Option<u32>,
         header_timeout: Option<f64>,
         args_grace: Option<f64>,
         spare_channels: Option<usize>,
         spare_max_age: Option<f64>,
+        max_metadata: Option<usize>,
+        max_sessions: Option<usize>,
+        max_calls: Option<usize>,
     ) -> PyResult<Self> {
-        let mut o = qtalk::rpc::Options::default();
+        let mut b = qtalk::rpc::Options::builder();
         if let Some(v) = max_frame {
-            if v == 0 {
-                return Err(PyValueError::new_err("max_frame must be at least 1 byte"));
-            }
-            o = o.max_frame(v);
+            b = b.max_frame(v);
         }
         if let Some(v) = header_timeout {
-            let d = seconds("header_timeout", v)?;
-            if d.is_zero() {
-                return Err(PyValueError::new_err("header_timeout must be positive"));
-            }
-            o = o.header_timeout(d);
+            b = b.header_timeout(seconds("header_timeout", v)?);
         }
         if let Some(v) = args_grace {
-            o = o.args_grace(seconds("args_grace", v)?);
+            b = b.args_grace(seconds("args_grace", v)?);
         }
         if let Some(v) = spare_channels {
-            o = o.spare_channels(v);
+            b = b.spare_channels(v);
         }
         if let Some(v) = spare_max_age {
-            o = o.spare_max_age(seconds("spare_max_age", v)?);
+            b = b.spare_max_age(seconds("spare_max_age", v)?);
         }
-        Ok(PyOptions { options: o })
+        if let Some(v) = max_metadata {
+            b = b.max_metadata(v);
+        }
+        if let Some(v) = max_sessions {
+            b = b.max_sessions(v);
+        }
+        if let Some(v) = max_calls {
+            b = b.max_calls(v);
+        }
+        let options = b.build().map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(PyOptions { options })
     }
 
     /// The largest rpc frame accepted, in bytes.
     #[getter]
     fn max_frame(&self) -> u32 {
-        self.options.max_frame
+        self.options.max_frame()
     }
 
     /// How long a responder waits for a call header, in seconds.
     #[getter]
     fn header_timeout(&self) -> f64 {
-        self.options.header_timeout.as_secs_f64()
+        self.options.header_timeout().as_secs_f64()
+    }
+
+    /// The largest metadata a call may carry, in bytes.
+    #[getter]
+    fn max_metadata(&self) -> usize {
+        self.options.max_metadata()
+    }
+
+    /// Sessions a server serves at once.
+    #[getter]
+    fn max_sessions(&self) -> usize {
+        self.options.max_sessions()
+    }
+
+    /// Calls a server runs at once.
+    #[getter]
+    fn max_calls(&self) -> usize {
+        self.options.max_calls()
     }
 
     fn __repr__(&self) -> String {
         format!("{:?}", self.options)
     }
+}
+
+/// `options` with the server limits given as keyword arguments of `start_server`.
+pub(crate) fn with_limits(
+    options: qtalk::rpc::Options,
+    max_sessions: Option<usize>,
+    max_calls: Option<usize>,
+) -> PyResult<qtalk::rpc::Options> {
+    if max_sessions.is_none() && max_calls.is_none() {
+        return Ok(options);
+    }
+    let mut b = options.to_builder();
+    if let Some(v) = max_sessions {
+        b = b.max_sessions(v);
+    }
+    if let Some(v) = max_calls {
+        b = b.max_calls(v);
+    }
+    b.build().map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// The config given, or the default.

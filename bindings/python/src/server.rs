@@ -169,11 +169,6 @@ pub(crate) fn start_server(
              qtalk_rs.self_signed() makes a development pair)"
         )));
     }
-    for (name, v) in [("max_sessions", max_sessions), ("max_calls", max_calls)] {
-        if v == Some(0) {
-            return Err(PyValueError::new_err(format!("{name} must be at least 1")));
-        }
-    }
     let codec = codec_by_name(codec)?;
     let mux_obj: Py<PyMux> = mux
         .cast::<PyMux>()
@@ -181,14 +176,14 @@ pub(crate) fn start_server(
         .clone()
         .unbind();
     let config = config_of(config);
-    let options = options_of(options);
+    let options = crate::config::with_limits(options_of(options), max_sessions, max_calls)?;
     Ok(Op::deferred("start_server", move |py| {
         let (_, queue) = running_queue(py)?;
         crate::logbridge::refresh_level(py);
         let mux = mux_obj.get().mux.clone();
         Ok(Op::spawn("start_server", async move {
             let (listener, address) = endpoint.bind(identity.as_ref(), config).await?;
-            let mut server = Server::with_options(
+            let server = Server::with_options(
                 LoopBound {
                     handler: mux,
                     queue,
@@ -196,12 +191,6 @@ pub(crate) fn start_server(
                 codec,
                 options,
             );
-            if let Some(n) = max_sessions {
-                server = server.max_sessions(n);
-            }
-            if let Some(n) = max_calls {
-                server = server.max_calls(n);
-            }
             let (stop_tx, stopped) = watch::channel(false);
             let serving = server.clone();
             let task = tokio::spawn(async move {
