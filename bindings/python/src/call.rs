@@ -253,6 +253,7 @@ impl PyResponse {
 /// What a running handler shares with its Python `Call` object.
 pub(crate) struct CallState {
     selector: String,
+    context: qtalk::rpc::CallContext,
     caller: qtalk::rpc::Caller,
     call: Arc<Closable<Call>>,
     recv: Arc<Recv>,
@@ -264,10 +265,12 @@ pub(crate) struct CallState {
 impl CallState {
     pub(crate) fn new(call: Call, responder: Responder) -> Arc<CallState> {
         let selector = call.selector().to_string();
+        let context = call.context().clone();
         let caller = call.caller().clone();
         let call = Arc::new(Closable::new(Some(call)));
         Arc::new(CallState {
             selector,
+            context,
             conv: Conv::session(&caller),
             caller,
             recv: Recv::new(call.clone()),
@@ -342,6 +345,24 @@ impl PyCall {
     #[getter]
     fn caller(&self) -> PyCaller {
         PyCaller::new(self.state.caller.clone())
+    }
+
+    /// The call's metadata, as the caller sent it (a new dict each time).
+    #[getter]
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        crate::context::metadata_dict(py, &self.state.context)
+    }
+
+    /// Seconds left until the caller's deadline (0.0 once passed), or None without one.
+    #[getter]
+    fn remaining(&self) -> Option<f64> {
+        crate::context::remaining(&self.state.context)
+    }
+
+    /// The connection the call came over (addresses, TLS peer certificates, ...).
+    #[getter]
+    fn connection(&self) -> crate::context::PyConnection {
+        crate::context::PyConnection::new(self.state.caller.session().connection_info().clone())
     }
 
     /// The next value the caller sent after the arguments; `EOFError` at its end.

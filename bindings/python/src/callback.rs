@@ -71,14 +71,19 @@ impl PyCallback {
     }
 
     /// `await cb(*args)`: calls the function with the positional arguments; its reply.
-    #[pyo3(signature = (*args, timeout = None))]
-    fn __call__(&self, args: &Bound<'_, PyTuple>, timeout: Option<f64>) -> PyResult<Op> {
+    #[pyo3(signature = (*args, timeout = None, metadata = None))]
+    fn __call__(
+        &self,
+        args: &Bound<'_, PyTuple>,
+        timeout: Option<f64>,
+        metadata: Option<std::collections::HashMap<String, String>>,
+    ) -> PyResult<Op> {
         call_op(
             &self.caller,
             self.id.clone(),
             args.as_any(),
             true,
-            CallOptions::new(timeout)?,
+            CallOptions::new(timeout)?.with_metadata(metadata.map(|m| m.into_iter().collect())),
         )
     }
 

@@ -183,7 +183,9 @@ impl PyOptions {
         if let Some(v) = max_calls {
             b = b.max_calls(v);
         }
-        let options = b.build().map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let options = b
+            .build()
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(PyOptions { options })
     }
 

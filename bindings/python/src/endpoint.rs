@@ -31,33 +31,59 @@ pub(crate) enum Endpoint {
     Quic(String),
 }
 
+/// Which server certificates a client accepts, and the certificate it presents if any.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Trust {
+    roots: Roots,
+    /// A client certificate and its key (PEM files), for servers that ask for one.
+    identity: Option<(PathBuf, PathBuf)>,
+}
+
 /// Which server certificates a client accepts.
 #[derive(Clone, Debug, Default)]
-pub(crate) enum Trust {
+enum Roots {
     /// The operating system's roots.
     #[default]
     System,
     /// The roots in a PEM file (a private CA, or the server's self-signed certificate).
-    Roots(PathBuf),
+    Pem(PathBuf),
     /// Any certificate (encrypted, not authenticated; development only).
     Insecure,
 }
 
 impl Trust {
     pub(crate) fn new(ca: Option<PathBuf>, insecure: bool) -> PyResult<Trust> {
-        match (ca, insecure) {
-            (Some(_), true) => Err(PyValueError::new_err("give ca= or insecure=True, not both")),
-            (Some(path), false) => Ok(Trust::Roots(path)),
-            (None, true) => Ok(Trust::Insecure),
-            (None, false) => Ok(Trust::System),
-        }
+        let roots = match (ca, insecure) {
+            (Some(_), true) => {
+                return Err(PyValueError::new_err("give ca= or insecure=True, not both"))
+            }
+            (Some(path), false) => Roots::Pem(path),
+            (None, true) => Roots::Insecure,
+            (None, false) => Roots::System,
+        };
+        Ok(Trust {
+            roots,
+            identity: None,
+        })
+    }
+
+    /// Presents `identity` (certificate and key PEM files) to servers that ask.
+    pub(crate) fn with_identity(mut self, identity: Option<(PathBuf, PathBuf)>) -> Trust {
+        self.identity = identity;
+        self
     }
 
     fn client_config(&self) -> std::io::Result<tls::rustls::ClientConfig> {
-        match self {
-            Trust::System => tls::platform_client_config(),
-            Trust::Roots(path) => tls::client_config(tls::load_certs(path)?),
-            Trust::Insecure => Ok(tls::insecure_client_config()),
+        let config = match &self.roots {
+            Roots::System => tls::platform_client_config()?,
+            Roots::Pem(path) => tls::client_config(tls::load_certs(path)?)?,
+            Roots::Insecure => tls::insecure_client_config(),
+        };
+        match &self.identity {
+            None => Ok(config),
+            Some((cert, key)) => {
+                tls::with_client_certificate(config, tls::load_certs(cert)?, tls::load_key(key)?)
+            }
         }
     }
 }
@@ -186,6 +212,7 @@ impl Endpoint {
     pub(crate) async fn bind(
         &self,
         identity: Option<&(PathBuf, PathBuf)>,
+        client_ca: Option<&PathBuf>,
         config: Config,
     ) -> std::io::Result<(Listener, String)> {
         let server_tls = || -> std::io::Result<tls::rustls::ServerConfig> {
@@ -195,7 +222,14 @@ impl Endpoint {
                     "a tls://, wss:// or quic:// server needs cert= and key= (PEM files)",
                 )
             })?;
-            tls::server_config(tls::load_certs(cert)?, tls::load_key(key)?)
+            match client_ca {
+                None => tls::server_config(tls::load_certs(cert)?, tls::load_key(key)?),
+                Some(ca) => tls::server_config_with_client_auth(
+                    tls::load_certs(cert)?,
+                    tls::load_key(key)?,
+                    tls::load_certs(ca)?,
+                ),
+            }
         };
         match self {
             Endpoint::Tls(addr) => {

@@ -94,6 +94,7 @@ pub(crate) fn rpc_kind(e: &qtalk::rpc::Error) -> Kind {
                 _ => Kind::Qtalk,
             },
         },
+        E::Refused => Kind::Refused,
         E::FrameTooLarge { .. } => Kind::FrameTooLarge,
         E::Timeout => Kind::Timeout,
         _ => Kind::Qtalk,

@@ -26,7 +26,7 @@ use crate::call::{CallState, PyCall, PyResponder};
 use crate::convert::Conv;
 
 /// The helpers of `qtalk_rs._handlers`.
-fn helpers(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+pub(crate) fn helpers(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
     static HELPERS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
     HELPERS
         .get_or_try_init(py, || py.import("qtalk_rs._handlers").map(Bound::unbind))

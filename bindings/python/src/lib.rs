@@ -10,6 +10,7 @@ mod bridge;
 mod call;
 mod callback;
 mod config;
+mod context;
 mod convert;
 mod endpoint;
 mod errors;
@@ -54,6 +55,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<callback::PyCallback>()?;
     m.add_class::<config::PyConfig>()?;
     m.add_class::<config::PyOptions>()?;
+    m.add_class::<context::PyConnection>()?;
+    m.add_class::<context::PyCallInfo>()?;
     m.add_class::<handler::PyMux>()?;
     m.add_class::<peer::PyPeer>()?;
     m.add_class::<peer::PyCaller>()?;

@@ -1,5 +1,6 @@
 //! Connected peers ([`PyPeer`]), callers ([`PyCaller`]) and the ways to connect.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use qtalk::codec::Codec;
-use qtalk::rpc::{Caller, Peer, RespondMux};
+use qtalk::rpc::{CallContext, Caller, Peer, RespondMux};
 use qtalk::Value;
 
 use crate::bridge::{running_queue, Op, Queue};
@@ -20,35 +21,62 @@ use crate::endpoint::{Endpoint, Trust};
 use crate::errors::{Failure, Kind};
 use crate::handler::{LoopBound, PyMux};
 
-/// Per-call options (`timeout=`).
-#[derive(Clone, Copy, Default)]
+/// Per-call options (`timeout=`, `metadata=`).
+#[derive(Clone, Default)]
 pub(crate) struct CallOptions {
     timeout: Option<Duration>,
+    metadata: Option<Vec<(String, String)>>,
 }
 
 impl CallOptions {
     pub(crate) fn new(timeout_secs: Option<f64>) -> PyResult<CallOptions> {
         Ok(CallOptions {
             timeout: timeout(timeout_secs)?,
+            metadata: None,
         })
+    }
+
+    pub(crate) fn with_metadata(mut self, metadata: Option<Vec<(String, String)>>) -> CallOptions {
+        self.metadata = metadata;
+        self
     }
 }
 
-/// Runs `fut` within `limit`, failing with `TimeoutError` past it (dropping `fut` closes the
-/// call's channel, so the responder sees the call abandoned).
-async fn within<T>(
-    limit: Option<Duration>,
-    fut: impl std::future::Future<Output = Result<T, Failure>>,
-) -> Result<T, Failure> {
-    match limit {
-        None => fut.await,
-        Some(d) => match tokio::time::timeout(d, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(Failure::Kind(
-                Kind::Timeout,
-                format!("qtalk: the call timed out after {} s", d.as_secs_f64()),
-            )),
-        },
+/// What a peer adds to every call it makes: default metadata, and client middleware
+/// (`hook(selector, metadata)`, run as the call is made; it may change the metadata, or raise
+/// to stop the call).
+#[derive(Default)]
+pub(crate) struct ClientSide {
+    metadata: Vec<(String, String)>,
+    hooks: Vec<Py<PyAny>>,
+}
+
+impl ClientSide {
+    /// The context of a call of `selector` with `opts`: metadata (the peer's, the call's, then
+    /// what the middleware made of them) and deadline (`timeout`, sent with the call).
+    fn context(&self, py: Python<'_>, selector: &str, opts: &CallOptions) -> PyResult<CallContext> {
+        let mut ctx = CallContext::new();
+        if let Some(d) = opts.timeout {
+            ctx = ctx.with_timeout(d);
+        }
+        let call_meta = opts.metadata.iter().flatten();
+        if self.hooks.is_empty() {
+            for (k, v) in self.metadata.iter().chain(call_meta) {
+                ctx = ctx.with_metadata(k.clone(), v.clone());
+            }
+            return Ok(ctx);
+        }
+        let meta = pyo3::types::PyDict::new(py);
+        for (k, v) in self.metadata.iter().chain(call_meta) {
+            meta.set_item(k, v)?;
+        }
+        for hook in &self.hooks {
+            hook.bind(py).call1((selector, &meta))?;
+        }
+        for (k, v) in meta.iter() {
+            ctx = ctx.with_metadata(k.extract::<String>()?, v.extract::<String>()?);
+        }
+        Ok(ctx)
     }
 }
 
@@ -74,14 +102,25 @@ pub(crate) fn call_op(
     spread: bool,
     opts: CallOptions,
 ) -> PyResult<Op> {
+    call_op_in(caller, None, selector, args, spread, opts)
+}
+
+fn call_op_in(
+    caller: &Caller,
+    side: Option<&ClientSide>,
+    selector: String,
+    args: &Bound<'_, PyAny>,
+    spread: bool,
+    opts: CallOptions,
+) -> PyResult<Op> {
+    let ctx = side
+        .unwrap_or(&ClientSide::default())
+        .context(args.py(), &selector, &opts)?;
     let conv = Conv::session(caller);
     let args = args_value(&conv, args, spread)?;
     let caller = caller.clone();
     Ok(Op::spawn("call", async move {
-        let v: Value = within(opts.timeout, async {
-            Ok(caller.call::<Value, Value>(&selector, &args).await?)
-        })
-        .await?;
+        let v: Value = caller.call_with(&ctx, &selector, &args).await?;
         Ok(PyValue(v, conv))
     }))
 }
@@ -89,19 +128,20 @@ pub(crate) fn call_op(
 /// A call of `selector` on `caller`, as a coroutine of its `Response`.
 fn call_raw_op(
     caller: &Caller,
+    side: Option<&ClientSide>,
     selector: String,
     args: &Bound<'_, PyAny>,
     spread: bool,
     opts: CallOptions,
 ) -> PyResult<Op> {
+    let ctx = side
+        .unwrap_or(&ClientSide::default())
+        .context(args.py(), &selector, &opts)?;
     let conv = Conv::session(caller);
     let args = args_value(&conv, args, spread)?;
     let caller = caller.clone();
     Ok(Op::spawn("call_raw", async move {
-        let resp = within(opts.timeout, async {
-            Ok(caller.call_raw(&selector, &args).await?)
-        })
-        .await?;
+        let resp = caller.call_raw_with(&ctx, &selector, &args).await?;
         Ok(PyResponse::new(resp, conv))
     }))
 }
@@ -110,11 +150,15 @@ fn call_raw_op(
 #[pyclass(module = "qtalk_rs._native", name = "Caller", frozen)]
 pub(crate) struct PyCaller {
     caller: Caller,
+    side: Arc<ClientSide>,
 }
 
 impl PyCaller {
     pub(crate) fn new(caller: Caller) -> Self {
-        PyCaller { caller }
+        PyCaller {
+            caller,
+            side: Arc::default(),
+        }
     }
 }
 
@@ -122,72 +166,80 @@ impl PyCaller {
 impl PyCaller {
     /// `await caller.call("Upper", "hello")`: calls `selector` with the positional arguments
     /// (sent as an array, as Go's `fn.Args`) and returns the reply value.
-    #[pyo3(signature = (selector, *args, timeout = None))]
+    #[pyo3(signature = (selector, *args, timeout = None, metadata = None))]
     fn call(
         &self,
         selector: String,
         args: &Bound<'_, PyTuple>,
         timeout: Option<f64>,
+        metadata: Option<HashMap<String, String>>,
     ) -> PyResult<Op> {
-        call_op(
+        call_op_in(
             &self.caller,
+            Some(&self.side),
             selector,
             args.as_any(),
             true,
-            CallOptions::new(timeout)?,
+            CallOptions::new(timeout)?.with_metadata(metadata.map(|m| m.into_iter().collect())),
         )
     }
 
     /// Calls `selector` with `value` itself as the argument (not wrapped in an array).
-    #[pyo3(signature = (selector, value, *, timeout = None))]
+    #[pyo3(signature = (selector, value, *, timeout = None, metadata = None))]
     fn call_value(
         &self,
         selector: String,
         value: &Bound<'_, PyAny>,
         timeout: Option<f64>,
+        metadata: Option<HashMap<String, String>>,
     ) -> PyResult<Op> {
-        call_op(
+        call_op_in(
             &self.caller,
+            Some(&self.side),
             selector,
             value,
             false,
-            CallOptions::new(timeout)?,
+            CallOptions::new(timeout)?.with_metadata(metadata.map(|m| m.into_iter().collect())),
         )
     }
 
     /// Calls `selector` with `value` itself as the argument; the `Response` once its header
     /// arrived.
-    #[pyo3(signature = (selector, value, *, timeout = None))]
+    #[pyo3(signature = (selector, value, *, timeout = None, metadata = None))]
     fn call_raw_value(
         &self,
         selector: String,
         value: &Bound<'_, PyAny>,
         timeout: Option<f64>,
+        metadata: Option<HashMap<String, String>>,
     ) -> PyResult<Op> {
         call_raw_op(
             &self.caller,
+            Some(&self.side),
             selector,
             value,
             false,
-            CallOptions::new(timeout)?,
+            CallOptions::new(timeout)?.with_metadata(metadata.map(|m| m.into_iter().collect())),
         )
     }
 
     /// Calls `selector` and returns the `Response` once its header arrived, to receive
     /// several values from it (and send more, when the responder continued).
-    #[pyo3(signature = (selector, *args, timeout = None))]
+    #[pyo3(signature = (selector, *args, timeout = None, metadata = None))]
     fn call_raw(
         &self,
         selector: String,
         args: &Bound<'_, PyTuple>,
         timeout: Option<f64>,
+        metadata: Option<HashMap<String, String>>,
     ) -> PyResult<Op> {
         call_raw_op(
             &self.caller,
+            Some(&self.side),
             selector,
             args.as_any(),
             true,
-            CallOptions::new(timeout)?,
+            CallOptions::new(timeout)?.with_metadata(metadata.map(|m| m.into_iter().collect())),
         )
     }
 
@@ -210,6 +262,7 @@ impl PyCaller {
 #[pyclass(module = "qtalk_rs._native", name = "Peer", frozen)]
 pub(crate) struct PyPeer {
     peer: Peer,
+    side: Arc<ClientSide>,
     mux: Py<PyMux>,
     child: StdMutex<Option<tokio::process::Child>>,
 }
@@ -225,71 +278,79 @@ impl PyPeer {
     /// `await peer.call("Upper", "hello")`: calls `selector` with the positional arguments
     /// (sent as an array, as Go's `fn.Args`) and returns the reply value. A responder's error
     /// raises `RemoteError`; cancelling (e.g. `asyncio.wait_for`) closes the call's channel.
-    #[pyo3(signature = (selector, *args, timeout = None))]
+    #[pyo3(signature = (selector, *args, timeout = None, metadata = None))]
     fn call(
         &self,
         selector: String,
         args: &Bound<'_, PyTuple>,
         timeout: Option<f64>,
+        metadata: Option<HashMap<String, String>>,
     ) -> PyResult<Op> {
-        call_op(
+        call_op_in(
             self.peer.caller(),
+            Some(&self.side),
             selector,
             args.as_any(),
             true,
-            CallOptions::new(timeout)?,
+            CallOptions::new(timeout)?.with_metadata(metadata.map(|m| m.into_iter().collect())),
         )
     }
 
     /// Calls `selector` with `value` itself as the argument (not wrapped in an array).
-    #[pyo3(signature = (selector, value, *, timeout = None))]
+    #[pyo3(signature = (selector, value, *, timeout = None, metadata = None))]
     fn call_value(
         &self,
         selector: String,
         value: &Bound<'_, PyAny>,
         timeout: Option<f64>,
+        metadata: Option<HashMap<String, String>>,
     ) -> PyResult<Op> {
-        call_op(
+        call_op_in(
             self.peer.caller(),
+            Some(&self.side),
             selector,
             value,
             false,
-            CallOptions::new(timeout)?,
+            CallOptions::new(timeout)?.with_metadata(metadata.map(|m| m.into_iter().collect())),
         )
     }
 
     /// Calls `selector` with `value` itself as the argument; the `Response` once its header
     /// arrived.
-    #[pyo3(signature = (selector, value, *, timeout = None))]
+    #[pyo3(signature = (selector, value, *, timeout = None, metadata = None))]
     fn call_raw_value(
         &self,
         selector: String,
         value: &Bound<'_, PyAny>,
         timeout: Option<f64>,
+        metadata: Option<HashMap<String, String>>,
     ) -> PyResult<Op> {
         call_raw_op(
             self.peer.caller(),
+            Some(&self.side),
             selector,
             value,
             false,
-            CallOptions::new(timeout)?,
+            CallOptions::new(timeout)?.with_metadata(metadata.map(|m| m.into_iter().collect())),
         )
     }
 
     /// Calls `selector` and returns the `Response` once its header arrived.
-    #[pyo3(signature = (selector, *args, timeout = None))]
+    #[pyo3(signature = (selector, *args, timeout = None, metadata = None))]
     fn call_raw(
         &self,
         selector: String,
         args: &Bound<'_, PyTuple>,
         timeout: Option<f64>,
+        metadata: Option<HashMap<String, String>>,
     ) -> PyResult<Op> {
         call_raw_op(
             self.peer.caller(),
+            Some(&self.side),
             selector,
             args.as_any(),
             true,
-            CallOptions::new(timeout)?,
+            CallOptions::new(timeout)?.with_metadata(metadata.map(|m| m.into_iter().collect())),
         )
     }
 
@@ -316,10 +377,19 @@ impl PyPeer {
         self.mux.clone_ref(py)
     }
 
-    /// The caller of this session.
+    /// The caller of this session (with the peer's metadata and middleware).
     #[getter]
     fn caller(&self) -> PyCaller {
-        PyCaller::new(self.peer.caller().clone())
+        PyCaller {
+            caller: self.peer.caller().clone(),
+            side: self.side.clone(),
+        }
+    }
+
+    /// The connection of this session (addresses, TLS peer certificates, ...).
+    #[getter]
+    fn connection(&self) -> crate::context::PyConnection {
+        crate::context::PyConnection::new(self.peer.session().connection_info().clone())
     }
 
     /// The codec's name (`"json"` or `"cbor"`).
@@ -399,6 +469,7 @@ fn mux_or_new(py: Python<'_>, mux: Option<Bound<'_, PyAny>>) -> PyResult<Py<PyMu
 
 /// What every way of connecting shares: the codec, the mux, the options, the running loop.
 struct PeerSetup {
+    side: Arc<ClientSide>,
     codec: Arc<dyn Codec>,
     mux: Py<PyMux>,
     routes: Arc<RespondMux>,
@@ -419,6 +490,7 @@ impl PeerSetup {
         let (_, queue) = running_queue(py)?;
         crate::logbridge::refresh_level(py);
         Ok(PeerSetup {
+            side: Arc::default(),
             codec,
             mux,
             routes,
@@ -436,6 +508,7 @@ impl PeerSetup {
         peer.respond();
         PyPeer {
             peer,
+            side: self.side,
             mux: self.mux,
             child: StdMutex::new(child),
         }
@@ -447,7 +520,8 @@ impl PeerSetup {
 /// certificates are accepted (default: the system's roots).
 #[pyfunction]
 #[pyo3(signature = (url, *, codec = "json", mux = None, ca = None, insecure = false,
-    timeout = None, config = None, options = None))]
+    cert = None, key = None, timeout = None, metadata = None, middleware = None, config = None,
+    options = None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn connect(
     py: Python<'_>,
@@ -456,12 +530,41 @@ pub(crate) fn connect(
     mux: Option<Bound<'_, PyAny>>,
     ca: Option<std::path::PathBuf>,
     insecure: bool,
+    cert: Option<std::path::PathBuf>,
+    key: Option<std::path::PathBuf>,
     timeout: Option<f64>,
+    metadata: Option<HashMap<String, String>>,
+    middleware: Option<Vec<Bound<'_, PyAny>>>,
     config: Option<PyRef<'_, PyConfig>>,
     options: Option<PyRef<'_, PyOptions>>,
 ) -> PyResult<Op> {
     let endpoint = Endpoint::parse(url)?;
-    let trust = Trust::new(ca, insecure)?;
+    let identity = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => return Err(PyValueError::new_err("give both cert= and key=")),
+    };
+    if identity.is_some() && !endpoint.is_secure() {
+        return Err(PyValueError::new_err(
+            "cert= and key= (a client certificate) apply to tls://, wss:// and quic:// only",
+        ));
+    }
+    let trust = Trust::new(ca, insecure)?.with_identity(identity);
+    let mut hooks = Vec::new();
+    for h in middleware.into_iter().flatten() {
+        if !h.is_callable() {
+            return Err(PyTypeError::new_err(
+                "middleware= takes functions hook(selector, metadata)",
+            ));
+        }
+        hooks.push(h.unbind());
+    }
+    let side = Arc::new(ClientSide {
+        metadata: metadata
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default(),
+        hooks,
+    });
     let limit = crate::config::timeout(timeout)?;
     let config = config_of(config);
     codec_by_name(codec)?;
@@ -474,6 +577,7 @@ pub(crate) fn connect(
         if let Some(o) = options {
             setup.options = o;
         }
+        setup.side = side;
         Ok(Op::spawn("connect", async move {
             let connecting = endpoint.connect(&trust, config);
             let session = match limit {

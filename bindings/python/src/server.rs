@@ -1,6 +1,6 @@
 //! Serving a mux on a listener ([`PyServer`]).
 
-use std::sync::Mutex as StdMutex;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -138,8 +138,8 @@ impl PyServer {
 /// background; handlers run on the event loop running when it is awaited.
 /// `tls://`, `wss://` and `quic://` need `cert=` and `key=` (PEM files).
 #[pyfunction]
-#[pyo3(signature = (url, mux, *, codec = "json", cert = None, key = None, config = None,
-    options = None, max_sessions = None, max_calls = None))]
+#[pyo3(signature = (url, mux, *, codec = "json", cert = None, key = None, client_ca = None,
+    middleware = None, config = None, options = None, max_sessions = None, max_calls = None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn start_server(
     url: &str,
@@ -147,6 +147,8 @@ pub(crate) fn start_server(
     codec: &str,
     cert: Option<std::path::PathBuf>,
     key: Option<std::path::PathBuf>,
+    client_ca: Option<std::path::PathBuf>,
+    middleware: Option<Vec<Bound<'_, PyAny>>>,
     config: Option<PyRef<'_, PyConfig>>,
     options: Option<PyRef<'_, PyOptions>>,
     max_sessions: Option<usize>,
@@ -169,6 +171,29 @@ pub(crate) fn start_server(
              qtalk_rs.self_signed() makes a development pair)"
         )));
     }
+    if client_ca.is_some() && identity.is_none() {
+        return Err(PyValueError::new_err(
+            "client_ca= (requiring client certificates) needs a tls://, wss:// or quic:// \
+             server with cert= and key=",
+        ));
+    }
+    let mut hooks = Vec::new();
+    for h in middleware.into_iter().flatten() {
+        if !h.is_callable() {
+            return Err(PyTypeError::new_err(
+                "middleware= takes functions hook(call_info), sync or async",
+            ));
+        }
+        hooks.push(h);
+    }
+    let hooks = (!hooks.is_empty())
+        .then(|| -> PyResult<_> {
+            let py = mux.py();
+            Ok(Arc::new(
+                pyo3::types::PyTuple::new(py, hooks)?.into_any().unbind(),
+            ))
+        })
+        .transpose()?;
     let codec = codec_by_name(codec)?;
     let mux_obj: Py<PyMux> = mux
         .cast::<PyMux>()
@@ -182,15 +207,22 @@ pub(crate) fn start_server(
         crate::logbridge::refresh_level(py);
         let mux = mux_obj.get().mux.clone();
         Ok(Op::spawn("start_server", async move {
-            let (listener, address) = endpoint.bind(identity.as_ref(), config).await?;
-            let server = Server::with_options(
-                LoopBound {
-                    handler: mux,
+            let (listener, address) = endpoint
+                .bind(identity.as_ref(), client_ca.as_ref(), config)
+                .await?;
+            let bound = LoopBound {
+                handler: mux,
+                queue: queue.clone(),
+            };
+            let handler: Arc<dyn qtalk::rpc::Handler> = match hooks {
+                None => Arc::new(bound),
+                Some(hooks) => Arc::new(crate::context::Guarded {
+                    hooks,
+                    inner: Arc::new(bound),
                     queue,
-                },
-                codec,
-                options,
-            );
+                }),
+            };
+            let server = Server::with_options(handler, codec, options);
             let (stop_tx, stopped) = watch::channel(false);
             let serving = server.clone();
             let task = tokio::spawn(async move {

@@ -15,7 +15,7 @@ Every method that waits returns a coroutine: ``await`` it, or hand it to
 from __future__ import annotations
 
 import atexit
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from ._errors import (
     FrameTooLargeError,
@@ -27,9 +27,11 @@ from ._errors import (
 )
 from ._native import (
     Call,
+    CallInfo,
     Caller,
     Callback,
     Config,
+    Connection,
     HandlerFunc,
     Options,
     Peer,
@@ -57,9 +59,11 @@ __all__ = [
     "ByteReader",
     "ByteWriter",
     "Call",
+    "CallInfo",
     "Callback",
     "Caller",
     "Config",
+    "Connection",
     "FrameTooLargeError",
     "HandlerFunc",
     "Options",
@@ -98,6 +102,8 @@ async def serve(
     codec: str = "json",
     cert: Optional[str] = None,
     key: Optional[str] = None,
+    client_ca: Optional[str] = None,
+    middleware: Optional[Sequence[Callable[[CallInfo], Any]]] = None,
     config: Optional[Config] = None,
     options: Optional[Options] = None,
     max_sessions: Optional[int] = None,
@@ -114,6 +120,8 @@ async def serve(
         codec=codec,
         cert=cert,
         key=key,
+        client_ca=client_ca,
+        middleware=middleware,
         config=config,
         options=options,
         max_sessions=max_sessions,

@@ -104,3 +104,34 @@ def outcome(task: "asyncio.Task[Any]", selector: str) -> Tuple[bool, Any]:
     log.error("handler for %s raised %s", selector, type(exc).__name__, exc_info=exc)
     text = str(exc)
     return False, text if text else type(exc).__name__
+
+
+async def _guard(hooks: Any, info: Any) -> None:
+    for hook in hooks:
+        result = hook(info)
+        if inspect.isawaitable(result):
+            await result
+
+
+def guard(hooks: Any, info: Any, verdict: Callable[["asyncio.Task[Any]"], None]) -> None:
+    """Runs the server middleware on ``info`` as a task of the running loop; ``verdict`` gets
+    the task."""
+    task = asyncio.get_running_loop().create_task(_guard(hooks, info))
+    task.add_done_callback(verdict)
+
+
+def verdict(task: "asyncio.Task[Any]") -> Optional[str]:
+    """None when the middleware let the call through, else the error text for the caller.
+    ``RemoteError`` refuses on purpose; any other exception is logged at ERROR too."""
+    if task.cancelled():
+        return "middleware cancelled"
+    exc = task.exception()
+    if exc is None:
+        return None
+    from ._errors import RemoteError
+
+    if isinstance(exc, RemoteError):
+        return exc.text
+    log.error("middleware raised %s", type(exc).__name__, exc_info=exc)
+    text = str(exc)
+    return text if text else type(exc).__name__

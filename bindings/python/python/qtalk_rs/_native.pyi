@@ -23,7 +23,8 @@ from typing import (
 from ._streams import ByteReader, ByteWriter
 
 __all__ = [
-    "shutdown", "Op", "Dispatcher", "Callback", "Config", "Options", "RespondMux", "Peer",
+    "shutdown", "Op", "Dispatcher", "Callback", "Config", "Options", "Connection", "CallInfo",
+    "RespondMux", "Peer",
     "Caller", "Response", "Call", "Stream", "Responder", "HandlerFunc", "Server", "connect",
     "connect_command", "connect_stdio", "start_server", "self_signed", "encode", "decode",
 ]
@@ -109,11 +110,65 @@ class Options:
         args_grace: Optional[float] = None,
         spare_channels: Optional[int] = None,
         spare_max_age: Optional[float] = None,
+        max_metadata: Optional[int] = None,
+        max_sessions: Optional[int] = None,
+        max_calls: Optional[int] = None,
     ) -> Options: ...
     @property
     def max_frame(self) -> int: ...
     @property
     def header_timeout(self) -> float: ...
+    @property
+    def max_metadata(self) -> int: ...
+    @property
+    def max_sessions(self) -> int: ...
+    @property
+    def max_calls(self) -> int: ...
+
+@final
+class Connection:
+    """The connection a call or a session came over."""
+
+    @property
+    def transport(self) -> str:
+        """``"tcp"``, ``"unix"``, ``"tls"``, ``"websocket"``, ``"quic"``, ``"stdio"``, ..."""
+    @property
+    def remote_addr(self) -> Optional[str]: ...
+    @property
+    def local_addr(self) -> Optional[str]: ...
+    @property
+    def secure(self) -> bool: ...
+    @property
+    def peer_certificates(self) -> List[bytes]:
+        """The TLS (or QUIC) peer's certificates, leaf first, DER."""
+    @property
+    def peer_certificate(self) -> Optional[bytes]: ...
+    @property
+    def server_name(self) -> Optional[str]: ...
+    @property
+    def path(self) -> Optional[str]:
+        """The WebSocket upgrade request's path and query."""
+    @property
+    def headers(self) -> Optional[Dict[str, str]]:
+        """The WebSocket upgrade request's headers."""
+    def cookie(self, name: str) -> Optional[str]: ...
+    @property
+    def peer_credentials(self) -> Optional[Tuple[Optional[int], Optional[int], Optional[int]]]:
+        """A Unix socket peer's (pid, uid, gid)."""
+
+@final
+class CallInfo:
+    """What server middleware sees of a call before its handler runs."""
+
+    @property
+    def selector(self) -> str: ...
+    @property
+    def metadata(self) -> Dict[str, str]: ...
+    @property
+    def remaining(self) -> Optional[float]:
+        """Seconds left until the caller's deadline, or None."""
+    @property
+    def connection(self) -> Connection: ...
 
 @final
 class RespondMux:
@@ -144,7 +199,8 @@ class Callback:
 
     @property
     def id(self) -> str: ...
-    def __call__(self, *args: _Value, timeout: Optional[float] = None) -> Op[Any]: ...
+    def __call__(self, *args: _Value, timeout: Optional[float] = None,
+        metadata: Optional[Dict[str, str]] = None) -> Op[Any]: ...
     def unregister(self) -> bool: ...
 
 @final
@@ -171,6 +227,15 @@ class Call:
     @property
     def caller(self) -> Caller:
         """Calls back the peer that made this call."""
+    @property
+    def metadata(self) -> Dict[str, str]:
+        """The call's metadata, as the caller sent it."""
+    @property
+    def remaining(self) -> Optional[float]:
+        """Seconds left until the caller's deadline (0.0 once passed), or None."""
+    @property
+    def connection(self) -> Connection:
+        """The connection the call came over."""
     def receive(self) -> Op[Any]:
         """The next value streamed after the arguments; EOFError at its end."""
     def continue_with(self, value: _Value = None) -> Op[Stream]:
@@ -231,15 +296,19 @@ class Caller:
 
     @property
     def codec(self) -> str: ...
-    def call(self, selector: str, *args: _Value, timeout: Optional[float] = None) -> Op[Any]:
+    def call(self, selector: str, *args: _Value, timeout: Optional[float] = None,
+        metadata: Optional[Dict[str, str]] = None) -> Op[Any]:
         """Calls ``selector`` with the positional arguments (sent as an array, like Go's
         ``fn.Args``); returns the reply. RemoteError for the responder's error."""
-    def call_value(self, selector: str, value: _Value, *, timeout: Optional[float] = None) -> Op[Any]:
+    def call_value(self, selector: str, value: _Value, *, timeout: Optional[float] = None,
+        metadata: Optional[Dict[str, str]] = None) -> Op[Any]:
         """Calls ``selector`` with ``value`` itself as the argument."""
-    def call_raw(self, selector: str, *args: _Value, timeout: Optional[float] = None) -> Op[Response]:
+    def call_raw(self, selector: str, *args: _Value, timeout: Optional[float] = None,
+        metadata: Optional[Dict[str, str]] = None) -> Op[Response]:
         """Calls ``selector``; the Response once its header arrived."""
     def call_raw_value(
-        self, selector: str, value: _Value, *, timeout: Optional[float] = None
+        self, selector: str, value: _Value, *, timeout: Optional[float] = None,
+        metadata: Optional[Dict[str, str]] = None
     ) -> Op[Response]:
         """Calls ``selector`` with ``value`` itself as the argument; the Response."""
     def callback(self, func: Callable[..., Any]) -> Callback:
@@ -251,15 +320,19 @@ class Peer:
 
     @property
     def codec(self) -> str: ...
-    def call(self, selector: str, *args: _Value, timeout: Optional[float] = None) -> Op[Any]:
+    def call(self, selector: str, *args: _Value, timeout: Optional[float] = None,
+        metadata: Optional[Dict[str, str]] = None) -> Op[Any]:
         """Calls ``selector`` with the positional arguments (sent as an array, like Go's
         ``fn.Args``); returns the reply. RemoteError for the responder's error."""
-    def call_value(self, selector: str, value: _Value, *, timeout: Optional[float] = None) -> Op[Any]:
+    def call_value(self, selector: str, value: _Value, *, timeout: Optional[float] = None,
+        metadata: Optional[Dict[str, str]] = None) -> Op[Any]:
         """Calls ``selector`` with ``value`` itself as the argument."""
-    def call_raw(self, selector: str, *args: _Value, timeout: Optional[float] = None) -> Op[Response]:
+    def call_raw(self, selector: str, *args: _Value, timeout: Optional[float] = None,
+        metadata: Optional[Dict[str, str]] = None) -> Op[Response]:
         """Calls ``selector``; the Response once its header arrived."""
     def call_raw_value(
-        self, selector: str, value: _Value, *, timeout: Optional[float] = None
+        self, selector: str, value: _Value, *, timeout: Optional[float] = None,
+        metadata: Optional[Dict[str, str]] = None
     ) -> Op[Response]:
         """Calls ``selector`` with ``value`` itself as the argument; the Response."""
     def callback(self, func: Callable[..., Any]) -> Callback:
@@ -268,6 +341,8 @@ class Peer:
     def mux(self) -> RespondMux: ...
     @property
     def caller(self) -> Caller: ...
+    @property
+    def connection(self) -> Connection: ...
     @property
     def closed(self) -> bool: ...
     def handle(self, pattern: str, handler: Any) -> Any: ...
@@ -312,7 +387,11 @@ def connect(
     mux: Optional[RespondMux] = None,
     ca: Optional[str] = None,
     insecure: bool = False,
+    cert: Optional[str] = None,
+    key: Optional[str] = None,
     timeout: Optional[float] = None,
+    metadata: Optional[Dict[str, str]] = None,
+    middleware: Optional[Sequence[Callable[[str, Dict[str, str]], None]]] = None,
     config: Optional[Config] = None,
     options: Optional[Options] = None,
 ) -> Op[Peer]:
@@ -346,6 +425,8 @@ def start_server(
     codec: str = "json",
     cert: Optional[str] = None,
     key: Optional[str] = None,
+    client_ca: Optional[str] = None,
+    middleware: Optional[Sequence[Callable[[CallInfo], Any]]] = None,
     config: Optional[Config] = None,
     options: Optional[Options] = None,
     max_sessions: Optional[int] = None,
