@@ -13,7 +13,6 @@
 //! Loops without `add_reader` (Windows' proactor) are woken with `call_soon_threadsafe` from a
 //! blocking-pool thread instead, through [`with_python`].
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -406,7 +405,7 @@ enum State {
 
 /// What `async with op:` does with the result.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Context_ {
+pub(crate) enum AsyncWith {
     /// Not a context manager.
     No,
     /// The result is itself an async context manager (`async with connect(...) as peer`).
@@ -420,7 +419,7 @@ pub(crate) enum Context_ {
 pub(crate) struct Op {
     state: State,
     name: &'static str,
-    cm: Context_,
+    cm: AsyncWith,
     entered: Option<Py<PyAny>>,
 }
 
@@ -429,14 +428,14 @@ impl Op {
         Op {
             state: State::New(Exclusive(start)),
             name,
-            cm: Context_::No,
+            cm: AsyncWith::No,
             entered: None,
         }
     }
 
     /// An [`Op`] usable as `async with` too: it enters (and exits) the result.
     pub(crate) fn context_manager(mut self) -> Op {
-        self.cm = Context_::Result;
+        self.cm = AsyncWith::Result;
         self
     }
 
@@ -564,7 +563,7 @@ impl Op {
     fn finish(&mut self, py: Python<'_>, value: PyResult<Py<PyAny>>) -> PyResult<Py<PyAny>> {
         self.state = State::Done;
         let value = value?;
-        if self.cm == Context_::Result && self.entered.is_none() {
+        if self.cm == AsyncWith::Result && self.entered.is_none() {
             self.entered = Some(value.clone_ref(py));
         }
         Err(PyStopIteration::new_err((value,)))
@@ -664,7 +663,7 @@ impl Op {
     }
 
     fn __aenter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Py<Self>> {
-        if slf.borrow(py).cm != Context_::Result {
+        if slf.borrow(py).cm != AsyncWith::Result {
             return Err(pyo3::exceptions::PyTypeError::new_err(format!(
                 "{} is not an async context manager",
                 slf.borrow(py).name
@@ -693,7 +692,7 @@ impl Op {
     }
 }
 
-/// Keeps the job queue types in one place for the receive module.
+/// A new asyncio future on the running loop, for a receive to wait on.
 pub(crate) fn new_waiter(py: Python<'_>) -> PyResult<(Py<PyAny>, Arc<Queue>)> {
     let (event_loop, queue) = running_queue(py)?;
     let fut = event_loop.call_method0(intern!(py, "create_future"))?;
@@ -728,11 +727,4 @@ pub(crate) fn is_done(py: Python<'_>, fut: &Py<PyAny>) -> bool {
         .call_method0(intern!(py, "done"))
         .and_then(|d| d.is_truthy())
         .unwrap_or(true)
-}
-
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send>() {}
-    is_send::<Op>();
-    is_send::<VecDeque<Job>>();
 }
