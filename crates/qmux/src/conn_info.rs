@@ -35,6 +35,8 @@ pub enum TransportKind {
     WebSocket,
     /// QUIC streams as the channels.
     Quic,
+    /// WebTransport streams (HTTP/3 over QUIC) as the channels.
+    WebTransport,
     /// qmux on this process's stdin and stdout.
     Stdio,
     /// qmux on a child process's stdin and stdout.
@@ -44,8 +46,8 @@ pub enum TransportKind {
 }
 
 impl TransportKind {
-    /// A short lowercase name: `tcp`, `unix`, `tls`, `ws`, `quic`, `stdio`, `child` or
-    /// `other`.
+    /// A short lowercase name: `tcp`, `unix`, `tls`, `ws`, `quic`, `webtransport`, `stdio`,
+    /// `child` or `other`.
     pub fn name(self) -> &'static str {
         match self {
             TransportKind::Tcp => "tcp",
@@ -53,6 +55,7 @@ impl TransportKind {
             TransportKind::Tls => "tls",
             TransportKind::WebSocket => "ws",
             TransportKind::Quic => "quic",
+            TransportKind::WebTransport => "webtransport",
             TransportKind::Stdio => "stdio",
             TransportKind::Child => "child",
             TransportKind::Other => "other",
@@ -253,9 +256,13 @@ impl PeerCredentials {
 /// identity they verified). Cheap to clone: the values are shared.
 #[derive(Clone, Default)]
 pub struct Extensions {
-    /// A handful at most: a list beats a map.
-    values: Vec<(TypeId, Arc<dyn Any + Send + Sync>)>,
+    /// Most hold one value or none: the first is kept without a list.
+    first: Option<Entry>,
+    /// A handful more at most: a list beats a map.
+    rest: Vec<Entry>,
 }
+
+type Entry = (TypeId, Arc<dyn Any + Send + Sync>);
 
 impl Extensions {
     /// No values.
@@ -265,38 +272,50 @@ impl Extensions {
 
     /// Stores `value`, replacing a value of the same type.
     pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
+        self.insert_shared(Arc::new(value));
+    }
+
+    /// Stores a shared value (without allocating), replacing a value of the same type.
+    pub fn insert_shared<T: Send + Sync + 'static>(&mut self, value: Arc<T>) {
         let id = TypeId::of::<T>();
-        let value: Arc<dyn Any + Send + Sync> = Arc::new(value);
-        match self.values.iter_mut().find(|(t, _)| *t == id) {
-            Some(slot) => slot.1 = value,
-            None => self.values.push((id, value)),
+        let value: Arc<dyn Any + Send + Sync> = value;
+        match &mut self.first {
+            None => self.first = Some((id, value)),
+            Some(first) if first.0 == id => first.1 = value,
+            Some(_) => match self.rest.iter_mut().find(|(t, _)| *t == id) {
+                Some(slot) => slot.1 = value,
+                None => self.rest.push((id, value)),
+            },
         }
+    }
+
+    fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.first.iter().chain(self.rest.iter())
     }
 
     /// The value of type `T`, if one was stored.
     pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
         let id = TypeId::of::<T>();
-        self.values
-            .iter()
+        self.entries()
             .find(|(t, _)| *t == id)
             .and_then(|(_, v)| v.downcast_ref::<T>())
     }
 
     /// How many values are stored.
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.entries().count()
     }
 
     /// True when no value is stored.
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.first.is_none()
     }
 }
 
 impl fmt::Debug for Extensions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Extensions")
-            .field("len", &self.values.len())
+            .field("len", &self.len())
             .finish()
     }
 }
@@ -485,7 +504,11 @@ pub(crate) fn tls_info(state: &rustls::CommonState, server_name: Option<&str>) -
 /// `server_name` is the name a client asked for (quinn records the client's only on the
 /// server side).
 #[cfg(feature = "quic")]
-pub(crate) fn quic_info(conn: &quinn::Connection, server_name: Option<&str>) -> ConnectionInfo {
+pub(crate) fn quic_info(
+    conn: &quinn::Connection,
+    server_name: Option<&str>,
+    transport: TransportKind,
+) -> ConnectionInfo {
     use rustls::pki_types::CertificateDer;
     let mut tls = TlsInfo::new();
     if let Some(certs) = conn
@@ -513,7 +536,7 @@ pub(crate) fn quic_info(conn: &quinn::Connection, server_name: Option<&str>) -> 
     if let Some(n) = server_name {
         tls = tls.with_server_name(n);
     }
-    ConnectionInfo::new(TransportKind::Quic)
+    ConnectionInfo::new(transport)
         .with_remote_addr(conn.remote_address())
         .with_tls(tls)
 }

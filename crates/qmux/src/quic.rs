@@ -165,9 +165,10 @@ pub async fn connect(
     endpoint.connect(addr, server_name, tls, config).await
 }
 
-/// A client's session over a connection it dialed, knowing its connection.
-fn client_session(dialed: endpoint::Dialed, config: Config, server_name: &str) -> Session {
-    let mut info = crate::conn_info::quic_info(&dialed.conn, Some(server_name));
+/// A client's session over a connection it dialed to `server_name`.
+fn client_session(dialed: endpoint::Dialed, server_name: &str, config: Config) -> Session {
+    let mut info =
+        crate::conn_info::quic_info(&dialed.conn, Some(server_name), crate::TransportKind::Quic);
     if let Ok(a) = dialed.endpoint.local_addr() {
         info = info.with_local_addr(a);
     }
@@ -187,7 +188,7 @@ fn client_session(dialed: endpoint::Dialed, config: Config, server_name: &str) -
 /// the acknowledgement of finished streams (so that closing the session does not cut them off)
 /// and ends with the connection.
 pub fn over_connection(conn: quinn::Connection, config: Config) -> Session {
-    let info = crate::conn_info::quic_info(&conn, None);
+    let info = crate::conn_info::quic_info(&conn, None, crate::TransportKind::Quic);
     StreamSession::start(
         QuicConnection {
             conn,

@@ -43,7 +43,7 @@ fn counted_upper(runs: Arc<AtomicUsize>) -> RespondMux {
         func(move |call: Call, (s,): (String,)| {
             runs.fetch_add(1, Ordering::SeqCst);
             let who = match call.extensions().get::<Principal>() {
-                Some(Principal::Token(name)) => name.clone(),
+                Some(Principal::Token(i)) => format!("token {i}"),
                 other => format!("{other:?}"),
             };
             async move { Ok::<_, String>(format!("{} ({who})", s.to_uppercase())) }

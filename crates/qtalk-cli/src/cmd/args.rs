@@ -113,8 +113,8 @@ pub(crate) enum Command {
   qtalk interop --listen quic://127.0.0.1:4242   # QUIC, self-signed certificate
   qtalk interop --listen tls://127.0.0.1:9443    # TLS over TCP (or wss://)
   qtalk interop --listen quic://0.0.0.0:4242 --cert cert.pem --key key.pem
-  qtalk interop --listen https://127.0.0.1:4433/  # WebTransport and QUIC on one UDP port
   qtalk interop --listen tls://0.0.0.0:9443 --cert cert.pem --key key.pem --client-ca ca.pem
+  qtalk interop --listen https://127.0.0.1:4433/  # WebTransport and QUIC on one UDP port
 
 With --listen, the address actually listened on is printed on stderr as
 `listening on URL`. An https:// listener serves WebTransport (what browsers open with

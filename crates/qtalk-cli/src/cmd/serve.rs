@@ -184,7 +184,8 @@ async fn listen(
     );
     if (tls.identity.is_some() || tls.client_ca.is_some()) && !secure {
         return Err(Failure::Usage(
-            "--cert, --key and --client-ca apply to tls://, wss://, quic:// and https:// listeners only"
+            "--cert, --key and --client-ca apply to tls://, wss://, quic:// and https:// \
+             listeners only"
                 .into(),
         ));
     }
@@ -196,6 +197,12 @@ async fn listen(
     let mut self_signed = false;
     let mut webtransport = None;
     let bound = match &endpoint {
+        Endpoint::WebTransport(_) if tls.client_ca.is_some() => {
+            // Browsers present no client certificate to a WebTransport server.
+            return Err(Failure::Usage(
+                "--client-ca applies to tls://, wss:// and quic:// listeners only".into(),
+            ));
+        }
         Endpoint::WebTransport(addr) => {
             let cert = qtalk_cli::certs::webtransport(tls.identity.clone(), peer::host_of(addr))
                 .map_err(|e| Failure::Usage(format!("cannot set up TLS: {e}")))?;

@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
 
-use crate::codec::{self, Codec};
+use crate::codec;
 use crate::rpc::args::{decode_params, Params};
 use crate::rpc::frame::FrameReader;
 use crate::rpc::io::{CallReader, PeerGone};
@@ -29,7 +28,6 @@ pub struct Call {
     reader: FrameReader,
     /// `None` only while dropping.
     r: Option<CallReader>,
-    codec: Arc<dyn Codec>,
     /// The arguments (or the end of the caller's stream) have been read.
     args_read: bool,
     /// The responder's side of the channel, watched by [`Call::cancelled`], and whether the
@@ -114,7 +112,6 @@ impl Call {
     ) -> Self {
         Call {
             selector,
-            codec: caller.codec().clone(),
             caller,
             context,
             extensions: qtalk_mux::Extensions::new(),
@@ -220,7 +217,7 @@ impl Call {
     pub async fn receive<T: DeserializeOwned>(&mut self) -> Result<T, Error> {
         self.args_read = true;
         let r = self.r.as_mut().expect("present until drop");
-        let v = self.reader.receive(&*self.codec, r).await?;
+        let v = self.reader.receive(&*self.slot.codec, r).await?;
         self.slot.mark_args_done();
         Ok(v)
     }
@@ -232,7 +229,7 @@ impl Call {
         let next = self.reader.next(r).await?;
         self.slot.mark_args_done();
         match next {
-            Some(body) => Ok(Some(codec::decode(&*self.codec, &body)?)),
+            Some(body) => Ok(Some(codec::decode(&*self.slot.codec, &body)?)),
             None => Ok(None),
         }
     }
@@ -245,7 +242,7 @@ impl Call {
         match self.reader.next(r).await? {
             Some(body) => {
                 self.slot.mark_args_done();
-                decode_params(&*self.codec, &body)
+                decode_params(&*self.slot.codec, &body)
             }
             None => Err(Error::Truncated),
         }

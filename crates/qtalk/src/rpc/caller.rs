@@ -33,7 +33,9 @@ struct CallHeaderRef<'a> {
 /// ([`Caller::with_metadata`], [`Caller::with_timeout`]).
 #[derive(Clone, Debug, Default)]
 struct Defaults {
-    metadata: Metadata,
+    /// The default metadata (and no deadline): what a call without a context of its own
+    /// goes out with, as is, when there is no default timeout.
+    context: CallContext,
     timeout: Option<Duration>,
 }
 
@@ -128,7 +130,7 @@ impl Caller {
     /// ```
     pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Caller {
         let mut d = self.defaults.as_deref().cloned().unwrap_or_default();
-        d.metadata.insert(key, value);
+        d.context.metadata_mut().insert(key, value);
         self.defaults = Some(Arc::new(d));
         self
     }
@@ -143,16 +145,24 @@ impl Caller {
         self
     }
 
-    /// The context a call with `ctx` goes out with: `ctx` and this handle's defaults.
-    fn effective(&self, ctx: &CallContext) -> Option<CallContext> {
-        let d = self.defaults.as_deref()?;
+    /// The context a call with `ctx` goes out with: `ctx` and this handle's defaults
+    /// (borrowed, without a copy, in the common cases).
+    fn effective<'a>(&'a self, ctx: &'a CallContext) -> std::borrow::Cow<'a, CallContext> {
+        use std::borrow::Cow;
+        let Some(d) = self.defaults.as_deref() else {
+            return Cow::Borrowed(ctx);
+        };
+        let own = !ctx.metadata().is_empty() || ctx.deadline().is_some();
+        if !own && d.timeout.is_none() {
+            return Cow::Borrowed(&d.context);
+        }
         let mut ctx = ctx.clone();
-        for (k, v) in d.metadata.iter() {
+        for (k, v) in d.context.metadata().iter() {
             if ctx.metadata().get(k).is_none() {
                 ctx.metadata_mut().insert(k, v);
             }
         }
-        Some(match d.timeout {
+        Cow::Owned(match d.timeout {
             Some(t) => ctx.with_timeout(t),
             None => ctx,
         })
@@ -273,8 +283,7 @@ impl Caller {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let merged = self.effective(ctx);
-        let ctx = merged.as_ref().unwrap_or(ctx);
+        let ctx = &*self.effective(ctx);
         let call = async {
             let ch = self.start(ctx, selector, Some(args)).await?;
             let mut resp = self.read_response(ch).await?;
@@ -318,8 +327,7 @@ impl Caller {
     where
         A: Serialize + ?Sized,
     {
-        let merged = self.effective(ctx);
-        let ctx = merged.as_ref().unwrap_or(ctx);
+        let ctx = &*self.effective(ctx);
         let call = async {
             let ch = self.start(ctx, selector, Some(args)).await?;
             self.read_response(ch).await
@@ -338,8 +346,7 @@ impl Caller {
     /// side does not enforce it past sending the header: the request is in the caller's
     /// hands).
     pub async fn request_with(&self, ctx: &CallContext, selector: &str) -> Result<Request, Error> {
-        let merged = self.effective(ctx);
-        let ctx = merged.as_ref().unwrap_or(ctx);
+        let ctx = &*self.effective(ctx);
         let ch = within_deadline(ctx, self.start::<()>(ctx, selector, None)).await?;
         Ok(Request {
             ch,
@@ -356,8 +363,7 @@ impl Caller {
                 self.codec.name()
             ))));
         }
-        let merged = self.effective(req.context());
-        let ctx = merged.as_ref().unwrap_or(req.context());
+        let ctx = &*self.effective(req.context());
         let call = async {
             let ch = self
                 .start_encoded(ctx, req.selector(), Some(req.args()))

@@ -4,7 +4,6 @@
 //! On the wire they are optional fields of the call header, `Meta` and `Deadline` (PROTOCOL.md,
 //! section 3.12): absent, the header is byte for byte the reference's.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -20,10 +19,12 @@ use tokio::time::Instant;
 /// assert_eq!(meta.get("authorization"), Some("Bearer s3cr3t"));
 /// assert_eq!(meta.size(), "authorization".len() + "Bearer s3cr3t".len() + 32);
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Metadata {
-    entries: BTreeMap<String, String>,
+    /// Sorted by key, keys unique. A list rather than a map: a call carries a few entries,
+    /// and a map's node cost more than their search (it showed when a token came with every
+    /// call).
+    entries: Vec<(String, String)>,
 }
 
 /// What [`Metadata::size`] counts per entry besides its key and value (as HTTP/2 counts a
@@ -36,19 +37,31 @@ impl Metadata {
         Metadata::default()
     }
 
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.entries.binary_search_by(|(k, _)| k.as_str().cmp(key))
+    }
+
     /// Sets `key` to `value`; returns the value it replaced.
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) -> Option<String> {
-        self.entries.insert(key.into(), value.into())
+        let key = key.into();
+        let value = value.into();
+        match self.find(&key) {
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+            Err(i) => {
+                self.entries.insert(i, (key, value));
+                None
+            }
+        }
     }
 
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.entries.get(key).map(String::as_str)
+        self.find(key).ok().map(|i| self.entries[i].1.as_str())
     }
 
     /// Removes `key`; returns its value.
     pub fn remove(&mut self, key: &str) -> Option<String> {
-        self.entries.remove(key)
+        self.find(key).ok().map(|i| self.entries.remove(i).1)
     }
 
     /// The entries, in key order.
@@ -74,23 +87,74 @@ impl Metadata {
             .map(|(k, v)| k.len() + v.len() + ENTRY_OVERHEAD)
             .sum()
     }
+
+    /// Sorts freshly collected entries; of repeated keys the last wins (as JSON decoders do).
+    fn from_unsorted(mut entries: Vec<(String, String)>) -> Metadata {
+        // Stable: equal keys keep their order, so the last is the one kept.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<(String, String)> = Vec::with_capacity(entries.len());
+        for e in entries {
+            match out.last_mut() {
+                Some(last) if last.0 == e.0 => *last = e,
+                _ => out.push(e),
+            }
+        }
+        Metadata { entries: out }
+    }
+}
+
+impl Serialize for Metadata {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.entries.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = Metadata;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map of text to text")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Metadata, A::Error> {
+                // The frame's size bounds how many there can be; no more is reserved.
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(16));
+                while let Some(entry) = map.next_entry::<String, String>()? {
+                    entries.push(entry);
+                }
+                Ok(Metadata::from_unsorted(entries))
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Metadata, E> {
+                Ok(Metadata::new())
+            }
+        }
+        // `any`, so that a `null` (a nil map) is no metadata.
+        d.deserialize_any(Entries)
+    }
 }
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Metadata {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        Metadata {
-            entries: iter
-                .into_iter()
+        Metadata::from_unsorted(
+            iter.into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
-        }
+        )
     }
 }
 
 impl<K: Into<String>, V: Into<String>> Extend<(K, V)> for Metadata {
     fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, iter: I) {
-        self.entries
-            .extend(iter.into_iter().map(|(k, v)| (k.into(), v.into())));
+        for (k, v) in iter {
+            self.insert(k, v);
+        }
     }
 }
 
@@ -226,6 +290,21 @@ mod tests {
         // Hostile values do not panic.
         let far = CallContext::from_wire(Metadata::new(), Some(u64::MAX));
         assert!(!far.is_expired());
+    }
+
+    #[test]
+    fn metadata_sorted_last_wins() {
+        let m: Metadata = [("b", "1"), ("a", "2"), ("b", "3")].into_iter().collect();
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![("a", "2"), ("b", "3")]);
+        let json: Metadata = serde_json::from_str(r#"{"z":"1","a":"2","z":"9"}"#).unwrap();
+        assert_eq!(json.get("z"), Some("9"));
+        assert_eq!(
+            serde_json::to_string(&json).unwrap(),
+            r#"{"a":"2","z":"9"}"#
+        );
+        let null: Metadata = serde_json::from_str("null").unwrap();
+        assert!(null.is_empty());
+        assert!(serde_json::from_str::<Metadata>(r#"{"a":1}"#).is_err());
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub use peer::Peer;
 pub use respond_mux::{clean_selector, MuxError, RespondMux};
 pub use responder::{Continued, Outcome, Responder};
 pub use server::Server;
-pub use service::{HandlerService, Incoming, Outgoing, ServiceHandler};
+pub use service::{HandlerFuture, HandlerService, Incoming, Outgoing, ServiceHandler};
 
 /// First value of every call: which handler the caller wants, and optionally the call's
 /// metadata (`Meta`) and deadline (`Deadline`, milliseconds left).

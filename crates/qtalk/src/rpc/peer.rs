@@ -53,6 +53,8 @@ pub struct Peer {
     handler: Arc<dyn Handler>,
     options: Arc<Options>,
     tracker: TaskTracker,
+    /// The serving task and the tasks of its channels.
+    channels: TaskTracker,
     draining: CancellationToken,
     stop: CancellationToken,
     started: Arc<AtomicBool>,
@@ -100,6 +102,7 @@ impl Peer {
             handler: mux,
             options: Arc::new(options),
             tracker: TaskTracker::new(),
+            channels: TaskTracker::new(),
             draining: CancellationToken::new(),
             _alive: Arc::new(StopOnDrop(stop.clone())),
             stop,
@@ -160,19 +163,30 @@ impl Peer {
             options: self.options.clone(),
             tracker: self.tracker.clone(),
             draining: self.draining.clone(),
+            channels: self.channels.clone(),
             calls: None,
         });
-        tokio::spawn(serve_session(serving, self.stop.clone()));
+        self.channels
+            .spawn(serve_session(serving, self.stop.clone()));
     }
 
     /// Shuts down gracefully: calls that arrive from now on are refused (the caller reads
     /// [`SHUTTING_DOWN`](crate::rpc::SHUTTING_DOWN), see
     /// [`Error::is_shutting_down`]), calls in flight may finish for up to `grace`, then the
     /// session is closed.
+    ///
+    /// When the session has already ended, it also waits (within `grace`) for what the peer
+    /// sent before it left to be handled: channels not yet taken, headers not yet read (a bad
+    /// one reaches [`Options`]' bad-call hook). Every read ends promptly then.
     pub async fn shutdown(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
         self.draining.cancel();
         self.tracker.close();
-        let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
+        let _ = tokio::time::timeout_at(deadline, self.tracker.wait()).await;
+        if self.session().is_closed() {
+            self.channels.close();
+            let _ = tokio::time::timeout_at(deadline, self.channels.wait()).await;
+        }
         self.stop.cancel();
         self.session().close();
     }

@@ -77,16 +77,20 @@ pub(crate) struct CallState {
     answered: AtomicU8,
     /// The text of an error answer.
     error: OnceLock<String>,
+    /// The codec of the answer (kept here, so that whoever answers for a handler has it
+    /// without a reference count of its own).
+    pub(crate) codec: Arc<dyn Codec>,
 }
 
 impl CallState {
     /// The state of a call answered through `w`.
-    pub(crate) fn new(w: CallWriter) -> Slot {
+    pub(crate) fn new(w: CallWriter, codec: Arc<dyn Codec>) -> Slot {
         Arc::new(CallState {
             writer: Mutex::new(Some(w)),
             args_done: AtomicBool::new(false),
             answered: AtomicU8::new(NONE),
             error: OnceLock::new(),
+            codec,
         })
     }
 
@@ -133,7 +137,6 @@ pub(crate) type Slot = Arc<CallState>;
 /// values with [`Responder::ret_many`], or [`Responder::continue_with`] to keep the channel.
 pub struct Responder {
     pub(crate) slot: Slot,
-    pub(crate) codec: Arc<dyn Codec>,
 }
 
 impl std::fmt::Debug for Responder {
@@ -143,8 +146,8 @@ impl std::fmt::Debug for Responder {
 }
 
 impl Responder {
-    pub(crate) fn new(slot: Slot, codec: Arc<dyn Codec>) -> Self {
-        Responder { slot, codec }
+    pub(crate) fn new(slot: Slot) -> Self {
+        Responder { slot }
     }
 
     fn take(&self) -> Result<CallWriter, Error> {
@@ -203,7 +206,7 @@ impl Responder {
         self,
         value: &T,
     ) -> impl Future<Output = Result<Continued, Error>> + Send + 'static {
-        let codec = self.codec.clone();
+        let codec = self.slot.codec.clone();
         let prepared = self.prepare(None, true, std::iter::once(value));
         async move {
             let (w, buf) = prepared?;
@@ -219,7 +222,7 @@ impl Responder {
         self.slot.record(DETACHED, None);
         Ok(Continued {
             w,
-            codec: self.codec.clone(),
+            codec: self.slot.codec.clone(),
         })
     }
 
@@ -238,7 +241,7 @@ impl Responder {
             (None, true) => CONTINUED,
             (None, false) => RETURNED,
         };
-        let buf = encode_response(&*self.codec, error.as_deref(), continue_, values)?;
+        let buf = encode_response(&*self.slot.codec, error.as_deref(), continue_, values)?;
         let w = self.take()?;
         self.slot.record(how, error.as_deref());
         Ok((w, buf))

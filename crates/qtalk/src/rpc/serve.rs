@@ -89,6 +89,9 @@ pub(crate) struct Serving {
     pub(crate) tracker: TaskTracker,
     /// Cancelled when shutting down: calls arriving from then on are refused.
     pub(crate) draining: CancellationToken,
+    /// Counts the tasks serving the session's channels, from before their header is read,
+    /// so that what a peer sent before it left can be waited for (see `Peer::shutdown`).
+    pub(crate) channels: TaskTracker,
     /// The server's call limit (none for a peer).
     pub(crate) calls: Option<Arc<Limit>>,
 }
@@ -125,7 +128,9 @@ pub(crate) async fn serve_session(serving: Arc<Serving>, stop: CancellationToken
             tick.as_mut().reset(tokio::time::Instant::now() + period);
             armed = true;
         }
-        tokio::spawn(respond_call(ch, serving.clone(), waiting));
+        serving
+            .channels
+            .spawn(respond_call(ch, serving.clone(), waiting));
     }
     // Ends the header waits left (a session that ended ends them too, with their channels).
     watch.stop();
@@ -326,8 +331,8 @@ async fn respond_call(ch: qtalk_mux::Channel, serving: Arc<Serving>, waiting: He
     };
     let span = tracing::debug_span!("rpc call", selector = %selector, channel = %channel);
     async move {
-        let slot = CallState::new(CallWriter::Channel(w));
-        let responder = Responder::new(slot.clone(), codec.clone());
+        let slot = CallState::new(CallWriter::Channel(w), codec.clone());
+        let responder = Responder::new(slot.clone());
         let call = Call::new(
             selector,
             serving.caller.clone(),

@@ -14,9 +14,11 @@
 //! need to see each streamed value or byte (per-message compression, per-message metrics)
 //! do not fit tower's request/response shape; see ARCHITECTURE.md.
 
+use std::any::Any;
 use std::convert::Infallible;
 use std::fmt::Display;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -113,30 +115,91 @@ impl HandlerService {
 impl tower_service::Service<Incoming> for HandlerService {
     type Response = Outcome;
     type Error = Infallible;
-    type Future = BoxFuture<Result<Outcome, Infallible>>;
+    type Future = HandlerFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Incoming) -> Self::Future {
+    fn call(&mut self, req: Incoming) -> HandlerFuture {
         let (responder, call) = req.into_parts();
         let slot = responder.slot.clone();
-        let codec = responder.codec.clone();
         let run = self.handler.respond(responder, call);
-        Box::pin(async move {
-            match AssertUnwindSafe(run).catch_unwind().await {
-                Ok(()) => Ok(slot.outcome()),
-                Err(panic) => {
-                    let msg = panic_message(&panic);
-                    tracing::debug!(panic = %msg, "rpc: handler panicked");
-                    if let Some(w) = slot.take_writer() {
-                        respond_fallback(w, &*codec, Some(format!("panic: {msg}"))).await;
+        HandlerFuture {
+            state: Running::Handler {
+                run: AssertUnwindSafe(run).catch_unwind(),
+                slot,
+            },
+        }
+    }
+}
+
+/// The future of [`HandlerService`]: the handler, then (only if it panicked) the answer
+/// for it. No allocation of its own.
+pub struct HandlerFuture {
+    state: Running,
+}
+
+enum Running {
+    Handler {
+        run: futures_util::future::CatchUnwind<AssertUnwindSafe<BoxFuture<()>>>,
+        slot: crate::rpc::responder::Slot,
+    },
+    Answering {
+        answer: BoxFuture<()>,
+        panic: Option<String>,
+    },
+    Done,
+}
+
+impl std::fmt::Debug for HandlerFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerFuture").finish_non_exhaustive()
+    }
+}
+
+impl std::future::Future for HandlerFuture {
+    type Output = Result<Outcome, Infallible>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match &mut self.state {
+                Running::Handler { run, slot } => {
+                    match std::task::ready!(std::pin::Pin::new(run).poll(cx)) {
+                        Ok(()) => {
+                            let outcome = slot.outcome();
+                            self.state = Running::Done;
+                            return Poll::Ready(Ok(outcome));
+                        }
+                        Err(panic) => {
+                            let msg = panic_message(&panic);
+                            tracing::debug!(panic = %msg, "rpc: handler panicked");
+                            let answer: BoxFuture<()> = match slot.take_writer() {
+                                Some(w) => {
+                                    let codec = slot.codec.clone();
+                                    let text = format!("panic: {msg}");
+                                    Box::pin(async move {
+                                        respond_fallback(w, &*codec, Some(text)).await
+                                    })
+                                }
+                                None => Box::pin(std::future::ready(())),
+                            };
+                            self.state = Running::Answering {
+                                answer,
+                                panic: Some(msg),
+                            };
+                        }
                     }
-                    Ok(Outcome::Panicked(msg))
                 }
+                Running::Answering { answer, panic } => {
+                    std::task::ready!(answer.as_mut().poll(cx));
+                    let msg = panic.take().unwrap_or_default();
+                    self.state = Running::Done;
+                    return Poll::Ready(Ok(Outcome::Panicked(msg)));
+                }
+                Running::Done => panic!("HandlerFuture polled after completion"),
             }
-        })
+        }
     }
 }
 
@@ -174,13 +237,60 @@ pub(crate) fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 #[derive(Clone, Debug)]
 pub struct ServiceHandler<S> {
     service: S,
+    /// Tells this handler's clones apart in the per-thread spares.
+    id: usize,
 }
 
 impl<S> ServiceHandler<S> {
     /// The handler of `service`.
     pub fn new(service: S) -> ServiceHandler<S> {
-        ServiceHandler { service }
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        ServiceHandler {
+            service,
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+        }
     }
+}
+
+/// Clones of services kept per thread, by [`ServiceHandler`] id, for the next call: cloning
+/// a layered service per call touches the reference counts of every layer's shared state,
+/// which bounce between the cores serving calls. A clone is used by one call at a time (its
+/// readiness is never shared or abandoned) and comes back once the call was dispatched.
+const SPARES_PER_THREAD: usize = 8;
+
+thread_local! {
+    static SPARES: std::cell::RefCell<Vec<(usize, Box<dyn Any + Send>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// This thread's spare clone of handler `id`'s service, or a fresh one.
+fn take_spare<S: Clone + Send + 'static>(id: usize, service: &S) -> Box<S> {
+    let spare = SPARES
+        .try_with(|spares| {
+            let mut spares = spares.try_borrow_mut().ok()?;
+            let i = spares.iter().position(|(k, _)| *k == id)?;
+            spares.swap_remove(i).1.downcast::<S>().ok()
+        })
+        .ok()
+        .flatten();
+    spare.unwrap_or_else(|| Box::new(service.clone()))
+}
+
+/// Keeps `service` as a spare of this thread, unless it has one for `id` already (the
+/// oldest of a full list goes).
+fn put_spare<S: Send + 'static>(id: usize, service: Box<S>) {
+    let _ = SPARES.try_with(|spares| {
+        let Ok(mut spares) = spares.try_borrow_mut() else {
+            return;
+        };
+        if spares.iter().any(|(k, _)| *k == id) {
+            return;
+        }
+        if spares.len() >= SPARES_PER_THREAD {
+            spares.remove(0);
+        }
+        spares.push((id, service));
+    });
 }
 
 impl<S> Handler for ServiceHandler<S>
@@ -190,18 +300,22 @@ where
     S::Future: Send + 'static,
 {
     fn respond(&self, responder: Responder, call: Call) -> BoxFuture<()> {
-        let mut service = self.service.clone();
+        let id = self.id;
+        let mut service = take_spare(id, &self.service);
         let slot = responder.slot.clone();
-        let codec = responder.codec.clone();
         Box::pin(async move {
             let result = match std::future::poll_fn(|cx| service.poll_ready(cx)).await {
-                Ok(()) => service.call(Incoming::new(responder, call)).await,
+                Ok(()) => {
+                    let dispatched = service.call(Incoming::new(responder, call));
+                    put_spare(id, service);
+                    dispatched.await
+                }
                 Err(e) => Err(e),
             };
             if let Err(e) = result {
                 tracing::debug!(error = %e, "rpc: middleware failed the call");
                 if let Some(w) = slot.take_writer() {
-                    respond_fallback(w, &*codec, Some(e.to_string())).await;
+                    respond_fallback(w, &*slot.codec, Some(e.to_string())).await;
                 }
             }
         })

@@ -143,8 +143,9 @@ impl TestCall {
     /// driven by the test itself; the [`TestOutput`] reads what was answered.
     pub fn into_parts(self) -> (Responder, Call, TestOutput) {
         let sink = Arc::new(MemorySink::default());
-        let slot = CallState::new(CallWriter::Memory(MemoryWriter { sink: sink.clone() }));
-        let responder = Responder::new(slot.clone(), self.codec.clone());
+        let writer = CallWriter::Memory(MemoryWriter { sink: sink.clone() });
+        let slot = CallState::new(writer, self.codec.clone());
+        let responder = Responder::new(slot.clone());
         let caller = match self.caller {
             Some(c) => c,
             None => {

@@ -12,8 +12,9 @@ use crate::rpc::{Incoming, Outcome};
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Principal {
-    /// A token from the metadata: the name it was accepted under.
-    Token(String),
+    /// A token from the metadata: its position in the list given to the layer (never its
+    /// value).
+    Token(usize),
     /// The certificate the peer presented in the TLS or QUIC handshake (DER).
     Certificate(qtalk_mux::Certificate),
     /// A Unix socket peer's user id.
@@ -22,7 +23,8 @@ pub enum Principal {
     Named(String),
 }
 
-type Rule = Arc<dyn Fn(&Incoming) -> Result<Principal, String> + Send + Sync>;
+/// A rule: the principal it accepts, or why not.
+type Rule = Arc<dyn Fn(&Incoming) -> Result<Arc<Principal>, String> + Send + Sync>;
 
 /// A tower layer that lets a call through only when one of its rules accepts the caller:
 /// a token in the call's metadata, the client certificate of a mutual-TLS or QUIC
@@ -62,8 +64,8 @@ impl AuthLayer {
     }
 
     /// A layer accepting calls whose metadata `key` holds one of `tokens`, as is or after
-    /// `Bearer `. The [`Principal::Token`] names the token by its position (`token 0`, ...),
-    /// never by its value.
+    /// `Bearer `. The [`Principal::Token`] names the token by its position, never by its
+    /// value.
     pub fn bearer_token<I, T>(key: &str, tokens: I) -> AuthLayer
     where
         I: IntoIterator<Item = T>,
@@ -82,7 +84,7 @@ impl AuthLayer {
         let key = key.to_string();
         let tokens: Vec<String> = tokens.into_iter().map(Into::into).collect();
         let name = format!("token in metadata {key:?}");
-        self.or_rule(name, move |incoming| {
+        self.push_rule(name, move |incoming| {
             let Some(sent) = incoming.context().metadata().get(&key) else {
                 return Err(format!("no token in metadata {key:?}"));
             };
@@ -95,7 +97,9 @@ impl AuthLayer {
                 }
             }
             match found {
-                Some(i) => Ok(Principal::Token(format!("token {i}"))),
+                // A fresh value per call: a shared one's reference count would bounce between
+                // the cores serving calls, which costs more than the allocation.
+                Some(i) => Ok(Arc::new(Principal::Token(i))),
                 None => Err(format!("invalid token in metadata {key:?}")),
             }
         })
@@ -137,16 +141,23 @@ impl AuthLayer {
 
     /// Also accepts the calls `rule` accepts; its error says why it did not (the caller reads
     /// it after `unauthenticated: `).
-    pub fn or_rule<F>(mut self, name: impl Into<String>, rule: F) -> AuthLayer
+    pub fn or_rule<F>(self, name: impl Into<String>, rule: F) -> AuthLayer
     where
         F: Fn(&Incoming) -> Result<Principal, String> + Send + Sync + 'static,
+    {
+        self.push_rule(name, move |incoming| rule(incoming).map(Arc::new))
+    }
+
+    fn push_rule<F>(mut self, name: impl Into<String>, rule: F) -> AuthLayer
+    where
+        F: Fn(&Incoming) -> Result<Arc<Principal>, String> + Send + Sync + 'static,
     {
         self.rules.push((name.into(), Arc::new(rule)));
         self
     }
 
     /// The principal the first accepting rule gives, or why none accepted.
-    fn check(&self, incoming: &Incoming) -> Result<Principal, String> {
+    fn check(&self, incoming: &Incoming) -> Result<Arc<Principal>, String> {
         let mut why = Vec::new();
         for (_, rule) in &self.rules {
             match rule(incoming) {
@@ -182,12 +193,11 @@ pub struct Auth<S> {
 impl<S> tower_service::Service<Incoming> for Auth<S>
 where
     S: tower_service::Service<Incoming, Response = Outcome>,
-    S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
     type Response = Outcome;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Outcome, S::Error>>;
+    type Future = AuthFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -196,13 +206,52 @@ where
     fn call(&mut self, mut req: Incoming) -> Self::Future {
         match self.rules.check(&req) {
             Ok(principal) => {
-                req.call_mut().extensions_mut().insert(principal);
-                Box::pin(self.inner.call(req))
+                req.call_mut().extensions_mut().insert_shared(principal);
+                AuthFuture {
+                    state: AuthState::Accepted {
+                        inner: self.inner.call(req),
+                    },
+                }
             }
             Err(why) => {
                 tracing::debug!(selector = %req.selector(), reason = %why, "rpc: call refused");
-                Box::pin(async move { Ok(req.refuse(why).await) })
+                AuthFuture {
+                    state: AuthState::Refused {
+                        refusal: Box::pin(async move { Ok(req.refuse(why).await) }),
+                    },
+                }
             }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Auth`]: the inner service's (no allocation for accepted calls), or the
+    /// refusal.
+    pub struct AuthFuture<F, E> {
+        #[pin]
+        state: AuthState<F, E>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = AuthProj]
+    enum AuthState<F, E> {
+        Accepted { #[pin] inner: F },
+        Refused { refusal: BoxFuture<Result<Outcome, E>> },
+    }
+}
+
+impl<F, E> std::future::Future for AuthFuture<F, E>
+where
+    F: std::future::Future<Output = Result<Outcome, E>>,
+{
+    type Output = Result<Outcome, E>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            AuthProj::Accepted { inner } => inner.poll(cx),
+            AuthProj::Refused { refusal } => refusal.as_mut().poll(cx),
         }
     }
 }

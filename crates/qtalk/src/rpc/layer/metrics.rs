@@ -1,13 +1,13 @@
 //! [`MetricsLayer`]: calls, errors and latency per selector, through the `metrics` facade.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::task::{Context, Poll};
 
 use ::metrics::{Counter, Histogram, SharedString};
 use tokio::time::Instant;
 
-use crate::rpc::handler::BoxFuture;
 use crate::rpc::{Incoming, Outcome};
 
 /// Names of the series [`MetricsLayer`] records.
@@ -54,13 +54,54 @@ pub struct MetricsLayer {
 
 #[derive(Debug)]
 struct State {
+    /// Tells layers apart in the per-thread caches.
+    id: usize,
     max_selectors: usize,
-    series: RwLock<HashMap<Arc<str>, Arc<Series>>>,
+    series: RwLock<HashMap<Arc<str>, Arc<Series>, BuildHasherDefault<Fnv>>>,
     other: OnceLock<Arc<Series>>,
 }
 
+/// FNV-1a: a selector is hashed on every call, and SipHash showed in profiles. The map holds
+/// at most `max_selectors` entries, so colliding selectors cost a bounded probe at worst.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// Ids of the [`MetricsLayer`]s made so far.
+static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Layers whose series a thread keeps copies of (the oldest goes first).
+const LAYERS_PER_THREAD: usize = 8;
+
+type LocalSeries = HashMap<Box<str>, Arc<Series>, BuildHasherDefault<Fnv>>;
+
+thread_local! {
+    /// Per thread and layer: copies of the series handles, so that the reference count a
+    /// call takes of its series stays on its thread instead of bouncing between cores.
+    static LOCAL: std::cell::RefCell<Vec<(usize, LocalSeries)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The handles of one selector's series, registered once.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Series {
     selector: SharedString,
     /// One counter per outcome label, registered on first use.
@@ -125,8 +166,9 @@ impl MetricsLayer {
     pub fn with_max_selectors(max: usize) -> MetricsLayer {
         MetricsLayer {
             state: Arc::new(State {
+                id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 max_selectors: max,
-                series: RwLock::new(HashMap::new()),
+                series: RwLock::new(HashMap::default()),
                 other: OnceLock::new(),
             }),
         }
@@ -139,28 +181,70 @@ impl MetricsLayer {
 }
 
 impl State {
+    /// The series of `selector`: this thread's copy, made from the shared one at first.
     fn series(&self, selector: &str) -> Arc<Series> {
-        if let Some(s) = self
-            .series
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(selector)
+        let local = LOCAL.try_with(|local| {
+            let mut local = local.try_borrow_mut().ok()?;
+            let i = match local.iter().position(|(id, _)| *id == self.id) {
+                Some(i) => i,
+                None => {
+                    if local.len() >= LAYERS_PER_THREAD {
+                        local.remove(0);
+                    }
+                    local.push((self.id, HashMap::default()));
+                    local.len() - 1
+                }
+            };
+            let map = &mut local[i].1;
+            if let Some(s) = map.get(selector) {
+                return Some(s.clone());
+            }
+            let shared = self.shared_series(selector);
+            // Copies of labelled selectors only: "(other)" stays shared (and no unlabelled
+            // selector takes room here).
+            let other = self.other.get().is_some_and(|o| Arc::ptr_eq(o, &shared));
+            if !other && map.len() < self.max_selectors {
+                let copy = Arc::new((*shared).clone());
+                map.insert(selector.into(), copy.clone());
+                return Some(copy);
+            }
+            Some(shared)
+        });
+        match local {
+            Ok(Some(s)) => s,
+            _ => self.shared_series(selector),
+        }
+    }
+
+    /// The series of `selector` shared by every thread (registered on first use).
+    fn shared_series(&self, selector: &str) -> Arc<Series> {
         {
-            return s.clone();
+            let map = self.series.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(s) = map.get(selector) {
+                return s.clone();
+            }
+            // Full: the rest are "(other)", without taking the write lock.
+            if map.len() >= self.max_selectors {
+                drop(map);
+                return self.other();
+            }
         }
         let mut map = self.series.write().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = map.get(selector) {
             return s.clone();
         }
         if map.len() >= self.max_selectors {
-            return self
-                .other
-                .get_or_init(|| Arc::new(Series::new(OTHER_SELECTOR)))
-                .clone();
+            return self.other();
         }
         let s = Arc::new(Series::new(selector));
         map.insert(selector.into(), s.clone());
         s
+    }
+
+    fn other(&self) -> Arc<Series> {
+        self.other
+            .get_or_init(|| Arc::new(Series::new(OTHER_SELECTOR)))
+            .clone()
     }
 }
 
@@ -185,12 +269,10 @@ pub struct Metrics<S> {
 impl<S> tower_service::Service<Incoming> for Metrics<S>
 where
     S: tower_service::Service<Incoming, Response = Outcome>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
 {
     type Response = Outcome;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Outcome, S::Error>>;
+    type Future = MetricsFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -198,17 +280,39 @@ where
 
     fn call(&mut self, req: Incoming) -> Self::Future {
         let series = self.state.series(req.selector());
-        let start = Instant::now();
-        let run = self.inner.call(req);
-        Box::pin(async move {
-            let result = run.await;
-            let seconds = start.elapsed().as_secs_f64();
-            match &result {
-                Ok(outcome) => series.record(outcome, seconds),
-                // The call failed in a layer below (a timeout): an error.
-                Err(_) => series.record(&Outcome::Failed(String::new()), seconds),
-            }
-            result
-        })
+        MetricsFuture {
+            inner: self.inner.call(req),
+            series,
+            start: Instant::now(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Metrics`]: the inner service's, recorded when it completes.
+    pub struct MetricsFuture<F> {
+        #[pin]
+        inner: F,
+        series: Arc<Series>,
+        start: Instant,
+    }
+}
+
+impl<F, E> std::future::Future for MetricsFuture<F>
+where
+    F: std::future::Future<Output = Result<Outcome, E>>,
+{
+    type Output = Result<Outcome, E>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        let seconds = this.start.elapsed().as_secs_f64();
+        match &result {
+            Ok(outcome) => this.series.record(outcome, seconds),
+            // The call failed in a layer below (a timeout): an error.
+            Err(_) => this.series.record(&Outcome::Failed(String::new()), seconds),
+        }
+        Poll::Ready(result)
     }
 }

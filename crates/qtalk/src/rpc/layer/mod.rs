@@ -28,7 +28,9 @@ mod client;
 #[cfg(feature = "metrics")]
 mod metrics;
 
-pub use auth::{Auth, AuthLayer, Principal};
+pub use auth::{Auth, AuthFuture, AuthLayer, Principal};
 pub use client::{DeadlineLayer, MetadataLayer, WithDeadline, WithMetadata};
 #[cfg(feature = "metrics")]
-pub use metrics::{names, Metrics, MetricsLayer, DEFAULT_MAX_SELECTORS, OTHER_SELECTOR};
+pub use metrics::{
+    names, Metrics, MetricsFuture, MetricsLayer, DEFAULT_MAX_SELECTORS, OTHER_SELECTOR,
+};
