@@ -28,8 +28,10 @@ stage() {
   stage_t0=$now
   [ -z "$1" ] || echo "== $1"
 }
+py_wheel_pid=""
 stage_report() {
   local rc=$? now row
+  [ -z "$py_wheel_pid" ] || kill "$py_wheel_pid" 2>/dev/null || true
   stage ""
   now=$(now_ms)
   echo
@@ -94,11 +96,15 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --lock
 stage "cargo test"
 cargo test --workspace --locked
 
+# The Python bindings' wheel is a release build of about 160 crates. It compiles in the
+# background from here on, beside the stages that follow (the quick start, the JavaScript
+# package, the fuzzers' fixed-length runs), and the Python stage waits for it.
+py_wheel_log="$PWD/target/python-wheel-build.log"
+bash bindings/python/test.sh --build-only >"$py_wheel_log" 2>&1 &
+py_wheel_pid=$!
+
 stage "README quick start in a crate of its own (only qtalk and tokio)"
 bash scripts/quickstart.sh
-
-stage "Python bindings (bindings/python: build, then pytest)"
-EXAMPLES_PROFILE=debug bash bindings/python/test.sh
 
 # ---- JavaScript package (bindings/js) ------------------------------------------------------
 # Build, `npm pack` contents, node --test: codecs and sessions against the Go recordings, RPC,
@@ -119,6 +125,17 @@ if cargo +nightly --version >/dev/null 2>&1; then
 else
   echo "NOTICE: fuzzing SKIPPED: it needs a nightly toolchain (see fuzz/README.md)"
 fi
+
+# The abi3 wheel (built in the background since "cargo test"; the bindings' only release build)
+# installed in a fresh venv, then pytest, mypy --strict and stubtest against it; it prints its
+# own steps' times.
+stage "Python bindings (bindings/python: wheel, fresh venv, pytest, mypy, stubtest)"
+py_wheel_status=0
+wait "$py_wheel_pid" || py_wheel_status=$?
+py_wheel_pid=""
+cat "$py_wheel_log"
+[ "$py_wheel_status" = 0 ] || { echo "FAILED: the Python wheel did not build"; exit 1; }
+EXAMPLES_PROFILE=debug bash bindings/python/test.sh --prebuilt
 
 ran=$(grep -c '^ran ' "$tally" 2>/dev/null || true)
 skipped=$(grep -c '^skipped ' "$tally" 2>/dev/null || true)

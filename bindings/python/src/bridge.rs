@@ -1,25 +1,33 @@
-//! Rust futures as asyncio futures, on a tokio runtime owned by the module.
+//! Rust futures as asyncio coroutines, on a tokio runtime owned by the module.
 //!
-//! A future runs on the runtime without the GIL. When it finishes, a blocking-pool thread takes
-//! the GIL just long enough to convert its output and hand it to the event loop
-//! (`call_soon_threadsafe`). Cancelling the asyncio future drops the Rust future (which, for a
-//! call, closes its channel).
+//! Every awaitable the module returns is an [`Op`]: a coroutine object (it has `send`,
+//! `throw`, `close` and `__await__`, so `asyncio.create_task` and `TaskGroup.create_task` take
+//! it) that starts nothing until it is first stepped. Once stepped it either finishes at once
+//! (bytes already received, room in the channel's send buffer: no thread is involved) or runs
+//! its Rust future on the runtime and waits on an asyncio future.
 //!
-//! Exiting safely: a runtime thread inside the interpreter while it finalizes would be killed
-//! mid-call (CPython ends threads that want the GIL back then), which crashes the process. So
-//! every entry into Python from the runtime goes through [`with_python`], which counts
-//! itself, and an `atexit` hook ([`shutdown`]) stops new entries and waits for the counted
-//! ones before the interpreter finalizes.
+//! Results come back to the event loop through its [`Dispatcher`]: a queue of jobs, and one end
+//! of a socket pair that the loop watches (`add_reader`). A runtime thread pushes a job and, when
+//! the queue was empty, writes one byte; the loop runs the queued jobs with the GIL. So runtime
+//! threads never take the GIL, and nothing of theirs runs Python while the interpreter exits.
+//! Loops without `add_reader` (Windows' proactor) are woken with `call_soon_threadsafe` from a
+//! blocking-pool thread instead, through [`with_python`].
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex as StdMutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Condvar, Mutex as StdMutex, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
 use pyo3::prelude::*;
-use pyo3::IntoPyObjectExt;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyType;
+use pyo3::{intern, IntoPyObjectExt};
 use tokio::runtime::Runtime;
-use tokio::sync::oneshot;
+
+use crate::errors::Failure;
 
 /// The runtime every Rust future of the module runs on (created on first use).
 pub(crate) fn runtime() -> &'static Runtime {
@@ -33,15 +41,22 @@ pub(crate) fn runtime() -> &'static Runtime {
     })
 }
 
+// ---- entering Python from other threads (the fallback waker and the log thread) ------------
+
 static IN_PYTHON: AtomicUsize = AtomicUsize::new(0);
 static EXITING: AtomicBool = AtomicBool::new(false);
+static LEFT: (StdMutex<()>, Condvar) = (StdMutex::new(()), Condvar::new());
 
-/// Runs `f` with the GIL from a runtime thread; `None` once the interpreter is exiting.
+/// Runs `f` with the GIL from a thread of the module's own; `None` once the interpreter is
+/// exiting. [`shutdown`] waits for every `f` under way before the interpreter finalizes.
 pub(crate) fn with_python<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
     struct Leave;
     impl Drop for Leave {
         fn drop(&mut self) {
-            IN_PYTHON.fetch_sub(1, Ordering::SeqCst);
+            if IN_PYTHON.fetch_sub(1, Ordering::SeqCst) == 1 {
+                let _guard = LEFT.0.lock().unwrap_or_else(|p| p.into_inner());
+                LEFT.1.notify_all();
+            }
         }
     }
     IN_PYTHON.fetch_add(1, Ordering::SeqCst);
@@ -52,183 +67,664 @@ pub(crate) fn with_python<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> Optio
     Some(Python::attach(f))
 }
 
-/// The `atexit` hook: no more entries into Python from the runtime; waits (without the GIL,
-/// at most 5 s) for those under way.
+/// The `atexit` hook: the module's threads enter Python no more; waits (without the GIL, at
+/// most 5 s) for those inside.
 #[pyfunction]
 pub(crate) fn shutdown(py: Python<'_>) {
     EXITING.store(true, Ordering::SeqCst);
     py.detach(|| {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while IN_PYTHON.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        // A short grace after the count drains: without it, about one exit in ten with calls
-        // in flight still aborted (`FATAL: exception not rethrown`, a runtime thread ended by
-        // the finalizing interpreter). Which entry escapes the count is not yet understood;
-        // test_exit_with_calls_in_flight guards it.
-        std::thread::sleep(Duration::from_millis(20));
+        let guard = LEFT.0.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = LEFT
+            .1
+            .wait_timeout_while(guard, Duration::from_secs(5), |_| {
+                IN_PYTHON.load(Ordering::SeqCst) > 0
+            });
     });
 }
 
-/// Why a future failed; made a Python exception once the GIL is held.
-pub(crate) enum Failure {
-    Py(PyErr),
-    Rpc(qtalk::rpc::Error),
-    Qtalk(String),
+// ---- the per-loop job queue ------------------------------------------------------------------
+
+/// Work for the event loop's thread, run with the GIL.
+pub(crate) type Job = Box<dyn for<'py> FnOnce(Python<'py>) + Send>;
+
+/// How a queue wakes its loop.
+enum Wake {
+    /// Writes a byte to the socket the loop watches.
+    #[cfg(unix)]
+    Socket(std::os::unix::net::UnixStream),
+    /// `loop.call_soon_threadsafe(drain)` from a blocking-pool thread.
+    ThreadSafe {
+        event_loop: Arc<Py<PyAny>>,
+        drain: Arc<Py<PyAny>>,
+    },
+    /// Not attached to a loop yet.
+    None,
 }
 
-impl From<PyErr> for Failure {
-    fn from(e: PyErr) -> Self {
-        Failure::Py(e)
+struct QueueState {
+    jobs: Vec<Job>,
+    /// A wake-up is on its way (set by the push that found the queue empty).
+    armed: bool,
+    closed: bool,
+}
+
+/// The jobs waiting for one event loop. Pushed from any thread; run by [`Dispatcher::drain`].
+pub(crate) struct Queue {
+    state: StdMutex<QueueState>,
+    wake: StdMutex<Wake>,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
 
-impl From<qtalk::rpc::Error> for Failure {
-    fn from(e: qtalk::rpc::Error) -> Self {
-        Failure::Rpc(e)
-    }
-}
-
-impl From<std::io::Error> for Failure {
-    fn from(e: std::io::Error) -> Self {
-        Failure::Py(e.into())
-    }
-}
-
-/// The exception class `name` of `qtalk_rs._errors`, called with `message`.
-fn qtalk_exception(py: Python<'_>, name: &str, message: &str) -> PyErr {
-    let made = py
-        .import("qtalk_rs._errors")
-        .and_then(|m| m.getattr(name))
-        .and_then(|c| c.call1((message,)));
-    match made {
-        Ok(exc) => PyErr::from_value(exc),
-        Err(err) => err,
-    }
-}
-
-impl Failure {
-    /// `RemoteError` for the responder's error (its text in `.message`; `str()` is
-    /// `remote: <text>` as in Go), `QtalkError` for other rpc errors.
-    pub(crate) fn into_pyerr(self, py: Python<'_>) -> PyErr {
-        match self {
-            Failure::Py(e) => e,
-            Failure::Rpc(qtalk::rpc::Error::Remote(message)) => {
-                qtalk_exception(py, "RemoteError", &message)
+    /// Queues `job` for the loop; gives it back when the loop is closed.
+    pub(crate) fn push(&self, job: Job) -> Result<(), Job> {
+        let wake = {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(job);
             }
-            Failure::Rpc(e) => qtalk_exception(py, "QtalkError", &e.to_string()),
-            Failure::Qtalk(message) => qtalk_exception(py, "QtalkError", &message),
+            st.jobs.push(job);
+            !std::mem::replace(&mut st.armed, true)
+        };
+        if wake {
+            self.wake();
+        }
+        Ok(())
+    }
+
+    fn wake(&self) {
+        let wake = self.wake.lock().unwrap_or_else(|p| p.into_inner());
+        match &*wake {
+            #[cfg(unix)]
+            Wake::Socket(s) => {
+                use std::io::Write;
+                // Non-blocking; a full buffer means wake-ups are already pending.
+                let _ = (&*s).write(&[1]);
+            }
+            Wake::ThreadSafe { event_loop, drain } => {
+                let (event_loop, drain) = (event_loop.clone(), drain.clone());
+                drop(runtime().spawn_blocking(move || {
+                    with_python(|py| {
+                        let _ = event_loop
+                            .bind(py)
+                            .call_method1(intern!(py, "call_soon_threadsafe"), (drain.bind(py),));
+                    });
+                }));
+            }
+            Wake::None => {}
         }
     }
 }
 
-/// Done-callback of the asyncio future: reports its cancellation to the Rust side.
-#[pyclass(module = "qtalk_rs")]
-struct OnDone {
-    tx: StdMutex<Option<oneshot::Sender<()>>>,
+/// The job queue of one event loop, as the loop sees it: `fileno()` to watch, `drain()` to run
+/// the jobs (`qtalk_rs._loop` attaches it).
+#[pyclass(module = "qtalk_rs._native", frozen)]
+pub(crate) struct Dispatcher {
+    queue: Arc<Queue>,
+    #[cfg(unix)]
+    reader: Option<std::os::unix::net::UnixStream>,
 }
 
 #[pymethods]
-impl OnDone {
-    fn __call__(&self, _fut: Bound<'_, PyAny>) {
-        if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-/// Sets the asyncio future's outcome on the event loop (unless it was cancelled meanwhile).
-#[pyclass(module = "qtalk_rs")]
-struct SetResult {
-    fut: Py<PyAny>,
-    outcome: StdMutex<Option<PyResult<Py<PyAny>>>>,
-}
-
-#[pymethods]
-impl SetResult {
-    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
-        let fut = self.fut.bind(py);
-        if fut.call_method0("done")?.is_truthy()? {
-            return Ok(());
-        }
-        match self
-            .outcome
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+impl Dispatcher {
+    #[new]
+    fn new() -> PyResult<Self> {
+        #[cfg(unix)]
         {
-            Some(Ok(v)) => fut.call_method1("set_result", (v,))?,
-            Some(Err(e)) => fut.call_method1("set_exception", (e.into_value(py),))?,
-            None => return Ok(()),
+            let (reader, writer) = std::os::unix::net::UnixStream::pair()?;
+            reader.set_nonblocking(true)?;
+            writer.set_nonblocking(true)?;
+            Ok(Dispatcher {
+                queue: Arc::new(Queue {
+                    state: StdMutex::new(QueueState {
+                        jobs: Vec::new(),
+                        armed: false,
+                        closed: false,
+                    }),
+                    wake: StdMutex::new(Wake::Socket(writer)),
+                }),
+                reader: Some(reader),
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Dispatcher {
+                queue: Arc::new(Queue {
+                    state: StdMutex::new(QueueState {
+                        jobs: Vec::new(),
+                        armed: false,
+                        closed: false,
+                    }),
+                    wake: StdMutex::new(Wake::None),
+                }),
+            })
+        }
+    }
+
+    /// The file descriptor to watch for reading, or -1 where there is none.
+    fn fileno(&self) -> i64 {
+        #[cfg(unix)]
+        if let Some(r) = &self.reader {
+            use std::os::fd::AsRawFd;
+            return i64::from(r.as_raw_fd());
+        }
+        -1
+    }
+
+    /// Wakes `event_loop` with `call_soon_threadsafe(drain)` instead (for loops that cannot
+    /// watch a file descriptor).
+    fn use_call_soon_threadsafe(
+        slf: Bound<'_, Self>,
+        event_loop: Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let drain = slf.getattr("drain")?.unbind();
+        let this = slf.get();
+        *this.queue.wake.lock().unwrap_or_else(|p| p.into_inner()) = Wake::ThreadSafe {
+            event_loop: Arc::new(event_loop.unbind()),
+            drain: Arc::new(drain),
         };
         Ok(())
     }
+
+    /// Runs the queued jobs (on the loop's thread).
+    fn drain(&self, py: Python<'_>) {
+        #[cfg(unix)]
+        if let Some(r) = &self.reader {
+            use std::io::Read;
+            let mut buf = [0u8; 256];
+            while matches!((&*r).read(&mut buf), Ok(n) if n > 0) {}
+        }
+        let jobs = {
+            let mut st = self.queue.lock();
+            st.armed = false;
+            std::mem::take(&mut st.jobs)
+        };
+        for job in jobs {
+            job(py);
+        }
+    }
+
+    /// Refuses further jobs and drops the queued ones (the loop is closing).
+    fn close(&self) {
+        let jobs = {
+            let mut st = self.queue.lock();
+            st.closed = true;
+            std::mem::take(&mut st.jobs)
+        };
+        drop(jobs);
+        *self.queue.wake.lock().unwrap_or_else(|p| p.into_inner()) = Wake::None;
+    }
 }
 
-/// Runs `fut` on the runtime; returns an asyncio future of its output, on the running loop.
-pub(crate) fn spawn_py<'py, F, T>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
+/// A loop held by [`LAST_LOOP`], and its queue.
+type CachedLoop = (std::mem::ManuallyDrop<Py<PyAny>>, Arc<Queue>);
+
+thread_local! {
+    /// The last loop looked up on this thread, and its queue. The loop reference is never
+    /// dropped by the thread-local's destructor (it may run after the interpreter finalized);
+    /// it is replaced, with the GIL held, when another loop is looked up.
+    static LAST_LOOP: std::cell::RefCell<Option<CachedLoop>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The running event loop and its job queue (made on first use).
+pub(crate) fn running_queue(py: Python<'_>) -> PyResult<(Bound<'_, PyAny>, Arc<Queue>)> {
+    static GET_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let get_loop = GET_LOOP.import(py, "asyncio", "get_running_loop")?;
+    let event_loop = get_loop.call0()?;
+    let cached = LAST_LOOP.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(l, _)| l.as_ptr() == event_loop.as_ptr())
+            .map(|(_, q)| q.clone())
+    });
+    if let Some(q) = cached {
+        return Ok((event_loop, q));
+    }
+    static DISPATCHER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let d = DISPATCHER
+        .import(py, "qtalk_rs._loop", "dispatcher")?
+        .call1((&event_loop,))?;
+    let queue = d.cast::<Dispatcher>()?.get().queue.clone();
+    let old = LAST_LOOP.with(|c| {
+        c.borrow_mut().replace((
+            std::mem::ManuallyDrop::new(event_loop.clone().unbind()),
+            queue.clone(),
+        ))
+    });
+    if let Some((l, _)) = old {
+        drop(std::mem::ManuallyDrop::into_inner(l));
+    }
+    Ok((event_loop, queue))
+}
+
+// ---- results ----------------------------------------------------------------------------------
+
+/// A result on its way to Python, converted once the GIL is held.
+pub(crate) trait ToPy: Send {
+    fn to_py(self: Box<Self>, py: Python<'_>) -> PyResult<Py<PyAny>>;
+}
+
+impl<T> ToPy for T
+where
+    T: for<'py> IntoPyObject<'py> + Send,
+{
+    fn to_py(self: Box<Self>, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        (*self).into_py_any(py)
+    }
+}
+
+/// What an operation's Rust future comes to.
+pub(crate) type Outcome = Result<Box<dyn ToPy>, Failure>;
+
+/// A boxed operation future.
+pub(crate) type OpFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// Boxes `fut` as an [`OpFuture`].
+pub(crate) fn op_future<F, T>(fut: F) -> OpFuture
 where
     F: Future<Output = Result<T, Failure>> + Send + 'static,
-    T: for<'a> IntoPyObject<'a> + Send + 'static,
+    T: for<'py> IntoPyObject<'py> + Send + 'static,
 {
-    let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
-    let py_fut = event_loop.call_method0("create_future")?;
-    let (cancel_tx, cancel_rx) = oneshot::channel::<()>();
-    py_fut.call_method1(
-        "add_done_callback",
-        (OnDone {
-            tx: StdMutex::new(Some(cancel_tx)),
-        },),
-    )?;
-    let target = (event_loop.unbind(), py_fut.clone().unbind());
-    runtime().spawn(async move {
-        let result = tokio::select! {
-            biased;
-            _ = cancel_rx => None,
-            r = fut => Some(r),
+    Box::pin(async move { fut.await.map(|v| Box::new(v) as Box<dyn ToPy>) })
+}
+
+pub(crate) fn outcome_to_py(py: Python<'_>, out: Outcome) -> PyResult<Py<PyAny>> {
+    match out {
+        Ok(v) => v.to_py(py),
+        Err(f) => Err(f.into_pyerr(py)),
+    }
+}
+
+/// Polls `fut` once, here, with a waker that does nothing.
+pub(crate) fn poll_once<F: Future + Unpin + ?Sized>(fut: &mut F) -> Poll<F::Output> {
+    let _guard = runtime().enter();
+    let mut cx = Context::from_waker(Waker::noop());
+    Pin::new(fut).poll(&mut cx)
+}
+
+/// Polls `fut` once with a waker that does nothing (inside a runtime task, or after
+/// [`poll_once`] entered the runtime).
+pub(crate) fn poll_now<F: Future + ?Sized>(fut: &mut Pin<&mut F>) -> Poll<F::Output> {
+    let mut cx = Context::from_waker(Waker::noop());
+    fut.as_mut().poll(&mut cx)
+}
+
+/// Sets `fut`'s outcome unless it is done (cancelled) already.
+fn settle(py: Python<'_>, fut: &Bound<'_, PyAny>, outcome: PyResult<Py<PyAny>>) {
+    let done = fut
+        .call_method0(intern!(py, "done"))
+        .and_then(|d| d.is_truthy())
+        .unwrap_or(true);
+    if done {
+        return;
+    }
+    let _ = match outcome {
+        Ok(v) => fut.call_method1(intern!(py, "set_result"), (v,)),
+        Err(e) => fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),)),
+    };
+}
+
+// ---- the coroutine object ---------------------------------------------------------------------
+
+/// What an [`Op`] does once stepped.
+pub(crate) enum Start {
+    /// Run the future on the runtime. `abort`: cancelling the coroutine drops it (a call: its
+    /// channel closes); otherwise it finishes in the background (a write: all or nothing).
+    Spawn { fut: OpFuture, abort: bool },
+    /// Poll the future here first: when it finishes at once no thread is involved; otherwise as
+    /// `Spawn`.
+    Inline { fut: OpFuture, abort: bool },
+    /// The value is known already.
+    Ready(PyResult<Py<PyAny>>),
+    /// A receive from a stream that keeps what arrives after its waiter was cancelled.
+    Recv(crate::recv::RecvOp),
+    /// Makes the operation when first stepped (with the running loop at hand).
+    Deferred(Box<dyn FnOnce(Python<'_>) -> PyResult<Op> + Send>),
+}
+
+/// Makes a `Send` value `Sync`: the value is reachable only through `&mut` (pyo3 gives an
+/// `Op`'s methods exclusive access), so no two threads ever share it. (`sync_wrapper`'s
+/// `SyncWrapper`, in a few lines.)
+pub(crate) struct Exclusive<T>(T);
+
+// SAFETY: `&Exclusive<T>` gives no access to the `T`; only `&mut` does.
+unsafe impl<T: Send> Sync for Exclusive<T> {}
+
+enum State {
+    New(Exclusive<Start>),
+    Waiting {
+        fut: Py<PyAny>,
+        abort: Option<tokio::task::AbortHandle>,
+    },
+    Receiving(crate::recv::Waiting),
+    Done,
+}
+
+/// What `async with op:` does with the result.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AsyncWith {
+    /// Not a context manager.
+    No,
+    /// The result is itself an async context manager (`async with connect(...) as peer`).
+    Result,
+}
+
+/// A coroutine running one operation of the module. Nothing starts before it is awaited (or
+/// wrapped in a task); cancelling it while it waits drops its Rust future, except where the
+/// operation says otherwise (writes finish; receives keep their result for the next receive).
+#[pyclass(module = "qtalk_rs._native", name = "Op")]
+pub(crate) struct Op {
+    state: State,
+    name: &'static str,
+    cm: AsyncWith,
+    entered: Option<Py<PyAny>>,
+}
+
+impl Op {
+    pub(crate) fn new(name: &'static str, start: Start) -> Op {
+        Op {
+            state: State::New(Exclusive(start)),
+            name,
+            cm: AsyncWith::No,
+            entered: None,
+        }
+    }
+
+    /// An [`Op`] usable as `async with` too: it enters (and exits) the result.
+    pub(crate) fn context_manager(mut self) -> Op {
+        self.cm = AsyncWith::Result;
+        self
+    }
+
+    /// Runs `fut` on the runtime; cancelling drops it.
+    pub(crate) fn spawn<F, T>(name: &'static str, fut: F) -> Op
+    where
+        F: Future<Output = Result<T, Failure>> + Send + 'static,
+        T: for<'py> IntoPyObject<'py> + Send + 'static,
+    {
+        Op::new(
+            name,
+            Start::Spawn {
+                fut: op_future(fut),
+                abort: true,
+            },
+        )
+    }
+
+    /// Polls `fut` here first; runs it on the runtime when it cannot finish at once.
+    pub(crate) fn inline<F, T>(name: &'static str, fut: F, abort: bool) -> Op
+    where
+        F: Future<Output = Result<T, Failure>> + Send + 'static,
+        T: for<'py> IntoPyObject<'py> + Send + 'static,
+    {
+        Op::new(
+            name,
+            Start::Inline {
+                fut: op_future(fut),
+                abort,
+            },
+        )
+    }
+
+    /// An operation made by `make` when first stepped.
+    pub(crate) fn deferred(
+        name: &'static str,
+        make: impl FnOnce(Python<'_>) -> PyResult<Op> + Send + 'static,
+    ) -> Op {
+        Op::new(name, Start::Deferred(Box::new(make)))
+    }
+
+    /// An operation whose result is known.
+    pub(crate) fn ready(name: &'static str, value: PyResult<Py<PyAny>>) -> Op {
+        Op::new(name, Start::Ready(value))
+    }
+
+    /// One step: `Ok(Some(fut))` yields `fut` to the task; `Ok(None)` cannot happen;
+    /// `Err(StopIteration(v))` returns `v`.
+    fn step(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        loop {
+            match std::mem::replace(&mut self.state, State::Done) {
+                State::New(Exclusive(start)) => match start {
+                    Start::Ready(v) => return self.finish(py, v),
+                    Start::Inline { mut fut, abort } => match poll_once(&mut fut) {
+                        Poll::Ready(out) => return self.finish(py, outcome_to_py(py, out)),
+                        Poll::Pending => {
+                            self.state = State::New(Exclusive(Start::Spawn { fut, abort }));
+                        }
+                    },
+                    Start::Spawn { fut, abort } => {
+                        let (event_loop, queue) = running_queue(py)?;
+                        let pyfut = event_loop.call_method0(intern!(py, "create_future"))?;
+                        let target = pyfut.clone().unbind();
+                        let handle = runtime().spawn(async move {
+                            let out = fut.await;
+                            let job: Job = Box::new(move |py| {
+                                settle(py, target.bind(py), outcome_to_py(py, out));
+                            });
+                            // A closed loop has no one waiting.
+                            let _ = queue.push(job);
+                        });
+                        let abort = abort.then(|| handle.abort_handle());
+                        return self.wait_on(py, pyfut.unbind(), abort);
+                    }
+                    Start::Deferred(make) => {
+                        let mut inner = make(py)?;
+                        self.state = std::mem::replace(&mut inner.state, State::Done);
+                    }
+                    Start::Recv(op) => match op.start(py)? {
+                        crate::recv::Started::Ready(v) => return self.finish(py, v),
+                        crate::recv::Started::Wait(w) => {
+                            let fut = w.future(py);
+                            self.state = State::Receiving(w);
+                            return yield_future(py, fut);
+                        }
+                    },
+                },
+                State::Waiting { fut, abort } => {
+                    let f = fut.bind(py);
+                    if !f.call_method0(intern!(py, "done"))?.is_truthy()? {
+                        return self.wait_on(py, fut, abort);
+                    }
+                    let result = f.call_method0(intern!(py, "result")).map(Bound::unbind);
+                    return self.finish(py, result);
+                }
+                State::Receiving(w) => match w.resume(py)? {
+                    crate::recv::Resumed::Ready(v) => return self.finish(py, v),
+                    crate::recv::Resumed::Wait(w) => {
+                        let fut = w.future(py);
+                        self.state = State::Receiving(w);
+                        return yield_future(py, fut);
+                    }
+                },
+                State::Done => {
+                    return Err(PyRuntimeError::new_err(format!(
+                        "cannot reuse already awaited coroutine {}",
+                        self.name
+                    )))
+                }
+            }
+        }
+    }
+
+    fn wait_on(
+        &mut self,
+        py: Python<'_>,
+        fut: Py<PyAny>,
+        abort: Option<tokio::task::AbortHandle>,
+    ) -> PyResult<Py<PyAny>> {
+        let yielded = fut.clone_ref(py);
+        self.state = State::Waiting { fut, abort };
+        yield_future(py, yielded)
+    }
+
+    fn finish(&mut self, py: Python<'_>, value: PyResult<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+        self.state = State::Done;
+        let value = value?;
+        if self.cm == AsyncWith::Result && self.entered.is_none() {
+            self.entered = Some(value.clone_ref(py));
+        }
+        Err(PyStopIteration::new_err((value,)))
+    }
+
+    /// Stops waiting (cancelled, or closed): drops the Rust future where the operation allows.
+    fn stop(&mut self, py: Python<'_>) {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Waiting { fut, abort } => {
+                if let Some(a) = abort {
+                    a.abort();
+                }
+                let _ = fut.bind(py).call_method0(intern!(py, "cancel"));
+            }
+            State::Receiving(w) => w.cancel(py),
+            State::New(_) | State::Done => {}
+        }
+    }
+}
+
+/// Yields `fut` to the task driving the coroutine, as `Future.__await__` does.
+fn yield_future(py: Python<'_>, fut: Py<PyAny>) -> PyResult<Py<PyAny>> {
+    fut.bind(py)
+        .setattr(intern!(py, "_asyncio_future_blocking"), true)?;
+    Ok(fut)
+}
+
+impl Drop for Op {
+    fn drop(&mut self) {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Waiting { abort, .. } => {
+                if let Some(a) = abort {
+                    a.abort();
+                }
+            }
+            State::Receiving(w) => {
+                // Dropped while waiting (its task was destroyed): the queue moves on.
+                Python::attach(|py| w.cancel(py));
+            }
+            State::New(_) | State::Done => {}
+        }
+    }
+}
+
+#[pymethods]
+impl Op {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.step(py)
+    }
+
+    /// Resumes the coroutine (the value sent is ignored, as asyncio sends `None`).
+    #[pyo3(signature = (_value = None))]
+    fn send(&mut self, py: Python<'_>, _value: Option<Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+        self.step(py)
+    }
+
+    /// Raises `exc` in the coroutine: it stops waiting and raises it.
+    #[pyo3(signature = (typ, val = None, _tb = None))]
+    fn throw(
+        &mut self,
+        py: Python<'_>,
+        typ: Bound<'_, PyAny>,
+        val: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        self.stop(py);
+        let exc = match val {
+            Some(v) if !v.is_none() => {
+                if v.is_instance_of::<pyo3::exceptions::PyBaseException>() {
+                    v
+                } else {
+                    typ.call1((v,))?
+                }
+            }
+            _ => {
+                if typ.is_instance_of::<PyType>() {
+                    typ.call0()?
+                } else {
+                    typ
+                }
+            }
         };
-        let Some(result) = result else {
-            return;
-        };
-        // Detached: it finishes on its own.
-        drop(tokio::task::spawn_blocking(move || {
-            with_python(move |py| {
-                let (event_loop, py_fut) = target;
-                let outcome = match result {
-                    Ok(v) => v.into_py_any(py),
-                    Err(f) => Err(f.into_pyerr(py)),
-                };
-                let setter = SetResult {
-                    fut: py_fut,
-                    outcome: StdMutex::new(Some(outcome)),
-                };
-                // Fails only when the loop is closed: no one is waiting any more.
-                let _ = event_loop
-                    .bind(py)
-                    .call_method1("call_soon_threadsafe", (setter,));
-            });
-        }));
-    });
-    Ok(py_fut)
+        Err(PyErr::from_value(exc))
+    }
+
+    /// Closes the coroutine: it stops waiting.
+    fn close(&mut self, py: Python<'_>) {
+        self.stop(py);
+    }
+
+    fn __aenter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Py<Self>> {
+        if slf.borrow(py).cm != AsyncWith::Result {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "{} is not an async context manager",
+                slf.borrow(py).name
+            )));
+        }
+        Ok(slf)
+    }
+
+    fn __aexit__<'py>(
+        &mut self,
+        py: Python<'py>,
+        exc_type: Bound<'py, PyAny>,
+        exc: Bound<'py, PyAny>,
+        tb: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match self.entered.take() {
+            Some(v) => v
+                .bind(py)
+                .call_method1(intern!(py, "__aexit__"), (exc_type, exc, tb)),
+            None => Op::ready("__aexit__", Ok(false.into_py_any(py)?)).into_bound_py_any(py),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<qtalk_rs coroutine {}>", self.name)
+    }
 }
 
-tokio::task_local! {
-    /// The event loop Python handlers run on, for the call being answered.
-    static EVENT_LOOP: Arc<Py<PyAny>>;
+/// A new asyncio future on the running loop, for a receive to wait on.
+pub(crate) fn new_waiter(py: Python<'_>) -> PyResult<(Py<PyAny>, Arc<Queue>)> {
+    let (event_loop, queue) = running_queue(py)?;
+    let fut = event_loop.call_method0(intern!(py, "create_future"))?;
+    Ok((fut.unbind(), queue))
 }
 
-/// Runs `fut` with `event_loop` as the loop for Python handlers.
-pub(crate) async fn with_loop<F: Future>(event_loop: Arc<Py<PyAny>>, fut: F) -> F::Output {
-    EVENT_LOOP.scope(event_loop, fut).await
+/// Sets `fut`'s result to `None` unless it is done.
+pub(crate) fn wake_future(py: Python<'_>, fut: &Py<PyAny>) -> bool {
+    let f = fut.bind(py);
+    let done = f
+        .call_method0(intern!(py, "done"))
+        .and_then(|d| d.is_truthy())
+        .unwrap_or(true);
+    if done {
+        return false;
+    }
+    f.call_method1(intern!(py, "set_result"), (py.None(),))
+        .is_ok()
 }
 
-/// The loop for Python handlers of the call being answered, if one is set.
-pub(crate) fn current_loop() -> Option<Arc<Py<PyAny>>> {
-    EVENT_LOOP.try_with(|l| l.clone()).ok()
+/// True when `fut` was cancelled.
+pub(crate) fn is_cancelled(py: Python<'_>, fut: &Py<PyAny>) -> bool {
+    fut.bind(py)
+        .call_method0(intern!(py, "cancelled"))
+        .and_then(|d| d.is_truthy())
+        .unwrap_or(true)
 }
 
-/// The running event loop (to capture it for handlers).
-pub(crate) fn running_loop(py: Python<'_>) -> PyResult<Arc<Py<PyAny>>> {
-    let l = py.import("asyncio")?.call_method0("get_running_loop")?;
-    Ok(Arc::new(l.unbind()))
+/// True when `fut` is done.
+pub(crate) fn is_done(py: Python<'_>, fut: &Py<PyAny>) -> bool {
+    fut.bind(py)
+        .call_method0(intern!(py, "done"))
+        .and_then(|d| d.is_truthy())
+        .unwrap_or(true)
 }

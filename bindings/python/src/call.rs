@@ -4,68 +4,62 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
-use crate::bridge::spawn_py;
-use pyo3::exceptions::{PyEOFError, PyStopAsyncIteration, PyTypeError};
+use bytes::Bytes;
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyTuple};
 use qtalk::rpc::{Call, Continued, Responder, Response, ResponseReader, ResponseWriter};
 use qtalk::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{watch, Mutex};
 
-use crate::bridge::Failure;
-use crate::convert::{to_value, PyValue};
+use crate::bridge::Op;
+use crate::convert::Conv;
+use crate::errors::{qtalk_error, Failure};
 use crate::peer::PyCaller;
-use crate::qtalk_error;
+use crate::recv::{Closable, Recv, RecvOp, Want};
 
-/// A value source that `close()` can interrupt: a pending receive then ends the stream.
-struct Closable<T> {
-    inner: Mutex<Option<T>>,
-    closed: watch::Sender<bool>,
+/// Payloads from this size on are sent without copying (the `bytes` object is kept alive
+/// until the bytes went out); smaller ones are copied, which costs less than keeping it.
+const ZERO_COPY_FROM: usize = 16 * 1024;
+
+/// A `bytes` object's contents, kept alive while the channel holds them.
+struct PyBytesOwner {
+    _obj: Py<PyBytes>,
+    ptr: *const u8,
+    len: usize,
 }
 
-impl<T> Closable<T> {
-    fn new(value: Option<T>) -> Self {
-        Closable {
-            inner: Mutex::new(value),
-            closed: watch::Sender::new(false),
-        }
-    }
+// SAFETY: a `bytes` object is immutable, and `_obj` keeps it (and so its buffer) alive for as
+// long as the owner lives; the pointer is only read. Dropping `_obj` without the GIL defers the
+// decref to pyo3's pool.
+unsafe impl Send for PyBytesOwner {}
 
-    /// Marks it closed and drops the value now if no one is using it (else the user does).
-    fn close(&self) -> Option<T> {
-        self.closed.send_replace(true);
-        self.inner.try_lock().ok().and_then(|mut g| g.take())
-    }
-}
-
-/// Most bytes one `read` returns (a larger `n` is capped to this).
-pub(crate) const MAX_READ: usize = 1 << 20;
-
-/// Bytes on their way to Python (made a `bytes` once the GIL is held).
-pub(crate) struct PyBytesOut(pub Vec<u8>);
-
-impl<'py> IntoPyObject<'py> for PyBytesOut {
-    type Target = PyBytes;
-    type Output = Bound<'py, PyBytes>;
-    type Error = std::convert::Infallible;
-
-    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
-        Ok(PyBytes::new(py, &self.0))
+impl AsRef<[u8]> for PyBytesOwner {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: see `Send` above: the buffer lives and does not change while `_obj` does.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
 
-/// A bytes-like object's contents (`bytes`, `bytearray`, `memoryview`, ...), copied.
-pub(crate) fn bytes_of(data: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+/// A bytes-like object's contents as `Bytes`: `bytes` of 16 KiB or more without a copy,
+/// anything else (`bytearray`, `memoryview`, which may change after the call) copied.
+pub(crate) fn bytes_of(data: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     if let Ok(b) = data.cast::<PyBytes>() {
-        return Ok(b.as_bytes().to_vec());
+        let slice = b.as_bytes();
+        if slice.len() < ZERO_COPY_FROM {
+            return Ok(Bytes::copy_from_slice(slice));
+        }
+        return Ok(Bytes::from_owner(PyBytesOwner {
+            ptr: slice.as_ptr(),
+            len: slice.len(),
+            _obj: b.clone().unbind(),
+        }));
     }
     if let Ok(b) = data.cast::<PyByteArray>() {
-        return Ok(b.to_vec());
+        return Ok(Bytes::from(b.to_vec()));
     }
     if data.is_instance_of::<PyMemoryView>() {
         let b = data.call_method0("tobytes")?;
-        return Ok(b.cast::<PyBytes>()?.as_bytes().to_vec());
+        return Ok(Bytes::copy_from_slice(b.cast::<PyBytes>()?.as_bytes()));
     }
     Err(PyTypeError::new_err(format!(
         "expected bytes, bytearray or memoryview, got {}",
@@ -76,92 +70,97 @@ pub(crate) fn bytes_of(data: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     )))
 }
 
-/// Reads up to `n` bytes from `state` (fewer when fewer are there; none at end-of-stream);
-/// `close()` interrupts it like end-of-stream.
-async fn read_some<T: AsyncRead + Unpin>(
-    state: &Closable<T>,
-    n: usize,
-) -> Result<PyBytesOut, Failure> {
-    let mut closed = state.closed.subscribe();
-    let mut guard = state.inner.lock().await;
-    let Some(src) = guard.as_mut() else {
-        return Ok(PyBytesOut(Vec::new()));
-    };
-    // Not zeroed first: `read_buf` fills the spare capacity.
-    let mut buf = Vec::with_capacity(n.clamp(1, MAX_READ));
-    let res = tokio::select! {
-        r = src.read_buf(&mut buf) => Some(r),
-        _ = closed.wait_for(|c| *c) => None,
-    };
-    match res {
-        Some(r) => {
-            r?;
-            Ok(PyBytesOut(buf))
-        }
-        None => {
-            *guard = None;
-            Ok(PyBytesOut(Vec::new()))
-        }
-    }
+/// Sends `value` on `out` (the writing side of a continued call), in order with other writes.
+fn send_op(out: &Arc<Closable<Continued>>, value: Value, what: &'static str) -> Op {
+    let out = out.clone();
+    Op::inline(
+        "send",
+        async move {
+            let mut guard = out.inner.lock().await;
+            let c = guard
+                .as_mut()
+                .ok_or_else(|| qtalk_error(format!("the {what} is closed")))?;
+            c.send(&value).await?;
+            Ok::<_, Failure>(())
+        },
+        false,
+    )
 }
 
-/// Writes all of `data` to `state`; fails once it is closed.
-async fn write_all<T: AsyncWrite + Unpin>(
-    state: &Closable<T>,
-    data: Vec<u8>,
-    what: &str,
-) -> Result<(), Failure> {
-    let mut closed = state.closed.subscribe();
-    let mut guard = state.inner.lock().await;
-    let dst = guard
-        .as_mut()
-        .ok_or_else(|| qtalk_error(format!("the {what} is closed")))?;
-    tokio::select! {
-        r = dst.write_all(&data) => Ok(r?),
-        _ = closed.wait_for(|c| *c) => Err(qtalk_error(format!("the {what} is closed"))),
-    }
+/// Writes all of `data` to `out`; fails once it is closed.
+fn write_op(out: &Arc<Closable<Continued>>, data: Bytes, what: &'static str) -> Op {
+    let out = out.clone();
+    Op::inline(
+        "write",
+        async move {
+            let mut closed = out.closed.subscribe();
+            let mut guard = out.inner.lock().await;
+            let dst = guard
+                .as_mut()
+                .ok_or_else(|| qtalk_error(format!("the {what} is closed")))?;
+            tokio::select! {
+                r = dst.write_bytes(data) => Ok(r?),
+                _ = closed.wait_for(|c| *c) => Err(qtalk_error(format!("the {what} is closed"))),
+            }
+        },
+        false,
+    )
+}
+
+/// Ends what `out` sends (the other side reads end-of-stream).
+fn close_write_op(out: &Arc<Closable<Continued>>) -> Op {
+    let out = out.clone();
+    Op::inline(
+        "close_write",
+        async move {
+            let guard = out.inner.lock().await;
+            match guard.as_ref() {
+                Some(c) => Ok(c.close_write()?),
+                None => Ok::<_, Failure>(()),
+            }
+        },
+        false,
+    )
+}
+
+fn recv_op(recv: &Arc<Recv>, want: Want, conv: &Conv) -> Op {
+    Op::new(
+        "receive",
+        crate::bridge::Start::Recv(RecvOp {
+            recv: recv.clone(),
+            want,
+            conv: conv.clone(),
+        }),
+    )
 }
 
 /// A response to a call: `async for value in response`, `await response.send(value)`, and
 /// once continued, raw bytes (`read`/`write`, or `streams()` for an asyncio-style pair).
 ///
 /// Its receiving and sending sides are independent: one task may send (or write) while
-/// another receives (or reads). It holds the call's channel; `close()` (or leaving
+/// another receives (or reads). A receive or read cancelled while it waits loses nothing:
+/// what arrives goes to the next one. It holds the call's channel; `close()` (or leaving
 /// `async with`) closes it, and so does dropping the last reference.
-#[pyclass(module = "qtalk_rs", name = "Response", frozen)]
+#[pyclass(module = "qtalk_rs._native", name = "Response", frozen)]
 pub(crate) struct PyResponse {
     reader: Arc<Closable<ResponseReader>>,
+    recv: Arc<Recv>,
     writer: Arc<Closable<ResponseWriter>>,
     continued: bool,
+    conv: Conv,
 }
 
 impl PyResponse {
-    pub(crate) fn new(resp: Response) -> Self {
+    pub(crate) fn new(resp: Response, conv: Conv) -> Self {
         let continued = resp.is_continued();
         let (r, w) = resp.into_split();
+        let reader = Arc::new(Closable::new(Some(r)));
         PyResponse {
             continued,
-            reader: Arc::new(Closable::new(Some(r))),
+            recv: Recv::new(reader.clone()),
+            reader,
             writer: Arc::new(Closable::new(Some(w))),
-        }
-    }
-}
-
-async fn response_next(state: &Closable<ResponseReader>) -> Result<Option<Value>, Failure> {
-    let mut closed = state.closed.subscribe();
-    let mut guard = state.inner.lock().await;
-    let Some(resp) = guard.as_mut() else {
-        return Ok(None);
-    };
-    let res = tokio::select! {
-        r = resp.receive_next::<Value>() => Some(r),
-        _ = closed.wait_for(|c| *c) => None,
-    };
-    match res {
-        Some(r) => Ok(r?),
-        None => {
-            *guard = None;
-            Ok(None)
+            conv,
         }
     }
 }
@@ -175,71 +174,42 @@ impl PyResponse {
     }
 
     /// The next value; `EOFError` once the responder ended the stream.
-    fn receive<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let state = self.reader.clone();
-        spawn_py(py, async move {
-            match response_next(&state).await? {
-                Some(v) => Ok(PyValue(v)),
-                None => Err(PyEOFError::new_err("the response ended").into()),
-            }
-        })
+    fn receive(&self) -> Op {
+        recv_op(&self.recv, Want::Value { iterating: false }, &self.conv)
     }
 
     fn __aiter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
-    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let state = self.reader.clone();
-        spawn_py(py, async move {
-            match response_next(&state).await? {
-                Some(v) => Ok(PyValue(v)),
-                None => Err(PyStopAsyncIteration::new_err(()).into()),
-            }
-        })
+    fn __anext__(&self) -> Op {
+        recv_op(&self.recv, Want::Value { iterating: true }, &self.conv)
     }
 
     /// Sends a value to the responder (once it continued).
-    fn send<'py>(&self, py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let value = to_value(&value)?;
-        let state = self.writer.clone();
-        spawn_py(py, async move {
-            let mut guard = state.inner.lock().await;
-            let resp = guard
-                .as_mut()
-                .ok_or_else(|| qtalk_error("the response is closed"))?;
-            Ok(resp.send(&value).await?)
-        })
+    fn send(&self, value: &Bound<'_, PyAny>) -> PyResult<Op> {
+        Ok(send_op(
+            &self.writer,
+            self.conv.to_value(value)?,
+            "response",
+        ))
     }
 
     /// Up to `n` raw bytes from the responder (after the reply, once it continued); `b""` at
     /// end-of-stream.
     #[pyo3(signature = (n = 65536))]
-    fn read<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyAny>> {
-        let state = self.reader.clone();
-        spawn_py(py, async move { read_some(&*state, n).await })
+    fn read(&self, n: usize) -> Op {
+        recv_op(&self.recv, Want::Bytes(n), &self.conv)
     }
 
     /// Writes raw bytes to the responder; completes once the channel took them all.
-    fn write<'py>(&self, py: Python<'py>, data: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let data = bytes_of(&data)?;
-        let state = self.writer.clone();
-        spawn_py(
-            py,
-            async move { write_all(&*state, data, "response").await },
-        )
+    fn write(&self, data: &Bound<'_, PyAny>) -> PyResult<Op> {
+        Ok(write_op(&self.writer, bytes_of(data)?, "response"))
     }
 
     /// Ends what this side sends (the responder reads end-of-stream); replies still arrive.
-    fn close_write<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let state = self.writer.clone();
-        spawn_py(py, async move {
-            let guard = state.inner.lock().await;
-            match guard.as_ref() {
-                Some(resp) => Ok(resp.close_write()?),
-                None => Ok(()),
-            }
-        })
+    fn close_write(&self) -> Op {
+        close_write_op(&self.writer)
     }
 
     /// Closes the channel; a pending `receive` or `read` ends the stream.
@@ -258,48 +228,82 @@ impl PyResponse {
             .call_method1("pair", (slf,))
     }
 
-    fn __aenter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-        spawn_py(py, async move { Ok(slf) })
+    fn __aenter__(slf: Py<Self>) -> Op {
+        Op::ready("__aenter__", Ok(slf.into_any()))
     }
 
-    fn __aexit__<'py>(
+    fn __aexit__(
         &self,
-        py: Python<'py>,
-        _exc_type: Bound<'py, PyAny>,
-        _exc: Bound<'py, PyAny>,
-        _tb: Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+        py: Python<'_>,
+        _exc_type: Bound<'_, PyAny>,
+        _exc: Bound<'_, PyAny>,
+        _tb: Bound<'_, PyAny>,
+    ) -> Op {
         self.close();
-        spawn_py(py, async move { Ok(false) })
+        Op::ready(
+            "__aexit__",
+            Ok(pyo3::types::PyBool::new(py, false)
+                .to_owned()
+                .into_any()
+                .unbind()),
+        )
     }
 }
 
 /// What a running handler shares with its Python `Call` object.
 pub(crate) struct CallState {
     selector: String,
+    context: qtalk::rpc::CallContext,
     caller: qtalk::rpc::Caller,
-    call: Closable<Call>,
+    call: Arc<Closable<Call>>,
+    recv: Arc<Recv>,
     responder: StdMutex<Option<Responder>>,
     continued: AtomicBool,
+    conv: Conv,
 }
 
 impl CallState {
     pub(crate) fn new(call: Call, responder: Responder) -> Arc<CallState> {
+        let selector = call.selector().to_string();
+        let context = call.context().clone();
+        let caller = call.caller().clone();
+        let call = Arc::new(Closable::new(Some(call)));
         Arc::new(CallState {
-            selector: call.selector().to_string(),
-            caller: call.caller().clone(),
-            call: Closable::new(Some(call)),
+            selector,
+            context,
+            conv: Conv::session(&caller),
+            caller,
+            recv: Recv::new(call.clone()),
+            call,
             responder: StdMutex::new(Some(responder)),
             continued: AtomicBool::new(false),
         })
     }
 
-    /// The responder, unless the handler already continued.
+    pub(crate) fn selector(&self) -> &str {
+        &self.selector
+    }
+
+    pub(crate) fn caller(&self) -> &qtalk::rpc::Caller {
+        &self.caller
+    }
+
+    /// The responder, unless the handler already answered or continued.
     pub(crate) fn take_responder(&self) -> Option<Responder> {
         self.responder
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
+    }
+
+    /// True once the handler answered without continuing.
+    pub(crate) fn answered(&self) -> bool {
+        !self.continued.load(Ordering::Acquire)
+            && self
+                .responder
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_none()
     }
 
     /// The handler is done: unless it continued into a stream, let go of the channel.
@@ -310,30 +314,15 @@ impl CallState {
         }
     }
 
-    async fn next(&self) -> Result<Option<Value>, Failure> {
-        let mut closed = self.call.closed.subscribe();
-        let mut guard = self.call.inner.lock().await;
-        let Some(call) = guard.as_mut() else {
-            return Ok(None);
-        };
-        let res = tokio::select! {
-            r = call.receive_next::<Value>() => Some(r),
-            _ = closed.wait_for(|c| *c) => None,
-        };
-        match res {
-            Some(r) => Ok(r?),
-            None => {
-                *guard = None;
-                Ok(None)
-            }
-        }
+    fn receive(&self, iterating: bool) -> Op {
+        recv_op(&self.recv, Want::Value { iterating }, &self.conv)
     }
 }
 
 /// A call being answered, passed to a handler first: `call.selector`, `call.caller` (to call
 /// back whoever called), `await call.receive()` for values streamed after the arguments, and
 /// `await call.continue_with(value)` to keep the channel open as a stream.
-#[pyclass(module = "qtalk_rs", name = "Call", frozen)]
+#[pyclass(module = "qtalk_rs._native", name = "Call", frozen)]
 pub(crate) struct PyCall {
     state: Arc<CallState>,
 }
@@ -358,25 +347,33 @@ impl PyCall {
         PyCaller::new(self.state.caller.clone())
     }
 
+    /// The call's metadata, as the caller sent it (a new dict each time).
+    #[getter]
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        crate::context::metadata_dict(py, &self.state.context)
+    }
+
+    /// Seconds left until the caller's deadline (0.0 once passed), or None without one.
+    #[getter]
+    fn remaining(&self) -> Option<f64> {
+        crate::context::remaining(&self.state.context)
+    }
+
+    /// The connection the call came over (addresses, TLS peer certificates, ...).
+    #[getter]
+    fn connection(&self) -> crate::context::PyConnection {
+        crate::context::PyConnection::new(self.state.caller.session().connection_info().clone())
+    }
+
     /// The next value the caller sent after the arguments; `EOFError` at its end.
-    fn receive<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let state = self.state.clone();
-        spawn_py(py, async move {
-            match state.next().await? {
-                Some(v) => Ok(PyValue(v)),
-                None => Err(PyEOFError::new_err("the caller ended its stream").into()),
-            }
-        })
+    fn receive(&self) -> Op {
+        self.state.receive(false)
     }
 
     /// Answers with `value` and keeps the channel open: returns a `Stream` to send more
     /// values on (and to receive the caller's). The handler's return value is then ignored.
     #[pyo3(signature = (value = None))]
-    fn continue_with<'py>(
-        &self,
-        py: Python<'py>,
-        value: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn continue_with(&self, py: Python<'_>, value: Option<Bound<'_, PyAny>>) -> PyResult<Op> {
         continue_call(py, &self.state, value)
     }
 
@@ -386,13 +383,13 @@ impl PyCall {
 }
 
 /// Answers the call with `value` and keeps its channel open as a [`PyStream`].
-fn continue_call<'py>(
-    py: Python<'py>,
+fn continue_call(
+    py: Python<'_>,
     state: &Arc<CallState>,
-    value: Option<Bound<'py, PyAny>>,
-) -> PyResult<Bound<'py, PyAny>> {
+    value: Option<Bound<'_, PyAny>>,
+) -> PyResult<Op> {
     let value = match value {
-        Some(v) => to_value(&v)?,
+        Some(v) => state.conv.to_value(&v)?,
         None => Value::Null,
     };
     let responder = state
@@ -400,20 +397,20 @@ fn continue_call<'py>(
         .ok_or_else(|| qtalk_error("rpc: already responded").into_pyerr(py))?;
     state.continued.store(true, Ordering::Release);
     let state = state.clone();
-    spawn_py(py, async move {
+    Ok(Op::spawn("continue_with", async move {
         let continued = responder.continue_with(&value).await?;
         Ok(PyStream {
             call: state,
             out: Arc::new(Closable::new(Some(continued))),
         })
-    })
+    }))
 }
 
 /// How a low-level handler (`HandlerFunc`) answers: `await responder.ret(value)` (or several
 /// values), `await responder.error(text)`, or `await responder.continue_with(value)` for a
 /// `Stream`. Once only; a handler that ends without answering answers with what it returned
 /// (or the error it raised).
-#[pyclass(module = "qtalk_rs", name = "Responder", frozen)]
+#[pyclass(module = "qtalk_rs._native", name = "Responder", frozen)]
 pub(crate) struct PyResponder {
     state: Arc<CallState>,
 }
@@ -434,46 +431,38 @@ impl PyResponder {
 impl PyResponder {
     /// Answers with the values (none: `null`; several: a multi-value reply) and ends the call.
     #[pyo3(signature = (*values))]
-    fn ret<'py>(
-        &self,
-        py: Python<'py>,
-        values: &Bound<'py, PyTuple>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn ret(&self, py: Python<'_>, values: &Bound<'_, PyTuple>) -> PyResult<Op> {
         let mut vals = Vec::with_capacity(values.len());
         for v in values.iter() {
-            vals.push(to_value(&v)?);
+            vals.push(self.state.conv.to_value(&v)?);
         }
         let r = self.take(py)?;
         let state = self.state.clone();
-        spawn_py(py, async move {
+        Ok(Op::spawn("ret", async move {
             let res = match vals.len() {
                 0 => r.ret(&Value::Null).await,
                 1 => r.ret(&vals[0]).await,
                 _ => r.ret_many(vals).await,
             };
             state.release();
-            Ok(res?)
-        })
+            Ok::<_, Failure>(res?)
+        }))
     }
 
     /// Answers with an error (the caller's `RemoteError`) and ends the call.
-    fn error<'py>(&self, py: Python<'py>, message: String) -> PyResult<Bound<'py, PyAny>> {
+    fn error(&self, py: Python<'_>, message: String) -> PyResult<Op> {
         let r = self.take(py)?;
         let state = self.state.clone();
-        spawn_py(py, async move {
+        Ok(Op::spawn("error", async move {
             let res = r.error(message).await;
             state.release();
-            Ok(res?)
-        })
+            Ok::<_, Failure>(res?)
+        }))
     }
 
     /// Answers with `value` and keeps the channel open: returns the `Stream`.
     #[pyo3(signature = (value = None))]
-    fn continue_with<'py>(
-        &self,
-        py: Python<'py>,
-        value: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn continue_with(&self, py: Python<'_>, value: Option<Bound<'_, PyAny>>) -> PyResult<Op> {
         continue_call(py, &self.state, value)
     }
 
@@ -489,8 +478,9 @@ impl PyResponder {
 }
 
 /// A handler's side of a continued call: `await stream.send(v)`, `async for v in stream`
-/// (the caller's values), `stream.close()`.
-#[pyclass(module = "qtalk_rs", name = "Stream", frozen)]
+/// (the caller's values), `stream.close()`. Receives and reads cancelled while waiting lose
+/// nothing.
+#[pyclass(module = "qtalk_rs._native", name = "Stream", frozen)]
 pub(crate) struct PyStream {
     call: Arc<CallState>,
     out: Arc<Closable<Continued>>,
@@ -499,55 +489,36 @@ pub(crate) struct PyStream {
 #[pymethods]
 impl PyStream {
     /// Sends a value to the caller.
-    fn send<'py>(&self, py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let value = to_value(&value)?;
-        let out = self.out.clone();
-        spawn_py(py, async move {
-            let mut guard = out.inner.lock().await;
-            let c = guard
-                .as_mut()
-                .ok_or_else(|| qtalk_error("the stream is closed"))?;
-            Ok(c.send(&value).await?)
-        })
+    fn send(&self, value: &Bound<'_, PyAny>) -> PyResult<Op> {
+        Ok(send_op(
+            &self.out,
+            self.call.conv.to_value(value)?,
+            "stream",
+        ))
     }
 
     /// The next value from the caller; `EOFError` at its end.
-    fn receive<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let state = self.call.clone();
-        spawn_py(py, async move {
-            match state.next().await? {
-                Some(v) => Ok(PyValue(v)),
-                None => Err(PyEOFError::new_err("the caller ended its stream").into()),
-            }
-        })
+    fn receive(&self) -> Op {
+        self.call.receive(false)
     }
 
     fn __aiter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
 
-    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let state = self.call.clone();
-        spawn_py(py, async move {
-            match state.next().await? {
-                Some(v) => Ok(PyValue(v)),
-                None => Err(PyStopAsyncIteration::new_err(()).into()),
-            }
-        })
+    fn __anext__(&self) -> Op {
+        self.call.receive(true)
     }
 
     /// Up to `n` raw bytes from the caller; `b""` at end-of-stream.
     #[pyo3(signature = (n = 65536))]
-    fn read<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyAny>> {
-        let state = self.call.clone();
-        spawn_py(py, async move { read_some(&state.call, n).await })
+    fn read(&self, n: usize) -> Op {
+        recv_op(&self.call.recv, Want::Bytes(n), &self.call.conv)
     }
 
     /// Writes raw bytes to the caller; completes once the channel took them all.
-    fn write<'py>(&self, py: Python<'py>, data: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let data = bytes_of(&data)?;
-        let out = self.out.clone();
-        spawn_py(py, async move { write_all(&*out, data, "stream").await })
+    fn write(&self, data: &Bound<'_, PyAny>) -> PyResult<Op> {
+        Ok(write_op(&self.out, bytes_of(data)?, "stream"))
     }
 
     /// The raw byte stream as an asyncio-style pair `(reader, writer)` (see
@@ -559,15 +530,8 @@ impl PyStream {
     }
 
     /// Ends what the handler sends (the caller's iteration ends); the caller can still send.
-    fn close_write<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let out = self.out.clone();
-        spawn_py(py, async move {
-            let guard = out.inner.lock().await;
-            match guard.as_ref() {
-                Some(c) => Ok(c.close_write()?),
-                None => Ok(()),
-            }
-        })
+    fn close_write(&self) -> Op {
+        close_write_op(&self.out)
     }
 
     /// Closes the channel.

@@ -4,6 +4,10 @@
 //! what they cannot carry), `float`, `str`, `bytes`/`bytearray`/`memoryview`, `list`/`tuple`
 //! and `dict`. From the wire: `None`, `bool`, `int`, `float`, `str`, `bytes`, `list`, `dict`
 //! (array keys become tuples; a map as a key is refused).
+//!
+//! With a session at hand ([`Conv::session`]), functions travel as callbacks: a callable sent is
+//! registered on the session and goes as `{"$fnptr": "<id>"}`, and such a map received becomes a
+//! [`Callback`](crate::callback::PyCallback) that calls back over the session.
 
 use bytes::BytesMut;
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -11,14 +15,47 @@ use pyo3::prelude::*;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyMemoryView, PyString, PyTuple,
 };
+use qtalk::rpc::Caller;
 use qtalk::Value;
+
+use crate::callback::PyCallback;
+
+/// How values convert: plain, or with the session that callbacks travel over.
+#[derive(Clone, Default)]
+pub(crate) struct Conv {
+    caller: Option<Caller>,
+}
+
+impl Conv {
+    /// Plain values only (a function is refused; `{"$fnptr"}` stays a dict).
+    pub(crate) fn plain() -> Conv {
+        Conv { caller: None }
+    }
+
+    /// Values of the session of `caller`: functions travel as callbacks.
+    pub(crate) fn session(caller: &Caller) -> Conv {
+        Conv {
+            caller: Some(caller.clone()),
+        }
+    }
+
+    /// `obj` as a value to send.
+    pub(crate) fn to_value(&self, obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+        to_value_at(obj, 0, self)
+    }
+
+    /// `value` as a Python object.
+    pub(crate) fn to_py<'py>(&self, py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+        from_value_in(py, value, self)
+    }
+}
 
 /// Deepest nesting converted (deeper is refused, so a self-containing list cannot recurse
 /// forever).
 pub(crate) const MAX_DEPTH: usize = 128;
 
 /// A value on its way to Python (converted once the GIL is held).
-pub(crate) struct PyValue(pub Value);
+pub(crate) struct PyValue(pub Value, pub Conv);
 
 impl<'py> IntoPyObject<'py> for PyValue {
     type Target = PyAny;
@@ -26,16 +63,16 @@ impl<'py> IntoPyObject<'py> for PyValue {
     type Error = PyErr;
 
     fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
-        from_value(py, &self.0)
+        self.1.to_py(py, &self.0)
     }
 }
 
-/// `obj` as a value to send.
+/// `obj` as a plain value to send.
 pub(crate) fn to_value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
-    to_value_at(obj, 0)
+    to_value_at(obj, 0, &Conv::plain())
 }
 
-fn to_value_at(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
+fn to_value_at(obj: &Bound<'_, PyAny>, depth: usize, conv: &Conv) -> PyResult<Value> {
     if depth > MAX_DEPTH {
         return Err(PyValueError::new_err(format!(
             "value nested more than {MAX_DEPTH} levels deep (a list or dict containing itself?)"
@@ -74,23 +111,37 @@ fn to_value_at(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
     if let Ok(list) = obj.cast::<PyList>() {
         let mut out = Vec::with_capacity(list.len());
         for item in list.iter() {
-            out.push(to_value_at(&item, depth + 1)?);
+            out.push(to_value_at(&item, depth + 1, conv)?);
         }
         return Ok(Value::Array(out));
     }
     if let Ok(tuple) = obj.cast::<PyTuple>() {
         let mut out = Vec::with_capacity(tuple.len());
         for item in tuple.iter() {
-            out.push(to_value_at(&item, depth + 1)?);
+            out.push(to_value_at(&item, depth + 1, conv)?);
         }
         return Ok(Value::Array(out));
     }
     if let Ok(dict) = obj.cast::<PyDict>() {
         let mut out = Vec::with_capacity(dict.len());
         for (k, v) in dict.iter() {
-            out.push((to_value_at(&k, depth + 1)?, to_value_at(&v, depth + 1)?));
+            out.push((
+                to_value_at(&k, depth + 1, conv)?,
+                to_value_at(&v, depth + 1, conv)?,
+            ));
         }
         return Ok(Value::Map(out));
+    }
+    if let Ok(cb) = obj.cast::<PyCallback>() {
+        return Ok(cb.get().as_value());
+    }
+    if obj.is_callable() {
+        return match &conv.caller {
+            Some(caller) => crate::callback::register(obj, caller),
+            None => Err(PyTypeError::new_err(
+                "a function can only be sent as a call's argument or reply (a callback)",
+            )),
+        };
     }
     let kind = obj
         .get_type()
@@ -103,8 +154,20 @@ fn to_value_at(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Value> {
     )))
 }
 
-/// `value` as a Python object.
+/// `value` as a plain Python object.
 pub(crate) fn from_value<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    from_value_in(py, value, &Conv::plain())
+}
+
+/// The callback id of `{"$fnptr": "<id>"}`.
+fn fnptr(entries: &[(Value, Value)]) -> Option<&str> {
+    match entries {
+        [(Value::Text(k), Value::Text(id))] if k == "$fnptr" => Some(id),
+        _ => None,
+    }
+}
+
+fn from_value_in<'py>(py: Python<'py>, value: &Value, conv: &Conv) -> PyResult<Bound<'py, PyAny>> {
     Ok(match value {
         Value::Null => py.None().into_bound(py),
         Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
@@ -115,14 +178,19 @@ pub(crate) fn from_value<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<
         Value::Array(items) => {
             let list = PyList::empty(py);
             for item in items {
-                list.append(from_value(py, item)?)?;
+                list.append(from_value_in(py, item, conv)?)?;
             }
             list.into_any()
         }
         Value::Map(entries) => {
+            if let (Some(id), Some(caller)) = (fnptr(entries), &conv.caller) {
+                return Ok(
+                    Bound::new(py, PyCallback::new(id.to_string(), caller.clone()))?.into_any(),
+                );
+            }
             let dict = PyDict::new(py);
             for (k, v) in entries {
-                dict.set_item(key_from_value(py, k)?, from_value(py, v)?)?;
+                dict.set_item(key_from_value(py, k)?, from_value_in(py, v, conv)?)?;
             }
             dict.into_any()
         }

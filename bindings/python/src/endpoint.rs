@@ -24,39 +24,66 @@ use qtalk::mux::{tls, Config, Listener, Session};
 pub(crate) enum Endpoint {
     Tcp(String),
     Ws(String),
+    /// A Unix socket (only where there are Unix sockets).
     Unix(PathBuf),
     Tls(String),
     Wss(String),
     Quic(String),
 }
 
+/// Which server certificates a client accepts, and the certificate it presents if any.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Trust {
+    roots: Roots,
+    /// A client certificate and its key (PEM files), for servers that ask for one.
+    identity: Option<(PathBuf, PathBuf)>,
+}
+
 /// Which server certificates a client accepts.
 #[derive(Clone, Debug, Default)]
-pub(crate) enum Trust {
+enum Roots {
     /// The operating system's roots.
     #[default]
     System,
     /// The roots in a PEM file (a private CA, or the server's self-signed certificate).
-    Roots(PathBuf),
+    Pem(PathBuf),
     /// Any certificate (encrypted, not authenticated; development only).
     Insecure,
 }
 
 impl Trust {
     pub(crate) fn new(ca: Option<PathBuf>, insecure: bool) -> PyResult<Trust> {
-        match (ca, insecure) {
-            (Some(_), true) => Err(PyValueError::new_err("give ca= or insecure=True, not both")),
-            (Some(path), false) => Ok(Trust::Roots(path)),
-            (None, true) => Ok(Trust::Insecure),
-            (None, false) => Ok(Trust::System),
-        }
+        let roots = match (ca, insecure) {
+            (Some(_), true) => {
+                return Err(PyValueError::new_err("give ca= or insecure=True, not both"))
+            }
+            (Some(path), false) => Roots::Pem(path),
+            (None, true) => Roots::Insecure,
+            (None, false) => Roots::System,
+        };
+        Ok(Trust {
+            roots,
+            identity: None,
+        })
+    }
+
+    /// Presents `identity` (certificate and key PEM files) to servers that ask.
+    pub(crate) fn with_identity(mut self, identity: Option<(PathBuf, PathBuf)>) -> Trust {
+        self.identity = identity;
+        self
     }
 
     fn client_config(&self) -> std::io::Result<tls::rustls::ClientConfig> {
-        match self {
-            Trust::System => tls::platform_client_config(),
-            Trust::Roots(path) => tls::client_config(tls::load_certs(path)?),
-            Trust::Insecure => Ok(tls::insecure_client_config()),
+        let config = match &self.roots {
+            Roots::System => tls::platform_client_config()?,
+            Roots::Pem(path) => tls::client_config(tls::load_certs(path)?)?,
+            Roots::Insecure => tls::insecure_client_config(),
+        };
+        match &self.identity {
+            None => Ok(config),
+            Some((cert, key)) => {
+                tls::with_client_certificate(config, tls::load_certs(cert)?, tls::load_key(key)?)
+            }
         }
     }
 }
@@ -95,6 +122,15 @@ fn host_port(url: &str, rest: &str, default_port: Option<u16>) -> PyResult<Strin
         (None, None) => return Err(bad(url, "no port (expected HOST:PORT)")),
     };
     Ok(format!("{host}:{port}"))
+}
+
+/// The error for `unix:` URLs where there are no Unix sockets.
+#[cfg(not(unix))]
+fn no_unix() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "unix: URLs need Unix sockets, which this platform does not have",
+    )
 }
 
 impl Endpoint {
@@ -146,8 +182,7 @@ impl Endpoint {
         )
     }
 
-    pub(crate) async fn connect(&self, trust: &Trust) -> std::io::Result<Session> {
-        let config = Config::default();
+    pub(crate) async fn connect(&self, trust: &Trust, config: Config) -> std::io::Result<Session> {
         match self {
             Endpoint::Tls(addr) => {
                 let tls = trust.client_config()?;
@@ -165,7 +200,10 @@ impl Endpoint {
             Endpoint::Ws(addr) => {
                 qtalk::mux::transport::connect_ws(&format!("ws://{addr}/"), config).await
             }
+            #[cfg(unix)]
             Endpoint::Unix(path) => qtalk::mux::transport::connect_unix(path, config).await,
+            #[cfg(not(unix))]
+            Endpoint::Unix(_) => Err(no_unix()),
         }
     }
 
@@ -174,8 +212,9 @@ impl Endpoint {
     pub(crate) async fn bind(
         &self,
         identity: Option<&(PathBuf, PathBuf)>,
+        client_ca: Option<&PathBuf>,
+        config: Config,
     ) -> std::io::Result<(Listener, String)> {
-        let config = Config::default();
         let server_tls = || -> std::io::Result<tls::rustls::ServerConfig> {
             let (cert, key) = identity.ok_or_else(|| {
                 std::io::Error::new(
@@ -183,7 +222,14 @@ impl Endpoint {
                     "a tls://, wss:// or quic:// server needs cert= and key= (PEM files)",
                 )
             })?;
-            tls::server_config(tls::load_certs(cert)?, tls::load_key(key)?)
+            match client_ca {
+                None => tls::server_config(tls::load_certs(cert)?, tls::load_key(key)?),
+                Some(ca) => tls::server_config_with_client_auth(
+                    tls::load_certs(cert)?,
+                    tls::load_key(key)?,
+                    tls::load_certs(ca)?,
+                ),
+            }
         };
         match self {
             Endpoint::Tls(addr) => {
@@ -211,6 +257,9 @@ impl Endpoint {
                 let url = format!("ws://{}", l.local_addr()?);
                 Ok((l, url))
             }
+            #[cfg(not(unix))]
+            Endpoint::Unix(_) => Err(no_unix()),
+            #[cfg(unix)]
             Endpoint::Unix(path) => {
                 let l = Listener::bind_unix(path, config)?;
                 let p = path.to_string_lossy();
@@ -221,61 +270,6 @@ impl Endpoint {
                 };
                 Ok((l, url))
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Endpoint;
-
-    #[test]
-    fn parses() {
-        let tcp = |s: &str| Endpoint::Tcp(s.into());
-        assert_eq!(
-            Endpoint::parse("tcp://127.0.0.1:9").unwrap(),
-            tcp("127.0.0.1:9")
-        );
-        assert_eq!(Endpoint::parse("tcp://[::1]:9/").unwrap(), tcp("[::1]:9"));
-        assert_eq!(Endpoint::parse("localhost:9").unwrap(), tcp("localhost:9"));
-        assert_eq!(
-            Endpoint::parse("ws://h").unwrap(),
-            Endpoint::Ws("h:80".into())
-        );
-        assert_eq!(
-            Endpoint::parse("unix:///tmp/s").unwrap(),
-            Endpoint::Unix("/tmp/s".into())
-        );
-        assert_eq!(
-            Endpoint::parse("wss://h").unwrap(),
-            Endpoint::Wss("h:443".into())
-        );
-        assert_eq!(
-            Endpoint::parse("quic://h:1").unwrap(),
-            Endpoint::Quic("h:1".into())
-        );
-        assert_eq!(
-            Endpoint::parse("udp://h:1").unwrap(),
-            Endpoint::Quic("h:1".into())
-        );
-        assert_eq!(
-            Endpoint::parse("tls://h:1").unwrap(),
-            Endpoint::Tls("h:1".into())
-        );
-        assert_eq!(
-            Endpoint::parse("unix:s").unwrap(),
-            Endpoint::Unix("s".into())
-        );
-        for bad in [
-            "tcp://h",
-            "tcp://:9",
-            "tcp://h:x",
-            "quic://h",
-            "ftp://h:1",
-            "unix:",
-            "tcp://h:1/x",
-        ] {
-            assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -2,15 +2,22 @@
 //! handlers, codecs) on a tokio runtime, bridged to asyncio with pyo3-async-runtimes.
 //!
 //! Every wait and every I/O runs as a Rust future on the runtime's threads without the GIL;
-//! the GIL is taken only to convert values and to hand work to the event loop. Python handlers
-//! run on the event loop captured when a server or peer was started.
+//! results reach the event loop through a job queue it watches (see [`bridge`]), so the
+//! runtime's threads never take the GIL. Python handlers run on the event loop captured when a
+//! server or peer was started.
 
 mod bridge;
 mod call;
+mod callback;
+mod config;
+mod context;
 mod convert;
 mod endpoint;
+mod errors;
 mod handler;
+mod logbridge;
 mod peer;
+mod recv;
 mod server;
 
 use std::sync::Arc;
@@ -30,11 +37,6 @@ pub(crate) fn codec_by_name(name: &str) -> PyResult<Arc<dyn Codec>> {
     }
 }
 
-/// A `QtalkError` with `message`.
-pub(crate) fn qtalk_error(message: impl Into<String>) -> bridge::Failure {
-    bridge::Failure::Qtalk(message.into())
-}
-
 /// `(cert_pem, key_pem) = self_signed(["localhost"])`: a fresh self-signed certificate and
 /// its key as PEM text, for development servers (write them to files for `cert=`/`key=`, and
 /// give the certificate to clients as `ca=`).
@@ -48,6 +50,13 @@ fn self_signed(names: Vec<String>) -> PyResult<(String, String)> {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bridge::shutdown, m)?)?;
+    m.add_class::<bridge::Op>()?;
+    m.add_class::<bridge::Dispatcher>()?;
+    m.add_class::<callback::PyCallback>()?;
+    m.add_class::<config::PyConfig>()?;
+    m.add_class::<config::PyOptions>()?;
+    m.add_class::<context::PyConnection>()?;
+    m.add_class::<context::PyCallInfo>()?;
     m.add_class::<handler::PyMux>()?;
     m.add_class::<peer::PyPeer>()?;
     m.add_class::<peer::PyCaller>()?;
@@ -64,5 +73,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(self_signed, m)?)?;
     m.add_function(wrap_pyfunction!(convert::encode, m)?)?;
     m.add_function(wrap_pyfunction!(convert::decode, m)?)?;
+    logbridge::install(m.py());
     Ok(())
 }

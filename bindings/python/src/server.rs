@@ -1,23 +1,25 @@
 //! Serving a mux on a listener ([`PyServer`]).
 
-use std::sync::Mutex as StdMutex;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use crate::bridge::spawn_py;
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use qtalk::rpc::Server;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::bridge::{running_queue, Op};
 use crate::codec_by_name;
+use crate::config::{config_of, options_of, seconds, PyConfig, PyOptions};
 use crate::endpoint::Endpoint;
+use crate::errors::Failure;
 use crate::handler::{LoopBound, PyMux};
 
 /// A running server: `address`, `close()`, `await wait_closed()`, `await serve_forever()`,
 /// `async with`. It keeps serving until closed, even when no reference to it is left (as an
 /// `asyncio.Server` does).
-#[pyclass(module = "qtalk_rs", name = "Server", frozen)]
+#[pyclass(module = "qtalk_rs._native", name = "Server", frozen)]
 pub(crate) struct PyServer {
     server: Server,
     mux: Py<PyMux>,
@@ -61,35 +63,34 @@ impl PyServer {
     /// Stops accepting, waits up to `grace` seconds for calls in flight, then closes the
     /// sessions.
     #[pyo3(signature = (grace = 1.0))]
-    fn shutdown<'py>(&self, py: Python<'py>, grace: f64) -> PyResult<Bound<'py, PyAny>> {
-        let grace = Duration::try_from_secs_f64(grace)
-            .map_err(|_| PyTypeError::new_err("grace must be a non-negative number of seconds"))?;
+    fn shutdown(&self, grace: f64) -> PyResult<Op> {
+        let grace = seconds("grace", grace)?;
         if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
             task.abort();
         }
         let server = self.server.clone();
-        spawn_py(py, async move {
+        Ok(Op::spawn("shutdown", async move {
             server.shutdown(grace).await;
-            Ok(())
-        })
+            Ok::<_, Failure>(())
+        }))
     }
 
     /// Waits until the server stopped accepting.
-    fn wait_closed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn wait_closed(&self) -> Op {
         let mut stopped = self.stopped.clone();
-        spawn_py(py, async move {
+        Op::spawn("wait_closed", async move {
             let _ = stopped.wait_for(|s| *s).await;
-            Ok(())
+            Ok::<_, Failure>(())
         })
     }
 
     /// Serves until closed or cancelled (cancelling closes the server).
-    fn serve_forever<'py>(slf: Bound<'py, Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn serve_forever(slf: Bound<'_, Self>) -> Op {
         let this = slf.get();
         let mut stopped = this.stopped.clone();
         let server = this.server.clone();
         let owner: Py<PyServer> = slf.clone().unbind();
-        spawn_py(py, async move {
+        Op::spawn("serve_forever", async move {
             struct CloseOnDrop(Option<Py<PyServer>>);
             impl Drop for CloseOnDrop {
                 fn drop(&mut self) {
@@ -102,26 +103,25 @@ impl PyServer {
             let _ = stopped.wait_for(|s| *s).await;
             guard.0 = None;
             drop(server);
-            Ok(())
+            Ok::<_, Failure>(())
         })
     }
 
-    fn __aenter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-        spawn_py(py, async move { Ok(slf) })
+    fn __aenter__(slf: Py<Self>) -> Op {
+        Op::ready("__aenter__", Ok(slf.into_any()))
     }
 
-    fn __aexit__<'py>(
+    fn __aexit__(
         &self,
-        py: Python<'py>,
-        _exc_type: Bound<'py, PyAny>,
-        _exc: Bound<'py, PyAny>,
-        _tb: Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+        _exc_type: Bound<'_, PyAny>,
+        _exc: Bound<'_, PyAny>,
+        _tb: Bound<'_, PyAny>,
+    ) -> Op {
         self.close();
         let mut stopped = self.stopped.clone();
-        spawn_py(py, async move {
+        Op::spawn("__aexit__", async move {
             let _ = stopped.wait_for(|s| *s).await;
-            Ok(false)
+            Ok::<_, Failure>(false)
         })
     }
 
@@ -134,71 +134,117 @@ impl PyServer {
     }
 }
 
-/// `server = await start_server("tcp://127.0.0.1:0", mux, codec="json")`: binds and serves
-/// `mux` in the background; handlers run on the running event loop.
+/// `server = await start_server("tcp://127.0.0.1:0", mux)`: binds and serves `mux` in the
+/// background; handlers run on the event loop running when it is awaited.
 /// `tls://`, `wss://` and `quic://` need `cert=` and `key=` (PEM files).
 #[pyfunction]
-#[pyo3(signature = (url, mux, codec = "json", *, cert = None, key = None))]
-pub(crate) fn start_server<'py>(
-    py: Python<'py>,
+#[pyo3(signature = (url, mux, *, codec = "json", cert = None, key = None, client_ca = None,
+    middleware = None, config = None, options = None, max_sessions = None, max_calls = None))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start_server(
     url: &str,
-    mux: Bound<'py, PyAny>,
+    mux: Bound<'_, PyAny>,
     codec: &str,
     cert: Option<std::path::PathBuf>,
     key: Option<std::path::PathBuf>,
-) -> PyResult<Bound<'py, PyAny>> {
+    client_ca: Option<std::path::PathBuf>,
+    middleware: Option<Vec<Bound<'_, PyAny>>>,
+    config: Option<PyRef<'_, PyConfig>>,
+    options: Option<PyRef<'_, PyOptions>>,
+    max_sessions: Option<usize>,
+    max_calls: Option<usize>,
+) -> PyResult<Op> {
     let endpoint = Endpoint::parse(url)?;
     let identity = match (cert, key) {
         (Some(c), Some(k)) => Some((c, k)),
         (None, None) => None,
-        _ => {
-            return Err(pyo3::exceptions::PyValueError::new_err(
-                "give both cert= and key=",
-            ))
-        }
+        _ => return Err(PyValueError::new_err("give both cert= and key=")),
     };
     if identity.is_some() && !endpoint.is_secure() {
-        return Err(pyo3::exceptions::PyValueError::new_err(
+        return Err(PyValueError::new_err(
             "cert= and key= apply to tls://, wss:// and quic:// only",
         ));
     }
     if identity.is_none() && endpoint.is_secure() {
-        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+        return Err(PyValueError::new_err(format!(
             "{url}: a tls://, wss:// or quic:// server needs cert= and key= (PEM files; \
              qtalk_rs.self_signed() makes a development pair)"
         )));
     }
+    if client_ca.is_some() && identity.is_none() {
+        return Err(PyValueError::new_err(
+            "client_ca= (requiring client certificates) needs a tls://, wss:// or quic:// \
+             server with cert= and key=",
+        ));
+    }
+    let mut hooks = Vec::new();
+    for h in middleware.into_iter().flatten() {
+        if !h.is_callable() {
+            return Err(PyTypeError::new_err(
+                "middleware= takes functions hook(call_info), sync or async",
+            ));
+        }
+        hooks.push(h);
+    }
+    let hooks = (!hooks.is_empty())
+        .then(|| -> PyResult<_> {
+            let py = mux.py();
+            Ok(Arc::new(
+                pyo3::types::PyTuple::new(py, hooks)?.into_any().unbind(),
+            ))
+        })
+        .transpose()?;
     let codec = codec_by_name(codec)?;
     let mux_obj: Py<PyMux> = mux
         .cast::<PyMux>()
         .map_err(|_| PyTypeError::new_err("mux must be a qtalk_rs.RespondMux"))?
         .clone()
         .unbind();
-    let mux = mux_obj.get().mux.clone();
-    let event_loop = crate::bridge::running_loop(py)?;
-    spawn_py(py, async move {
-        let (listener, address) = endpoint.bind(identity.as_ref()).await?;
-        let server = Server::new(LoopBound { mux, event_loop }, codec);
-        let (stop_tx, stopped) = watch::channel(false);
-        let serving = server.clone();
-        let task = tokio::spawn(async move {
-            struct Stopped(watch::Sender<bool>);
-            impl Drop for Stopped {
-                fn drop(&mut self) {
-                    self.0.send_replace(true);
+    let config = config_of(config);
+    let options = crate::config::with_limits(options_of(options), max_sessions, max_calls)?;
+    Ok(Op::deferred("start_server", move |py| {
+        let (_, queue) = running_queue(py)?;
+        crate::logbridge::refresh_level(py);
+        let mux = mux_obj.get().mux.clone();
+        Ok(Op::spawn("start_server", async move {
+            let (listener, address) = endpoint
+                .bind(identity.as_ref(), client_ca.as_ref(), config)
+                .await?;
+            let bound = LoopBound {
+                handler: mux,
+                queue: queue.clone(),
+            };
+            let handler: Arc<dyn qtalk::rpc::Handler> = match hooks {
+                None => Arc::new(bound),
+                Some(hooks) => Arc::new(crate::context::Guarded {
+                    hooks,
+                    inner: Arc::new(bound),
+                    queue,
+                }),
+            };
+            let server = Server::with_options(handler, codec, options);
+            let (stop_tx, stopped) = watch::channel(false);
+            let serving = server.clone();
+            let task = tokio::spawn(async move {
+                struct Stopped(watch::Sender<bool>);
+                impl Drop for Stopped {
+                    fn drop(&mut self) {
+                        self.0.send_replace(true);
+                    }
                 }
-            }
-            let _stopped = Stopped(stop_tx);
-            if let Err(e) = serving.serve(listener).await {
-                eprintln!("qtalk_rs: server stopped: {e}");
-            }
-        });
-        Ok(PyServer {
-            server,
-            mux: mux_obj,
-            address,
-            task: StdMutex::new(Some(task)),
-            stopped,
-        })
+                let _stopped = Stopped(stop_tx);
+                if let Err(e) = serving.serve(listener).await {
+                    tracing::error!("server stopped: {e}");
+                }
+            });
+            Ok(PyServer {
+                server,
+                mux: mux_obj,
+                address,
+                task: StdMutex::new(Some(task)),
+                stopped,
+            })
+        }))
     })
+    .context_manager())
 }

@@ -74,7 +74,7 @@ async def server():
 @pytest.fixture
 async def peer(server):
     """A peer connected to `server`."""
-    async with await qtalk_rs.connect(server.address) as p:
+    async with qtalk_rs.connect(server.address) as p:
         yield p
 
 

@@ -40,7 +40,7 @@ async def test_full_duplex_echo_through_the_stream_pair(server, peer):
             await writer.drain()
         await writer.write_eof()
 
-    sender = asyncio.ensure_future(send())
+    sender = asyncio.create_task(send())
     back = await asyncio.wait_for(reader.read(), 30)
     await sender
     assert back == data

@@ -10,7 +10,7 @@ async def test_server_calls_back_client(server):
         return f"hello {name}{suffix}"
 
     server.mux.handle("Greet", greet)
-    async with await qtalk_rs.connect(server.address) as p:
+    async with qtalk_rs.connect(server.address) as p:
         p.handle("Suffix", lambda call, name: "!" * len(name))
         assert await p.call("Greet", "bob") == "hello bob!!!"
 
@@ -32,7 +32,7 @@ async def test_callbacks_both_ways_nested(server):
         return await call.caller.call("C", n + 1)
 
     client_mux.handle("B", b)
-    async with await qtalk_rs.connect(server.address, mux=client_mux) as p:
+    async with qtalk_rs.connect(server.address, mux=client_mux) as p:
         assert p.mux is client_mux
         assert await p.call("A", 1) == 30
         results = await asyncio.gather(*(p.call("A", i) for i in range(20)))
@@ -44,8 +44,8 @@ async def test_callback_error_propagates(server):
         try:
             await call.caller.call("Missing")
         except qtalk_rs.RemoteError as e:
-            return e.message
+            return e.text
 
     server.mux.handle("Ask", ask)
-    async with await qtalk_rs.connect(server.address) as p:
+    async with qtalk_rs.connect(server.address) as p:
         assert await p.call("Ask") == "not found: /Missing"

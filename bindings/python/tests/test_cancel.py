@@ -32,7 +32,7 @@ async def test_task_cancel(server, peer):
         await asyncio.sleep(30)
 
     server.mux.handle("Hang", hang)
-    task = asyncio.ensure_future(peer.call("Hang"))
+    task = asyncio.create_task(peer.call("Hang"))
     await asyncio.sleep(0.1)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -43,7 +43,7 @@ async def test_task_cancel(server, peer):
 async def test_cancel_rust_call(rust_upper_server):
     # A call that cannot complete in time: the Rust server is stopped, not slow, so use a
     # zero timeout; the point is that cancelling leaves the peer usable.
-    async with await qtalk_rs.connect(f"tcp://{rust_upper_server}") as p:
+    async with qtalk_rs.connect(f"tcp://{rust_upper_server}") as p:
         for _ in range(20):
             try:
                 await asyncio.wait_for(p.call("Upper", "x"), 0.0001)

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+import qtalk_rs
+
 from conftest import go_peer, qtalk_cli
 
 PY_INTEROP = f"{shlex.quote(sys.executable)} -m qtalk_rs interop"
@@ -163,3 +165,22 @@ def test_values_print_as_go_prints_them():
         assert go_format(f) == text
     assert same_value(100, 100.0) and same_value({"a": [1]}, {"a": [1.0]})
     assert not same_value(True, 1) and not same_value("1", 1) and not same_value([1], [1, 2])
+
+
+@pytest.mark.parametrize("codec", CODECS)
+async def test_go_peer_answers_calls_with_metadata_and_deadline(codec, monkeypatch):
+    """Go ignores the call header's Meta and Deadline: the same answers as without them."""
+    peer = go_peer()
+    monkeypatch.setenv("QTALK_CODEC", codec)
+    mux = qtalk_rs.RespondMux()
+
+    async def unary_back(responder, call):
+        await responder.ret(await call.receive())
+
+    mux.handle("Unary", qtalk_rs.HandlerFunc(unary_back))
+    async with qtalk_rs.connect_command([peer, "-mode", "interop"], codec=codec, mux=mux) as p:
+        for kw in [{}, {"timeout": 10, "metadata": {"authorization": "Bearer x"}}]:
+            assert await p.call_value("Unary", {"foo": "bar"}, **kw) == {"foo": "bar"}
+            with pytest.raises(qtalk_rs.RemoteError) as info:
+                await p.call_value("Error", "boom", **kw)
+            assert info.value.text == "boom"

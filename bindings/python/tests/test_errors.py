@@ -8,7 +8,7 @@ import qtalk_rs
 async def test_remote_error(peer):
     with pytest.raises(qtalk_rs.RemoteError) as info:
         await peer.call("Error", "user error")
-    assert info.value.message == "user error [/Error]"
+    assert info.value.text == "user error [/Error]"
     assert str(info.value) == "remote: user error [/Error]"
     assert isinstance(info.value, qtalk_rs.QtalkError)
 
@@ -21,7 +21,7 @@ async def test_not_found(peer):
 async def test_arity_as_go(peer):
     with pytest.raises(qtalk_rs.RemoteError) as info:
         await peer.call("Upper", "a", "b")
-    assert info.value.message == "fn: expected 1 params, got 2"
+    assert info.value.text == "fn: expected 1 params, got 2"
     with pytest.raises(qtalk_rs.RemoteError, match="fn: expected 1 params, got 0"):
         await peer.call("Upper")
     with pytest.raises(qtalk_rs.RemoteError, match="expected an array of params, got a string"):

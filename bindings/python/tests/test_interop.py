@@ -1,6 +1,7 @@
 """Python with the Rust example programs (crates/qtalk/examples/upper_*.rs)."""
 
 import asyncio
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ from conftest import example, upper_mux
 
 
 async def test_python_calls_rust_server(rust_upper_server):
-    async with await qtalk_rs.connect(f"tcp://{rust_upper_server}") as p:
+    async with qtalk_rs.connect(f"tcp://{rust_upper_server}") as p:
         assert await p.call("Upper", "hello world") == "HELLO WORLD"
         with pytest.raises(qtalk_rs.RemoteError) as info:
             await p.call("Error", "user error")
@@ -22,7 +23,7 @@ async def test_python_calls_rust_server(rust_upper_server):
 
 
 async def test_rust_client_calls_python_server():
-    async with await qtalk_rs.start_server("tcp://127.0.0.1:0", upper_mux()) as srv:
+    async with qtalk_rs.start_server("tcp://127.0.0.1:0", upper_mux()) as srv:
         addr = srv.address[len("tcp://"):]
         proc = await asyncio.create_subprocess_exec(
             example("upper_client"), addr, stdout=asyncio.subprocess.PIPE
@@ -33,21 +34,12 @@ async def test_rust_client_calls_python_server():
 
 
 async def test_ten_line_client(rust_upper_server, tmp_path):
-    """The README's client, as a script."""
+    """The README's client, as a script (its first Python block, with the server's address)."""
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "tcp://127.0.0.1:9999" in code
     script = tmp_path / "client.py"
-    script.write_text(textwrap.dedent(f"""\
-        import asyncio, qtalk_rs
-
-        async def main():
-            async with await qtalk_rs.connect("tcp://{rust_upper_server}") as peer:
-                print(await peer.call("Upper", "hello world"))
-                try:
-                    await peer.call("Error", "user error")
-                except qtalk_rs.RemoteError as err:
-                    print(err)
-
-        asyncio.run(main())
-    """))
+    script.write_text(code.replace("tcp://127.0.0.1:9999", f"tcp://{rust_upper_server}"))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                          timeout=30)
     assert out.returncode == 0, out.stderr
@@ -67,5 +59,5 @@ async def test_command_over_stdio():
 
         asyncio.run(main())
     """)
-    async with await qtalk_rs.connect_command([sys.executable, "-c", child]) as p:
+    async with qtalk_rs.connect_command([sys.executable, "-c", child]) as p:
         assert await asyncio.wait_for(p.call("Upper", "piped"), 30) == "PIPED"

@@ -1,19 +1,26 @@
 """Low-level handlers, h(responder, call), as Go's rpc.HandlerFunc."""
 
+import asyncio
+
 import pytest
 
 import qtalk_rs
 
 
 async def test_the_argument_value_as_sent(server, peer):
+    responded: asyncio.Queue = asyncio.Queue()
+
     async def echo(responder, call):
         value = await call.receive()
+        before = responder.responded
         await responder.ret(value)
-        assert responder.responded
+        responded.put_nowait((before, responder.responded))
 
     server.mux.handle("Echo", qtalk_rs.HandlerFunc(echo))
     for v in [100, True, "hello", {"foo": "bar"}, [1, 2, 3], None]:
         assert await peer.call_value("Echo", v) == v
+        # The handler's check, made after it answered, is reported here.
+        assert await asyncio.wait_for(responded.get(), 5) == (False, True)
 
 
 async def test_errors_multi_values_and_fallbacks(server, peer):
@@ -21,11 +28,16 @@ async def test_errors_multi_values_and_fallbacks(server, peer):
         await call.receive()
         await responder.error("no way")
 
+    second_answer: asyncio.Queue = asyncio.Queue()
+
     async def two(responder, call):
         await call.receive()
         await responder.ret(1, "two")
-        with pytest.raises(qtalk_rs.QtalkError, match="already responded"):
+        try:
             await responder.ret(3)
+            second_answer.put_nowait("answered twice")
+        except qtalk_rs.QtalkError as e:
+            second_answer.put_nowait(str(e))
 
     def returns(responder, call):
         # Sync, never answers itself: what it returns is the reply.
@@ -43,6 +55,8 @@ async def test_errors_multi_values_and_fallbacks(server, peer):
         await peer.call_value("Fail", 0)
     resp = await peer.call_raw("Two")
     assert [v async for v in resp] == [1, "two"]
+    # The handler's second answer, after the first went out, was refused.
+    assert await asyncio.wait_for(second_answer.get(), 5) == "rpc: already responded"
     assert await peer.call_value("Returns", 0) == "returned"
     with pytest.raises(qtalk_rs.RemoteError, match="raised"):
         await peer.call_value("Raises", 0)

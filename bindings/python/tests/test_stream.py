@@ -51,7 +51,7 @@ async def test_close_interrupts_receive(server, peer):
     server.mux.handle("Forever", forever)
     resp = await peer.call_raw("Forever")
     assert await resp.receive() == 0
-    pending = asyncio.ensure_future(resp.receive())
+    pending = asyncio.create_task(resp.receive())
     await asyncio.sleep(0.05)
     resp.close()
     with pytest.raises(EOFError):
@@ -60,12 +60,16 @@ async def test_close_interrupts_receive(server, peer):
 
 async def test_continue_twice(server, peer):
     async def twice(call):
-        await call.continue_with(1)
+        stream = await call.continue_with(1)
         try:
             await call.continue_with(2)
+            await stream.send("continued twice")
         except qtalk_rs.QtalkError as e:
-            return str(e)
+            # After a continue the return value is ignored: report on the stream.
+            await stream.send(str(e))
+        await stream.close_write()
+        return "ignored"
 
     server.mux.handle("Twice", twice)
     resp = await peer.call_raw("Twice")
-    assert await resp.receive() == 1
+    assert [v async for v in resp] == [1, "rpc: already responded"]

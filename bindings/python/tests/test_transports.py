@@ -20,9 +20,9 @@ def identity(tmp_path):
 async def test_plain_transports(scheme, tmp_path):
     url = {"tcp": "tcp://127.0.0.1:0", "ws": "ws://127.0.0.1:0",
            "unix": f"unix://{tmp_path}/q.sock"}[scheme]
-    async with await qtalk_rs.start_server(url, upper_mux()) as srv:
+    async with qtalk_rs.start_server(url, upper_mux()) as srv:
         assert srv.address.startswith(scheme + ":")
-        async with await qtalk_rs.connect(srv.address, codec="json") as p:
+        async with qtalk_rs.connect(srv.address, codec="json") as p:
             assert await p.call("Upper", scheme) == scheme.upper()
 
 
@@ -36,12 +36,12 @@ async def test_secure_transports(scheme, codec, identity):
         port = srv.address.rsplit(":", 1)[1]
         url = f"{scheme}://localhost:{port}"
         # Trusting the certificate itself.
-        async with await qtalk_rs.connect(url, codec=codec, ca=cert) as p:
+        async with qtalk_rs.connect(url, codec=codec, ca=cert) as p:
             assert await p.call("Upper", "secure") == "SECURE"
             with pytest.raises(qtalk_rs.RemoteError, match="boom"):
                 await p.call("Error", "boom")
         # Not checking it.
-        async with await qtalk_rs.connect(url, codec=codec, insecure=True) as p:
+        async with qtalk_rs.connect(url, codec=codec, insecure=True) as p:
             assert await p.call("Upper", "insecure") == "INSECURE"
         # The system's roots do not know a self-signed certificate.
         with pytest.raises(OSError, match="certificate|UnknownIssuer"):

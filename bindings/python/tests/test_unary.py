@@ -40,8 +40,8 @@ async def test_values_round_trip(codec):
         return v
 
     mux.handle("Echo", echo)
-    async with await qtalk_rs.start_server("tcp://127.0.0.1:0", mux, codec=codec) as srv:
-        async with await qtalk_rs.connect(srv.address, codec=codec) as p:
+    async with qtalk_rs.start_server("tcp://127.0.0.1:0", mux, codec=codec) as srv:
+        async with qtalk_rs.connect(srv.address, codec=codec) as p:
             assert p.codec == codec
             for v in VALUES:
                 got = await p.call("Echo", v)
@@ -99,9 +99,9 @@ async def test_transports(tmp_path):
     mux = qtalk_rs.RespondMux()
     mux.handle("Upper", lambda call, s: s.upper())
     for url in ["ws://127.0.0.1:0", f"unix://{tmp_path}/q.sock"]:
-        async with await qtalk_rs.start_server(url, mux) as srv:
+        async with qtalk_rs.start_server(url, mux) as srv:
             assert srv.address.split(":")[0] == url.split(":")[0]
-            async with await qtalk_rs.connect(srv.address) as p:
+            async with qtalk_rs.connect(srv.address) as p:
                 assert await p.call("Upper", url) == url.upper()
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import inspect
 import logging
@@ -19,6 +18,13 @@ def is_coroutine(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)
     )
+
+
+def is_service(obj: Any) -> bool:
+    """Whether ``obj`` is an instance of a ``qtalk_rs.Service`` class."""
+    from ._service import Service
+
+    return isinstance(obj, Service)
 
 
 def arity(fn: Callable[..., Any]) -> Tuple[int, Optional[int], bool]:
@@ -49,9 +55,7 @@ def arity(fn: Callable[..., Any]) -> Tuple[int, Optional[int], bool]:
     return required, (None if varargs else len(positional)), coroutine
 
 
-async def _invoke(fn: Callable[..., Any], is_coroutine: bool, call: Any, args: tuple) -> Any:
-    if is_coroutine:
-        return await fn(call, *args)
+async def _in_executor(fn: Callable[..., Any], call: Any, args: tuple) -> Any:
     loop = asyncio.get_running_loop()
     result = await loop.run_in_executor(None, functools.partial(fn, call, *args))
     if inspect.isawaitable(result):
@@ -59,30 +63,75 @@ async def _invoke(fn: Callable[..., Any], is_coroutine: bool, call: Any, args: t
     return result
 
 
+async def _awaiting(fn: Callable[..., Any], call: Any, args: tuple) -> Any:
+    return await fn(call, *args)
+
+
 def start(
-    loop: asyncio.AbstractEventLoop,
     fn: Callable[..., Any],
-    is_coroutine: bool,
+    coroutine: bool,
     call: Any,
     args: tuple,
-    done: Callable[[concurrent.futures.Future], None],
-) -> concurrent.futures.Future:
-    """Runs the handler on ``loop`` (called from a runtime thread); ``done`` gets its future."""
-    fut = asyncio.run_coroutine_threadsafe(_invoke(fn, is_coroutine, call, args), loop)
-    fut.add_done_callback(done)
-    return fut
+    done: Callable[["asyncio.Task[Any]"], None],
+) -> "asyncio.Task[Any]":
+    """Runs the handler as a task of the running loop (called on the loop's thread);
+    ``done`` gets the task."""
+    loop = asyncio.get_running_loop()
+    if coroutine:
+        coro = fn(call, *args)
+        if not inspect.iscoroutine(coro):
+            coro = _awaiting(lambda *_: coro, call, args)
+    else:
+        coro = _in_executor(fn, call, args)
+    task = loop.create_task(coro)
+    task.add_done_callback(done)
+    return task
 
 
-def outcome(fut: concurrent.futures.Future) -> Tuple[bool, Any]:
-    """(True, reply) or (False, the error text for the caller)."""
-    if fut.cancelled():
+def outcome(task: "asyncio.Task[Any]", selector: str) -> Tuple[bool, Any]:
+    """(True, reply) or (False, the error text for the caller). An exception other than
+    ``RemoteError`` (an answer on purpose) is logged at ERROR with its traceback."""
+    if task.cancelled():
+        log.debug("handler for %s cancelled (the caller abandoned the call)", selector)
         return False, "handler cancelled"
-    exc = fut.exception()
+    exc = task.exception()
     if exc is None:
-        return True, fut.result()
-    from ._errors import QtalkError
+        return True, task.result()
+    from ._errors import RemoteError
 
-    if not isinstance(exc, QtalkError):
-        log.debug("handler raised", exc_info=exc)
+    if isinstance(exc, RemoteError):
+        return False, exc.text
+    log.error("handler for %s raised %s", selector, type(exc).__name__, exc_info=exc)
     text = str(exc)
     return False, text if text else type(exc).__name__
+
+
+async def _guard(hooks: Any, info: Any) -> None:
+    for hook in hooks:
+        result = hook(info)
+        if inspect.isawaitable(result):
+            await result
+
+
+def guard(hooks: Any, info: Any, verdict: Callable[["asyncio.Task[Any]"], None]) -> None:
+    """Runs the server middleware on ``info`` as a task of the running loop; ``verdict`` gets
+    the task."""
+    task = asyncio.get_running_loop().create_task(_guard(hooks, info))
+    task.add_done_callback(verdict)
+
+
+def verdict(task: "asyncio.Task[Any]") -> Optional[str]:
+    """None when the middleware let the call through, else the error text for the caller.
+    ``RemoteError`` refuses on purpose; any other exception is logged at ERROR too."""
+    if task.cancelled():
+        return "middleware cancelled"
+    exc = task.exception()
+    if exc is None:
+        return None
+    from ._errors import RemoteError
+
+    if isinstance(exc, RemoteError):
+        return exc.text
+    log.error("middleware raised %s", type(exc).__name__, exc_info=exc)
+    text = str(exc)
+    return text if text else type(exc).__name__

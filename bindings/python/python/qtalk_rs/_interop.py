@@ -142,7 +142,7 @@ async def _stream(responder: Responder, call: Call) -> None:
             await upstream.send(v)
         await upstream.close_write()
 
-    forwarding = asyncio.ensure_future(forward())
+    forwarding = asyncio.create_task(forward())
     try:
         # The callback's values come back down; its end ends ours.
         async for v in upstream:
@@ -298,11 +298,11 @@ async def run_check(
         try:
             got = await _within(timeout, what, peer.call_value(selector, "test"))
         except RemoteError as e:
-            if e.message != expected:
+            if e.text != expected:
                 raise CheckFailed(
-                    f"{what}: expected the error {expected!r}, got the error {e.message!r}"
+                    f"{what}: expected the error {expected!r}, got the error {e.text!r}"
                 ) from None
-            line(f"Error: {e.message}")
+            line(f"Error: {e.text}")
             continue
         raise CheckFailed(f"{what}: expected the error {expected!r}, got the value "
                           f"{go_format(got)}")

@@ -1,0 +1,454 @@
+//! Receiving from a stream without losing what arrives as the waiter is cancelled.
+//!
+//! A stream (a caller's response, a handler's call) has one [`Recv`]. At most one Rust receive
+//! runs for it at a time. When it completes, its item is queued on the stream (on the event
+//! loop's thread) and the first waiting receive is woken to take it. A receive cancelled while
+//! waiting (`asyncio.wait_for`, `Task.cancel`) leaves its place; the item, when it comes, goes
+//! to the next receive. So every value and every byte is delivered once, in order, as with
+//! `asyncio.Queue` and `asyncio.StreamReader`.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::task::Poll;
+
+use bytes::Bytes;
+use pyo3::exceptions::{PyEOFError, PyStopAsyncIteration};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use qtalk::Value;
+use tokio::sync::{watch, Mutex};
+
+use crate::bridge::{
+    is_cancelled, is_done, new_waiter, poll_once, running_queue, runtime, wake_future, Job,
+};
+use crate::convert::Conv;
+use crate::errors::{qtalk_error, Failure};
+
+/// Most bytes one `read` returns (a larger `n` is capped to this).
+pub(crate) const MAX_READ: usize = 1 << 20;
+
+/// What a receive asks for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Want {
+    /// The next value; at the end, `EOFError` (`receive`) or `StopAsyncIteration` (`__anext__`).
+    Value { iterating: bool },
+    /// Up to this many raw bytes; `b""` at the end.
+    Bytes(usize),
+}
+
+/// One thing received.
+pub(crate) enum Item {
+    Value(Value),
+    /// Raw bytes, in the pieces they arrived in.
+    Bytes(VecDeque<Bytes>),
+    Eof,
+    Err(Failure),
+}
+
+/// A stream's receiving side, which `close()` can interrupt (a pending receive then ends).
+pub(crate) struct Closable<T> {
+    pub(crate) inner: Mutex<Option<T>>,
+    pub(crate) closed: watch::Sender<bool>,
+}
+
+impl<T> Closable<T> {
+    pub(crate) fn new(value: Option<T>) -> Self {
+        Closable {
+            inner: Mutex::new(value),
+            closed: watch::Sender::new(false),
+        }
+    }
+
+    /// Marks it closed and drops the value now if no one is using it (else the user does).
+    pub(crate) fn close(&self) -> Option<T> {
+        self.closed.send_replace(true);
+        self.inner.try_lock().ok().and_then(|mut g| g.take())
+    }
+}
+
+/// What can be received from: a response's reader or a handler's call.
+pub(crate) trait Reader: Send + 'static {
+    fn next_value(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<Value>, qtalk::rpc::Error>> + Send + '_;
+    fn next_chunk(
+        &mut self,
+        max: usize,
+    ) -> impl Future<Output = std::io::Result<Option<Bytes>>> + Send + '_;
+}
+
+impl Reader for qtalk::rpc::ResponseReader {
+    fn next_value(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<Value>, qtalk::rpc::Error>> + Send + '_ {
+        self.receive_next::<Value>()
+    }
+    fn next_chunk(
+        &mut self,
+        max: usize,
+    ) -> impl Future<Output = std::io::Result<Option<Bytes>>> + Send + '_ {
+        self.read_chunk(max)
+    }
+}
+
+impl Reader for qtalk::rpc::Call {
+    fn next_value(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<Value>, qtalk::rpc::Error>> + Send + '_ {
+        self.receive_next::<Value>()
+    }
+    fn next_chunk(
+        &mut self,
+        max: usize,
+    ) -> impl Future<Output = std::io::Result<Option<Bytes>>> + Send + '_ {
+        self.read_chunk(max)
+    }
+}
+
+type ItemFuture = Pin<Box<dyn Future<Output = Item> + Send>>;
+
+/// Makes the future of one receive.
+pub(crate) trait Source: Send + Sync + 'static {
+    fn receive(self: Arc<Self>, want: Want) -> ItemFuture;
+}
+
+impl<R: Reader> Source for Closable<R> {
+    fn receive(self: Arc<Self>, want: Want) -> ItemFuture {
+        Box::pin(async move {
+            let mut closed = self.closed.subscribe();
+            if *closed.borrow() {
+                return Item::Eof;
+            }
+            let mut guard = self.inner.lock().await;
+            let Some(reader) = guard.as_mut() else {
+                return Item::Eof;
+            };
+            let item = match want {
+                Want::Value { .. } => {
+                    tokio::select! {
+                        r = reader.next_value() => Some(match r {
+                            Ok(Some(v)) => Item::Value(v),
+                            Ok(None) => Item::Eof,
+                            Err(e) => Item::Err(e.into()),
+                        }),
+                        _ = closed.wait_for(|c| *c) => None,
+                    }
+                }
+                Want::Bytes(n) => {
+                    let n = n.clamp(1, MAX_READ);
+                    let first = tokio::select! {
+                        r = reader.next_chunk(n) => Some(r),
+                        _ = closed.wait_for(|c| *c) => None,
+                    };
+                    first.map(|r| match r {
+                        Ok(Some(b)) => Item::Bytes(gather(reader, b, n)),
+                        Ok(None) => Item::Eof,
+                        Err(e) => Item::Err(e.into()),
+                    })
+                }
+            };
+            match item {
+                Some(item) => item,
+                None => {
+                    *guard = None;
+                    Item::Eof
+                }
+            }
+        })
+    }
+}
+
+/// `first`, and what else of up to `n` bytes in all is received already. (Reading a chunk is
+/// cancel-safe: a read that would wait takes nothing.)
+fn gather<R: Reader>(reader: &mut R, first: Bytes, n: usize) -> VecDeque<Bytes> {
+    let mut got = first.len();
+    let mut pieces = VecDeque::from([first]);
+    while got < n {
+        let mut next = std::pin::pin!(reader.next_chunk(n - got));
+        match crate::bridge::poll_now(&mut next) {
+            Poll::Ready(Ok(Some(b))) if !b.is_empty() => {
+                got += b.len();
+                pieces.push_back(b);
+            }
+            // The end, an error or nothing yet: the next read sees it.
+            _ => break,
+        }
+    }
+    pieces
+}
+
+struct Waiter {
+    id: u64,
+    fut: Py<PyAny>,
+    want: Want,
+}
+
+struct RecvState {
+    /// Received, not yet taken.
+    ready: VecDeque<Item>,
+    /// A receive is running on the runtime.
+    inflight: bool,
+    /// Receives waiting, oldest first.
+    waiters: VecDeque<Waiter>,
+    next_id: u64,
+}
+
+/// The receiving queue of one stream.
+pub(crate) struct Recv {
+    source: Arc<dyn Source>,
+    st: StdMutex<RecvState>,
+}
+
+impl Recv {
+    pub(crate) fn new(source: Arc<dyn Source>) -> Arc<Recv> {
+        Arc::new(Recv {
+            source,
+            st: StdMutex::new(RecvState {
+                ready: VecDeque::new(),
+                inflight: false,
+                waiters: VecDeque::new(),
+                next_id: 0,
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RecvState> {
+        self.st.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs a receive on the runtime; its item is queued on the stream.
+    fn spawn(self: &Arc<Self>, py: Python<'_>, fut: ItemFuture) -> PyResult<()> {
+        let (_, queue) = running_queue(py)?;
+        let this = self.clone();
+        runtime().spawn(async move {
+            let item = fut.await;
+            let job: Job = Box::new(move |py| this.deliver(py, item));
+            // A closed loop: no one will take it.
+            let _ = queue.push(job);
+        });
+        Ok(())
+    }
+
+    fn deliver(self: &Arc<Self>, py: Python<'_>, item: Item) {
+        let mut st = self.lock();
+        st.ready.push_back(item);
+        st.inflight = false;
+        self.pump(py, &mut st);
+    }
+
+    /// Hands what is ready to the first waiter, or starts a receive for it.
+    fn pump(self: &Arc<Self>, py: Python<'_>, st: &mut RecvState) {
+        while st.waiters.front().is_some_and(|w| is_cancelled(py, &w.fut)) {
+            st.waiters.pop_front();
+        }
+        let Some(front) = st.waiters.front() else {
+            return;
+        };
+        if !st.ready.is_empty() {
+            wake_future(py, &front.fut);
+        } else if !st.inflight {
+            let fut = self.source.clone().receive(front.want);
+            if self.spawn(py, fut).is_ok() {
+                st.inflight = true;
+            }
+        }
+    }
+
+    /// Takes one item for `want` (splitting bytes beyond `n`).
+    fn take(
+        st: &mut RecvState,
+        py: Python<'_>,
+        want: Want,
+        conv: &Conv,
+    ) -> Option<PyResult<Py<PyAny>>> {
+        let item = st.ready.pop_front()?;
+        Some(match item {
+            Item::Bytes(mut pieces) => {
+                let Want::Bytes(n) = want else {
+                    return Some(Err(qtalk_error(
+                        "raw bytes arrived where a value was expected",
+                    )
+                    .into_pyerr(py)));
+                };
+                let n = n.max(1);
+                let (out, rest) = split_pieces(&mut pieces, n);
+                if !rest.is_empty() {
+                    st.ready.push_front(Item::Bytes(rest));
+                }
+                Ok(bytes_to_py(py, &out).into_any().unbind())
+            }
+            other => item_to_py(py, other, want, conv),
+        })
+    }
+}
+
+/// The first `n` bytes of `pieces`, and the rest.
+fn split_pieces(pieces: &mut VecDeque<Bytes>, n: usize) -> (VecDeque<Bytes>, VecDeque<Bytes>) {
+    let mut out = VecDeque::new();
+    let mut got = 0;
+    while let Some(mut p) = pieces.pop_front() {
+        if got + p.len() > n {
+            let head = p.split_to(n - got);
+            if !head.is_empty() {
+                out.push_back(head);
+            }
+            pieces.push_front(p);
+            break;
+        }
+        got += p.len();
+        out.push_back(p);
+        if got == n {
+            break;
+        }
+    }
+    (out, std::mem::take(pieces))
+}
+
+/// One `bytes` holding `pieces` (one copy).
+pub(crate) fn bytes_to_py<'py>(py: Python<'py>, pieces: &VecDeque<Bytes>) -> Bound<'py, PyBytes> {
+    if pieces.len() == 1 {
+        return PyBytes::new(py, &pieces[0]);
+    }
+    let total = pieces.iter().map(Bytes::len).sum();
+    PyBytes::new_with(py, total, |buf| {
+        let mut at = 0;
+        for p in pieces {
+            buf[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        Ok(())
+    })
+    .expect("filling a new bytes object cannot fail")
+}
+
+fn item_to_py(py: Python<'_>, item: Item, want: Want, conv: &Conv) -> PyResult<Py<PyAny>> {
+    match (item, want) {
+        (Item::Value(v), Want::Value { .. }) => Ok(conv.to_py(py, &v)?.unbind()),
+        (Item::Value(_), Want::Bytes(_)) => {
+            Err(qtalk_error("a value arrived where raw bytes were expected").into_pyerr(py))
+        }
+        (Item::Bytes(p), Want::Bytes(_)) => Ok(bytes_to_py(py, &p).into_any().unbind()),
+        (Item::Bytes(_), Want::Value { .. }) => {
+            Err(qtalk_error("raw bytes arrived where a value was expected").into_pyerr(py))
+        }
+        (Item::Eof, Want::Value { iterating: true }) => Err(PyStopAsyncIteration::new_err(())),
+        (Item::Eof, Want::Value { iterating: false }) => {
+            Err(PyEOFError::new_err("the stream ended"))
+        }
+        (Item::Eof, Want::Bytes(_)) => Ok(PyBytes::new(py, b"").into_any().unbind()),
+        (Item::Err(f), _) => Err(f.into_pyerr(py)),
+    }
+}
+
+/// A receive not yet started (an [`Op`](crate::bridge::Op) holds it until it is awaited).
+pub(crate) struct RecvOp {
+    pub(crate) recv: Arc<Recv>,
+    pub(crate) want: Want,
+    /// Converts values (callbacks are bound to the stream's session).
+    pub(crate) conv: Conv,
+}
+
+pub(crate) enum Started {
+    Ready(PyResult<Py<PyAny>>),
+    Wait(Waiting),
+}
+
+pub(crate) enum Resumed {
+    Ready(PyResult<Py<PyAny>>),
+    Wait(Waiting),
+}
+
+/// A receive waiting for its turn.
+pub(crate) struct Waiting {
+    recv: Arc<Recv>,
+    id: u64,
+    fut: Py<PyAny>,
+    want: Want,
+    conv: Conv,
+}
+
+impl RecvOp {
+    pub(crate) fn start(self, py: Python<'_>) -> PyResult<Started> {
+        let RecvOp { recv, want, conv } = self;
+        let mut st = recv.lock();
+        if st.waiters.is_empty() {
+            if let Some(v) = Recv::take(&mut st, py, want, &conv) {
+                return Ok(Started::Ready(v));
+            }
+            if !st.inflight {
+                // Received already? Then no thread is involved.
+                let mut fut = recv.source.clone().receive(want);
+                match poll_once(&mut fut) {
+                    Poll::Ready(item) => {
+                        st.ready.push_back(item);
+                        let v = Recv::take(&mut st, py, want, &conv).expect("just queued");
+                        return Ok(Started::Ready(v));
+                    }
+                    Poll::Pending => {
+                        recv.spawn(py, fut)?;
+                        st.inflight = true;
+                    }
+                }
+            }
+        }
+        let (fut, _) = new_waiter(py)?;
+        let id = st.next_id;
+        st.next_id += 1;
+        st.waiters.push_back(Waiter {
+            id,
+            fut: fut.clone_ref(py),
+            want,
+        });
+        recv.pump(py, &mut st);
+        drop(st);
+        Ok(Started::Wait(Waiting {
+            recv,
+            id,
+            fut,
+            want,
+            conv,
+        }))
+    }
+}
+
+impl Waiting {
+    /// The future to yield while waiting.
+    pub(crate) fn future(&self, py: Python<'_>) -> Py<PyAny> {
+        self.fut.clone_ref(py)
+    }
+
+    /// Resumed by the task: takes the item it was woken for.
+    pub(crate) fn resume(self, py: Python<'_>) -> PyResult<Resumed> {
+        if !is_done(py, &self.fut) {
+            return Ok(Resumed::Wait(self));
+        }
+        let recv = self.recv.clone();
+        let mut st = recv.lock();
+        st.waiters.retain(|w| w.id != self.id);
+        if let Some(v) = Recv::take(&mut st, py, self.want, &self.conv) {
+            recv.pump(py, &mut st);
+            return Ok(Resumed::Ready(v));
+        }
+        // Woken without an item (cannot happen while waiters take turns): wait again, first.
+        let (fut, _) = new_waiter(py)?;
+        st.waiters.push_front(Waiter {
+            id: self.id,
+            fut: fut.clone_ref(py),
+            want: self.want,
+        });
+        recv.pump(py, &mut st);
+        drop(st);
+        Ok(Resumed::Wait(Waiting { fut, ..self }))
+    }
+
+    /// Cancelled (or dropped) while waiting: leaves its place; what it was woken for stays
+    /// for the next receive.
+    pub(crate) fn cancel(self, py: Python<'_>) {
+        let _ = self.fut.bind(py).call_method0(pyo3::intern!(py, "cancel"));
+        let mut st = self.recv.lock();
+        st.waiters.retain(|w| w.id != self.id);
+        self.recv.pump(py, &mut st);
+    }
+}
