@@ -181,11 +181,21 @@ fn a_large_copied_write_lines_up_with_the_stream() {
     let out = transmit(&mut s);
     let mut pos = written;
     for b in &out {
-        assert_eq!((b.as_ptr() as usize as u64).wrapping_sub(pos) % 64, 0);
+        if b.len() >= 16 * 1024 {
+            assert_eq!((b.as_ptr() as usize as u64).wrapping_sub(pos) % 64, 0);
+        }
         pos += b.len() as u64;
     }
+    // Three DATA frames, each lined up by zero adjusts where needed.
     let frames = decode(&out);
-    assert_eq!(frames.len(), 3);
+    let data: Vec<_> = frames
+        .iter()
+        .filter(|f| matches!(f, Frame::Data { .. }))
+        .collect();
+    assert_eq!(data.len(), 3);
+    assert!(frames
+        .iter()
+        .all(|f| matches!(f, Frame::Data { .. } | Frame::WindowAdjust { bytes: 0, .. })));
 }
 
 /// Feeds `first` bytes (a call header, say: none when 0), then `packets` DATA frames of a max

@@ -219,7 +219,7 @@ pub(crate) async fn server_session(
     tls: tokio_rustls::TlsAcceptor,
     config: crate::Config,
 ) -> Option<crate::Session> {
-    let _ = stream.set_nodelay(true);
+    crate::transport::tune_tcp(&stream, &config);
     match tokio::time::timeout(config.handshake_timeout, tls.accept(stream)).await {
         Ok(Ok(stream)) => Some(crate::Session::new(stream, config.copying_transport())),
         Ok(Err(e)) => {

@@ -136,7 +136,7 @@ impl Inner {
 
     pub(crate) fn register_write(&mut self, id: ChannelId, cx: &Context<'_>) {
         push_waker(&mut self.wakers(id).write, cx);
-        if self.proto.unsent() >= self.proto.config().send_buffer() {
+        if self.proto.send_room(id) == 0 {
             push_waker_list(&mut self.buffer_wakers, cx);
         }
     }

@@ -64,7 +64,7 @@ const MAX_MESSAGE: usize = 1 << 20;
 pub async fn connect_ws(url: &str, config: Config) -> io::Result<Session> {
     let (request, addr) = client_request(url, false)?;
     let stream = TcpStream::connect(addr.as_str()).await?;
-    let _ = stream.set_nodelay(true);
+    crate::transport::tune_tcp(&stream, &config);
     let (ws, _response) =
         tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config(&config)))
             .await
@@ -88,7 +88,7 @@ pub async fn connect_wss(
         .trim_end_matches(']')
         .to_string();
     let stream = TcpStream::connect(addr.as_str()).await?;
-    let _ = stream.set_nodelay(true);
+    crate::transport::tune_tcp(&stream, &config);
     let stream = crate::tls::client_handshake(stream, &host, tls).await?;
     let (ws, _response) =
         tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config(&config)))
@@ -345,7 +345,7 @@ pub(crate) async fn server_session(
     #[cfg(feature = "tls")] tls: Option<tokio_rustls::TlsAcceptor>,
     config: Config,
 ) -> Option<Session> {
-    let _ = stream.set_nodelay(true);
+    crate::transport::tune_tcp(&stream, &config);
     let limit = config.handshake_timeout;
     let handshake = async {
         #[cfg(feature = "tls")]
