@@ -186,16 +186,14 @@ fn a_large_copied_write_lines_up_with_the_stream() {
         }
         pos += b.len() as u64;
     }
-    // Three DATA frames, each lined up by zero adjusts where needed.
+    // The copies were placed where the stream would have them: three DATA frames, no
+    // padding.
     let frames = decode(&out);
-    let data: Vec<_> = frames
-        .iter()
-        .filter(|f| matches!(f, Frame::Data { .. }))
-        .collect();
-    assert_eq!(data.len(), 3);
-    assert!(frames
-        .iter()
-        .all(|f| matches!(f, Frame::Data { .. } | Frame::WindowAdjust { bytes: 0, .. })));
+    assert_eq!(frames.len(), 3);
+    assert!(
+        out.iter().filter(|b| b.len() >= 16 * 1024).count() == 3,
+        "no copy at hand-out"
+    );
 }
 
 /// Feeds `first` bytes (a call header, say: none when 0), then `packets` DATA frames of a max

@@ -60,6 +60,33 @@ fn transmit(s: &mut Session, max: usize) -> Vec<Frame> {
     frames
 }
 
+/// Batches of at least `max` bytes until none are left, as frames.
+fn transmit_all(s: &mut Session, max: usize) -> Vec<Frame> {
+    let mut all = Vec::new();
+    while s.has_transmit() {
+        all.extend(transmit(s, max));
+    }
+    all
+}
+
+/// The bytes of DATA each peer id got in `frames`, in the order they first appear.
+fn data_bytes(frames: &[Frame]) -> Vec<(u32, usize)> {
+    let mut out: Vec<(u32, usize)> = Vec::new();
+    for f in frames {
+        if let Frame::Data {
+            recipient_id,
+            payload,
+        } = f
+        {
+            match out.iter_mut().find(|(id, _)| id == recipient_id) {
+                Some((_, n)) => *n += payload.len(),
+                None => out.push((*recipient_id, payload.len())),
+            }
+        }
+    }
+    out
+}
+
 /// The peer's id each DATA frame of `frames` goes to.
 fn data_to(frames: &[Frame]) -> Vec<u32> {
     frames
@@ -79,15 +106,24 @@ fn channels_take_turns_one_frame_each() {
     assert_eq!(s.send_bytes(ids[0], &mut bulk.clone()).unwrap(), 1 << 20);
     s.send(ids[1], b"call one").unwrap();
     s.send(ids[2], b"call two").unwrap();
-    // The channels that sent little go first, then the bulk's frames (alone in its turn).
-    let order = data_to(&transmit(&mut s, usize::MAX));
-    assert_eq!(order, vec![101, 102, 100, 100, 100, 100]);
-    // Two bulk channels alternate.
+    // The channels that sent little go first, then the bulk's frames, in slices of at most
+    // 32 KiB while other channels are busy.
+    let frames = transmit_all(&mut s, usize::MAX);
+    assert_eq!(data_to(&frames)[..3], [101, 102, 100]);
+    assert_eq!(data_bytes(&frames), [(101, 8), (102, 8), (100, 1 << 20)]);
+    assert!(frames.iter().all(|f| match f {
+        Frame::Data { payload, .. } => payload.len() <= 32 * 1024,
+        _ => true,
+    }));
+    // Two bulk channels alternate, frame by frame.
     let more = Bytes::from(vec![1u8; 400 * 1024]);
     assert_eq!(s.send_bytes(ids[0], &mut more.clone()).unwrap(), more.len());
     assert_eq!(s.send_bytes(ids[1], &mut more.clone()).unwrap(), more.len());
-    let order = data_to(&transmit(&mut s, usize::MAX));
-    assert_eq!(order, vec![100, 101, 100, 101]);
+    let order = data_to(&transmit_all(&mut s, usize::MAX));
+    assert_eq!(order.len(), 2 * 13);
+    for pair in order.chunks(2) {
+        assert_eq!(pair, [100, 101]);
+    }
 }
 
 #[test]
@@ -95,12 +131,17 @@ fn a_small_frame_waits_behind_one_batch_at_most() {
     let (mut s, ids) = with_channels(2);
     let bulk = Bytes::from(vec![1u8; 1 << 20]);
     assert_eq!(s.send_bytes(ids[0], &mut bulk.clone()).unwrap(), 1 << 20);
-    // The driver takes a batch (one frame here) ...
-    assert_eq!(data_to(&transmit(&mut s, 1)), vec![100]);
-    // ... and a call's message queued now leaves in the next one, before the bulk's rest.
+    // With nobody else busy lately, the driver takes a whole frame ...
+    let first = transmit(&mut s, 1);
+    assert_eq!(data_bytes(&first), [(100, 256 * 1024)]);
+    // ... and a call's message queued now leaves in the next batch, before the bulk's rest.
     s.send(ids[1], b"call").unwrap();
     assert_eq!(data_to(&transmit(&mut s, 1)), vec![101]);
-    assert_eq!(data_to(&transmit(&mut s, usize::MAX)), vec![100; 3]);
+    // The rest follows in slices while the call is recent: every batch is one slice.
+    let batch = transmit(&mut s, usize::MAX);
+    assert_eq!(data_bytes(&batch), [(100, 32 * 1024)]);
+    let rest = transmit_all(&mut s, usize::MAX);
+    assert_eq!(data_bytes(&rest), [(100, (3 << 18) - (32 << 10))]);
 }
 
 #[test]

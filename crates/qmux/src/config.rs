@@ -54,7 +54,7 @@ impl Default for Config {
             listen_backlog: 4096,
             read_buffer_idle: Duration::from_secs(1),
             write_batch: 256 * 1024,
-            tcp_notsent_lowat: 128 * 1024,
+            tcp_notsent_lowat: 16 * 1024,
         }
     }
 }
@@ -250,7 +250,7 @@ impl ConfigBuilder {
     }
 
     /// `TCP_NOTSENT_LOWAT` of the TCP connections this crate makes and accepts (default
-    /// 128 KiB; 0 leaves the system's setting), where the platform has it (Linux, Android):
+    /// 16 KiB, as HTTP/2 servers commonly use; 0 leaves the system's setting), where the platform has it (Linux, Android):
     /// the kernel takes more only while less than this is unsent, so that what waits is
     /// queued in the session, where channels take turns, and not in the kernel, where a
     /// call's frame would wait behind all the bulk data before it.

@@ -43,6 +43,15 @@ pub(super) const MAX_FRAME: usize = 256 * 1024;
 /// frame joins the end of the turn order.
 const SPARSE: usize = 16 * 1024;
 
+/// While other channels have had data to send lately, large frames are handed out in slices
+/// of at most this size, and a batch holds at most one slice: what a new frame can wait
+/// behind stays short. A slice goes out as it is, lined up with the stream or not: lining up
+/// every slice would cost up to 63 padding frames each.
+const SLICE: usize = 32 * 1024;
+
+/// Batches handed out with only one channel's data waiting before frames go out whole again.
+const QUIET_BATCHES: u32 = 64;
+
 /// Part of the send buffer kept for channels with nothing queued: a call's small write never
 /// waits for another channel's bulk data to drain. An eighth of the send buffer.
 const RESERVE_SHARE: usize = 8;
@@ -51,14 +60,11 @@ const RESERVE_SHARE: usize = 8;
 /// larger), which the pieces handed out share.
 const BLOCK: usize = 64 * 1024;
 
-/// Makes room for `need` more bytes in `buf`, in a new block when it is short.
+/// Makes room for `need` more bytes in `buf`, a block at a time (its old block taken again
+/// when everything handed out of it was dropped: written, for the driver's part).
 fn ensure(buf: &mut BytesMut, need: usize) {
     if buf.capacity() - buf.len() < need {
-        if buf.is_empty() {
-            *buf = BytesMut::with_capacity(need.max(BLOCK));
-        } else {
-            buf.reserve(need.max(BLOCK));
-        }
+        buf.reserve(need.max(BLOCK));
     }
 }
 
@@ -90,6 +96,8 @@ pub(super) struct Outbox {
     pushed: u64,
     /// Bytes queued or handed out and not yet reported written.
     unsent: usize,
+    /// Batches handed out in a row with one channel's data alone waiting.
+    quiet: u32,
 }
 
 impl Outbox {
@@ -101,6 +109,7 @@ impl Outbox {
             copies: BytesMut::new(),
             pushed: 0,
             unsent: 0,
+            quiet: QUIET_BATCHES,
         }
     }
 
@@ -159,10 +168,24 @@ impl Outbox {
     }
 
     /// Queues a copy of `data` (already counted against the window) as DATA frames of at
-    /// most `max` bytes.
+    /// most `max` bytes. With nothing else queued, large copies are placed to line up with
+    /// the stream position they will most likely be handed out at (see [`ALIGN`]).
     pub(super) fn data(&mut self, id: ChannelId, remote: u32, max: usize, data: &[u8]) {
-        ensure(&mut self.copies, data.len());
-        for piece in data.chunks(max.min(MAX_FRAME)) {
+        let piece_max = max.min(MAX_FRAME);
+        let alone = self.fresh.is_empty() && self.queues.is_empty();
+        let pieces = data.len().div_ceil(piece_max.max(1));
+        ensure(&mut self.copies, data.len() + pieces * ALIGN as usize);
+        let mut at = self.position();
+        for piece in data.chunks(piece_max) {
+            at += DATA_HEADER_LEN as u64;
+            if alone && piece.len() >= ZERO_COPY_MIN {
+                ensure(&mut self.copies, ALIGN as usize + piece.len());
+                let end = self.copies.as_ptr() as usize as u64 + self.copies.len() as u64;
+                let skew = (at.wrapping_sub(end) % ALIGN) as usize;
+                self.copies.resize(self.copies.len() + skew, 0);
+                self.copies.advance(skew);
+            }
+            at += piece.len() as u64;
             self.copies.extend_from_slice(piece);
             let copy = self.copies.split().freeze();
             self.push(id, remote, copy);
@@ -290,14 +313,24 @@ impl Outbox {
         n
     }
 
-    /// Hands out one DATA frame; returns the bytes moved into `out`.
-    fn emit(&mut self, remote: u32, payload: Bytes, padding: bool, out: &mut Vec<Bytes>) -> usize {
+    /// Hands out one DATA frame; returns the bytes moved into `out`. With `align`, a large
+    /// payload goes out lined up with the stream (padded with `padding`, else copied);
+    /// without, as it is.
+    fn emit(
+        &mut self,
+        remote: u32,
+        payload: Bytes,
+        padding: bool,
+        align: bool,
+        out: &mut Vec<Bytes>,
+    ) -> usize {
         let len = payload.len();
         let mut n = 0;
         if len >= PAD_MIN && padding {
             self.pad_to_line_up(remote, payload.as_ptr());
         }
-        let lined_up = Self::lines_up(payload.as_ptr(), self.position() + DATA_HEADER_LEN as u64);
+        let lined_up =
+            !align || Self::lines_up(payload.as_ptr(), self.position() + DATA_HEADER_LEN as u64);
         if len >= ZERO_COPY_MIN && lined_up {
             ensure(&mut self.scratch, DATA_HEADER_LEN);
             frame::encode_data_header(remote, len as u32, &mut self.scratch);
@@ -318,7 +351,9 @@ impl Outbox {
 
     /// Moves frames waiting into `out`, in the order they leave: control frames first, then
     /// one DATA frame of each channel in turn (those that sent little first, see [`SPARSE`]),
-    /// until at least `max` bytes were moved or none are left. Returns the bytes moved. `padding`: line large payloads up by padding (see
+    /// until at least `max` bytes were moved or none are left; while other channels were
+    /// busy lately, in slices and one slice a batch (see [`SLICE`]). Returns the bytes moved.
+    /// `padding`: line large payloads up by padding (see
     /// [`Config::alignment_padding`](crate::Config::alignment_padding)).
     pub(super) fn poll_transmit(
         &mut self,
@@ -326,16 +361,29 @@ impl Outbox {
         max: usize,
         padding: bool,
     ) -> usize {
+        if !self.fresh.is_empty() || self.queues.len() > 1 {
+            self.quiet = 0;
+        } else {
+            self.quiet = self.quiet.saturating_add(1);
+        }
+        let contended = self.quiet < QUIET_BATCHES;
+        let max = if contended { max.min(SLICE) } else { max };
         let mut n = 0;
         while n + self.scratch.len() < max {
             let Some(mut q) = self.fresh.pop_front().or_else(|| self.queues.pop_front()) else {
                 break;
             };
-            let Some(payload) = q.frames.pop_front() else {
+            let Some(mut payload) = q.frames.pop_front() else {
                 Self::encode_end(&q, &mut self.scratch);
                 continue;
             };
-            n += self.emit(q.remote, payload, padding, out);
+            if contended && payload.len() > SLICE {
+                let rest = payload.split_off(SLICE);
+                q.frames.push_front(rest);
+                n += self.emit(q.remote, payload, false, false, out);
+            } else {
+                n += self.emit(q.remote, payload, padding, true, out);
+            }
             if q.frames.is_empty() {
                 Self::encode_end(&q, &mut self.scratch);
             } else {
