@@ -12,6 +12,7 @@
 
 mod bare;
 mod driver;
+mod mixed;
 mod ours;
 mod quic_floor;
 mod quinn_sys;
@@ -81,6 +82,11 @@ pub enum Workload {
     Up,
     /// Bulk bytes from the server to the client.
     Down,
+    /// One caller's unary calls while a continued call streams bulk data from the client to
+    /// the server (ours only; `--beside` says where the bulk goes).
+    MixedUp,
+    /// The same with the bulk from the server to the client.
+    MixedDown,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,6 +143,9 @@ enum Command {
         /// Bytes moved (up, down); suffixes K, M, G (powers of 1024).
         #[arg(long, default_value = "1G", value_parser = parse_size)]
         bytes: u64,
+        /// Mixed loads: where the bulk data goes beside the calls.
+        #[arg(long, value_enum, default_value = "same")]
+        beside: mixed::Beside,
     },
     /// The driver: every system and workload in child processes, interleaved, medians.
     Run(driver::RunArgs),
@@ -214,6 +223,7 @@ fn main() {
             secs,
             warmup_ms,
             bytes,
+            beside,
         } => runtime().block_on(client(
             system,
             &addr,
@@ -222,6 +232,7 @@ fn main() {
             Duration::from_secs_f64(secs),
             Duration::from_millis(warmup_ms),
             bytes,
+            beside,
         )),
         Command::Run(args) => driver::run(args),
         Command::Scale(args) => scale::run(args),
@@ -326,6 +337,7 @@ async fn server(system: System, addr: &str) -> i32 {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn client(
     system: System,
     addr: &str,
@@ -334,6 +346,7 @@ async fn client(
     secs: Duration,
     warmup: Duration,
     bytes: u64,
+    beside: mixed::Beside,
 ) -> i32 {
     let name = system.name();
     let codec = match system {
@@ -342,10 +355,28 @@ async fn client(
         _ => "json",
     };
     let dir = match workload {
-        Workload::Up => Some(Direction::Up),
-        Workload::Down => Some(Direction::Down),
+        Workload::Up | Workload::MixedUp => Some(Direction::Up),
+        Workload::Down | Workload::MixedDown => Some(Direction::Down),
         Workload::Calls | Workload::Open => None,
     };
+    if let (Workload::MixedUp | Workload::MixedDown, Some(d)) = (workload, dir) {
+        let result = match system {
+            System::OursJson | System::OursCbor => {
+                mixed::run(name, addr, codec, d, beside, secs, warmup).await
+            }
+            _ => Err("mixed loads: ours (over qmux) only".into()),
+        };
+        return match result {
+            Ok(report) => {
+                println!("{}", serde_json::to_string(&report).expect("json"));
+                0
+            }
+            Err(e) => {
+                eprintln!("xbench client {name}: {e}");
+                1
+            }
+        };
+    }
     if workload == Workload::Open {
         let result = match system {
             System::OursJson | System::OursCbor => ours::open_only(name, addr, secs, warmup).await,
