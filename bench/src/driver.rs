@@ -206,20 +206,21 @@ fn workload_name(w: Workload) -> &'static str {
     }
 }
 
-/// The mixed-load cells: each direction asked for, with the first of ours among the systems.
+/// The mixed-load cells: each direction asked for, with the first of ours over TCP among the
+/// systems, and ours over QUIC when asked for.
 fn mixed_cells(a: &RunArgs) -> Vec<(Workload, System)> {
-    let Some(&ours) = a
+    let tcp = a
         .systems
         .iter()
-        .find(|s| matches!(s, System::OursJson | System::OursCbor))
-    else {
-        return Vec::new();
-    };
-    a.workloads
-        .iter()
-        .filter(|w| matches!(w, Workload::MixedUp | Workload::MixedDown))
-        .map(|&w| (w, ours))
-        .collect()
+        .find(|s| matches!(s, System::OursJson | System::OursCbor));
+    let quic = a.systems.iter().find(|s| matches!(s, System::OursQuic));
+    let mut out = Vec::new();
+    for &w in &a.workloads {
+        if matches!(w, Workload::MixedUp | Workload::MixedDown) {
+            out.extend(tcp.iter().chain(quic.iter()).map(|&&s| (w, s)));
+        }
+    }
+    out
 }
 
 /// The cells of the tables: (workload, callers) with the systems taking part, in order.
@@ -549,9 +550,13 @@ fn print_mixed(
         crate::CHUNK >> 10,
         a.secs
     );
-    println!("| bulk | bulk on | call p50 µs | call p99 µs | p50 ÷ floor | p99 ÷ floor | bulk MB/s | bulk ÷ alone | p50, p99 µs of each run | MB/s of each run |");
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |");
-    for (mi, &(w, _)) in mixed.iter().enumerate() {
+    println!("| system | bulk | bulk on | call p50 µs | call p99 µs | p50 ÷ floor | p99 ÷ floor | bulk MB/s | bulk ÷ alone | p50, p99 µs of each run | MB/s of each run |");
+    println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |");
+    for (mi, &(w, system)) in mixed.iter().enumerate() {
+        let sys = match system {
+            System::OursQuic => "qtalk over QUIC",
+            _ => "qtalk over qmux",
+        };
         let dir = match w {
             Workload::MixedUp => "client → server",
             _ => "server → client",
@@ -570,7 +575,7 @@ fn print_mixed(
                 Beside::Alone => "— (bulk alone)",
             };
             let Some(runs) = get(b) else {
-                println!("| {dir} | {on} | failed | | | | | | | |");
+                println!("| {sys} | {dir} | {on} | failed | | | | | | | |");
                 continue;
             };
             let ratio = |x: Option<f64>, base: Option<f64>| match (x, base) {
@@ -587,7 +592,7 @@ fn print_mixed(
                 _ => String::new(),
             };
             println!(
-                "| {dir} | {on} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {sys} | {dir} | {on} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 cell(p50, calls, 1),
                 cell(p99, calls, 1),
                 if b == Beside::Same {

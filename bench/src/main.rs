@@ -361,10 +361,10 @@ async fn client(
     };
     if let (Workload::MixedUp | Workload::MixedDown, Some(d)) = (workload, dir) {
         let result = match system {
-            System::OursJson | System::OursCbor => {
+            System::OursJson | System::OursCbor | System::OursQuic => {
                 mixed::run(name, addr, codec, d, beside, secs, warmup).await
             }
-            _ => Err("mixed loads: ours (over qmux) only".into()),
+            _ => Err("mixed loads: ours only".into()),
         };
         return match result {
             Ok(report) => {
