@@ -3,27 +3,63 @@
 # interop tests against the Go reference peer (interop/go) when it can be built.
 #
 # QTALK_GO_PEER=PATH       use an already built Go peer instead of building interop/go.
-# QTALK_REQUIRE_GO_PEER=1  a Go peer that is missing or cannot be built fails the run (CI sets it).
+# QTALK_GO_SRC=DIR         build the Go peer against this checkout of qtalk-go (default: ../qtalk-go
+#                          when the module proxy does not serve the reference; scripts/go-peer.sh).
+# QTALK_REQUIRE_GO_PEER=1  a Go peer that is missing or cannot be built fails the run (CI sets it
+#                          when a checkout is present).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Stage timing: `stage NAME` ends the running stage and starts the next; the table of every
+# stage's wall time is printed when the script ends, passing or failing.
+stage_rows=()
+stage_name=""
+stage_t0=0
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+secs() { printf '%d.%d' $(($1 / 1000)) $(($1 % 1000 / 100)); }
+run_t0=$(now_ms)
+stage() {
+  local now
+  now=$(now_ms)
+  if [ -n "$stage_name" ]; then
+    stage_rows+=("$(printf '%-58s %7s' "$stage_name" "$(secs $((now - stage_t0)))")")
+  fi
+  stage_name="$1"
+  stage_t0=$now
+  [ -z "$1" ] || echo "== $1"
+}
+stage_report() {
+  local rc=$? now row
+  stage ""
+  now=$(now_ms)
+  echo
+  echo "Stage timings (wall seconds):"
+  if [ -n "${QTALK_CI_SETUP_MS:-}" ]; then
+    printf '  %-58s %7s\n' ".ci/run: installs before the suite" "$(secs "$QTALK_CI_SETUP_MS")"
+  fi
+  for row in "${stage_rows[@]}"; do echo "  $row"; done
+  printf '  %-58s %7s\n' "total (scripts/test.sh)" "$(secs $((now - run_t0)))"
+  if [ -n "${QTALK_CI_START_MS:-}" ]; then
+    printf '  %-58s %7s\n' "total (.ci/run)" "$(secs $((now - QTALK_CI_START_MS)))"
+  fi
+  [ "$rc" = 0 ] || echo "scripts/test.sh FAILED (exit $rc)"
+}
+trap stage_report EXIT
+
 require="${QTALK_REQUIRE_GO_PEER:-0}"
-echo "== Go reference peer (interop/go)"
+stage "Go reference peer (interop/go)"
 peer="$PWD/target/qtalk-go-peer"
-log="$PWD/target/go-build.log"
 mkdir -p target
 reason=""
+# shellcheck source=scripts/go-peer.sh
+source scripts/go-peer.sh
 if [ -n "${QTALK_GO_PEER:-}" ] && [ -x "$QTALK_GO_PEER" ]; then
   echo "using QTALK_GO_PEER=$QTALK_GO_PEER"
-elif ! command -v go >/dev/null 2>&1; then
-  reason="Go is not installed"
-elif (cd interop/go && go build -o "$peer" . >"$log" 2>&1); then
+elif go_peer_build "$peer"; then
   export QTALK_GO_PEER="$peer"
-  echo "built $QTALK_GO_PEER ($(go version | cut -d' ' -f3))"
+  echo "built $QTALK_GO_PEER from $GO_PEER_SOURCE ($(go version | cut -d' ' -f3))"
 else
-  # The first line that is not download progress says why (e.g. "... 403 Forbidden").
-  why="$(grep -v '^go: downloading ' "$log" | head -n 1)"
-  reason="go build of interop/go failed: ${why:-see $log}"
+  reason="$GO_PEER_REASON"
 fi
 if [ -n "$reason" ]; then
   if [ "$require" = 1 ]; then
@@ -32,7 +68,10 @@ if [ -n "$reason" ]; then
   fi
   unset QTALK_GO_PEER
   echo "NOTICE: the Go-peer interop tests will be SKIPPED: $reason"
-  echo "        (a proxy that refuses github.com/progrium/qtalk-go: see README, Interop with qtalk-go)"
+  echo "        To run them, put a checkout of github.com/progrium/qtalk-go at commit ${GO_PEER_PIN:0:7}"
+  echo "        beside this repository (../qtalk-go) or name it with QTALK_GO_SRC=DIR:"
+  echo "          git clone https://github.com/progrium/qtalk-go ../qtalk-go && git -C ../qtalk-go checkout ${GO_PEER_PIN:0:7}"
+  echo "        (see interop/go/README.md)."
 fi
 export QTALK_REQUIRE_GO_PEER="$require"
 tally="$PWD/target/go-peer-tally"
@@ -43,29 +82,42 @@ netns_tally="$PWD/target/netns-tally"
 rm -f "$netns_tally"
 export QTALK_NETNS_TALLY="$netns_tally"
 
-echo "== cargo fmt --check"
+stage "cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "== cargo clippy"
+stage "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== cargo doc (broken links are errors)"
+stage "cargo doc (broken links are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --locked
 
-echo "== cargo test"
+stage "cargo test"
 cargo test --workspace --locked
 
-echo "== README quick start in a crate of its own (only qtalk and tokio)"
+stage "README quick start in a crate of its own (only qtalk and tokio)"
 bash scripts/quickstart.sh
 
-echo "== Python bindings (bindings/python: build, then pytest)"
+stage "Python bindings (bindings/python: build, then pytest)"
 EXAMPLES_PROFILE=debug bash bindings/python/test.sh
 
-echo "== fuzz targets (30 s each)"
-if cargo +nightly --version >/dev/null 2>&1 && cargo fuzz --version >/dev/null 2>&1; then
+# ---- JavaScript package (bindings/js) ------------------------------------------------------
+# Build, `npm pack` contents, node --test: codecs and sessions against the Go recordings, RPC,
+# the WebTransport mapping, the check sequence against `qtalk interop` and the Go peer as
+# processes, and headless Chromium against the Rust server. .ci/run installs its npm packages
+# and Chromium.
+stage "JavaScript package (bindings/js: build, node --test, Chromium)"
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  bash bindings/js/test.sh
+else
+  echo "NOTICE: the JavaScript package's tests SKIPPED: node and npm are not installed"
+fi
+# ---- end of JavaScript package --------------------------------------------------------------
+
+stage "fuzz targets (30 s each)"
+if cargo +nightly --version >/dev/null 2>&1; then
   bash fuzz/run.sh
 else
-  echo "NOTICE: fuzzing SKIPPED: it needs a nightly toolchain and cargo-fuzz (see fuzz/README.md)"
+  echo "NOTICE: fuzzing SKIPPED: it needs a nightly toolchain (see fuzz/README.md)"
 fi
 
 ran=$(grep -c '^ran ' "$tally" 2>/dev/null || true)

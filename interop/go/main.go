@@ -56,11 +56,14 @@ type options struct {
 	duration time.Duration
 	cmd      string
 	careful  bool
+	runs     int    // record: runs of the check sequence
+	variants int    // record: variants kept beside the most frequent ordering
+	out      string // record: output directory
 }
 
 func main() {
 	var o options
-	flag.StringVar(&o.mode, "mode", "echo", "echo | hello | recv | closefirst | open | sequential | selfbench | rpc-serve | rpc-call | interop | check | rpc-selfbench")
+	flag.StringVar(&o.mode, "mode", "echo", "echo | hello | recv | closefirst | open | sequential | selfbench | rpc-serve | rpc-call | interop | check | rpc-selfbench | record")
 	flag.StringVar(&o.listen, "listen", "", "listen on this TCP address (UDP with -quic; e.g. 127.0.0.1:0) and serve exactly one connection")
 	flag.StringVar(&o.dial, "dial", "", "dial this TCP address (UDP with -quic)")
 	flag.BoolVar(&o.ws, "ws", false, "with -listen or -dial: qmux over WebSocket (the reference's mux.ListenWS / mux.DialWS, path /) instead of plain TCP")
@@ -73,6 +76,9 @@ func main() {
 	flag.StringVar(&o.codec, "codec", "json", "rpc modes: json | cbor (interop, check: default from QTALK_CODEC, CBOR unless it is json)")
 	flag.DurationVar(&o.duration, "duration", 3*time.Second, "rpc-selfbench: measuring time per scenario")
 	flag.BoolVar(&o.careful, "careful", false, "check: send each call's header and arguments in one write and drain error answers before closing (avoids races of the reference's own server; off by default so that peers are checked with the reference's plain client)")
+	flag.IntVar(&o.runs, "runs", 30, "record: runs of the check sequence")
+	flag.IntVar(&o.variants, "variants", 9, "record: orderings kept beside the most frequent one (-1: all)")
+	flag.StringVar(&o.out, "out", "", "record: write the transcripts into this directory")
 	flag.StringVar(&o.cmd, "cmd", "", "check: run this command with sh -c as the peer, over its stdin/stdout")
 	flag.Parse()
 	modeSet := false
@@ -128,6 +134,9 @@ func main() {
 	switch o.mode {
 	case "rpc-selfbench":
 		rpcSelfbench(o)
+		return
+	case "record":
+		record(o)
 		return
 	case "check":
 		if o.listen != "" {

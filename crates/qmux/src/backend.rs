@@ -1,12 +1,14 @@
 //! The one dispatch point between the public [`Session`](crate::Session) and
 //! [`Channel`](crate::Channel) types and the base layers that carry them: qmux framing over a
-//! byte stream (`mux/`, `channel.rs`) or QUIC streams (`quic.rs`).
+//! byte stream (`mux/`, `channel.rs`), or the bidirectional streams of one connection,
+//! mapped once in `streams.rs` over a small stream-provider trait that QUIC (`quic.rs`)
+//! implements.
 //!
 //! Closed enums rather than trait objects: no allocation or indirect call per channel
-//! operation, and every backend difference is an exhaustive `match` here, in one file. A third
-//! base layer is one more variant in each enum below and one module beside `quic.rs`; nothing
-//! above this crate changes. Where a backend cannot match qmux's semantics, ARCHITECTURE.md
-//! has the table.
+//! operation, and every backend difference is an exhaustive `match` here, in one file. Another
+//! stream-based base layer is one implementation of `streams::Connection` (its module beside
+//! `quic.rs`) and one more variant in each enum below; nothing above this crate changes. Where
+//! a backend cannot match qmux's semantics, ARCHITECTURE.md has the table.
 
 use std::io;
 use std::sync::Arc;
@@ -26,6 +28,8 @@ pub(crate) enum SessionBackend {
     Mux(Arc<Owner>),
     #[cfg(feature = "quic")]
     Quic(Arc<crate::quic::QuicSession>),
+    #[cfg(feature = "webtransport")]
+    WebTransport(Arc<crate::webtransport::WtSession>),
 }
 
 impl SessionBackend {
@@ -34,6 +38,8 @@ impl SessionBackend {
             SessionBackend::Mux(_) => "qmux",
             #[cfg(feature = "quic")]
             SessionBackend::Quic(_) => "quic",
+            #[cfg(feature = "webtransport")]
+            SessionBackend::WebTransport(_) => "webtransport",
         }
     }
 
@@ -42,6 +48,8 @@ impl SessionBackend {
             SessionBackend::Mux(owner) => owner.config(),
             #[cfg(feature = "quic")]
             SessionBackend::Quic(quic) => quic.config(),
+            #[cfg(feature = "webtransport")]
+            SessionBackend::WebTransport(wt) => wt.config(),
         }
     }
 
@@ -50,6 +58,8 @@ impl SessionBackend {
             SessionBackend::Mux(owner) => mux::open_mux(owner).await,
             #[cfg(feature = "quic")]
             SessionBackend::Quic(quic) => quic.open().await,
+            #[cfg(feature = "webtransport")]
+            SessionBackend::WebTransport(wt) => wt.open().await,
         }
     }
 
@@ -58,6 +68,8 @@ impl SessionBackend {
             SessionBackend::Mux(owner) => mux::accept_mux(owner).await,
             #[cfg(feature = "quic")]
             SessionBackend::Quic(quic) => quic.accept().await,
+            #[cfg(feature = "webtransport")]
+            SessionBackend::WebTransport(wt) => wt.accept().await,
         }
     }
 
@@ -66,6 +78,8 @@ impl SessionBackend {
             SessionBackend::Mux(owner) => mux::close_mux(owner),
             #[cfg(feature = "quic")]
             SessionBackend::Quic(quic) => quic.close(),
+            #[cfg(feature = "webtransport")]
+            SessionBackend::WebTransport(wt) => wt.close(),
         }
     }
 
@@ -74,6 +88,8 @@ impl SessionBackend {
             SessionBackend::Mux(owner) => mux::wait_mux(owner).await,
             #[cfg(feature = "quic")]
             SessionBackend::Quic(quic) => quic.wait().await,
+            #[cfg(feature = "webtransport")]
+            SessionBackend::WebTransport(wt) => wt.wait().await,
         }
     }
 
@@ -82,6 +98,8 @@ impl SessionBackend {
             SessionBackend::Mux(owner) => owner.is_ended(),
             #[cfg(feature = "quic")]
             SessionBackend::Quic(quic) => quic.is_closed(),
+            #[cfg(feature = "webtransport")]
+            SessionBackend::WebTransport(wt) => wt.is_closed(),
         }
     }
 
@@ -90,6 +108,8 @@ impl SessionBackend {
             SessionBackend::Mux(_) => true,
             #[cfg(feature = "quic")]
             SessionBackend::Quic(_) => false,
+            #[cfg(feature = "webtransport")]
+            SessionBackend::WebTransport(_) => false,
         }
     }
 
@@ -98,6 +118,8 @@ impl SessionBackend {
             SessionBackend::Mux(owner) => owner.lock().proto.channel_count(),
             #[cfg(feature = "quic")]
             SessionBackend::Quic(quic) => quic.channel_count(),
+            #[cfg(feature = "webtransport")]
+            SessionBackend::WebTransport(wt) => wt.channel_count(),
         }
     }
 }
@@ -107,6 +129,8 @@ pub(crate) enum ChannelBackend {
     Mux(Handle),
     #[cfg(feature = "quic")]
     Quic(crate::quic::QuicChannel),
+    #[cfg(feature = "webtransport")]
+    WebTransport(crate::webtransport::WtChannel),
 }
 
 impl ChannelBackend {
@@ -115,6 +139,8 @@ impl ChannelBackend {
             ChannelBackend::Mux(h) => h.id,
             #[cfg(feature = "quic")]
             ChannelBackend::Quic(q) => q.read.id(),
+            #[cfg(feature = "webtransport")]
+            ChannelBackend::WebTransport(q) => q.read.id(),
         }
     }
 
@@ -123,6 +149,8 @@ impl ChannelBackend {
             ChannelBackend::Mux(h) => h.close_write(),
             #[cfg(feature = "quic")]
             ChannelBackend::Quic(q) => q.write.close_write(),
+            #[cfg(feature = "webtransport")]
+            ChannelBackend::WebTransport(q) => q.write.close_write(),
         }
     }
 
@@ -132,6 +160,8 @@ impl ChannelBackend {
             // FIN; the rest of the close happens when the stream is dropped.
             #[cfg(feature = "quic")]
             ChannelBackend::Quic(q) => q.write.close_write(),
+            #[cfg(feature = "webtransport")]
+            ChannelBackend::WebTransport(q) => q.write.close_write(),
         }
     }
 
@@ -141,6 +171,8 @@ impl ChannelBackend {
             // quinn does not tell.
             #[cfg(feature = "quic")]
             ChannelBackend::Quic(_) => 0,
+            #[cfg(feature = "webtransport")]
+            ChannelBackend::WebTransport(_) => 0,
         }
     }
 
@@ -149,6 +181,8 @@ impl ChannelBackend {
             ChannelBackend::Mux(h) => std::future::poll_fn(|cx| h.poll_read_chunk(cx, max)).await,
             #[cfg(feature = "quic")]
             ChannelBackend::Quic(q) => q.read.read_chunk(max).await,
+            #[cfg(feature = "webtransport")]
+            ChannelBackend::WebTransport(q) => q.read.read_chunk(max).await,
         }
     }
 
@@ -159,6 +193,8 @@ impl ChannelBackend {
             }
             #[cfg(feature = "quic")]
             ChannelBackend::Quic(q) => q.write.write_bytes(data).await,
+            #[cfg(feature = "webtransport")]
+            ChannelBackend::WebTransport(q) => q.write.write_bytes(data).await,
         }
     }
 
@@ -170,6 +206,11 @@ impl ChannelBackend {
             }
             #[cfg(feature = "quic")]
             ChannelBackend::Quic(q) => (ReadBackend::Quic(q.read), WriteBackend::Quic(q.write)),
+            #[cfg(feature = "webtransport")]
+            ChannelBackend::WebTransport(q) => (
+                ReadBackend::WebTransport(q.read),
+                WriteBackend::WebTransport(q.write),
+            ),
         }
     }
 
@@ -182,6 +223,8 @@ impl ChannelBackend {
             ChannelBackend::Mux(h) => h.poll_read(cx, buf),
             #[cfg(feature = "quic")]
             ChannelBackend::Quic(q) => q.read.poll_read(cx, buf),
+            #[cfg(feature = "webtransport")]
+            ChannelBackend::WebTransport(q) => q.read.poll_read(cx, buf),
         }
     }
 
@@ -194,6 +237,8 @@ impl ChannelBackend {
             ChannelBackend::Mux(h) => h.poll_write(cx, data),
             #[cfg(feature = "quic")]
             ChannelBackend::Quic(q) => q.write.poll_write(cx, data),
+            #[cfg(feature = "webtransport")]
+            ChannelBackend::WebTransport(q) => q.write.poll_write(cx, data),
         }
     }
 }
@@ -203,6 +248,8 @@ pub(crate) enum ReadBackend {
     Mux(Arc<Handle>),
     #[cfg(feature = "quic")]
     Quic(crate::quic::QuicReadHalf),
+    #[cfg(feature = "webtransport")]
+    WebTransport(crate::webtransport::WtReadHalf),
 }
 
 impl ReadBackend {
@@ -211,6 +258,8 @@ impl ReadBackend {
             ReadBackend::Mux(h) => h.id,
             #[cfg(feature = "quic")]
             ReadBackend::Quic(q) => q.id(),
+            #[cfg(feature = "webtransport")]
+            ReadBackend::WebTransport(q) => q.id(),
         }
     }
 
@@ -219,6 +268,8 @@ impl ReadBackend {
             ReadBackend::Mux(h) => std::future::poll_fn(|cx| h.poll_read_chunk(cx, max)).await,
             #[cfg(feature = "quic")]
             ReadBackend::Quic(q) => q.read_chunk(max).await,
+            #[cfg(feature = "webtransport")]
+            ReadBackend::WebTransport(q) => q.read_chunk(max).await,
         }
     }
 
@@ -231,6 +282,8 @@ impl ReadBackend {
             ReadBackend::Mux(h) => h.poll_read(cx, buf),
             #[cfg(feature = "quic")]
             ReadBackend::Quic(q) => q.poll_read(cx, buf),
+            #[cfg(feature = "webtransport")]
+            ReadBackend::WebTransport(q) => q.poll_read(cx, buf),
         }
     }
 }
@@ -240,6 +293,8 @@ pub(crate) enum WriteBackend {
     Mux(Arc<Handle>),
     #[cfg(feature = "quic")]
     Quic(crate::quic::QuicWriteHalf),
+    #[cfg(feature = "webtransport")]
+    WebTransport(crate::webtransport::WtWriteHalf),
 }
 
 impl WriteBackend {
@@ -248,6 +303,8 @@ impl WriteBackend {
             WriteBackend::Mux(h) => h.id,
             #[cfg(feature = "quic")]
             WriteBackend::Quic(q) => q.id(),
+            #[cfg(feature = "webtransport")]
+            WriteBackend::WebTransport(q) => q.id(),
         }
     }
 
@@ -256,6 +313,8 @@ impl WriteBackend {
             WriteBackend::Mux(h) => h.close_write(),
             #[cfg(feature = "quic")]
             WriteBackend::Quic(q) => q.close_write(),
+            #[cfg(feature = "webtransport")]
+            WriteBackend::WebTransport(q) => q.close_write(),
         }
     }
 
@@ -264,6 +323,8 @@ impl WriteBackend {
             WriteBackend::Mux(h) => h.close(),
             #[cfg(feature = "quic")]
             WriteBackend::Quic(q) => q.close_write(),
+            #[cfg(feature = "webtransport")]
+            WriteBackend::WebTransport(q) => q.close_write(),
         }
     }
 
@@ -271,7 +332,9 @@ impl WriteBackend {
         match self {
             WriteBackend::Mux(h) => Watch::Mux(Arc::downgrade(h)),
             #[cfg(feature = "quic")]
-            WriteBackend::Quic(q) => Watch::Quic(q.stopped()),
+            WriteBackend::Quic(q) => Watch::Stream(q.stopped()),
+            #[cfg(feature = "webtransport")]
+            WriteBackend::WebTransport(q) => Watch::Stream(q.stopped()),
         }
     }
 
@@ -282,6 +345,8 @@ impl WriteBackend {
             }
             #[cfg(feature = "quic")]
             WriteBackend::Quic(q) => q.write_bytes(data).await,
+            #[cfg(feature = "webtransport")]
+            WriteBackend::WebTransport(q) => q.write_bytes(data).await,
         }
     }
 
@@ -292,6 +357,11 @@ impl WriteBackend {
             }
             #[cfg(feature = "quic")]
             WriteBackend::Quic(q) => {
+                q.write_bytes(data).await?;
+                q.close_write()
+            }
+            #[cfg(feature = "webtransport")]
+            WriteBackend::WebTransport(q) => {
                 q.write_bytes(data).await?;
                 q.close_write()
             }
@@ -307,6 +377,8 @@ impl WriteBackend {
             WriteBackend::Mux(h) => h.poll_write(cx, data),
             #[cfg(feature = "quic")]
             WriteBackend::Quic(q) => q.poll_write(cx, data),
+            #[cfg(feature = "webtransport")]
+            WriteBackend::WebTransport(q) => q.poll_write(cx, data),
         }
     }
 }
@@ -316,7 +388,7 @@ pub(crate) enum Watch {
     /// The channel, without keeping it: gone means released.
     Mux(std::sync::Weak<Handle>),
     #[cfg(feature = "quic")]
-    Quic(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
+    Stream(crate::streams::Stopped),
     Done,
 }
 
@@ -328,7 +400,7 @@ impl Watch {
                 None => Poll::Ready(()),
             },
             #[cfg(feature = "quic")]
-            Watch::Quic(f) => f.as_mut().poll(cx),
+            Watch::Stream(f) => f.as_mut().poll(cx),
             Watch::Done => Poll::Ready(()),
         }
     }

@@ -38,6 +38,10 @@ pub struct Config {
     pub(crate) read_buffer_idle: Duration,
     pub(crate) write_batch: usize,
     pub(crate) tcp_notsent_lowat: u32,
+    pub(crate) connect_attempt_delay: Duration,
+    /// The client sockets QUIC and WebTransport connections are dialed from.
+    #[cfg(feature = "quic")]
+    pub(crate) quic_endpoint: crate::quic::Endpoint,
 }
 
 impl Default for Config {
@@ -55,6 +59,9 @@ impl Default for Config {
             read_buffer_idle: Duration::from_secs(1),
             write_batch: 256 * 1024,
             tcp_notsent_lowat: 16 * 1024,
+            connect_attempt_delay: Duration::from_millis(250),
+            #[cfg(feature = "quic")]
+            quic_endpoint: crate::quic::Endpoint::new(),
         }
     }
 }
@@ -95,8 +102,16 @@ impl Config {
         &self.proto
     }
 
+    /// The client endpoint QUIC and WebTransport connections made with this configuration
+    /// are dialed from (see [`ConfigBuilder::quic_endpoint`]).
+    #[cfg(feature = "quic")]
+    pub fn quic_endpoint(&self) -> &crate::quic::Endpoint {
+        &self.quic_endpoint
+    }
+
     /// This configuration for a transport that copies in user space (TLS, WebSocket):
     /// alignment padding buys nothing there.
+    #[cfg(any(feature = "tls", feature = "websocket"))]
     pub(crate) fn copying_transport(mut self) -> Self {
         self.proto = self.proto.with_alignment_padding(false);
         self
@@ -268,6 +283,25 @@ impl ConfigBuilder {
     /// Over QUIC: a peer silent for this long is gone (default 30 s).
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// Over QUIC and WebTransport: when a name resolves to several addresses, how long a
+    /// client waits for one connection attempt before it starts the next beside it (default
+    /// 250 ms, RFC 8305's Connection Attempt Delay). An attempt that fails starts the next
+    /// at once.
+    pub fn connect_attempt_delay(mut self, delay: Duration) -> Self {
+        self.config.connect_attempt_delay = delay;
+        self
+    }
+
+    /// Over QUIC and WebTransport: the client endpoint (UDP sockets) that connections made
+    /// with this configuration are dialed from. By default each configuration built has one
+    /// of its own, shared by its clones; give several configurations the same one to share
+    /// its socket.
+    #[cfg(feature = "quic")]
+    pub fn quic_endpoint(mut self, endpoint: crate::quic::Endpoint) -> Self {
+        self.config.quic_endpoint = endpoint;
         self
     }
 

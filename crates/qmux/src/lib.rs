@@ -48,15 +48,19 @@
 //! | task | spawned by | ends |
 //! | --- | --- | --- |
 //! | reader, writer (qmux) | [`Session::new`] / [`Session::from_split`] and everything built on them | when the session ends (its last handle dropped, [`Session::close`], the peer leaving or an error), after the writer flushed what was queued and shut the transport |
-//! | delivery (QUIC) | [`quic::connect`], [`quic::over_connection`], QUIC listeners | with the connection; once `close` is called, it waits for the peer's acknowledgement of finished streams, then performs the close |
-//! | handshakes (WebSocket, TLS, QUIC) | a [`Listener`] accepting | each within [`Config`]'s handshake timeout; all of them with the listener |
+//! | delivery (QUIC, WebTransport) | [`quic::connect`], [`quic::over_connection`], `webtransport::connect`, QUIC and WebTransport listeners | with the connection; once `close` is called, it waits for the peer's acknowledgement of finished streams, then performs the close |
+//! | handshakes (WebSocket, TLS, QUIC, WebTransport) | a [`Listener`] accepting | each within [`Config`]'s handshake timeout; all of them with the listener |
 //!
-//! //! A panic in the transport's code (a read, write, flush or shutdown) ends its session with
+//! A panic in the transport's code (a read, write, flush or shutdown) ends its session with
 //! [`Error::TransportPanicked`], and a panic in a qmux session's task (or in an application task
 //! while it held the session's state) with [`Error::Panicked`]: [`Session::wait`] and every
 //! pending operation report it, and the tasks end as after any other error.
 //!
-//! quinn runs its own endpoint and connection drivers for QUIC; they end with the endpoint.
+//! quinn runs its own endpoint and connection drivers for QUIC; they end with the endpoint
+//! (a client's [`quic::Endpoint`] is shared by the connections of a [`Config`], so its driver
+//! ends once the configuration and its connections are gone). Over WebTransport,
+//! web-transport-quinn adds one task per session, which reads the peer's close, and one while
+//! a close is being sent.
 //! Nothing is spawned per channel, and dropping a handle never performs I/O.
 //!
 //! The qmux reader keeps two timers of its own, both from [`Config`]: the accept deadline of
@@ -86,8 +90,12 @@ pub mod transport;
 
 #[cfg(feature = "quic")]
 pub mod quic;
+#[cfg(feature = "quic")]
+mod streams;
 #[cfg(feature = "tls")]
 pub mod tls;
+#[cfg(feature = "webtransport")]
+pub mod webtransport;
 
 pub use channel::{Channel, PeerClosed, ReadHalf, WriteHalf};
 pub use config::{Config, ConfigBuilder, ConfigError};

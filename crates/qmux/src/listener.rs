@@ -115,7 +115,8 @@ async fn bind_listener<A: ToSocketAddrs>(addr: A, config: &Config) -> io::Result
     }))
 }
 
-/// Accepts connections (TCP, Unix socket, WebSocket, TLS, QUIC) and runs a session on each.
+/// Accepts connections (TCP, Unix socket, WebSocket, TLS, QUIC, WebTransport) and runs a
+/// session on each.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -215,6 +216,32 @@ impl Listener {
         tls: rustls::ServerConfig,
         config: Config,
     ) -> io::Result<Listener> {
+        Ok(Listener {
+            kind: Kind::Quic(crate::quic::QuicListener::bind(addr, tls, &config).await?),
+            config,
+        })
+    }
+
+    /// Listens for WebTransport sessions (browsers' `new WebTransport("https://HOST:PORT/")`)
+    /// and QUIC connections on one UDP address: each connection is dispatched by the ALPN
+    /// protocol it negotiated, `h3` to WebTransport (see [`crate::webtransport`]), any other
+    /// to QUIC (see [`crate::quic`]). The TLS settings must hold a certificate (for browsers
+    /// without a CA, see [`tls::self_signed_for_browsers`](crate::tls::self_signed_for_browsers));
+    /// `h3` and `qtalk-quic` are offered unless they name protocols. Any URL path is
+    /// accepted. Handshakes (QUIC's, then HTTP/3's) run concurrently, each within the
+    /// handshake timeout; failed ones are skipped.
+    #[cfg(feature = "webtransport")]
+    pub async fn bind_webtransport<A: ToSocketAddrs>(
+        addr: A,
+        mut tls: rustls::ServerConfig,
+        config: Config,
+    ) -> io::Result<Listener> {
+        if tls.alpn_protocols.is_empty() {
+            tls.alpn_protocols = vec![
+                crate::webtransport::ALPN.to_vec(),
+                crate::quic::ALPN.to_vec(),
+            ];
+        }
         Ok(Listener {
             kind: Kind::Quic(crate::quic::QuicListener::bind(addr, tls, &config).await?),
             config,

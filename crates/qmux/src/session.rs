@@ -90,12 +90,10 @@ impl Session {
         }
     }
 
-    /// A session whose channels are the streams of a QUIC connection.
+    /// A session over another base layer (see `backend.rs`).
     #[cfg(feature = "quic")]
-    pub(crate) fn from_quic(quic: crate::quic::QuicSession) -> Session {
-        Session {
-            backend: SessionBackend::Quic(std::sync::Arc::new(quic)),
-        }
+    pub(crate) fn from_backend(backend: SessionBackend) -> Session {
+        Session { backend }
     }
 
     /// The configuration this session runs with.

@@ -19,6 +19,7 @@
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -58,6 +59,200 @@ pub fn self_signed(names: &[&str]) -> io::Result<Identity> {
         certs: vec![generated.cert.der().clone()],
         key: PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into()),
     })
+}
+
+/// How long a certificate from [`self_signed_for_browsers`] is valid, in all: browsers take a
+/// certificate by its hash (`serverCertificateHashes`) only when this is at most 14 days.
+pub const BROWSER_CERTIFICATE_VALIDITY: Duration = Duration::from_secs(13 * 24 * 3600);
+
+/// How far back a certificate from [`self_signed_for_browsers`] starts being valid, for clocks
+/// a little behind (counted in [`BROWSER_CERTIFICATE_VALIDITY`]).
+const BACKDATE: Duration = Duration::from_secs(3600);
+
+/// A fresh self-signed certificate that browsers accept for WebTransport by its hash
+/// (`serverCertificateHashes`, see [`CertificateHash`]) without any CA: ECDSA P-256, valid from
+/// an hour ago for [`BROWSER_CERTIFICATE_VALIDITY`] (13 days) in all. For development; make a
+/// new one (which has a new hash) before it expires.
+///
+/// ```
+/// let identity = qtalk_mux::tls::self_signed_for_browsers(&["localhost"])?;
+/// let hash = qtalk_mux::tls::CertificateHash::of(&identity.certs[0]);
+/// assert_eq!(hash.to_string().len(), 64);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn self_signed_for_browsers(names: &[&str]) -> io::Result<Identity> {
+    let (cert, key) = generate_for_browsers(names)?;
+    Ok(Identity {
+        certs: vec![cert.der().clone()],
+        key: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    })
+}
+
+/// [`self_signed_for_browsers`] as PEM text: `(certificate, private key)`.
+pub fn self_signed_for_browsers_pem(names: &[&str]) -> io::Result<(String, String)> {
+    let (cert, key) = generate_for_browsers(names)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn generate_for_browsers(names: &[&str]) -> io::Result<(rcgen::Certificate, rcgen::KeyPair)> {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut params = rcgen::CertificateParams::new(names).map_err(tls_error)?;
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(tls_error)?;
+    let start = rcgen::date_time_ymd(1970, 1, 1) + since_epoch.saturating_sub(BACKDATE);
+    params.not_before = start;
+    params.not_after = start + BROWSER_CERTIFICATE_VALIDITY;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(tls_error)?;
+    let cert = params.self_signed(&key).map_err(tls_error)?;
+    Ok((cert, key))
+}
+
+/// The SHA-256 hash of a certificate (its DER bytes): what a browser's
+/// `serverCertificateHashes` names, and what [`hash_pinned_client_config`] trusts. Shown and
+/// parsed as 64 hexadecimal digits (any case; `:` between bytes allowed when parsing).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CertificateHash([u8; 32]);
+
+impl CertificateHash {
+    /// The hash of `cert`.
+    pub fn of(cert: &CertificateDer<'_>) -> CertificateHash {
+        let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(digest.as_ref());
+        CertificateHash(hash)
+    }
+
+    /// The hash from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> CertificateHash {
+        CertificateHash(bytes)
+    }
+
+    /// The 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for CertificateHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl std::fmt::Debug for CertificateHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CertificateHash({self})")
+    }
+}
+
+/// Text that is not 32 bytes in hexadecimal, refused by [`CertificateHash`]'s `FromStr`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a certificate hash is 64 hexadecimal digits (SHA-256)")]
+pub struct CertificateHashError;
+
+impl std::str::FromStr for CertificateHash {
+    type Err = CertificateHashError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let digits: Vec<u8> = text.bytes().filter(|&b| b != b':').collect();
+        if digits.len() != 64 {
+            return Err(CertificateHashError);
+        }
+        let mut hash = [0u8; 32];
+        for (byte, pair) in hash.iter_mut().zip(digits.chunks(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| CertificateHashError)?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| CertificateHashError)?;
+        }
+        Ok(CertificateHash(hash))
+    }
+}
+
+/// Client settings that trust a server by its certificate's hash alone, as a browser with
+/// `serverCertificateHashes`: the server's (leaf) certificate must hash to one of `hashes`;
+/// its names, issuer and dates are not checked (browsers also require the hashed
+/// certificate to be ECDSA and valid for at most 14 days; this does not). The handshake's
+/// signatures are checked.
+pub fn hash_pinned_client_config(
+    hashes: impl IntoIterator<Item = CertificateHash>,
+) -> io::Result<rustls::ClientConfig> {
+    let provider = provider();
+    let verifier = PinnedHashes {
+        hashes: hashes.into_iter().collect(),
+        provider: provider.clone(),
+    };
+    if verifier.hashes.is_empty() {
+        return Err(tls_error("no certificate hash to trust"));
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_error)?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    config
+        .dangerous()
+        .set_certificate_verifier(Arc::new(verifier));
+    Ok(config)
+}
+
+/// Accepts a certificate whose hash is listed; checks handshake signatures.
+#[derive(Debug)]
+struct PinnedHashes {
+    hashes: Vec<CertificateHash>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedHashes {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.hashes.contains(&CertificateHash::of(end_entity)) {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 /// A fresh self-signed certificate as PEM text: `(certificate, private key)`, ready to be

@@ -32,6 +32,8 @@ pub struct Options {
     pub timeout: Duration,
     /// Sizes of the `Bytes` checks (default 1, 1024 and 1 MiB).
     pub byte_sizes: Vec<usize>,
+    /// What the `Bytes` checks send (default [`Fill::Random`]).
+    pub fill: Fill,
 }
 
 impl Default for Options {
@@ -39,6 +41,29 @@ impl Default for Options {
         Options {
             timeout: Duration::from_secs(10),
             byte_sizes: vec![1, 1024, 1 << 20],
+            fill: Fill::Random,
+        }
+    }
+}
+
+/// The bytes a `Bytes` check sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fill {
+    /// Pseudo-random bytes, as the reference's check sends ([`random_bytes`]).
+    #[default]
+    Random,
+    /// Byte `k` is `k mod 256`: the payloads of the recordings in `tests/vectors/check`, so
+    /// that a run can be compared with them byte for byte.
+    Sequence,
+}
+
+impl Fill {
+    /// Fills `buf` as this variant says.
+    pub fn fill(self, buf: &mut [u8]) {
+        match self {
+            Fill::Random => random_bytes(buf),
+            Fill::Sequence => buf.iter_mut().enumerate().for_each(|(k, b)| *b = k as u8),
         }
     }
 }
@@ -174,7 +199,7 @@ pub async fn run(
 
     for &size in &options.byte_sizes {
         let mut data = vec![0u8; size];
-        random_bytes(&mut data);
+        options.fill.fill(&mut data);
         let what = format!("Bytes({size} bytes)");
         let echoed = within(options.timeout, &what, bytes_check(caller, data.clone()))
             .await?
@@ -186,7 +211,12 @@ pub async fn run(
                 echoed.len()
             )));
         }
-        if let Some(i) = echoed.iter().zip(&data).position(|(a, b)| a != b) {
+        // `!=` on the whole buffers is one memcmp, also in a debug build; only a difference is
+        // looked for byte by byte.
+        if let Some(i) = (echoed != data)
+            .then(|| echoed.iter().zip(&data).position(|(a, b)| a != b))
+            .flatten()
+        {
             return Err(Failure::Check(format!(
                 "{what}: byte {i} came back as {:#04x} instead of {:#04x}",
                 echoed[i], data[i]

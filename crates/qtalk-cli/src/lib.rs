@@ -7,6 +7,8 @@
 //! - [`check`]: the reference's `qtalk check` sequence, run against any interop peer.
 //! - [`bench`](mod@bench): throughput and latency measurements against an interop peer.
 //! - [`p2p`]: peers reached by name through a rendezvous (`p2p://NAME`, `--via`).
+//! - [`certs`]: the certificate of a WebTransport listener, and the development one browsers
+//!   accept by hash.
 //! - [`peer`]: reaching a peer (spawned command, this binary, or a URL), codec selection.
 //! - [`gofmt`]: Go's `%v` rendering of values, for output identical to the reference's.
 //! - [`Failure`] and [`exit`]: the error kinds and the process exit codes they map to.
@@ -14,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod certs;
 pub mod check;
 pub mod gofmt;
 pub mod interop;

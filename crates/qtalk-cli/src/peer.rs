@@ -119,8 +119,8 @@ impl Connection {
     }
 }
 
-/// Which TLS servers (`tls://`, `wss://`, `quic://`) a client believes: the certificates it
-/// accepts.
+/// Which TLS servers (`tls://`, `wss://`, `quic://`, `https://`) a client believes: the
+/// certificates it accepts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Trust {
     /// Certificates the operating system trusts (the default).
@@ -132,6 +132,9 @@ pub enum Trust {
     /// Any certificate: encrypted but unauthenticated, for development servers with
     /// self-signed certificates (as the reference's checker).
     Insecure,
+    /// The certificates with these SHA-256 hashes, whatever they name or who issued them (as
+    /// a browser's `serverCertificateHashes`).
+    Hashes(Vec<qtalk_mux::tls::CertificateHash>),
 }
 
 impl Trust {
@@ -141,6 +144,9 @@ impl Trust {
             Trust::System => qtalk_mux::tls::platform_client_config(),
             Trust::Roots(path) => qtalk_mux::tls::client_config(qtalk_mux::tls::load_certs(path)?),
             Trust::Insecure => Ok(qtalk_mux::tls::insecure_client_config()),
+            Trust::Hashes(hashes) => {
+                qtalk_mux::tls::hash_pinned_client_config(hashes.iter().copied())
+            }
         }
     }
 }
@@ -185,6 +191,10 @@ pub async fn connect(endpoint: &Endpoint, dial: &Dial) -> io::Result<qtalk_mux::
             let tls = dial.trust.client_config()?;
             qtalk_mux::transport::connect_wss(&format!("wss://{addr}/"), tls, config).await
         }
+        Endpoint::WebTransport(addr) => {
+            let tls = dial.trust.client_config()?;
+            qtalk_mux::webtransport::connect(&format!("https://{addr}/"), tls, config).await
+        }
         Endpoint::Tcp(addr) => qtalk_mux::transport::connect_tcp(addr.as_str(), config).await,
         // The selector is not part of the WebSocket URL: as the reference's DialWS, path `/`.
         Endpoint::Ws(addr) => {
@@ -227,6 +237,10 @@ fn no_answer(endpoint: &Endpoint, limit: Duration) -> String {
         Endpoint::Quic(addr) => format!(
             "cannot connect to {endpoint}: no QUIC answer from {addr} within {limit} (is a QUIC \
              server listening on UDP there?)"
+        ),
+        Endpoint::WebTransport(addr) => format!(
+            "cannot connect to {endpoint}: no WebTransport answer from {addr} within {limit} \
+             (is a WebTransport server listening on UDP there?)"
         ),
         _ => format!("cannot connect to {endpoint}: no answer within {limit}"),
     }

@@ -9,6 +9,7 @@
 //! | `tls://HOST:PORT[/Selector]` | qmux inside TLS over TCP (not in the reference) |
 //! | `wss://HOST[:PORT][/Selector]` | WebSocket over TLS (port 443 by default) |
 //! | `quic://HOST:PORT[/Selector]` | a QUIC peer (UDP); `udp://` means the same, as in the reference |
+//! | `https://HOST[:PORT][/Selector]` | a WebTransport peer (UDP, port 443 by default), as browsers name it; the session is always opened at path `/` |
 //! | `unix:///abs/path/to.sock` | a Unix socket peer, absolute path (three slashes) |
 //! | `unix:relative/path.sock` | a Unix socket peer, path relative to the working directory |
 //! | `unix:///abs/path/to.sock#Selector` | ... and the selector to call (the fragment) |
@@ -21,10 +22,14 @@
 //! For `ws://` the path names the selector, as in the reference's `qtalk call`: like the
 //! reference's `mux.DialWS`, the WebSocket itself is always opened at path `/`.
 //!
-//! For `tls://`, `wss://` and `quic://` the server's certificate must name `HOST`.
+//! For `https://` too the path names the selector and the WebTransport session is opened at
+//! path `/` (a server built on this crate accepts any path).
+//!
+//! For `tls://`, `wss://`, `quic://` and `https://` the server's certificate must name `HOST`
+//! (unless it is pinned by its hash).
 //!
 //! The `url` crate parses (as the URL standard says: `ws://` and `wss://` host names are
-//! lowercased, `.` and `..` path segments resolved); this module maps the result to an
+//! lowercased, `.` and `..` path segments resolved, as for `https://`); this module maps the result to an
 //! [`Endpoint`] and refuses what none has (user info, queries, a missing port).
 
 use std::fmt;
@@ -48,6 +53,9 @@ pub enum Endpoint {
     Tls(String),
     /// A WebSocket-over-TLS peer at `wss://host:port/`.
     Wss(String),
+    /// A WebTransport peer at `https://host:port/` (UDP; shown with that `/`, as browsers
+    /// write it).
+    WebTransport(String),
 }
 
 impl fmt::Display for Endpoint {
@@ -58,6 +66,7 @@ impl fmt::Display for Endpoint {
             Endpoint::Quic(addr) => write!(f, "quic://{addr}"),
             Endpoint::Tls(addr) => write!(f, "tls://{addr}"),
             Endpoint::Wss(addr) => write!(f, "wss://{addr}"),
+            Endpoint::WebTransport(addr) => write!(f, "https://{addr}/"),
             Endpoint::Unix(path) => {
                 // Escaped: what would end the path, and `%` itself.
                 let path = path.to_string_lossy().replace('%', "%25");
@@ -82,6 +91,8 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.endpoint, &self.selector) {
             (Endpoint::Unix(_), Some(sel)) => write!(f, "{}#{}", self.endpoint, sel),
+            // Its own form ends with the `/` of a browser's URL.
+            (Endpoint::WebTransport(_), Some(sel)) => write!(f, "{}{}", self.endpoint, sel),
             (_, Some(sel)) => write!(f, "{}/{}", self.endpoint, sel),
             (_, None) => write!(f, "{}", self.endpoint),
         }
@@ -111,7 +122,8 @@ impl fmt::Display for UrlError {
 impl std::error::Error for UrlError {}
 
 const FORMS: &str = "expected tcp://, tls:// or quic://HOST:PORT[/Selector], \
-                     ws:// or wss://HOST[:PORT][/Selector], or unix:///path/to.sock[#Selector]";
+                     ws://, wss:// or https://HOST[:PORT][/Selector], \
+                     or unix:///path/to.sock[#Selector]";
 
 /// Parses a `qtalk` URL (see the [module documentation](self) for the forms).
 ///
@@ -135,6 +147,10 @@ const FORMS: &str = "expected tcp://, tls:// or quic://HOST:PORT[/Selector], \
 ///
 /// let t = parse("wss://example.com/Upper").unwrap();
 /// assert_eq!(t.endpoint, Endpoint::Wss("example.com:443".into()));
+///
+/// let t = parse("https://localhost:4433/Upper").unwrap();
+/// assert_eq!(t.endpoint, Endpoint::WebTransport("localhost:4433".into()));
+/// assert_eq!(t.to_string(), "https://localhost:4433/Upper");
 ///
 /// assert!(parse("http://example.com/x").unwrap_err().to_string().contains("unknown scheme"));
 /// ```
@@ -163,6 +179,7 @@ fn parse_target(text: &str) -> Result<Target, String> {
         "quic" | "udp" => (Endpoint::Quic, None),
         "ws" => (Endpoint::Ws, Some(80)),
         "wss" => (Endpoint::Wss, Some(443)),
+        "https" => (Endpoint::WebTransport, Some(443)),
         "unix" => return parse_unix(text),
         other => {
             let hint = tcp_hint(text);
@@ -386,6 +403,17 @@ mod tests {
         assert_eq!(ok("udp://h:1").to_string(), "quic://h:1");
         assert_eq!(ok("tls://h:1/A").to_string(), "tls://h:1/A");
         assert_eq!(ok("wss://h/A").to_string(), "wss://h:443/A");
+        let t = ok("https://[::1]:4433/");
+        assert_eq!(t.endpoint, Endpoint::WebTransport("[::1]:4433".into()));
+        assert_eq!(t.selector, None);
+        assert_eq!(
+            ok("HTTPS://Example.COM/A").to_string(),
+            "https://example.com:443/A"
+        );
+        assert_eq!(
+            ok("https://h:1/users/Join").selector.as_deref(),
+            Some("users/Join")
+        );
     }
 
     #[test]
@@ -401,6 +429,8 @@ mod tests {
         assert!(bad("tls://h/x").contains("missing port"));
         assert!(bad("quic://h").contains("missing port: write quic://h:PORT"));
         assert!(bad("http://h/x").contains("unknown scheme"));
+        assert!(bad("https://").contains("missing host"));
+        assert!(bad("https://h:1/A?x=1").contains("query"));
         assert!(bad("tcp://h").contains("missing port"));
         assert!(bad("tcp://:80").contains("missing host"));
         assert!(bad("tcp://h:http").contains("not a port"));

@@ -563,7 +563,8 @@ fn bad_urls_and_usage_are_one_line_exit_2() {
     for (url, needle) in [
         ("tcp://localhost/Upper", "missing port"),
         ("tls://localhost/Upper", "missing port"),
-        ("https://localhost:9000/Upper", "unknown scheme"),
+        ("http://localhost:9000/Upper", "unknown scheme"),
+        ("https://localhost:9000/A?x=1", "query"),
         ("ws://127.0.0.1:9000", "names no selector"),
         ("unix://tmp/x.sock#Upper", "three slashes"),
         ("localhost:9000/Upper", "unknown scheme"),
