@@ -440,6 +440,30 @@ pub fn run(a: RunArgs) -> i32 {
             }
         }
         println!();
+        // The cost of the middleware: the same service with and without the layers, run
+        // after run (the runs of one round are back to back).
+        for (ci, (_, callers, _)) in &call_cells {
+            let (Some(with), Some(without)) =
+                (get(*ci, System::OursLayers), get(*ci, System::OursCbor))
+            else {
+                continue;
+            };
+            let rate = |v: &Vec<Report>| median(v.iter().map(|r| r.ops_per_s).collect());
+            let per_round: Vec<String> = with
+                .iter()
+                .zip(without)
+                .map(|(a, b)| format!("{:.3}", a.ops_per_s / b.ops_per_s))
+                .collect();
+            println!(
+                "Layers (auth + metrics) at {callers} callers: {:.0} ÷ {:.0} calls/s = {:.3} \
+                 (medians); per round {}.",
+                rate(with),
+                rate(without),
+                rate(with) / rate(without),
+                per_round.join(", ")
+            );
+        }
+        println!();
     }
 
     // Channel opens, against the raw ping-pong of the 1-caller call cell.
@@ -645,6 +669,7 @@ fn label(s: System, callers: usize) -> &'static str {
         (System::Quinn, _) => "bare quinn, a stream per round trip",
         (System::MuxQuic, _) => "bare channel over QUIC, one per round trip",
         (System::QuicFloor, _) => "quinn-proto in one task, no hops (floor)",
+        (System::OursLayers, _) => "**qtalk CBOR, auth + metrics layers**",
     }
 }
 
@@ -658,5 +683,6 @@ fn bulk_label(s: System) -> &'static str {
         System::Quinn => "bare quinn stream",
         System::MuxQuic => "bare channel over QUIC",
         System::QuicFloor => "quinn-proto in one task",
+        System::OursLayers => "qtalk continued call, layers",
     }
 }

@@ -12,6 +12,7 @@
 
 mod bare;
 mod driver;
+mod layers;
 mod mixed;
 mod ours;
 mod quic_floor;
@@ -54,6 +55,9 @@ pub enum System {
     /// quinn-proto driven in one task per process, the echo inside that task: the floor of
     /// any stack on quinn-proto (calls only).
     QuicFloor,
+    /// `ours-cbor` with the authentication and metrics layers on the server, the token in
+    /// every call's metadata (calls only).
+    OursLayers,
 }
 
 impl System {
@@ -68,6 +72,7 @@ impl System {
             System::Quinn => "quinn",
             System::MuxQuic => "mux-quic",
             System::QuicFloor => "quic-floor",
+            System::OursLayers => "ours-layers",
         }
     }
 }
@@ -288,6 +293,15 @@ async fn server(system: System, addr: &str) -> i32 {
                 Err(e) => Err(e),
             }
         }
+        System::OursLayers => {
+            match qtalk::mux::Listener::bind_tcp(addr, qtalk::mux::Config::default()).await {
+                Ok(l) => {
+                    announce(l.local_addr().expect("local addr"));
+                    layers::serve(l).await
+                }
+                Err(e) => Err(e),
+            }
+        }
         System::OursQuic => match quinn_sys::listen_ours(addr).await {
             Ok(l) => {
                 announce(l.local_addr().expect("local addr"));
@@ -352,6 +366,7 @@ async fn client(
     let codec = match system {
         System::OursCbor => "cbor",
         System::OursQuic => "cbor-quic",
+        System::OursLayers => "cbor-layers",
         _ => "json",
     };
     let dir = match workload {
@@ -394,7 +409,7 @@ async fn client(
         };
     }
     let result: Result<stats::Report, Box<dyn std::error::Error>> = match (system, dir) {
-        (System::OursJson | System::OursCbor | System::OursQuic, None) => {
+        (System::OursJson | System::OursCbor | System::OursQuic | System::OursLayers, None) => {
             ours::calls(name, addr, codec, callers, secs, warmup)
                 .await
                 .map_err(Into::into)
@@ -417,6 +432,7 @@ async fn client(
         (System::MuxQuic, None) => quinn_sys::calls_mux(name, addr, callers, secs, warmup).await,
         (System::QuicFloor, None) => quic_floor::calls(name, addr, callers, secs, warmup).await,
         (System::QuicFloor, Some(_)) => Err("quic-floor: calls only".into()),
+        (System::OursLayers, Some(_)) => Err("ours-layers: calls only".into()),
         (System::MuxQuic, Some(d)) => match quinn_sys::connect_session(addr).await {
             Ok(session) => bare::bulk_on(name, session, d, bytes).await,
             Err(e) => Err(e.into()),

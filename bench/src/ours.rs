@@ -12,7 +12,7 @@ use crate::{Direction, CHUNK};
 
 pub fn codec(name: &str) -> Arc<dyn Codec> {
     match name {
-        "cbor" | "cbor-quic" => Arc::new(Cbor),
+        "cbor" | "cbor-quic" | "cbor-layers" => Arc::new(Cbor),
         _ => Arc::new(Json),
     }
 }
@@ -91,7 +91,12 @@ pub async fn connect(addr: &str, codec_name: &str) -> std::io::Result<Caller> {
         Some(_) => crate::quinn_sys::connect_session(addr).await?,
         None => qtalk::mux::transport::connect_tcp(addr, qtalk::mux::Config::default()).await?,
     };
-    Ok(Caller::new(session, codec(codec_name)))
+    let caller = Caller::new(session, codec(codec_name));
+    Ok(match codec_name {
+        // The layered server wants the token in every call's metadata.
+        "cbor-layers" => caller.with_metadata("authorization", crate::layers::TOKEN),
+        _ => caller,
+    })
 }
 
 /// `callers` tasks calling `echo` with `["hello"]` on one session for `secs`.

@@ -11,7 +11,8 @@
 # Environment: QTALK_BIN (the Rust qtalk command; default target/debug/qtalk, built here),
 # QTALK_GO_PEER (the Go reference peer; its cases SKIP without it, or fail with
 # QTALK_REQUIRE_GO_PEER=1), CHROMIUM (default /usr/bin/chromium), QTALK_SKIP_BROWSER=1 (skip the
-# browser tests where no Chromium can be installed).
+# browser tests where no Chromium can be installed), QTALK_REQUIRE_WEBTRANSPORT (default: 1 when
+# the qtalk command serves https://, else its WebTransport tests print SKIPPED).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -47,10 +48,16 @@ if [[ -z "${QTALK_BIN:-}" ]]; then
     export QTALK_BIN="$repo/target/debug/qtalk"
 fi
 
-echo "== node --test"
+# A qtalk that serves https:// (WebTransport) must pass the browser's WebTransport tests; one
+# that does not yet makes them print SKIPPED.
+if [[ -z "${QTALK_REQUIRE_WEBTRANSPORT:-}" ]] && "$QTALK_BIN" interop --help 2>/dev/null | grep -q 'https://'; then
+    export QTALK_REQUIRE_WEBTRANSPORT=1
+fi
+echo "== node --test (QTALK_REQUIRE_WEBTRANSPORT=${QTALK_REQUIRE_WEBTRANSPORT:-0})"
 if [[ $# -gt 0 ]]; then
     node --test "$@"
 else
-    node --test test/*.test.mjs
+    # Two files at a time: much of it waits on other processes (qtalk, Chromium, the Go peer).
+    node --test --test-concurrency=2 test/*.test.mjs
 fi
 echo "== bindings/js: ok in $(( $(date +%s) - start )) s"

@@ -12,8 +12,9 @@
 //   bytes:       one `Bytes` call continued into a raw stream, 1 MiB writes for --ms while the
 //                echo is read; the server relays through a call back, so the payload crosses
 //                the connection twice each way; MB/s (10^6) of echo received.
-// The floor: a `ws` server process echoing messages; calls are 9-byte round trips (1, or 64 in
-// flight), bytes are 1 MiB messages echoed.
+// The floor: a `ws` server process echoing messages, reached from Node (`ws`) and from the
+// page (the browser's WebSocket); calls are 9-byte round trips (1, or 64 in flight), bytes are
+// 1 MiB messages echoed.
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { loadavg } from "node:os";
@@ -22,7 +23,7 @@ import { parseArgs } from "node:util";
 import WebSocket from "ws";
 import { connect } from "../dist/node.js";
 import { callbacks } from "../dist/interop.js";
-import { benchPeer } from "./measure.mjs";
+import { benchPeer, wsFloor } from "./measure.mjs";
 import { launch, openPage, serveFiles, chromiumMissing } from "../test/browser-util.mjs";
 
 const repo = fileURLToPath(new URL("../../../", import.meta.url));
@@ -43,6 +44,12 @@ if (!existsSync(opt.qtalk)) {
 }
 
 const children = [];
+// The servers go with the driver, however it ends.
+process.on("exit", () => children.forEach((c) => c.kill("SIGTERM")));
+process.on("uncaughtException", (e) => {
+  console.error(e);
+  process.exit(1);
+});
 function start(cmd, args, env, pattern, stream = "stderr") {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
@@ -67,7 +74,7 @@ function start(cmd, args, env, pattern, stream = "stderr") {
 
 const ws = await start(opt.qtalk, ["interop", "--listen", "ws://127.0.0.1:0"], { QTALK_CODEC: codec }, /listening on (\S+)\n/);
 const wt = await start(opt.qtalk, ["interop", "--listen", "https://127.0.0.1:0"], { QTALK_CODEC: codec },
-  /listening on (https:\S+)\n[\s\S]*?([0-9a-f]{2}(?::[0-9a-f]{2}){31}|[0-9a-f]{64})/i);
+  /listening on (https:\S+)\n[\s\S]*?certificate sha-256: ([0-9a-fA-F:]+)\r?\n/);
 const echo = await start(process.execPath, [fileURLToPath(new URL("./ws-echo.mjs", import.meta.url))], {}, /listening (\S+)\n/, "stdout");
 const wsUrl = ws.match[1];
 const wtUrl = wt?.match[1];
@@ -83,6 +90,7 @@ if (!chromiumMissing()) {
   page = await openPage(browser, `${files.origin}/test/browser/page.html`);
   if (wtUrl) systems.push(["Chromium → Rust, WebTransport", () => page.evaluate(([u, c, h, m]) => window.qtalkBench(u, c, [h], m), [wtUrl, codec, wtHash, ms])]);
   systems.push(["Chromium → Rust, WebSocket", () => page.evaluate(([u, c, m]) => window.qtalkBench(u, c, undefined, m), [wsUrl, codec, ms])]);
+  systems.push(["Chromium → ws echo (floor)", () => page.evaluate(([u, m]) => window.qtalkFloor(u, m), [echo.match[1], ms])]);
 } else {
   console.error(`note: ${chromiumMissing()}: no browser rows`);
 }
@@ -94,56 +102,7 @@ systems.push(["Node → Rust, WebSocket", async () => {
     peer.close();
   }
 }]);
-systems.push(["Node → ws echo (floor)", () => floor(echo.match[1], ms)]);
-
-/** Round trips and bulk over a plain `ws` connection to the echo process. */
-async function floor(url, ms) {
-  const sock = new WebSocket(url, { perMessageDeflate: false });
-  await new Promise((r, j) => (sock.once("open", r), sock.once("error", j)));
-  const waiting = [];
-  sock.on("message", (d) => waiting.shift()(d));
-  const rtt = (msg) => new Promise((r) => (waiting.push(r), sock.send(msg)));
-  const calls = async (callers) => {
-    const msg = Buffer.from("\0\0\0\x05hello");
-    const lat = [];
-    const end = performance.now() + ms;
-    const t0 = performance.now();
-    await Promise.all(Array.from({ length: callers }, async () => {
-      while (performance.now() < end) {
-        const t = performance.now();
-        await rtt(msg);
-        lat.push(performance.now() - t);
-      }
-    }));
-    lat.sort((a, b) => a - b);
-    return { calls: lat.length, callsPerS: lat.length / ((performance.now() - t0) / 1000), p50us: 1000 * lat[lat.length >> 1] };
-  };
-  await calls(4);
-  const out = { plain1: await calls(1), plain64: await calls(64) };
-  const block = Buffer.alloc(1 << 20, 7);
-  let received = 0;
-  let sent = 0;
-  const t0 = performance.now();
-  await new Promise((resolve) => {
-    waiting.length = 0;
-    sock.removeAllListeners("message");
-    sock.on("message", (d) => {
-      received += d.length;
-      if (received === sent && performance.now() >= t0 + ms) resolve();
-    });
-    const pump = () => {
-      while (performance.now() < t0 + ms && sock.bufferedAmount < 4 << 20) {
-        sent += block.length;
-        sock.send(block);
-      }
-      if (performance.now() < t0 + ms) setTimeout(pump, 1);
-    };
-    pump();
-  });
-  out.bytes = { bytes: received, mbPerS: received / 1e6 / ((performance.now() - t0) / 1000) };
-  sock.close();
-  return out;
-}
+systems.push(["Node → ws echo (floor)", () => wsFloor(WebSocket, echo.match[1], ms)]);
 
 const load0 = loadavg().map((x) => x.toFixed(2)).join(" ");
 const results = new Map(systems.map(([name]) => [name, []]));
@@ -178,18 +137,20 @@ for (const [name, runs] of results) {
   med.set(name, row);
   console.log(`| ${name} | ${row.map(fmt).join(" | ")} |`);
 }
-const ratio = (a, b) => {
+const ratio = (label, a, b) => {
   const x = med.get(a);
   const y = med.get(b);
   if (!x || !y) return;
-  console.log(`| ${a} ÷ ${b.replace(/,.*$/, "")} | ${x.map((v, i) => (v && y[i] ? `${(v / y[i]).toFixed(2)}×` : "—")).join(" | ")} |`);
+  console.log(`| ${label} | ${x.map((v, i) => (v && y[i] ? `${(v / y[i]).toFixed(2)}×` : "—")).join(" | ")} |`);
 };
-ratio("Chromium → Rust, WebTransport", "Chromium → Rust, WebSocket");
-ratio("Node → Rust, WebSocket", "Node → ws echo (floor)");
+ratio("Chromium: WebTransport ÷ WebSocket", "Chromium → Rust, WebTransport", "Chromium → Rust, WebSocket");
+ratio("Chromium: qtalk WebSocket ÷ floor", "Chromium → Rust, WebSocket", "Chromium → ws echo (floor)");
+ratio("Node: qtalk WebSocket ÷ floor", "Node → Rust, WebSocket", "Node → ws echo (floor)");
 console.log("\nAll runs:");
 for (const [name, runs] of results)
   console.log(`  ${name}: ${cols.map(([c, get]) => `${c} ${runs.map((x) => fmt(get(x))).join("/")}`).join("; ")}`);
-console.log(`\ncommand: node bench/run.mjs --ms ${ms} --rounds ${rounds} --codec ${codec} (in bindings/js, after node build.mjs and cargo build --release -p qtalk-cli)`);
+const qtalkArg = opt.qtalk === `${repo}target/release/qtalk` ? "" : ` --qtalk ${opt.qtalk}`;
+console.log(`\ncommand: node bench/run.mjs --ms ${ms} --rounds ${rounds} --codec ${codec}${qtalkArg} (in bindings/js, after node build.mjs and cargo build --release -p qtalk-cli)`);
 
 await browser?.close();
 await files?.close();

@@ -24,7 +24,11 @@ let files;
 let page;
 const servers = [];
 
-/** `qtalk interop --listen URL`; resolves with the listening URL and, for https, the certificate hash. */
+/**
+ * `qtalk interop --listen URL`; resolves with the listening URL and, for https://, the SHA-256
+ * of its certificate (printed for `serverCertificateHashes`), or with `undefined` when this
+ * qtalk does not serve that scheme (it exits at once).
+ */
 function qtalkInterop(listenUrl, codec) {
   return new Promise((resolve, reject) => {
     const child = spawn(QTALK, ["interop", "--listen", listenUrl], {
@@ -36,15 +40,28 @@ function qtalkInterop(listenUrl, codec) {
     child.stderr.on("data", (d) => {
       err += d;
       const m = /listening on (\S+)\r?\n/.exec(err);
-      const hash = /sha-?256[^0-9a-f]*([0-9a-f:]{64,95})/i.exec(err);
+      const hash = /certificate sha-256: ([0-9a-fA-F:]+)\r?\n/.exec(err);
       if (m && (!m[1].startsWith("https") || hash)) {
         clearTimeout(timer);
         servers.push(child);
         resolve({ url: m[1], hash: hash?.[1] });
       }
     });
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      if (code === 2) resolve(undefined);
+      else reject(new Error(`qtalk interop exited with ${code}: ${err}`));
+    });
     child.on("error", reject);
   });
+}
+
+/** A WebTransport server of the Rust qtalk, or why there is none. */
+async function webTransportServer(codec) {
+  const s = await qtalkInterop("https://127.0.0.1:0/", codec);
+  if (!s && process.env.QTALK_REQUIRE_WEBTRANSPORT === "1")
+    assert.fail("QTALK_REQUIRE_WEBTRANSPORT=1 but this qtalk serves no https:// (WebTransport)");
+  return s;
 }
 
 before(async () => {
@@ -75,6 +92,38 @@ for (const codec of CODECS) {
     assert.ok(b.ok, "the echo differs");
   });
 }
+
+for (const codec of CODECS) {
+  test(`Chromium → Rust over WebTransport: the check sequence and 16 MiB in 1 MiB writes (${codec})`, { skip }, async (t) => {
+    const server = await webTransportServer(codec);
+    if (!server) return t.skip("SKIPPED: this qtalk serves no https:// (WebTransport) yet");
+    const { url, hash } = server;
+    const r = await page.evaluate(([u, c, h]) => window.qtalkCheck(u, c, [h]), [url, codec, hash]);
+    assert.equal(r.error, undefined, `${r.error}\n${r.lines.join("\n")}`);
+    assert.deepEqual(r.lines, LINES);
+    assert.equal(r.transport, "webtransport");
+    const b = await page.evaluate(([u, c, h]) => window.qtalkBytes(u, c, [h], 16 << 20, 1 << 20), [url, codec, hash]);
+    assert.equal(b.error, undefined, b.error);
+    assert.equal(b.received, 16 << 20);
+    assert.ok(b.ok, "the echo differs");
+    assert.equal(b.transport, "webtransport");
+  });
+}
+
+test("Chromium falls back to WebSocket when WebTransport cannot connect", { skip }, async () => {
+  const { url } = await qtalkInterop("ws://127.0.0.1:0", "cbor");
+  const r = await page.evaluate(async (u) => {
+    const { connect, WebTransportSession } = await import("/dist/index.js");
+    const t0 = performance.now();
+    const peer = await connect(["https://127.0.0.1:9/", u], { codec: "cbor", timeout: 5000 });
+    const out = { webtransport: peer.session instanceof WebTransportSession, ms: performance.now() - t0 };
+    out.reply = await peer.call("Error", "fell back").catch((e) => e.message);
+    peer.close();
+    return out;
+  }, url);
+  assert.equal(r.webtransport, false);
+  assert.equal(r.reply, "fell back");
+});
 
 test("the README's browser quick start runs as written against a Node server", { skip }, async () => {
   const readme = readFileSync(new URL("../README.md", import.meta.url), "utf8");

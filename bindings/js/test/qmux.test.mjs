@@ -248,16 +248,38 @@ test("OPENs past the limits are refused with OPEN_FAILURE; a bad max packet too,
   assert.equal(session.isClosed, false);
   session.close();
 
-  const small = withRaw({ memoryBudget: 512 << 10, maxPacket: 256 << 10 });
-  small.raw.send(OPEN, 0, 1 << 20, 1 << 20);
-  small.raw.send(OPEN, 1, 1 << 20, 1 << 20);
-  small.raw.send(OPEN, 2, 1 << 20, 1 << 20);
+  // The budget makes windows smaller, never refuses: what is left up to a full window, then
+  // 4 KiB once less than 64 KiB is left.
+  const small = withRaw({ memoryBudget: (1 << 20) + (100 << 10), window: 1 << 20 });
+  for (let i = 0; i < 3; i++) small.raw.send(OPEN, i, 1 << 20, 1 << 20);
   await until(() => small.raw.frames.length === 3, "answers");
-  // Half of what is left (at least a max packet) to each, and nothing once that is gone.
-  assert.deepEqual(small.raw.frames.map((f) => [f.type, f.fields[2] ?? null]), [
-    [OPEN_CONFIRM, 256 << 10], [OPEN_CONFIRM, 256 << 10], [OPEN_FAILURE, null],
+  assert.deepEqual(small.raw.frames.map((f) => [f.type, f.fields[2]]), [
+    [OPEN_CONFIRM, 1 << 20], [OPEN_CONFIRM, 100 << 10], [OPEN_CONFIRM, 4 << 10],
   ]);
   small.session.close();
+});
+
+test("a window made small by a short budget grows back as the application reads", async () => {
+  const { session, raw } = withRaw({ memoryBudget: 8 << 20, window: 4 << 20, maxPacket: 4 << 10 });
+  for (let i = 0; i < 3; i++) raw.send(OPEN, i, 1 << 20, 1 << 20);
+  const first = await session.accept();
+  await session.accept();
+  const third = await session.accept();
+  await until(() => count(raw.frames, OPEN_CONFIRM) === 3, "confirms");
+  const confirms = raw.frames.filter((f) => f.type === OPEN_CONFIRM);
+  assert.deepEqual(confirms.map((f) => f.fields[2]), [4 << 20, 4 << 20, 4 << 10]);
+  // The first channel ends: its 4 MiB go back to the budget.
+  first.close();
+  raw.send(CLOSE, confirms[0].fields[1]);
+  await until(() => session.channelCount === 2, "freed");
+  const id = confirms[2].fields[1];
+  raw.data(id, bytes(4 << 10));
+  assert.equal((await third.read()).length, 4 << 10);
+  await until(() => count(raw.frames, WINDOW_ADJUST) === 1, "adjust");
+  // 4 KiB read, plus growth: half of what is free now, within the full window.
+  const free = (8 << 20) - (4 << 20) - (4 << 10);
+  assert.equal(raw.frames.at(-1).fields[1], (4 << 10) + Math.floor(free / 2));
+  session.close();
 });
 
 test("an OPEN_FAILURE rejects the open with OpenRefusedError and frees the id", async () => {

@@ -87,6 +87,31 @@ impl Config {
         }
     }
 
+    /// A builder starting from this configuration (to change a few values of a checked one).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let base = qtalk_mux::Config::builder().window(1 << 20).build().unwrap();
+    /// let quick = base.to_builder().handshake_timeout(Duration::from_secs(2)).build().unwrap();
+    /// assert_eq!(quick.window_size(), 1 << 20);
+    /// ```
+    pub fn to_builder(&self) -> ConfigBuilder {
+        let p = &self.proto;
+        ConfigBuilder {
+            config: self.clone(),
+            proto: qtalk_mux_proto::Config::builder()
+                .window(p.window())
+                .max_packet(p.max_packet())
+                .accept_backlog(p.accept_backlog())
+                .max_channels(p.max_channels())
+                .open_queue(p.open_queue())
+                .memory_budget(p.memory_budget())
+                .send_buffer(p.send_buffer())
+                .id_reuse_delay(p.id_reuse_delay())
+                .alignment_padding(p.alignment_padding()),
+        }
+    }
+
     /// The receive window granted per channel.
     pub fn window_size(&self) -> u32 {
         self.proto.window()

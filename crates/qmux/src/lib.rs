@@ -81,6 +81,7 @@
 mod backend;
 mod channel;
 mod config;
+mod conn_info;
 mod error;
 mod listener;
 mod mux;
@@ -99,6 +100,10 @@ pub mod webtransport;
 
 pub use channel::{Channel, PeerClosed, ReadHalf, WriteHalf};
 pub use config::{Config, ConfigBuilder, ConfigError};
+pub use conn_info::{
+    Certificate, ConnectionInfo, Extensions, PeerCredentials, TlsInfo, TransportKind,
+    UpgradeRequest,
+};
 pub use error::{Error, ProtocolError};
 pub use listener::Listener;
 pub use proxy::{join, proxy};

@@ -258,8 +258,7 @@ impl Listener {
             #[cfg(unix)]
             Kind::Unix(l) => {
                 let (stream, _) = l.accept().await?;
-                let (r, w) = stream.into_split();
-                Ok(Session::from_split(r, w, self.config.clone()))
+                Ok(transport::over_unix(stream, self.config.clone()))
             }
             #[cfg(any(feature = "websocket", feature = "tls"))]
             Kind::Handshaking(l) => l.accept(&self.config).await,

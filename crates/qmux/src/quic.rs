@@ -165,8 +165,13 @@ pub async fn connect(
     endpoint.connect(addr, server_name, tls, config).await
 }
 
-/// A client's session over a connection it dialed.
-fn client_session(dialed: endpoint::Dialed, config: Config) -> Session {
+/// A client's session over a connection it dialed to `server_name`.
+fn client_session(dialed: endpoint::Dialed, server_name: &str, config: Config) -> Session {
+    let mut info =
+        crate::conn_info::quic_info(&dialed.conn, Some(server_name), crate::TransportKind::Quic);
+    if let Ok(a) = dialed.endpoint.local_addr() {
+        info = info.with_local_addr(a);
+    }
     StreamSession::start(
         QuicConnection {
             conn: dialed.conn,
@@ -174,6 +179,7 @@ fn client_session(dialed: endpoint::Dialed, config: Config) -> Session {
         },
         config,
     )
+    .with_connection_info(info)
 }
 
 /// Runs a session over an established QUIC connection (either side).
@@ -182,6 +188,7 @@ fn client_session(dialed: endpoint::Dialed, config: Config) -> Session {
 /// the acknowledgement of finished streams (so that closing the session does not cut them off)
 /// and ends with the connection.
 pub fn over_connection(conn: quinn::Connection, config: Config) -> Session {
+    let info = crate::conn_info::quic_info(&conn, None, crate::TransportKind::Quic);
     StreamSession::start(
         QuicConnection {
             conn,
@@ -189,6 +196,7 @@ pub fn over_connection(conn: quinn::Connection, config: Config) -> Session {
         },
         config,
     )
+    .with_connection_info(info)
 }
 
 /// Why a connection ended, in the session's terms.

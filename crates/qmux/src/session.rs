@@ -1,6 +1,7 @@
 //! The public [`Session`] handle; it delegates to its base layer (`backend.rs`): qmux framing
 //! driven by `mux/`, or QUIC.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -53,6 +54,8 @@ use crate::mux;
 #[derive(Clone)]
 pub struct Session {
     backend: SessionBackend,
+    /// See [`Session::connection_info`] (`conn_info.rs`).
+    pub(crate) info: Arc<crate::ConnectionInfo>,
 }
 
 impl std::fmt::Debug for Session {
@@ -60,6 +63,7 @@ impl std::fmt::Debug for Session {
         let base = self.backend.name();
         f.debug_struct("Session")
             .field("base", &base)
+            .field("transport", &self.info.transport())
             .field("ended", &self.is_closed())
             .finish_non_exhaustive()
     }
@@ -87,13 +91,17 @@ impl Session {
     {
         Session {
             backend: SessionBackend::Mux(mux::spawn(reader, writer, config)),
+            info: Arc::default(),
         }
     }
 
     /// A session over another base layer (see `backend.rs`).
     #[cfg(feature = "quic")]
     pub(crate) fn from_backend(backend: SessionBackend) -> Session {
-        Session { backend }
+        Session {
+            backend,
+            info: Arc::default(),
+        }
     }
 
     /// The configuration this session runs with.

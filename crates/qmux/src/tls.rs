@@ -296,6 +296,76 @@ pub fn server_config(
         .map_err(tls_error)
 }
 
+/// Server settings presenting `certs` and `key` that require every client to present a
+/// certificate chaining to one of `client_roots` (mutual TLS): a client without one, or with
+/// another, fails the handshake and never reaches a session. The certificates a client
+/// presented are in its session's
+/// [`ConnectionInfo::peer_certificates`](crate::ConnectionInfo::peer_certificates).
+///
+/// ```
+/// let server = qtalk_mux::tls::self_signed(&["localhost"])?;
+/// let client = qtalk_mux::tls::self_signed(&["client-1"])?;
+/// let _mtls = qtalk_mux::tls::server_config_with_client_auth(
+///     server.certs,
+///     server.key,
+///     client.certs.clone(),
+/// )?;
+/// let roots = qtalk_mux::tls::client_config(Vec::new())?;
+/// let _presenting = qtalk_mux::tls::with_client_certificate(roots, client.certs, client.key)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn server_config_with_client_auth(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_roots: impl IntoIterator<Item = CertificateDer<'static>>,
+) -> io::Result<rustls::ServerConfig> {
+    let mut store = rustls::RootCertStore::empty();
+    for cert in client_roots {
+        store.add(cert).map_err(tls_error)?;
+    }
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider())
+            .build()
+            .map_err(tls_error)?;
+    rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_error)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(tls_error)
+}
+
+/// Client settings `tls` that present `certs` (leaf first) and `key` to servers that ask for
+/// a client certificate (see [`server_config_with_client_auth`]).
+pub fn with_client_certificate(
+    mut tls: rustls::ClientConfig,
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> io::Result<rustls::ClientConfig> {
+    let provider = tls.crypto_provider().clone();
+    let key = rustls::sign::CertifiedKey::from_der(certs, key, &provider).map_err(tls_error)?;
+    tls.client_auth_cert_resolver = Arc::new(ClientCertificate(Arc::new(key)));
+    Ok(tls)
+}
+
+/// Presents one certificate whenever a server asks.
+#[derive(Debug)]
+struct ClientCertificate(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for ClientCertificate {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// Client settings trusting the given root certificates (a private CA, or a server's
 /// self-signed certificate).
 pub fn client_config(
@@ -415,8 +485,13 @@ pub(crate) async fn server_session(
     config: crate::Config,
 ) -> Option<crate::Session> {
     crate::transport::tune_tcp(&stream, &config);
+    let info = crate::conn_info::tcp_info(crate::TransportKind::Tls, &stream);
     match tokio::time::timeout(config.handshake_timeout, tls.accept(stream)).await {
-        Ok(Ok(stream)) => Some(crate::Session::new(stream, config.copying_transport())),
+        Ok(Ok(stream)) => {
+            let conn = stream.get_ref().1;
+            let info = info.with_tls(crate::conn_info::tls_info(conn, conn.server_name()));
+            Some(crate::Session::new(stream, config.copying_transport()).with_connection_info(info))
+        }
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "qmux: TLS handshake failed");
             None

@@ -9,7 +9,8 @@ use std::process::Stdio;
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::process::{Child, Command};
 
-use crate::{Config, Session};
+use crate::conn_info::tcp_info;
+use crate::{Config, ConnectionInfo, PeerCredentials, Session, TransportKind};
 
 #[cfg(feature = "websocket")]
 pub mod ws;
@@ -36,8 +37,13 @@ pub async fn connect_tls<A: ToSocketAddrs>(
 ) -> io::Result<Session> {
     let stream = TcpStream::connect(addr).await?;
     tune_tcp(&stream, &config);
+    let info = tcp_info(TransportKind::Tls, &stream);
     let stream = crate::tls::client_handshake(stream, server_name, tls).await?;
-    Ok(Session::new(stream, config.copying_transport()))
+    let info = info.with_tls(crate::conn_info::tls_info(
+        stream.get_ref().1,
+        Some(server_name),
+    ));
+    Ok(Session::new(stream, config.copying_transport()).with_connection_info(info))
 }
 
 /// Sets up a TCP connection for a session: Nagle off (the session batches), and
@@ -57,16 +63,25 @@ pub(crate) fn tune_tcp(stream: &TcpStream, config: &Config) {
 /// `TCP_NOTSENT_LOWAT` from [`ConfigBuilder::tcp_notsent_lowat`](crate::ConfigBuilder::tcp_notsent_lowat)).
 pub fn over_tcp(stream: TcpStream, config: Config) -> Session {
     tune_tcp(&stream, &config);
+    let info = tcp_info(TransportKind::Tcp, &stream);
     let (r, w) = stream.into_split();
-    Session::from_split(r, w, config)
+    Session::from_split(r, w, config).with_connection_info(info)
 }
 
 /// Connects to a Unix socket and runs a session over the connection.
 #[cfg(unix)]
 pub async fn connect_unix<P: AsRef<Path>>(path: P, config: Config) -> io::Result<Session> {
     let stream = tokio::net::UnixStream::connect(path).await?;
+    Ok(over_unix(stream, config))
+}
+
+/// Runs a session over an established Unix socket connection; the peer's credentials (as
+/// the kernel reports them) are in its [`ConnectionInfo`].
+#[cfg(unix)]
+pub fn over_unix(stream: tokio::net::UnixStream, config: Config) -> Session {
+    let info = crate::conn_info::unix_info(&stream);
     let (r, w) = stream.into_split();
-    Ok(Session::from_split(r, w, config))
+    Session::from_split(r, w, config).with_connection_info(info)
 }
 
 /// Runs a session over this process's stdin (incoming) and stdout (outgoing). Nothing else may
@@ -75,11 +90,12 @@ pub async fn connect_unix<P: AsRef<Path>>(path: P, config: Config) -> io::Result
 /// When stdin and stdout are pipes (as for a spawned child), they are switched to non-blocking
 /// mode and driven by the reactor directly; otherwise tokio's blocking-pool stdio is used.
 pub fn stdio(config: Config) -> Session {
+    let info = ConnectionInfo::new(TransportKind::Stdio);
     #[cfg(unix)]
     if let Some((r, w)) = stdio_pipes() {
-        return Session::from_split(r, w, config);
+        return Session::from_split(r, w, config).with_connection_info(info);
     }
-    Session::from_split(tokio::io::stdin(), tokio::io::stdout(), config)
+    Session::from_split(tokio::io::stdin(), tokio::io::stdout(), config).with_connection_info(info)
 }
 
 /// Stdin and stdout as non-blocking pipes, when both are pipes.
@@ -115,7 +131,9 @@ pub fn spawn(command: &str, config: Config) -> io::Result<(Session, Child)> {
         .stdout
         .take()
         .ok_or_else(|| io::Error::other("no stdout"))?;
-    Ok((Session::from_split(stdout, stdin, config), child))
+    let info = child_info(&child);
+    let session = Session::from_split(stdout, stdin, config).with_connection_info(info);
+    Ok((session, child))
 }
 
 /// Starts `command` with piped stdin and stdout and runs a session over them; stderr is left
@@ -140,5 +158,15 @@ pub fn over_child(child: &mut Child, config: Config) -> io::Result<Session> {
         .stdout
         .take()
         .ok_or_else(|| io::Error::other("stdout not piped"))?;
-    Ok(Session::from_split(stdout, stdin, config))
+    let info = child_info(child);
+    Ok(Session::from_split(stdout, stdin, config).with_connection_info(info))
+}
+
+/// A child process's connection: its process id.
+fn child_info(child: &Child) -> ConnectionInfo {
+    ConnectionInfo::new(TransportKind::Child).with_peer_credentials(PeerCredentials::new(
+        child.id(),
+        None,
+        None,
+    ))
 }

@@ -133,7 +133,16 @@ pub async fn connect(
     let dialed = endpoint
         .dial((host.as_str(), port), &name, client, &config)
         .await?;
+    let mut info = crate::conn_info::quic_info(
+        &dialed.conn,
+        Some(&name),
+        crate::TransportKind::WebTransport,
+    )
+    .with_upgrade_request(crate::UpgradeRequest::new(&path_and_query(&url)));
     let request = wt::proto::ConnectRequest::new(url);
+    if let Ok(a) = dialed.endpoint.local_addr() {
+        info = info.with_local_addr(a);
+    }
     let session = tokio::time::timeout(
         config.handshake_timeout,
         wt::Session::connect(dialed.conn, request),
@@ -147,13 +156,26 @@ pub async fn connect(
             endpoint: Some(dialed.endpoint),
         },
         config,
-    ))
+    )
+    .with_connection_info(info))
+}
+
+/// The path and query of `url`, as a WebTransport CONNECT request carries them.
+fn path_and_query(url: &url::Url) -> String {
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    }
 }
 
 /// The server side of a connection that negotiated `h3`: HTTP/3's settings, then the
 /// CONNECT request (for any path), answered 200; a session over it.
 pub(crate) async fn accept(conn: quinn::Connection, config: Config) -> io::Result<Session> {
+    let info = crate::conn_info::quic_info(&conn, None, crate::TransportKind::WebTransport);
     let request = wt::Request::accept(conn).await.map_err(failed)?;
+    // The path and query are how a browser passes a token (`new WebTransport(url)` sends no
+    // other header a page controls).
+    let info = info.with_upgrade_request(crate::UpgradeRequest::new(&path_and_query(&request.url)));
     tracing::debug!(url = %request.url, "qmux: WebTransport session");
     let session = request.ok().await.map_err(failed)?;
     Ok(StreamSession::start(
@@ -162,7 +184,8 @@ pub(crate) async fn accept(conn: quinn::Connection, config: Config) -> io::Resul
             endpoint: None,
         },
         config,
-    ))
+    )
+    .with_connection_info(info))
 }
 
 /// Why a session ended, in the session's terms.

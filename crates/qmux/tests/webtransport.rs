@@ -342,3 +342,31 @@ fn utc_seconds(digits: &[u8]) -> i64 {
     let days = era * 146_097 + doe - 719_468;
     days * 86_400 + n(6) * 3600 + n(8) * 60 + n(10)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_know_the_connection_and_the_server_its_path_and_query() {
+    let (listener, hash) = wt_listener(Config::default()).await;
+    let tls = tls::hash_pinned_client_config([hash]).unwrap();
+    let url = format!("{}?token=abc", url(&listener));
+    let (client, server) = within(10, "connect", async {
+        tokio::join!(
+            qtalk_mux::webtransport::connect(&url, tls, Config::default()),
+            listener.accept()
+        )
+    })
+    .await;
+    let (client, server) = (client.unwrap(), server.unwrap());
+    let (c, s) = (client.connection_info(), server.connection_info());
+    assert_eq!(c.transport(), qtalk_mux::TransportKind::WebTransport);
+    assert_eq!(s.transport(), qtalk_mux::TransportKind::WebTransport);
+    // The client's endpoint is bound to the unspecified address: its port is what matches.
+    assert_eq!(
+        s.remote_addr().map(|a| a.port()),
+        c.local_addr().map(|a| a.port())
+    );
+    assert_eq!(s.local_addr(), listener.local_addr().ok());
+    let request = s.upgrade_request().expect("the CONNECT request");
+    assert_eq!(request.path(), "/qtalk");
+    assert_eq!(request.query(), Some("token=abc"));
+    assert_eq!(c.tls().unwrap().server_name(), Some("localhost"));
+}

@@ -138,9 +138,16 @@ pub fn service(faults: Faults) -> RespondMux {
 /// Serves the interop service on `session` and returns the running peer.
 pub fn serve(session: qtalk_mux::Session, codec: Arc<dyn Codec>, faults: Faults) -> Peer {
     let hook = faults.clone();
-    let options = Options::default().on_bad_call(move |channel, e| {
-        hook.report(format!("{e} (call header on channel {channel})"))
-    });
+    let options = Options::builder()
+        .on_bad_call(move |bad| {
+            hook.report(format!(
+                "{} (call header on channel {})",
+                bad.error(),
+                bad.channel()
+            ))
+        })
+        .build()
+        .unwrap_or_default();
     let peer = Peer::with_options(session, codec, options).handler(service(faults));
     peer.respond();
     peer

@@ -164,6 +164,25 @@ pub struct Dial {
     /// answers "refused" (the datagrams go unanswered), so this is how soon a wrong address
     /// is reported.
     pub connect_timeout: Option<Duration>,
+    /// The client certificate chain and key files (PEM) presented to TLS and QUIC servers
+    /// that ask for one (mutual TLS).
+    pub client_certificate: Option<(PathBuf, PathBuf)>,
+}
+
+impl Dial {
+    /// The TLS client settings: [`Dial::trust`], presenting [`Dial::client_certificate`] if
+    /// there is one.
+    pub fn tls_config(&self) -> io::Result<qtalk_mux::tls::rustls::ClientConfig> {
+        let tls = self.trust.client_config()?;
+        match &self.client_certificate {
+            Some((cert, key)) => qtalk_mux::tls::with_client_certificate(
+                tls,
+                qtalk_mux::tls::load_certs(cert)?,
+                qtalk_mux::tls::load_key(key)?,
+            ),
+            None => Ok(tls),
+        }
+    }
 }
 
 /// The `--connect-timeout` of `qtalk call`, `check` and `bench` when none is given.
@@ -180,15 +199,15 @@ pub async fn connect(endpoint: &Endpoint, dial: &Dial) -> io::Result<qtalk_mux::
     let config = dial.config.clone();
     match endpoint {
         Endpoint::Quic(addr) => {
-            let tls = dial.trust.client_config()?;
+            let tls = dial.tls_config()?;
             qtalk_mux::quic::connect(addr.as_str(), host_of(addr), tls, config).await
         }
         Endpoint::Tls(addr) => {
-            let tls = dial.trust.client_config()?;
+            let tls = dial.tls_config()?;
             qtalk_mux::transport::connect_tls(addr.as_str(), host_of(addr), tls, config).await
         }
         Endpoint::Wss(addr) => {
-            let tls = dial.trust.client_config()?;
+            let tls = dial.tls_config()?;
             qtalk_mux::transport::connect_wss(&format!("wss://{addr}/"), tls, config).await
         }
         Endpoint::WebTransport(addr) => {
@@ -252,10 +271,22 @@ fn no_answer(endpoint: &Endpoint, limit: Duration) -> String {
 /// ```
 /// use qtalk_cli::peer::certificate_hint;
 /// assert!(certificate_hint("invalid peer certificate: UnknownIssuer").contains("--insecure"));
+/// assert!(certificate_hint("received fatal alert: CertificateRequired").contains("--cert"));
 /// assert_eq!(certificate_hint("Connection refused"), "");
 /// ```
 pub fn certificate_hint(error: &str) -> &'static str {
-    if error.contains("NotValidForName") || error.contains("not valid for name") {
+    // TLS: the alert by name; QUIC: its number (116) and quinn's text.
+    if [
+        "CertificateRequired",
+        "certificate required",
+        "peer sent no certificates",
+    ]
+    .iter()
+    .any(|t| error.contains(t))
+    {
+        " (the server requires a client certificate: pass --cert FILE --key FILE with one \
+         issued by a CA it trusts)"
+    } else if error.contains("NotValidForName") || error.contains("not valid for name") {
         " (the server's certificate does not name the host in the URL: connect by a name it \
          carries, or pass --insecure to accept any certificate)"
     } else if error.contains("invalid peer certificate") || error.contains("UnknownIssuer") {

@@ -55,7 +55,7 @@ fn go_config() -> Config {
 /// Our rpc options for the replay: no spare channel opened ahead of the next call (the
 /// reference opens a channel per call, when the call is made).
 fn rpc_options() -> Options {
-    Options::default().spare_channels(0)
+    Options::builder().spare_channels(0).build().unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -60,7 +60,16 @@ impl RendezvousConfig {
         if self.max_name_len == 0 {
             return Err(Error::Config("max_name_len must be at least 1"));
         }
+        self.rpc_options()?;
         Ok(())
+    }
+
+    /// The rpc options of the rendezvous's sessions.
+    pub(crate) fn rpc_options(&self) -> Result<qtalk::rpc::Options, Error> {
+        qtalk::rpc::Options::builder()
+            .max_frame(self.max_frame)
+            .build()
+            .map_err(|_| Error::Config("max_frame must be at least 64"))
     }
 }
 

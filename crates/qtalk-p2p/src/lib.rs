@@ -56,7 +56,7 @@ pub mod wire;
 pub use config::{NodeConfig, RendezvousConfig};
 pub use error::Error;
 pub use identity::{BadFingerprint, Fingerprint, PeerIdentity, PEER_SERVER_NAME};
-pub use node::{Node, P2pSession, Path};
+pub use node::{Node, P2pSession, Path, VouchedPeer};
 pub use rendezvous::{Rendezvous, Stats};
 
 // The README's example compiles as a doc test.

@@ -41,6 +41,58 @@ impl std::fmt::Display for Path {
     }
 }
 
+/// What the rendezvous vouched for about the peer at the other end of a P2P session:
+/// attached to the session's connection information
+/// ([`ConnectionInfo::extensions`](qtalk_mux::ConnectionInfo::extensions)), so that a
+/// handler can read it from [`Call::connection`](qtalk::rpc::Call::connection). The peer's
+/// certificate was checked against this fingerprint in the handshake, direct or relayed.
+///
+/// ```
+/// # fn handler(call: &qtalk::rpc::Call) {
+/// use qtalk_p2p::VouchedPeer;
+/// if let Some(peer) = call.connection().extensions().get::<VouchedPeer>() {
+///     println!("{} ({})", peer.name(), peer.fingerprint());
+/// }
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VouchedPeer {
+    name: String,
+    fingerprint: Fingerprint,
+    path: Path,
+}
+
+impl VouchedPeer {
+    /// The name the peer registered (empty for a peer that registered none).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The fingerprint of the peer's certificate.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// How the session travels.
+    pub fn path(&self) -> Path {
+        self.path
+    }
+}
+
+/// `session` with what the rendezvous vouched for in its connection information.
+fn vouched(session: Session, intro: &Introduction, path: Path) -> Session {
+    let info = session
+        .connection_info()
+        .clone()
+        .with_extension(VouchedPeer {
+            name: intro.name.clone(),
+            fingerprint: intro.fingerprint,
+            path,
+        });
+    session.with_connection_info(info)
+}
+
 /// A session with another peer, authenticated by the fingerprint the rendezvous vouched for.
 #[derive(Clone, Debug)]
 pub struct P2pSession {
@@ -441,8 +493,9 @@ impl Node {
         };
         if let Some(conn) = direct {
             let remote_addr = Some(canonical(conn.remote_address()));
+            let session = qtalk_mux::quic::over_connection(conn, config.session.clone());
             return Ok(P2pSession {
-                session: qtalk_mux::quic::over_connection(conn, config.session.clone()),
+                session: vouched(session, &intro, Path::Direct),
                 path: Path::Direct,
                 name: intro.name,
                 fingerprint: intro.fingerprint,
@@ -606,22 +659,38 @@ impl Node {
             let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
                 .connect(name, stream)
                 .await?;
-            Session::new(tls, config)
+            let info = relay_info(tls.get_ref().1.peer_certificates());
+            Session::new(tls, config).with_connection_info(info)
         } else {
             let tls = peer_server(identity, Allowed::One(intro.fingerprint))?;
             let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls))
                 .accept(stream)
                 .await?;
-            Session::new(tls, config)
+            let info = relay_info(tls.get_ref().1.peer_certificates());
+            Session::new(tls, config).with_connection_info(info)
         };
         Ok(P2pSession {
-            session,
+            session: vouched(session, intro, Path::Relayed),
             path: Path::Relayed,
             name: intro.name.clone(),
             fingerprint: intro.fingerprint,
             remote_addr: None,
         })
     }
+}
+
+/// A relayed session's connection: TLS (end to end with the peer, inside the relay) and the
+/// peer's certificate; its address is not known.
+fn relay_info(
+    certs: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+) -> qtalk_mux::ConnectionInfo {
+    let certs = certs
+        .unwrap_or_default()
+        .iter()
+        .map(|c| qtalk_mux::Certificate::from_der(c.as_ref().to_vec()))
+        .collect();
+    qtalk_mux::ConnectionInfo::new(qtalk_mux::TransportKind::Tls)
+        .with_tls(qtalk_mux::TlsInfo::new().with_peer_certificates(certs))
 }
 
 /// The other peer's addresses to try: the observed one first, then its local ones.

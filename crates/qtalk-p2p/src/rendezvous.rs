@@ -12,16 +12,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use qtalk::codec::Json;
-use qtalk::rpc::{func, handler_fn, Call, Caller, Options, Peer, Responder};
+use qtalk::rpc::{func, handler_fn, Call, Caller, Handler, RespondMux, Responder, Server};
 use qtalk::Value;
-use qtalk_mux::quic::quinn;
 use qtalk_mux::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
 use crate::error::{NAME_TAKEN, UNKNOWN_NAME};
-use crate::identity::{peer_fingerprint, server_requiring, Allowed};
+use crate::identity::{server_requiring, Allowed};
 use crate::wire::{self, Introduction, Registered};
 use crate::{Error, Fingerprint, RendezvousConfig};
 
@@ -90,27 +89,28 @@ struct Shared {
     next_session: AtomicU64,
 }
 
-/// A running rendezvous service (see the [crate documentation](crate)). Dropping it stops
-/// accepting and closes every peer connection.
+/// A running rendezvous service (see the [crate documentation](crate)): an rpc
+/// [`Server`] on a QUIC listener, with its limits and shutdown. Dropping it stops accepting
+/// and closes every peer connection.
 pub struct Rendezvous {
     shared: Arc<Shared>,
-    endpoint: quinn::Endpoint,
+    server: Server,
+    local_addr: io::Result<SocketAddr>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Rendezvous {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rendezvous")
-            .field("local_addr", &self.endpoint.local_addr().ok())
+            .field("local_addr", &self.local_addr.as_ref().ok())
             .finish_non_exhaustive()
     }
 }
 
 impl Drop for Rendezvous {
     fn drop(&mut self) {
+        self.server.close();
         self.task.abort();
-        self.endpoint
-            .close(quinn::VarInt::from_u32(0), b"rendezvous closed");
     }
 }
 
@@ -147,9 +147,22 @@ impl Rendezvous {
         config: RendezvousConfig,
     ) -> Result<Rendezvous, Error> {
         config.check()?;
+        // Client certificates are asked for but not required: a peer without one may only
+        // call `Stats`; the fingerprint of one that has one is in its session's connection.
         let tls = server_requiring(certs, key, Allowed::Any)?;
-        let server = qtalk_mux::quic::server_config(tls, &config.session)?;
-        let endpoint = quinn::Endpoint::server(server, addr)?;
+        let session_config = config
+            .session
+            .to_builder()
+            .handshake_timeout(config.handshake_timeout)
+            .build()
+            .map_err(|_| Error::Config("handshake_timeout"))?;
+        let listener = qtalk_mux::Listener::bind_quic(addr, tls, session_config).await?;
+        let options = config
+            .rpc_options()?
+            .to_builder()
+            .max_sessions(config.max_sessions)
+            .build()
+            .map_err(|_| Error::Config("max_sessions must be at least 1"))?;
         let shared = Arc::new(Shared {
             config,
             names: Mutex::new(HashMap::new()),
@@ -157,17 +170,42 @@ impl Rendezvous {
             counters: Counters::default(),
             next_session: AtomicU64::new(1),
         });
-        let task = tokio::spawn(accept_loop(shared.clone(), endpoint.clone()));
+        let make = {
+            let shared = shared.clone();
+            move |session: &qtalk_mux::Session| session_handler(&shared, session)
+        };
+        let server = Server::per_session(make, Json, options);
+        let local_addr = listener.local_addr();
+        let task = tokio::spawn({
+            let server = server.clone();
+            async move {
+                if let Err(e) = server.serve(listener).await {
+                    tracing::warn!(error = %e, "rendezvous: stopped accepting");
+                }
+            }
+        });
         Ok(Rendezvous {
             shared,
-            endpoint,
+            server,
+            local_addr,
             task,
         })
     }
 
     /// The address listened on.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.endpoint.local_addr()
+        match &self.local_addr {
+            Ok(a) => Ok(*a),
+            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+
+    /// Stops gracefully: no new peers or calls are taken (calls arriving meanwhile are
+    /// refused), calls in flight (relays included) may finish for up to `grace`, then every
+    /// peer connection is closed.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        self.server.shutdown(grace).await;
+        self.task.abort();
     }
 
     /// The counters now.
@@ -192,26 +230,6 @@ impl Shared {
     }
 }
 
-async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
-    let slots = Arc::new(Semaphore::new(shared.config.max_sessions));
-    while let Some(incoming) = endpoint.accept().await {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let peer = incoming.remote_address();
-            let limit = shared.config.handshake_timeout;
-            match tokio::time::timeout(limit, incoming).await {
-                Ok(Ok(conn)) => serve_peer(shared, conn).await,
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "rendezvous: handshake failed"),
-                Err(_) => tracing::debug!(%peer, "rendezvous: handshake timed out"),
-            }
-            drop(permit);
-        });
-    }
-}
-
 /// What the handlers of one peer connection know about it.
 #[derive(Clone)]
 struct Conn {
@@ -219,26 +237,31 @@ struct Conn {
     id: u64,
     fingerprint: Option<Fingerprint>,
     public_addr: SocketAddr,
-    caller: Caller,
     /// The name this connection registered.
     name: Arc<Mutex<Option<String>>>,
 }
 
-async fn serve_peer(shared: Arc<Shared>, conn: quinn::Connection) {
+/// The handlers of one peer connection, made when the server starts serving it; a task
+/// releases what it registered when it ends.
+fn session_handler(shared: &Arc<Shared>, session: &qtalk_mux::Session) -> Arc<dyn Handler> {
+    let info = session.connection_info();
     // None for a client without a certificate: it may only ask for `Stats`.
-    let fingerprint = peer_fingerprint(&conn);
-    let public_addr = canonical(conn.remote_address());
-    let session = qtalk_mux::quic::over_connection(conn, shared.config.session.clone());
-    let options = Options::default().max_frame(shared.config.max_frame);
-    let peer = Peer::with_options(session.clone(), Json, options);
+    let fingerprint = info
+        .tls()
+        .and_then(|t| t.peer_certificate())
+        .map(|c| Fingerprint::of(c.as_der()));
+    let public_addr = info
+        .remote_addr()
+        .map(canonical)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let me = Conn {
         id: shared.next_session.fetch_add(1, Ordering::Relaxed),
         shared: shared.clone(),
         fingerprint,
         public_addr,
-        caller: peer.caller().clone(),
         name: Arc::new(Mutex::new(None)),
     };
+    let mux = RespondMux::new();
     let handlers = [
         (wire::REGISTER, register_handler(me.clone())),
         (wire::CONNECT, connect_handler(me.clone())),
@@ -246,32 +269,35 @@ async fn serve_peer(shared: Arc<Shared>, conn: quinn::Connection) {
         (wire::STATS, stats_handler(shared.clone())),
     ];
     for (selector, handler) in handlers {
-        if let Err(e) = peer.mux().handle_arc(selector, handler) {
+        if let Err(e) = mux.handle_arc(selector, handler) {
             tracing::error!(error = %e, "rendezvous: cannot route {selector}");
-            return;
         }
     }
     shared.counters.sessions.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(%public_addr, ?fingerprint, "rendezvous: peer connected");
-    peer.respond();
-    let _ = session.wait().await;
-    shared.counters.sessions.fetch_sub(1, Ordering::Relaxed);
-    let name = lock(&me.name).take();
-    if let Some(name) = name {
-        let mut names = lock(&shared.names);
-        if names.get(&name).is_some_and(|r| r.session == me.id) {
-            names.remove(&name);
-            tracing::debug!(%name, "rendezvous: name released");
+    let session = session.clone();
+    tokio::spawn(async move {
+        let _ = session.wait().await;
+        let shared = &me.shared;
+        shared.counters.sessions.fetch_sub(1, Ordering::Relaxed);
+        let name = lock(&me.name).take();
+        if let Some(name) = name {
+            let mut names = lock(&shared.names);
+            if names.get(&name).is_some_and(|r| r.session == me.id) {
+                names.remove(&name);
+                tracing::debug!(%name, "rendezvous: name released");
+            }
         }
-    }
+    });
+    Arc::new(mux)
 }
 
-type DynHandler = Arc<dyn qtalk::rpc::Handler>;
+type DynHandler = Arc<dyn Handler>;
 
 fn register_handler(me: Conn) -> DynHandler {
-    Arc::new(func(move |_call: Call, (reg,): (wire::Register,)| {
+    Arc::new(func(move |call: Call, (reg,): (wire::Register,)| {
         let me = me.clone();
-        async move { me.register(reg) }
+        async move { me.register(reg, call.caller()) }
     }))
 }
 
@@ -304,7 +330,7 @@ impl Conn {
         &self.shared.config
     }
 
-    fn register(&self, reg: wire::Register) -> Result<Registered, String> {
+    fn register(&self, reg: wire::Register, caller: &Caller) -> Result<Registered, String> {
         let Some(fingerprint) = self.fingerprint else {
             return Err(NO_CERTIFICATE.into());
         };
@@ -343,7 +369,7 @@ impl Conn {
                 fingerprint,
                 public_addr: self.public_addr,
                 local_addrs,
-                caller: self.caller.clone(),
+                caller: caller.clone(),
             },
         );
         *mine = Some(reg.name);

@@ -255,3 +255,50 @@ impl qtalk_mux::tls::rustls::client::ResolvesClientCert for OneCert {
         true
     }
 }
+
+/// Over a P2P session, direct or relayed, a handler reads from its call's connection what
+/// the rendezvous vouched for about its caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_reads_the_vouched_fingerprint() {
+    use qtalk::rpc::{func, Call, Caller, RespondMux, Server};
+    use qtalk_p2p::VouchedPeer;
+    for relay in [false, true] {
+        let lab = Lab::new().await;
+        let mut config = NodeConfig::default();
+        if relay {
+            config.relay_after = Duration::ZERO;
+        }
+        let b = lab.node(config.clone()).await;
+        b.register("b").await.unwrap();
+        let a = lab.node(config).await;
+        a.register("a").await.unwrap();
+        let (to_b, from_a) = pair(&a, &b, "b").await;
+        let mux = RespondMux::new();
+        mux.handle(
+            "Who",
+            func(|call: Call, (): ()| async move {
+                let peer = call
+                    .connection()
+                    .extensions()
+                    .get::<VouchedPeer>()
+                    .cloned()
+                    .ok_or("no vouched peer")?;
+                Ok::<_, String>((peer.name().to_string(), peer.fingerprint().to_string()))
+            }),
+        )
+        .unwrap();
+        let server = Server::new(mux, qtalk::codec::Json);
+        server.respond(from_a.into_session());
+        let caller = Caller::new(to_b.session().clone(), qtalk::codec::Json);
+        let (name, fingerprint): (String, String) = caller.call("Who", &()).await.unwrap();
+        assert_eq!(name, "a", "relayed: {relay}");
+        assert_eq!(fingerprint, a.fingerprint().to_string(), "relayed: {relay}");
+        // The caller's side knows who it reached, too.
+        let mine = to_b.session().connection_info();
+        let peer = mine.extensions().get::<VouchedPeer>().unwrap();
+        assert_eq!(peer.fingerprint(), b.fingerprint());
+        let want = if relay { Path::Relayed } else { Path::Direct };
+        assert_eq!(peer.path(), want);
+        server.close();
+    }
+}

@@ -155,7 +155,10 @@ async fn qtalk_calls_on(
         }
     };
     let options = match base {
-        Base::TcpNoSpare => qtalk::rpc::Options::default().spare_channels(0),
+        Base::TcpNoSpare => qtalk::rpc::Options::builder()
+            .spare_channels(0)
+            .build()
+            .unwrap(),
         _ => Default::default(),
     };
     let caller = Caller::with_options(session, codec, options);

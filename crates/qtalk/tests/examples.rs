@@ -93,6 +93,17 @@ fn upper_client_and_server() {
 }
 
 #[test]
+fn auth_client_and_server() {
+    let (_server, addr, _lines) = start_server("auth_server");
+    let out = run("auth_client", &[&addr]);
+    assert_eq!(
+        out,
+        "without the token: remote: unauthenticated: no token in metadata \"authorization\"\n\
+         with the token: HELLO\n"
+    );
+}
+
+#[test]
 fn state_client_and_server() {
     let (_server, addr, lines) = start_server("state_server");
     let alice = Command::new(example("state_client"))
@@ -157,4 +168,123 @@ fn typed_service_example() {
         run("typed_service", &[]),
         "HELLO WORLD\nremote: user error\n"
     );
+}
+
+/// A running example with its stdout lines.
+fn start(name: &str, args: &[&str]) -> (Running, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(example(name))
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (Running(child), rx)
+}
+
+/// The next line, within 20 s.
+fn next_line(rx: &std::sync::mpsc::Receiver<String>) -> String {
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("a line within 20 s")
+}
+
+#[test]
+fn tap_proxy_cuts_a_connection_on_a_keyword() {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    // The upstream: echoes every connection, and says when one ended.
+    let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_addr = upstream.local_addr().unwrap().to_string();
+    let (ended_tx, upstream_ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in upstream.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let ended = ended_tx.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = ended.send(());
+            });
+        }
+    });
+
+    let (_proxy, proxy_out) = start(
+        "tap_proxy",
+        &[
+            "proxy",
+            "127.0.0.1:0",
+            &upstream_addr,
+            "127.0.0.1:0",
+            "s3cr3t",
+        ],
+    );
+    let clients = next_line(&proxy_out)
+        .strip_prefix("clients on ")
+        .unwrap()
+        .to_string();
+    let rpc = next_line(&proxy_out)
+        .strip_prefix("rpc on ")
+        .unwrap()
+        .to_string();
+
+    // A service with the wrong token is refused.
+    let out = Command::new(example("tap_proxy"))
+        .args(["service", &rpc, "guess", "DROP TABLE"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unauthenticated: invalid token"), "{err}");
+
+    let (_service, service_out) = start("tap_proxy", &["service", &rpc, "s3cr3t", "DROP TABLE"]);
+    assert_eq!(next_line(&service_out), "tapping");
+    assert_eq!(next_line(&proxy_out), "tap registered");
+
+    // An innocent connection goes through, teed.
+    let mut good = TcpStream::connect(&clients).unwrap();
+    good.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    good.write_all(b"SELECT 1;\n").unwrap();
+    let mut back = [0u8; 10];
+    good.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"SELECT 1;\n");
+    assert!(next_line(&service_out).starts_with("tapped connection 1 from 127.0.0.1:"));
+
+    // The keyword, split over two writes: the service cuts the connection.
+    let mut bad = TcpStream::connect(&clients).unwrap();
+    bad.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    bad.write_all(b"SELECT 2; DROP ").unwrap();
+    let mut first = [0u8; 15];
+    bad.read_exact(&mut first).unwrap();
+    assert!(next_line(&service_out).starts_with("tapped connection 2 from "));
+    bad.write_all(b"TABLE users;\n").unwrap();
+    assert_eq!(next_line(&service_out), "cutting connection 2");
+    assert_eq!(
+        next_line(&proxy_out),
+        "cut connection 2: saw \"DROP TABLE\""
+    );
+    // The client's connection ends (whatever of the echo got through before), and so does
+    // the proxy's connection upstream.
+    let mut rest = Vec::new();
+    let end = bad.read_to_end(&mut rest);
+    assert!(end.is_ok() || end.unwrap_err().kind() == std::io::ErrorKind::ConnectionReset);
+    upstream_ended
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the upstream connection closed");
+
+    // The other connection is untouched.
+    good.write_all(b"SELECT 3;\n").unwrap();
+    good.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"SELECT 3;\n");
 }

@@ -295,7 +295,10 @@ fn echo_values(codec: CodecName) -> Vec<Value> {
 // Rust calls Go (`-mode rpc-serve`)
 // ---------------------------------------------------------------------------------------
 
-async fn rust_calls_go(codec: CodecName, link: Link) {
+/// Every kind of call to the Go peer. With `with_context`, each call also carries metadata
+/// and a deadline (the header's `Meta` and `Deadline`), which Go must ignore: every answer is
+/// the same as without them.
+async fn rust_calls_go(codec: CodecName, link: Link, with_context: bool) {
     let Some(path) = peer_path() else { return };
     let mut go = GoPeer::start(
         &path,
@@ -312,7 +315,15 @@ async fn rust_calls_go(codec: CodecName, link: Link) {
     .unwrap();
     peer.respond();
     go.expect("ready").await;
-    let c = peer.caller().clone();
+    let c = match with_context {
+        false => peer.caller().clone(),
+        true => peer
+            .caller()
+            .clone()
+            .with_metadata("authorization", "Bearer s3cr3t")
+            .with_metadata("x-request-id", "r-1")
+            .with_timeout(Duration::from_secs(60)),
+    };
 
     // Unary: every value comes back as it went.
     for v in echo_values(codec) {
@@ -503,22 +514,129 @@ async fn rust_calls_go(codec: CodecName, link: Link) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_calls_go_json_over_stdio() {
-    rust_calls_go(CodecName::Json, Link::Stdio).await;
+    rust_calls_go(CodecName::Json, Link::Stdio, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_calls_go_json_over_tcp() {
-    rust_calls_go(CodecName::Json, Link::GoListens).await;
+    rust_calls_go(CodecName::Json, Link::GoListens, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_calls_go_cbor_over_stdio() {
-    rust_calls_go(CodecName::Cbor, Link::Stdio).await;
+    rust_calls_go(CodecName::Cbor, Link::Stdio, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_calls_go_cbor_over_tcp() {
-    rust_calls_go(CodecName::Cbor, Link::GoListens).await;
+    rust_calls_go(CodecName::Cbor, Link::GoListens, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_calls_go_json_with_metadata_and_deadline() {
+    rust_calls_go(CodecName::Json, Link::GoListens, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_calls_go_cbor_with_metadata_and_deadline() {
+    rust_calls_go(CodecName::Cbor, Link::Stdio, true).await;
+}
+
+/// A call header with one extra field, as raw bytes in `codec`: `{"Selector":"echo",
+/// "<field>":<value>}` (JSON) or the same map in CBOR.
+fn header_with(codec: CodecName, field: &str) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Header<'a> {
+        #[serde(rename = "Selector")]
+        selector: &'a str,
+        #[serde(flatten)]
+        extra: std::collections::BTreeMap<&'a str, Value>,
+    }
+    let value = match field.to_ascii_lowercase().as_str() {
+        "meta" => map(&[("k", Value::from("v"))]),
+        _ => Value::from(1500),
+    };
+    let header = Header {
+        selector: "echo",
+        extra: [(field, value)].into_iter().collect(),
+    };
+    let mut buf = bytes::BytesMut::new();
+    qtalk::rpc::encode_frame(&*codec.codec(), &header, &mut buf).unwrap();
+    buf.to_vec()
+}
+
+/// Why the header fields are named `Meta` and `Deadline`: the Go reference decodes the call
+/// header into its `rpc.Call`, whose other fields (`Caller`, `Decoder`, `Context`, the
+/// embedded `Channel`) match JSON and CBOR keys without regard to case. A header naming one
+/// of them makes Go drop the call without an answer; `Meta` and `Deadline` are ignored.
+async fn go_and_extra_header_fields(codec: CodecName) {
+    let Some(path) = peer_path() else { return };
+    let mut go = GoPeer::start(
+        &path,
+        Link::GoListens,
+        &["-mode", "rpc-serve", "-codec", codec.flag()],
+        &[],
+    )
+    .await;
+    go.expect("ready").await;
+    let args = {
+        let mut buf = bytes::BytesMut::new();
+        qtalk::rpc::encode_frame(&*codec.codec(), &"same", &mut buf).unwrap();
+        buf
+    };
+    for field in ["Meta", "Deadline", "meta", "deadline"] {
+        let mut ch = go.session.open().await.unwrap();
+        let mut call = header_with(codec, field);
+        call.extend_from_slice(&args);
+        ch.write_all(&call).await.unwrap();
+        ch.close_write().unwrap();
+        let mut answer = Vec::new();
+        within(10, field, ch.read_to_end(&mut answer))
+            .await
+            .unwrap();
+        let codec_ = codec.codec();
+        let mut at = 0;
+        let mut values = Vec::new();
+        while at + 4 <= answer.len() {
+            let len = u32::from_be_bytes(answer[at..at + 4].try_into().unwrap()) as usize;
+            values.push(
+                qtalk::codec::decode::<Value>(&*codec_, &answer[at + 4..at + 4 + len]).unwrap(),
+            );
+            at += 4 + len;
+        }
+        assert_eq!(values.len(), 2, "{field}: {values:?}");
+        assert_eq!(values[1], Value::from("same"), "{field}: answered as usual");
+    }
+    for field in ["Context", "context", "Caller"] {
+        let mut ch = go.session.open().await.unwrap();
+        let mut call = header_with(codec, field);
+        call.extend_from_slice(&args);
+        ch.write_all(&call).await.unwrap();
+        // Go logs why it dropped the call, and returns without answering.
+        let line = loop {
+            let line = go
+                .next_line(10, "Go's log line")
+                .await
+                .expect("peer running");
+            if line.contains("rpc.Respond:") {
+                break line;
+            }
+        };
+        assert!(line.contains("Call."), "{field}: {line}");
+        let nothing = tokio::time::timeout(Duration::ZERO, ch.read_chunk(usize::MAX)).await;
+        assert!(nothing.is_err(), "{field}: no answer");
+    }
+    drop(go);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_ignores_meta_and_deadline_and_drops_context_json() {
+    go_and_extra_header_fields(CodecName::Json).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_ignores_meta_and_deadline_and_drops_context_cbor() {
+    go_and_extra_header_fields(CodecName::Cbor).await;
 }
 
 // ---------------------------------------------------------------------------------------

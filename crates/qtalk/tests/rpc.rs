@@ -471,10 +471,13 @@ async fn caller_deadline_and_cancellation() {
             let tx = tx.clone();
             async move {
                 let _args: Value = call.receive().await.unwrap();
-                // The caller gives up after 100 ms: the handler learns it, and answering fails.
+                // The call's deadline is 100 ms: the handler learns it (from the deadline the
+                // header carried, or from the caller closing the channel) ...
                 call.cancelled().await;
-                let res = r.ret(&"late").await;
+                assert!(call.deadline().is_some());
+                // ... the caller closed the channel, and answering fails.
                 let next = call.receive_next::<Value>().await;
+                let res = r.ret(&"late").await;
                 let _ = tx.send((res.is_err(), next.is_err() || matches!(next, Ok(None))));
             }
         }),
@@ -690,7 +693,7 @@ async fn five_thousand_calls_started_at_once_all_succeed() {
 
 /// A server whose `Hold` calls report that they started and then wait for the test's word.
 async fn holding_server(
-    limit: impl FnOnce(Server) -> Server,
+    limit: impl FnOnce(qtalk::rpc::OptionsBuilder) -> qtalk::rpc::OptionsBuilder,
 ) -> (
     std::net::SocketAddr,
     Server,
@@ -713,7 +716,8 @@ async fn holding_server(
         }),
     )
     .unwrap();
-    let server = limit(Server::new(mux, Json));
+    let options = limit(qtalk::rpc::Options::builder()).build().unwrap();
+    let server = Server::with_options(mux, Json, options);
     let (addr, _serving) = serve_tcp(&server).await;
     (addr, server, started_rx, go)
 }

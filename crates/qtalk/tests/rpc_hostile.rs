@@ -76,7 +76,7 @@ async fn undecodable_call_header_gets_an_error_response() {
     let mut ch = raw.open().await.unwrap();
     ch.write_all(&frame_of(b"{not json")).await.unwrap();
     let (header, values) = read_response(&mut ch).await;
-    let err = header.error.expect("an error");
+    let err = header.error().expect("an error");
     assert!(err.starts_with("bad call header: "), "{err}");
     assert_eq!(values, vec![b"null\n".to_vec()]);
     still_serving(&raw).await;
@@ -87,18 +87,11 @@ async fn undecodable_args_are_a_remote_error() {
     let (_peer, raw) = responder();
     let mut ch = raw.open().await.unwrap();
     let mut buf = BytesMut::new();
-    encode_frame(
-        &Json,
-        &CallHeader {
-            selector: "Upper".into(),
-        },
-        &mut buf,
-    )
-    .unwrap();
+    encode_frame(&Json, &CallHeader::new("Upper"), &mut buf).unwrap();
     buf.extend_from_slice(&frame_of(b"[\"unterminated"));
     ch.write_all(&buf).await.unwrap();
     let (header, values) = read_response(&mut ch).await;
-    let err = header.error.expect("an error");
+    let err = header.error().expect("an error");
     assert!(err.contains("decode"), "{err}");
     assert_eq!(values.len(), 1);
     still_serving(&raw).await;
@@ -109,18 +102,11 @@ async fn oversized_rpc_frame_is_refused_before_allocation() {
     let (_peer, raw) = responder();
     let mut ch = raw.open().await.unwrap();
     let mut buf = BytesMut::new();
-    encode_frame(
-        &Json,
-        &CallHeader {
-            selector: "Upper".into(),
-        },
-        &mut buf,
-    )
-    .unwrap();
+    encode_frame(&Json, &CallHeader::new("Upper"), &mut buf).unwrap();
     buf.put_u32(0x7fff_ffff); // args claim 2 GiB; none of it follows
     ch.write_all(&buf).await.unwrap();
     let (header, _) = read_response(&mut ch).await;
-    let err = header.error.expect("an error");
+    let err = header.error().expect("an error");
     assert!(err.contains("exceeds the limit"), "{err}");
     still_serving(&raw).await;
 }
@@ -131,7 +117,7 @@ async fn oversized_call_header_is_refused() {
     let mut ch = raw.open().await.unwrap();
     ch.write_all(&0xffff_ffffu32.to_be_bytes()).await.unwrap();
     let (header, _) = read_response(&mut ch).await;
-    let err = header.error.expect("an error");
+    let err = header.error().expect("an error");
     assert!(err.contains("exceeds the limit"), "{err}");
     still_serving(&raw).await;
 }
@@ -231,10 +217,16 @@ async fn bad_call_hook_sees_malformed_headers_only() {
     use std::sync::Arc;
     let seen = Arc::new(AtomicUsize::new(0));
     let s2 = seen.clone();
-    let options = qtalk::rpc::Options::default().on_bad_call(move |_channel, e| {
-        assert!(matches!(e, Error::Codec(_) | Error::FrameTooLarge { .. }));
-        s2.fetch_add(1, Ordering::SeqCst);
-    });
+    let options = qtalk::rpc::Options::builder()
+        .on_bad_call(move |bad| {
+            assert!(matches!(
+                bad.error(),
+                Error::Codec(_) | Error::FrameTooLarge { .. }
+            ));
+            s2.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
     let (a, b) = tokio::io::duplex(64 * 1024);
     let peer = Peer::with_options(
         qtalk::mux::Session::new(a, Default::default()),
@@ -251,7 +243,7 @@ async fn bad_call_hook_sees_malformed_headers_only() {
         let mut ch = raw.open().await.unwrap();
         ch.write_all(&bytes).await.unwrap();
         let (header, _) = read_response(&mut ch).await;
-        assert!(header.error.is_some());
+        assert!(header.error().is_some());
     }
     assert_eq!(seen.load(Ordering::SeqCst), 2);
 }
@@ -276,7 +268,12 @@ async fn early_answer_waits_for_the_arguments_before_closing() {
 #[tokio::test(start_paused = true)]
 async fn a_channel_without_a_header_is_closed_after_the_header_timeout() {
     let timeout = Duration::from_secs(10);
-    let (_peer, raw) = responder_with(qtalk::rpc::Options::default().header_timeout(timeout));
+    let (_peer, raw) = responder_with(
+        qtalk::rpc::Options::builder()
+            .header_timeout(timeout)
+            .build()
+            .unwrap(),
+    );
 
     let started = tokio::time::Instant::now();
     let mut silent = raw.open().await.unwrap();
@@ -285,18 +282,11 @@ async fn a_channel_without_a_header_is_closed_after_the_header_timeout() {
     tokio::time::sleep(timeout * 9 / 10).await;
     still_serving(&raw).await;
     let mut call = BytesMut::new();
-    encode_frame(
-        &Json,
-        &CallHeader {
-            selector: "Upper".into(),
-        },
-        &mut call,
-    )
-    .unwrap();
+    encode_frame(&Json, &CallHeader::new("Upper"), &mut call).unwrap();
     encode_frame(&Json, &["late"], &mut call).unwrap();
     late.write_all(&call).await.unwrap();
     let (header, values) = read_response(&mut late).await;
-    assert_eq!(header.error, None);
+    assert_eq!(header.error(), None);
     assert_eq!(values, vec![b"\"LATE\"\n".to_vec()]);
 
     // The silent one is closed by the responder, without an answer.

@@ -84,7 +84,11 @@ async fn the_next_call_goes_out_on_the_spare_opened_alongside_the_last() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_spares_each_call_opens_its_own_channel_only() {
     let (client, server) = pair().await;
-    let caller = Caller::with_options(client.clone(), Json, Options::default().spare_channels(0));
+    let caller = Caller::with_options(
+        client.clone(),
+        Json,
+        Options::builder().spare_channels(0).build().unwrap(),
+    );
     for selector in ["One", "Two"] {
         let call = tokio::spawn({
             let caller = caller.clone();
@@ -111,7 +115,10 @@ async fn a_stale_spare_is_closed_not_used() {
     let caller = Caller::with_options(
         client,
         Json,
-        Options::default().spare_max_age(Duration::ZERO),
+        Options::builder()
+            .spare_max_age(Duration::ZERO)
+            .build()
+            .unwrap(),
     );
     let first = tokio::spawn({
         let caller = caller.clone();

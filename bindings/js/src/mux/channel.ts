@@ -39,7 +39,10 @@ export interface Channel {
   closeWrite(): Promise<void>;
   /** Ends the channel in both directions. */
   close(): void;
-  /** Settles when the peer closed the channel, or the session ended. */
+  /**
+   * Settles when the channel is over for the peer: it closed the channel (qmux CLOSE, QUIC
+   * STOP_SENDING), this side closed it, or the session ended.
+   */
   readonly peerClosed: Promise<void>;
   /** The received bytes as a WHATWG stream (created on first use). */
   readonly readable: ReadableStream<Uint8Array>;

@@ -14,6 +14,7 @@ import {
   SessionClosedError,
 } from "../errors.js";
 import { ChannelBase, type Channel, type Session } from "./channel.js";
+import { macrotask } from "./task.js";
 import {
   CLOSE,
   DATA,
@@ -47,10 +48,12 @@ export interface QmuxOptions {
   /** Largest DATA payload accepted from the peer (default 256 KiB; 9 ..= 2^31). */
   maxPacket?: number;
   /**
-   * Total of the windows of all channels, i.e. the most the peer can make this side buffer
-   * (default 64 MiB). A new channel's window is at most half of what is left of it (at least
-   * a max packet), so windows shrink as channels pile up; the peer's OPENs are refused when
-   * not even a max packet is left.
+   * Total of the windows of all channels, i.e. what the peer can make this side buffer
+   * (default 32 MiB). A new channel gets what is left of it, up to `window`; when less than
+   * 64 KiB is left, it starts with 4 KiB, and windows grow back (up to `window`) as the
+   * application reads once there is room again. Opens are never refused for the budget (a
+   * peer that waits for its own calls could deadlock): a session holds at most the budget plus
+   * 4 KiB per channel.
    */
   memoryBudget?: number;
   /** Channels at once, opened or accepted (default 1024); the peer's OPENs past it are refused. */
@@ -77,6 +80,12 @@ interface Config {
   idReuseDelay: number;
 }
 
+
+
+/** The smallest share of the memory budget a new channel takes while there is some left. */
+const MIN_GRANT = 64 << 10;
+/** The window of a channel opened once the budget is spent (it grows as the budget frees). */
+const FLOOR_WINDOW = 4 << 10;
 /** The largest DATA payload this side sends, whatever the peer accepts (one transport message ≤ ~1 MiB). */
 const MAX_SEND_PACKET = 1 << 20;
 /** Batches of frames are flushed before they grow past this. */
@@ -87,7 +96,7 @@ function config(o: QmuxOptions = {}): Config {
   const c: Config = {
     window: o.window ?? 4 << 20,
     maxPacket: o.maxPacket ?? 256 << 10,
-    memoryBudget: o.memoryBudget ?? 64 << 20,
+    memoryBudget: o.memoryBudget ?? 32 << 20,
     maxChannels: o.maxChannels ?? 1024,
     acceptBacklog: o.acceptBacklog ?? 256,
     transportHighWater: o.transportHighWater ?? 4 << 20,
@@ -99,8 +108,8 @@ function config(o: QmuxOptions = {}): Config {
       throw new RangeError(`qmux: ${name} must be an integer in ${min}..=${max}, not ${v}`);
   };
   int("maxPacket", MIN_PACKET, MAX_PACKET);
-  int("window", c.maxPacket, U32_MAX);
-  int("memoryBudget", c.maxPacket, Number.MAX_SAFE_INTEGER);
+  int("window", 1, U32_MAX);
+  int("memoryBudget", 0, Number.MAX_SAFE_INTEGER);
   int("maxChannels", 1, U32_MAX);
   int("acceptBacklog", 1, U32_MAX);
   int("transportHighWater", 1, Number.MAX_SAFE_INTEGER);
@@ -122,6 +131,7 @@ export class QmuxSession implements Session {
   private readonly acceptWaiters: ((c: QmuxChannel | null) => void)[] = [];
   private readonly out = new FrameBuffer();
   private flushQueued = false;
+  private lazyQueued = false;
   private reserved = 0;
   private readonly parser: FrameParser;
   private drainWaiters: (() => void)[] = [];
@@ -129,8 +139,10 @@ export class QmuxSession implements Session {
   private ended = false;
   private endError: Error | undefined;
   private resolveClosed!: (e: Error | undefined) => void;
+  /** Settles when the session has ended: `undefined` for a clean end, else the cause. */
   readonly closed: Promise<Error | undefined> = new Promise((r) => (this.resolveClosed = r));
 
+  /** Starts a session on `transport` (which must not have started). */
   constructor(
     private readonly transport: ByteTransport,
     options?: QmuxOptions,
@@ -158,6 +170,7 @@ export class QmuxSession implements Session {
     );
   }
 
+  /** Whether the session has ended. */
   get isClosed(): boolean {
     return this.ended;
   }
@@ -172,13 +185,15 @@ export class QmuxSession implements Session {
     return this.channels.size;
   }
 
+  /** Opens a channel: OPEN, then the peer's OPEN_CONFIRM (one round trip). */
   open(): Promise<Channel> {
     if (this.ended) return Promise.reject(this.closedError());
-    const ch = this.newChannel(this.windowFor(true)!);
+    const ch = this.newChannel(this.windowFor());
     this.frame(OPEN, ch.localId, ch.window, this.cfg.maxPacket);
     return ch.opened;
   }
 
+  /** The next channel the peer opened (already confirmed); `null` once the session ended. */
   accept(): Promise<Channel | null> {
     const c = this.incoming.shift();
     if (c) return Promise.resolve(c);
@@ -186,6 +201,7 @@ export class QmuxSession implements Session {
     return new Promise((r) => this.acceptWaiters.push(r));
   }
 
+  /** Sends what is queued, then closes the transport; every channel ends. */
   close(): void {
     if (this.ended) return;
     this.flush();
@@ -219,14 +235,16 @@ export class QmuxSession implements Session {
   }
 
   private onOpen(peerId: number, window: number, maxPacket: number): void {
-    const backlogFull = this.incoming.length >= this.cfg.acceptBacklog;
-    const ourWindow =
-      maxPacket < MIN_PACKET || maxPacket > MAX_PACKET || backlogFull ? undefined : this.windowFor(false);
-    if (ourWindow === undefined || this.channels.size >= this.cfg.maxChannels) {
+    if (
+      maxPacket < MIN_PACKET ||
+      maxPacket > MAX_PACKET ||
+      this.incoming.length >= this.cfg.acceptBacklog ||
+      this.channels.size >= this.cfg.maxChannels
+    ) {
       this.frame(OPEN_FAILURE, peerId);
       return;
     }
-    const ch = this.newChannel(ourWindow);
+    const ch = this.newChannel(this.windowFor());
     ch.remoteId = peerId;
     ch.remoteWindow = window;
     ch.remoteMaxPacket = maxPacket;
@@ -250,12 +268,24 @@ export class QmuxSession implements Session {
 
   // --- channels ------------------------------------------------------------------------------
 
-  /** The window for a new channel within the memory budget; `undefined` if the peer's open must be refused. */
-  private windowFor(ours: boolean): number | undefined {
+  /** The window for a new channel: what the memory budget has left, up to a full window. */
+  private windowFor(): number {
+    const want = this.cfg.window;
+    const grant = Math.min(want, Math.max(0, this.cfg.memoryBudget - this.reserved));
+    return grant >= Math.min(want, MIN_GRANT) ? grant : Math.min(want, FLOOR_WINDOW);
+  }
+
+  /** @internal Reserves up to `want` more of the budget for a channel's window; returns how much. */
+  grow(want: number): number {
     const left = this.cfg.memoryBudget - this.reserved;
-    if (left < this.cfg.maxPacket && !ours) return undefined;
-    // Half of what is left, so that the next channels get some too.
-    return Math.min(this.cfg.window, Math.max(this.cfg.maxPacket, Math.floor(left / 2)));
+    const n = Math.max(0, Math.min(want, Math.floor(left / 2)));
+    this.reserved += n;
+    return n;
+  }
+
+  /** @internal The configured window (a channel's window grows back up to it). */
+  get fullWindow(): number {
+    return this.cfg.window;
   }
 
   private newChannel(window: number): QmuxChannel {
@@ -290,11 +320,27 @@ export class QmuxSession implements Session {
 
   // --- output --------------------------------------------------------------------------------
 
-  /** @internal Queues a frame of fixed fields. */
+  /** @internal Queues a frame of fixed fields, to go out at the end of the current task. */
   frame(type: number, a: number, b?: number, c?: number, d?: number): void {
     if (this.ended) return;
     this.out.frame(type, a, b, c, d);
     this.queueFlush();
+  }
+
+  /**
+   * @internal Queues a frame nobody waits on at once (a WINDOW_ADJUST, the answer to a CLOSE):
+   * it goes out with the next frames the application writes in the tasks that follow, or on
+   * its own after them (one transport write per call instead of two).
+   */
+  lazyFrame(type: number, a: number, b?: number): void {
+    if (this.ended) return;
+    this.out.frame(type, a, b);
+    if (this.flushQueued || this.lazyQueued) return;
+    this.lazyQueued = true;
+    macrotask(() => {
+      this.lazyQueued = false;
+      this.flush();
+    });
   }
 
   /** @internal Queues a DATA frame (its payload copied). */
@@ -378,12 +424,18 @@ export class QmuxSession implements Session {
   }
 }
 
+const peerClosed = () => new ChannelClosedError("the peer closed the channel");
+const closedByUs = () => new ChannelClosedError("the channel is closed");
+
 /** A channel of a {@link QmuxSession}. */
 export class QmuxChannel extends ChannelBase {
+  /** @internal The peer's id for this channel. */
   remoteId = 0;
+  /** @internal Confirmed (opened by us) or accepted. */
   isOpen = false;
-  /** What this side may still send. */
+  /** @internal What this side may still send. */
   remoteWindow = 0;
+  /** @internal The largest DATA payload the peer accepts. */
   remoteMaxPacket = 0;
   /** What the peer may still send. */
   private recvWindow: number;
@@ -397,7 +449,9 @@ export class QmuxChannel extends ChannelBase {
   private sentClose = false;
   private gotCloseFrame = false;
   private closeOnConfirm = false;
-  private writeError: Error | undefined;
+  /** Why writes fail from now on (an Error is made only when a write needs it: stacks cost). */
+  private writeFailure: (() => Error) | undefined;
+  private openSettled = false;
   private writeWake: (() => void) | undefined;
   private writeTail: Promise<void> = Promise.resolve();
   private resolveOpen!: (c: Channel) => void;
@@ -405,11 +459,13 @@ export class QmuxChannel extends ChannelBase {
   /** @internal Settles when the peer answers the OPEN. */
   readonly opened: Promise<Channel>;
 
+  /** @internal */
   constructor(
     private readonly session: QmuxSession,
+    /** This side's id for the channel (the one the peer's frames name). */
     readonly localId: number,
-    /** The window this side granted at open. */
-    readonly window: number,
+    /** @internal The window this side grants: its reservation of the memory budget. */
+    public window: number,
     private readonly maxPacket: number,
   ) {
     super();
@@ -433,6 +489,7 @@ export class QmuxChannel extends ChannelBase {
     this.isOpen = true;
     this.adjust(window);
     if (this.closeOnConfirm) this.sendClose();
+    this.openSettled = true;
     this.resolveOpen(this);
   }
 
@@ -441,6 +498,7 @@ export class QmuxChannel extends ChannelBase {
     if (this.isOpen) throw new ProtocolError(`OPEN_FAILURE for channel ${this.localId}, which is open`);
     this.session.release(this);
     this.end();
+    this.openSettled = true;
     this.rejectOpen(new OpenRefusedError("the peer refused the channel"));
   }
 
@@ -476,7 +534,7 @@ export class QmuxChannel extends ChannelBase {
     if (this.gotCloseFrame) throw new ProtocolError(`second CLOSE for channel ${this.localId}`);
     this.gotCloseFrame = true;
     this.end();
-    this.failWrites(new ChannelClosedError("the peer closed the channel"));
+    this.failWrites(peerClosed);
     this.markPeerClosed();
     if (!this.isOpen) {
       // The reference can send CLOSE before its OPEN_CONFIRM: answer once we know its id.
@@ -490,9 +548,12 @@ export class QmuxChannel extends ChannelBase {
   /** @internal */
   sessionEnded(): void {
     this.end();
-    this.failWrites(this.session.closedError());
+    this.failWrites(() => this.session.closedError());
     this.markPeerClosed();
-    this.rejectOpen(this.session.closedError());
+    if (!this.openSettled) {
+      this.openSettled = true;
+      this.rejectOpen(this.session.closedError());
+    }
   }
 
   // --- flow control --------------------------------------------------------------------------
@@ -501,11 +562,17 @@ export class QmuxChannel extends ChannelBase {
     this.unacked += n;
     const threshold = this.streams ? this.window >>> 1 : Math.min(this.maxPacket, this.window >>> 1);
     if (this.unacked < threshold || this.sentClose || this.gotCloseFrame) return;
-    const grant = this.unacked;
+    let grant = this.unacked;
+    // A window made small by a short budget grows back when there is room.
+    if (this.window < this.session.fullWindow) {
+      const more = this.session.grow(this.session.fullWindow - this.window);
+      this.window += more;
+      grant += more;
+    }
     this.unacked = 0;
     this.sinceAdjust = 0;
     this.recvWindow += grant;
-    this.session.frame(WINDOW_ADJUST, this.remoteId, grant);
+    this.session.lazyFrame(WINDOW_ADJUST, this.remoteId, grant);
   }
 
   private wakeWriter(): void {
@@ -514,8 +581,8 @@ export class QmuxChannel extends ChannelBase {
     w?.();
   }
 
-  private failWrites(e: Error): void {
-    this.writeError ??= e;
+  private failWrites(why: () => Error): void {
+    this.writeFailure ??= why;
     this.wakeWriter();
   }
 
@@ -530,7 +597,7 @@ export class QmuxChannel extends ChannelBase {
   private async writeNow(data: Uint8Array): Promise<void> {
     let at = 0;
     while (at < data.length) {
-      if (this.writeError) throw this.writeError;
+      if (this.writeFailure) throw this.writeFailure();
       if (this.sentEof) throw new ChannelClosedError("write after closeWrite");
       if (this.remoteWindow === 0) {
         await new Promise<void>((r) => (this.writeWake = r));
@@ -548,21 +615,23 @@ export class QmuxChannel extends ChannelBase {
   async closeWrite(): Promise<void> {
     await this.writeTail;
     if (this.sentEof || this.sentClose || this.gotCloseFrame) return;
-    if (this.writeError) throw this.writeError;
+    if (this.writeFailure) throw this.writeFailure();
     this.sentEof = true;
     this.session.frame(EOF, this.remoteId);
   }
 
   close(): void {
     this.discard();
-    this.failWrites(new ChannelClosedError("the channel is closed"));
+    this.failWrites(closedByUs);
+    this.markPeerClosed();
     if (this.sentClose || !this.isOpen) return;
     this.sendClose();
   }
 
   private sendClose(): void {
     this.sentClose = true;
-    this.session.frame(CLOSE, this.remoteId);
+    if (this.gotCloseFrame) this.session.lazyFrame(CLOSE, this.remoteId);
+    else this.session.frame(CLOSE, this.remoteId);
     if (this.gotCloseFrame) this.session.release(this);
   }
 }

@@ -46,6 +46,7 @@ export interface Callback {
  * {@link mux} (callbacks registered on this peer first).
  */
 export class Peer {
+  /** The routes of the calls the other side makes. */
   readonly mux: RespondMux;
   /** @internal */
   readonly maxFrame: number;
@@ -55,8 +56,11 @@ export class Peer {
   private readonly spareChannel: boolean;
   private spare: { channel: Promise<Channel>; opened: number } | undefined;
 
+  /** A peer on `session` with `codec` (both sides must use the same), serving at once. */
   constructor(
+    /** The session the peer calls and answers on. */
     readonly session: Session,
+    /** The session's codec. */
     readonly codec: Codec,
     options: PeerOptions = {},
   ) {
@@ -117,7 +121,7 @@ export class Peer {
     try {
       await ch.write(encodeFrames(this.codec, [{ Selector: selector }, payload]));
       const header = await readFrame(ch, this.codec, this.maxFrame);
-      if (header === END) throw this.ended(ch, "the channel ended before the response");
+      if (header === END) throw this.ended("the channel ended before the response");
       const { error, cont } = responseHeader(header);
       // The value after an error header is read too, so that our CLOSE follows it.
       const reply = await readFrame(ch, this.codec, this.maxFrame).catch((e) => {
@@ -125,7 +129,7 @@ export class Peer {
         return END;
       });
       if (error !== null) throw new RemoteError(error);
-      if (reply === END) throw this.ended(ch, "the channel ended before the reply");
+      if (reply === END) throw this.ended("the channel ended before the reply");
       const resp = new Response(this, ch, this.incoming(reply), cont);
       // A continued channel is the caller's to close. Otherwise the responder closes it after
       // its values (more than one for a multi-value return), and the CLOSE is answered then.
@@ -227,7 +231,7 @@ export class Peer {
     for (const id of ids) this.callbacks.delete(id);
   }
 
-  private ended(_ch: Channel, what: string): Error {
+  private ended(what: string): Error {
     return this.session.isClosed ? new SessionClosedError(`${what}: the session ended`) : new RpcError(what);
   }
 

@@ -3,14 +3,23 @@ import { SessionClosedError } from "../errors.js";
 
 /** What this package needs of a WebSocket: the browser's, Node 22's, or the `ws` package's. */
 export interface WebSocketLike {
+  /** How binary messages arrive: `"arraybuffer"` (browsers) or `"nodebuffer"` (`ws`). */
   binaryType: string;
+  /** 0 connecting, 1 open, 2 closing, 3 closed. */
   readonly readyState: number;
+  /** Bytes sent and not yet handed to the network. */
   readonly bufferedAmount: number;
+  /** Sends one binary message. */
   send(data: Uint8Array): void;
+  /** Starts the closing handshake. */
   close(code?: number, reason?: string): void;
+  /** The connection is open. */
   onopen: ((ev: any) => void) | null;
+  /** A message arrived. */
   onmessage: ((ev: { data: unknown }) => void) | null;
+  /** The connection closed. */
   onclose: ((ev: any) => void) | null;
+  /** The connection failed. */
   onerror: ((ev: any) => void) | null;
 }
 
@@ -22,6 +31,7 @@ const textBytes = new TextEncoder();
  * messages (binary or text) are read back to back, whatever their boundaries.
  */
 export class WebSocketTransport implements ByteTransport {
+  /** The transport of an open WebSocket. */
   constructor(private readonly ws: WebSocketLike) {
     // Node's `ws` hands out Buffers (Uint8Arrays) without a copy; browsers need "arraybuffer".
     if (ws.binaryType !== "nodebuffer") ws.binaryType = "arraybuffer";

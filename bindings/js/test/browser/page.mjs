@@ -50,3 +50,9 @@ window.qtalkBench = async (url, codec, hashes, ms) => {
     peer.close();
   }
 };
+
+/** The benchmark's floor: the browser's own WebSocket to a plain echo server. */
+window.qtalkFloor = async (url, ms) => {
+  const { wsFloor } = await import("/bench/measure.mjs");
+  return wsFloor(WebSocket, url, ms);
+};

@@ -134,7 +134,7 @@ impl Endpoint {
     ) -> io::Result<Session> {
         let client = super::client_config(tls, &config)?;
         let dialed = self.dial(addr, server_name, client, &config).await?;
-        Ok(super::client_session(dialed, config))
+        Ok(super::client_session(dialed, server_name, config))
     }
 
     /// The quinn endpoint that reaches `remote`, bound now if need be, or anew with `fresh`.

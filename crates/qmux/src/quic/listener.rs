@@ -52,10 +52,17 @@ impl QuicListener {
                         return Err(io::Error::new(io::ErrorKind::NotConnected, "quic: endpoint closed"));
                     };
                     let config = config.clone();
+                    let local = self.endpoint.local_addr().ok();
                     handshakes.spawn(async move {
                         let peer = incoming.remote_address();
                         match tokio::time::timeout(limit, handshake(incoming, config)).await {
-                            Ok(Ok(session)) => Some(session),
+                            Ok(Ok(session)) => Some(match local {
+                                Some(a) => {
+                                    let info = session.connection_info().clone();
+                                    session.with_connection_info(info.with_local_addr(a))
+                                }
+                                None => session,
+                            }),
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "qmux: QUIC handshake failed");
                                 None

@@ -49,7 +49,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{error::ProtocolError, Error as WsError, Message};
 pub use tokio_tungstenite::{self, WebSocketStream};
 
-use crate::{Config, Session};
+use crate::conn_info::tcp_info;
+use crate::{Config, ConnectionInfo, Session, TransportKind, UpgradeRequest};
 
 /// Largest message sent: a bigger write is sent as several messages (receivers may buffer a
 /// whole message before delivering any of it).
@@ -65,11 +66,12 @@ pub async fn connect_ws(url: &str, config: Config) -> io::Result<Session> {
     let (request, addr) = client_request(url, false)?;
     let stream = TcpStream::connect(addr.as_str()).await?;
     crate::transport::tune_tcp(&stream, &config);
+    let info = tcp_info(TransportKind::WebSocket, &stream);
     let (ws, _response) =
         tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config(&config)))
             .await
             .map_err(handshake_error)?;
-    Ok(over_websocket(ws, config))
+    Ok(over_websocket(ws, config).with_connection_info(info))
 }
 
 /// Connects to a `wss://HOST[:PORT][/PATH]` URL (port 443 and path `/` by default): TLS with
@@ -89,12 +91,14 @@ pub async fn connect_wss(
         .to_string();
     let stream = TcpStream::connect(addr.as_str()).await?;
     crate::transport::tune_tcp(&stream, &config);
+    let info = tcp_info(TransportKind::WebSocket, &stream);
     let stream = crate::tls::client_handshake(stream, &host, tls).await?;
+    let info = info.with_tls(crate::conn_info::tls_info(stream.get_ref().1, Some(&host)));
     let (ws, _response) =
         tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config(&config)))
             .await
             .map_err(handshake_error)?;
-    Ok(over_websocket(ws, config))
+    Ok(over_websocket(ws, config).with_connection_info(info))
 }
 
 /// Runs a session over an established (already upgraded) WebSocket, client or server side.
@@ -107,19 +111,60 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     Session::new(WsIo::new(ws), config.copying_transport())
+        .with_connection_info(ConnectionInfo::new(TransportKind::WebSocket))
 }
 
 /// Performs the server side of the WebSocket handshake on `stream` (any path, no `Origin`
-/// required) and runs a session over it. For a ready-made listener see
+/// required) and runs a session over it; the upgrade request (path, query, headers) is in
+/// the session's [`ConnectionInfo::upgrade_request`]. For a ready-made listener see
 /// [`Listener::bind_ws`](crate::Listener::bind_ws).
 pub async fn accept_ws<S>(stream: S, config: Config) -> io::Result<Session>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let ws = tokio_tungstenite::accept_async_with_config(stream, Some(ws_config(&config)))
-        .await
-        .map_err(handshake_error)?;
-    Ok(over_websocket(ws, config))
+    accept_ws_with(
+        stream,
+        config,
+        ConnectionInfo::new(TransportKind::WebSocket),
+    )
+    .await
+}
+
+/// [`accept_ws`], adding the upgrade request to `info`.
+async fn accept_ws_with<S>(stream: S, config: Config, info: ConnectionInfo) -> io::Result<Session>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut upgrade = None;
+    // The error type is tungstenite's (an HTTP response), never built here.
+    #[allow(clippy::result_large_err)]
+    let seen = |request: &Request, response| {
+        upgrade = Some(upgrade_request(request));
+        Ok(response)
+    };
+    let ws =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, seen, Some(ws_config(&config)))
+            .await
+            .map_err(handshake_error)?;
+    let info = match upgrade {
+        Some(request) => info.with_upgrade_request(request),
+        None => info,
+    };
+    Ok(over_websocket(ws, config).with_connection_info(info))
+}
+
+/// Our copy of what the client's upgrade request said.
+fn upgrade_request(request: &Request) -> UpgradeRequest {
+    let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    request
+        .headers()
+        .iter()
+        .fold(UpgradeRequest::new(target), |r, (name, value)| {
+            r.with_header(
+                name.as_str(),
+                bytes::Bytes::copy_from_slice(value.as_bytes()),
+            )
+        })
 }
 
 /// Limits that admit the largest frame the peer may send us (one qmux DATA frame of our
@@ -347,13 +392,16 @@ pub(crate) async fn server_session(
 ) -> Option<Session> {
     crate::transport::tune_tcp(&stream, &config);
     let limit = config.handshake_timeout;
+    let info = tcp_info(TransportKind::WebSocket, &stream);
     let handshake = async {
         #[cfg(feature = "tls")]
         if let Some(tls) = tls {
             let stream = tls.accept(stream).await?;
-            return accept_ws(stream, config).await;
+            let conn = stream.get_ref().1;
+            let info = info.with_tls(crate::conn_info::tls_info(conn, conn.server_name()));
+            return accept_ws_with(stream, config, info).await;
         }
-        accept_ws(stream, config).await
+        accept_ws_with(stream, config, info).await
     };
     match tokio::time::timeout(limit, handshake).await {
         Ok(Ok(session)) => Some(session),

@@ -86,6 +86,8 @@ pub(crate) enum Command {
   qtalk call ws://127.0.0.1:8080/Upper hello           # over WebSocket
   qtalk call --ca cert.pem quic://localhost:4242/Upper hello  # over QUIC
   qtalk call --raw tcp://127.0.0.1:9000/Error boom     # sends \"boom\"
+  qtalk call --meta authorization=secret tcp://127.0.0.1:9999/Upper hello  # with metadata
+  qtalk call --ca ca.pem --cert me.pem --key me.key tls://host:9443/Upper hi  # mutual TLS
   qtalk call --codec cbor --timeout 2s tcp://[::1]:9000/Ping  # sends null
 
 {URLS}
@@ -111,6 +113,7 @@ pub(crate) enum Command {
   qtalk interop --listen quic://127.0.0.1:4242   # QUIC, self-signed certificate
   qtalk interop --listen tls://127.0.0.1:9443    # TLS over TCP (or wss://)
   qtalk interop --listen quic://0.0.0.0:4242 --cert cert.pem --key key.pem
+  qtalk interop --listen tls://0.0.0.0:9443 --cert cert.pem --key key.pem --client-ca ca.pem
   qtalk interop --listen https://127.0.0.1:4433/  # WebTransport and QUIC on one UDP port
 
 With --listen, the address actually listened on is printed on stderr as
@@ -213,11 +216,23 @@ pub(crate) struct CallArgs {
     /// Codec: json or cbor
     #[arg(long, default_value = "json", value_parser = ["json", "cbor"])]
     pub(crate) codec: String,
-    /// Give up after this long (connecting and calling), e.g. 5s, 500ms
+    /// Give up after this long (connecting and calling), e.g. 5s, 500ms; what is left of it
+    /// when the call goes out is sent as the call's deadline
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) timeout: Duration,
+    /// Metadata sent with the call, e.g. --meta authorization=secret (repeatable)
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+    pub(crate) meta: Vec<(String, String)>,
     #[command(flatten)]
     pub(crate) dial: DialArgs,
+}
+
+/// A `KEY=VALUE` metadata entry (the key not empty).
+pub(crate) fn parse_meta(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
 }
 
 /// How to reach a listening peer: how long connecting may take, which certificates to accept.
@@ -240,6 +255,13 @@ pub(crate) struct DialArgs {
     /// unauthenticated; for development servers with self-signed certificates)
     #[arg(long, conflicts_with = "ca")]
     pub(crate) insecure: bool,
+    /// quic://, tls://, wss://: present this client certificate chain (PEM) to servers that
+    /// ask for one (see `interop --client-ca`)
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub(crate) cert: Option<std::path::PathBuf>,
+    /// The private key of --cert (PEM)
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub(crate) key: Option<std::path::PathBuf>,
     /// Reach p2p://NAME peers through the rendezvous at quic://HOST:PORT (--ca and
     /// --insecure then apply to the rendezvous; the peer itself is checked against the
     /// certificate fingerprint the rendezvous vouches for)
@@ -261,6 +283,7 @@ impl DialArgs {
             config: qtalk_mux::Config::default(),
             trust,
             connect_timeout: Some(self.connect_timeout),
+            client_certificate: self.cert.clone().zip(self.key.clone()),
         }
     }
 }
@@ -279,6 +302,10 @@ pub(crate) struct InteropArgs {
     /// The private key of --cert (PEM)
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub(crate) key: Option<std::path::PathBuf>,
+    /// tls://, wss://, quic://: require every client to present a certificate issued by a CA
+    /// in this PEM file (mutual TLS); clients without one are refused in the handshake
+    #[arg(long, value_name = "FILE", requires = "listen")]
+    pub(crate) client_ca: Option<std::path::PathBuf>,
     /// Serve peers that reach this one as NAME through the rendezvous of --via
     #[arg(long, value_name = "NAME", requires = "via", conflicts_with = "listen")]
     pub(crate) p2p: Option<String>,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use qtalk::codec::{Codec, Json};
-use qtalk::rpc::{Error as RpcError, Peer};
+use qtalk::rpc::{CallContext, Error as RpcError, Peer};
 use qtalk::Value;
 use qtalk_cli::{peer, Failure};
 
@@ -58,6 +58,7 @@ pub(crate) async fn call(a: CallArgs) -> Result<(), Failure> {
     let call = Invocation {
         selector: &selector,
         args: &args,
+        meta: &a.meta,
         started,
         timeout: a.timeout,
         target: &target.to_string(),
@@ -88,6 +89,7 @@ async fn call_p2p(a: CallArgs, target: qtalk_cli::p2p::P2pTarget) -> Result<(), 
     let call = Invocation {
         selector: &selector,
         args: &args,
+        meta: &a.meta,
         started,
         timeout: a.timeout,
         target: &target.to_string(),
@@ -101,6 +103,8 @@ async fn call_p2p(a: CallArgs, target: qtalk_cli::p2p::P2pTarget) -> Result<(), 
 struct Invocation<'a> {
     selector: &'a str,
     args: &'a Value,
+    /// `--meta` entries.
+    meta: &'a [(String, String)],
     started: tokio::time::Instant,
     timeout: Duration,
     target: &'a str,
@@ -115,6 +119,7 @@ async fn call_on(
     let Invocation {
         selector,
         args,
+        meta,
         started,
         timeout,
         target,
@@ -122,10 +127,13 @@ async fn call_on(
     // A peer of our own so that calls back to us get `not found` rather than waiting.
     let me = Peer::new(session.clone(), codec);
     me.respond();
+    // What is left of --timeout is the call's deadline, which the responder learns.
     let left = timeout.saturating_sub(started.elapsed());
+    let mut ctx = CallContext::new().with_timeout(left);
+    ctx.metadata_mut().extend(meta.iter().cloned());
     let result = me
         .caller()
-        .call_timeout::<_, Value>(left, selector, args)
+        .call_with::<_, Value>(&ctx, selector, args)
         .await;
     session.close();
     let _ = tokio::time::timeout(Duration::from_secs(1), session.wait()).await;
@@ -142,6 +150,12 @@ async fn call_on(
             target,
             qtalk_cli::human_duration(timeout)
         ))),
-        Err(e) => Err(Failure::from_rpc(&format!("calling {target}"), &e)),
+        Err(e) => match Failure::from_rpc(&format!("calling {target}"), &e) {
+            Failure::Transport(m) => {
+                let hint = peer::certificate_hint(&m);
+                Err(Failure::Transport(format!("{m}{hint}")))
+            }
+            other => Err(other),
+        },
     }
 }

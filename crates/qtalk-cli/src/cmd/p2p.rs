@@ -1,17 +1,18 @@
 //! `qtalk interop --p2p NAME` and `qtalk rendezvous`.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use qtalk::codec::Codec;
-use qtalk_cli::interop::{self, Faults};
 use qtalk_cli::peer;
 use qtalk_cli::url::Endpoint;
 use qtalk_cli::Failure;
 
 use super::args::RendezvousArgs;
 use super::parse_url;
-use super::serve::{session_end, shutdown_signal};
+use super::serve::{interop_server, shutdown_signal, SHUTDOWN_GRACE};
 
+/// `qtalk interop --p2p NAME --via quic://RDV`: registers NAME and serves the interop service
 /// to every peer that reaches it, until a signal comes.
 pub(crate) async fn serve_p2p(
     name: &str,
@@ -29,6 +30,7 @@ pub(crate) async fn serve_p2p(
         qtalk_cli::p2p::SCHEME,
         node.fingerprint()
     );
+    let server = interop_server(codec, Arc::new(AtomicBool::new(false)));
     let serve = async {
         while let Some(incoming) = node.accept().await {
             eprintln!(
@@ -40,24 +42,7 @@ pub(crate) async fn serve_p2p(
                     .map(|a| format!(" at {a}"))
                     .unwrap_or_default()
             );
-            let session = incoming.into_session();
-            let codec = codec.clone();
-            tokio::spawn(async move {
-                let faults = Faults::new();
-                let peer = interop::serve(session.clone(), codec, faults.clone());
-                tokio::select! {
-                    end = session.wait() => {
-                        if let Err(f) = session_end(end) {
-                            tracing::warn!("session ended: {}", f.message());
-                        }
-                    }
-                    fault = faults.wait() => {
-                        tracing::warn!("closing a session: peer broke the protocol: {fault}");
-                        session.close();
-                    }
-                }
-                drop(peer);
-            });
+            server.respond(incoming.into_session());
         }
     };
     tokio::select! {
@@ -69,7 +54,10 @@ pub(crate) async fn serve_p2p(
             shutdown_signal().await;
             Ok(())
         }
-        _ = shutdown_signal() => Ok(()),
+        _ = shutdown_signal() => {
+            server.shutdown(SHUTDOWN_GRACE).await;
+            Ok(())
+        }
     }
 }
 

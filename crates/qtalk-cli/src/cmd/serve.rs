@@ -1,10 +1,12 @@
 //! `qtalk interop`: the interop service on stdio or on a listener.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use qtalk::codec::Codec;
+use qtalk::rpc::{Handler, Options, Server};
 use qtalk_cli::interop::{self, Faults};
 use qtalk_cli::peer;
 use qtalk_cli::url::Endpoint;
@@ -62,11 +64,11 @@ pub(crate) async fn interop_cmd(a: InteropArgs, faults: Faults) -> Result<(), Fa
                     target.endpoint
                 )));
             }
-            let identity = match (a.cert, a.key) {
-                (Some(cert), Some(key)) => Some((cert, key)),
-                _ => None,
+            let tls = TlsSettings {
+                identity: a.cert.zip(a.key),
+                client_ca: a.client_ca,
             };
-            listen(target.endpoint, identity, codec).await
+            listen(target.endpoint, tls, codec).await
         }
     }
 }
@@ -90,34 +92,89 @@ pub(crate) fn session_end(end: qtalk_mux::Error) -> Result<(), Failure> {
     }
 }
 
-/// The TLS settings of a secure listener: the given certificate and key, or a fresh self-signed
-/// certificate for localhost and `host`.
-fn server_tls(
+/// What a secure listener presents, and whom it lets in.
+struct TlsSettings {
+    /// The certificate chain and key files; `None`: a self-signed certificate.
     identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// `--client-ca`: clients must present a certificate issued by one of these.
+    client_ca: Option<std::path::PathBuf>,
+}
+
+/// The TLS settings of a secure listener: the given certificate and key, or a fresh self-signed
+/// certificate for localhost and `host`; requiring client certificates with `--client-ca`.
+/// Also says whether the certificate was made up here.
+fn server_tls(
+    settings: &TlsSettings,
     host: &str,
 ) -> std::io::Result<(qtalk_mux::tls::rustls::ServerConfig, bool)> {
-    match identity {
-        Some((cert, key)) => Ok((
-            qtalk_mux::tls::server_config(
-                qtalk_mux::tls::load_certs(cert)?,
-                qtalk_mux::tls::load_key(key)?,
-            )?,
+    let (certs, key, generated) = match &settings.identity {
+        Some((cert, key)) => (
+            qtalk_mux::tls::load_certs(cert)?,
+            qtalk_mux::tls::load_key(key)?,
             false,
-        )),
+        ),
         None => {
             let mut names = vec!["localhost", "127.0.0.1", "::1"];
             if !names.contains(&host) && !host.is_empty() {
                 names.push(host);
             }
             let id = qtalk_mux::tls::self_signed(&names)?;
-            Ok((qtalk_mux::tls::server_config(id.certs, id.key)?, true))
+            (id.certs, id.key, true)
         }
-    }
+    };
+    let tls = match &settings.client_ca {
+        Some(ca) => qtalk_mux::tls::server_config_with_client_auth(
+            certs,
+            key,
+            qtalk_mux::tls::load_certs(ca)?,
+        )?,
+        None => qtalk_mux::tls::server_config(certs, key)?,
+    };
+    Ok((tls, generated))
+}
+
+/// The interop service for every session of a listener (or of a P2P node): an rpc
+/// [`Server`] whose handlers are made per session, so that a session whose peer breaks the
+/// protocol is closed with one warning, alone. `ended` is set when a session ends.
+pub(crate) fn interop_server(codec: Arc<dyn Codec>, ended: Arc<AtomicBool>) -> Server {
+    let options = Options::builder()
+        .on_bad_call(|bad| {
+            tracing::warn!(
+                "closing a session: peer broke the protocol: {} (call header on channel {})",
+                bad.error(),
+                bad.channel()
+            );
+            bad.session().close();
+        })
+        .build()
+        .unwrap_or_default();
+    let make = move |session: &qtalk_mux::Session| {
+        let faults = Faults::new();
+        let session = session.clone();
+        let watched = faults.clone();
+        let ended = ended.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                end = session.wait() => {
+                    if let Err(f) = session_end(end) {
+                        tracing::warn!("session ended: {}", f.message());
+                    }
+                }
+                fault = watched.wait() => {
+                    tracing::warn!("closing a session: peer broke the protocol: {fault}");
+                    session.close();
+                }
+            }
+            ended.store(true, Ordering::Relaxed);
+        });
+        Arc::new(interop::service(faults)) as Arc<dyn Handler>
+    };
+    Server::per_session(make, codec, options)
 }
 
 async fn listen(
     endpoint: Endpoint,
-    identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    tls: TlsSettings,
     codec: Arc<dyn Codec>,
 ) -> Result<(), Failure> {
     let config = qtalk_mux::Config::default();
@@ -125,21 +182,29 @@ async fn listen(
         endpoint,
         Endpoint::Quic(_) | Endpoint::Tls(_) | Endpoint::Wss(_) | Endpoint::WebTransport(_)
     );
-    if identity.is_some() && !secure {
+    if (tls.identity.is_some() || tls.client_ca.is_some()) && !secure {
         return Err(Failure::Usage(
-            "--cert and --key apply to tls://, wss://, quic:// and https:// listeners only".into(),
+            "--cert, --key and --client-ca apply to tls://, wss://, quic:// and https:// \
+             listeners only"
+                .into(),
         ));
     }
     // The TLS settings of a secure listener, and whether the certificate was made up here.
     let tls_for = |addr: &str| {
-        server_tls(identity.clone(), peer::host_of(addr))
+        server_tls(&tls, peer::host_of(addr))
             .map_err(|e| Failure::Usage(format!("cannot set up TLS: {e}")))
     };
     let mut self_signed = false;
     let mut webtransport = None;
     let bound = match &endpoint {
+        Endpoint::WebTransport(_) if tls.client_ca.is_some() => {
+            // Browsers present no client certificate to a WebTransport server.
+            return Err(Failure::Usage(
+                "--client-ca applies to tls://, wss:// and quic:// listeners only".into(),
+            ));
+        }
         Endpoint::WebTransport(addr) => {
-            let cert = qtalk_cli::certs::webtransport(identity.clone(), peer::host_of(addr))
+            let cert = qtalk_cli::certs::webtransport(tls.identity.clone(), peer::host_of(addr))
                 .map_err(|e| Failure::Usage(format!("cannot set up TLS: {e}")))?;
             let tls = cert.tls.clone();
             webtransport = Some(cert);
@@ -193,62 +258,42 @@ async fn listen(
              here and --ca there"
         );
     }
+    if tls.client_ca.is_some() {
+        eprintln!("requiring client certificates issued by --client-ca");
+    }
     // glibc keeps what ended sessions freed (a hostile peer can make one hold its whole
     // budget); once a second after a session ended, it is given back.
-    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ended = Arc::new(AtomicBool::new(false));
     tokio::spawn({
         let ended = ended.clone();
         async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                if ended.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                if ended.swap(false, Ordering::Relaxed) {
                     release_freed_memory();
                 }
             }
         }
     });
-    let serve = async {
-        loop {
-            let session = match listener.accept().await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let codec = codec.clone();
-            let ended = ended.clone();
-            tokio::spawn(async move {
-                let faults = Faults::new();
-                let peer = interop::serve(session.clone(), codec, faults.clone());
-                tokio::select! {
-                    end = session.wait() => {
-                        if let Err(f) = session_end(end) {
-                            tracing::warn!("session ended: {}", f.message());
-                        }
-                    }
-                    fault = faults.wait() => {
-                        tracing::warn!("closing a session: peer broke the protocol: {fault}");
-                        session.close();
-                    }
-                }
-                drop(peer);
-                ended.store(true, std::sync::atomic::Ordering::Relaxed);
-            });
-        }
-    };
+    let server = interop_server(codec, ended);
     tokio::select! {
-        _ = serve => Ok(()),
+        served = server.serve(listener) => served.map_err(|e| {
+            Failure::Transport(format!("accepting on {shown}: {}", peer::describe_io(&e)))
+        }),
         _ = shutdown_signal() => {
             if let Some(path) = cleanup {
                 let _ = std::fs::remove_file(path);
             }
+            // Calls in flight may finish (new ones are refused), briefly.
+            server.shutdown(SHUTDOWN_GRACE).await;
             Ok(())
         }
     }
 }
+
+/// How long calls in flight may go on after a signal asked `interop --listen` to stop.
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Returns memory the allocator keeps after sessions ended to the system. glibc's malloc
 /// keeps freed heap memory for reuse (arenas shrink only from the top), so after a peer made a

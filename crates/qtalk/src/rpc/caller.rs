@@ -14,19 +14,43 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::codec::{Codec, IntoCodec};
 use crate::rpc::callback::Callbacks;
 use crate::rpc::frame::{encode_frame, FrameReader, SMALL_FRAMES};
-use crate::rpc::{Error, Options, ResponseHeader};
+use crate::rpc::service::Outgoing;
+use crate::rpc::{CallContext, Error, Metadata, Options, ResponseHeader};
 
-/// [`CallHeader`](crate::rpc::CallHeader) borrowing its selector, for encoding without a copy.
+/// [`CallHeader`](crate::rpc::CallHeader) borrowing its parts, for encoding without a copy.
+/// Without metadata and deadline it is `{Selector}` alone, byte for byte the reference's.
 #[derive(Serialize)]
 struct CallHeaderRef<'a> {
     #[serde(rename = "Selector")]
     selector: &'a str,
+    #[serde(rename = "Meta", skip_serializing_if = "Metadata::is_empty")]
+    meta: &'a Metadata,
+    #[serde(rename = "Deadline", skip_serializing_if = "Option::is_none")]
+    deadline: Option<u64>,
 }
+
+/// What every call of a [`Caller`] handle carries unless the call says otherwise
+/// ([`Caller::with_metadata`], [`Caller::with_timeout`]).
+#[derive(Clone, Debug, Default)]
+struct Defaults {
+    /// The default metadata (and no deadline): what a call without a context of its own
+    /// goes out with, as is, when there is no default timeout.
+    context: CallContext,
+    timeout: Option<Duration>,
+}
+
+/// The context of a call without one of its own.
+static NO_CONTEXT: std::sync::LazyLock<CallContext> = std::sync::LazyLock::new(CallContext::new);
 
 /// Makes calls over a session: each call opens its own channel.
 ///
 /// Cheap to clone. A handler reaches the caller of the session it was called on through
 /// [`Call::caller`](crate::rpc::Call::caller), so it can call back whoever called it.
+///
+/// Every call can carry metadata and a deadline ([`Caller::call_with`], a
+/// [`CallContext`]); a handle made with [`Caller::with_metadata`] or [`Caller::with_timeout`]
+/// adds them to all its calls (a token, a default timeout), which is how typed clients get
+/// them.
 #[derive(Clone)]
 pub struct Caller {
     session: qtalk_mux::Session,
@@ -34,6 +58,8 @@ pub struct Caller {
     options: Arc<Options>,
     callbacks: Arc<Callbacks>,
     spares: Arc<Spares>,
+    /// `None` (the common case) costs nothing per call.
+    defaults: Option<Arc<Defaults>>,
 }
 
 /// Channels opened ahead of calls ([`Options::spare_channels`]), shared by a caller's clones.
@@ -85,7 +111,61 @@ impl Caller {
             options: Arc::new(options),
             callbacks: Arc::default(),
             spares: Arc::default(),
+            defaults: None,
         }
+    }
+
+    /// This caller (sharing its session, callbacks and spare channels) with `key` set to
+    /// `value` in the metadata of every call it makes, unless the call sets the key itself:
+    /// e.g. a token.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let (a, _b) = tokio::io::duplex(1024);
+    /// # let caller = qtalk::rpc::Caller::new(qtalk::mux::Session::new(a, Default::default()), qtalk::codec::Json);
+    /// let authorized = caller.with_metadata("authorization", "Bearer s3cr3t");
+    /// # let _ = authorized;
+    /// # }
+    /// ```
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Caller {
+        let mut d = self.defaults.as_deref().cloned().unwrap_or_default();
+        d.context.metadata_mut().insert(key, value);
+        self.defaults = Some(Arc::new(d));
+        self
+    }
+
+    /// This caller with a deadline `timeout` after the start of every call it makes (or the
+    /// call's own, when earlier): [`Error::Timeout`] when it passes, and the responder learns
+    /// it (see [`Call::deadline`](crate::rpc::Call::deadline)).
+    pub fn with_timeout(mut self, timeout: Duration) -> Caller {
+        let mut d = self.defaults.as_deref().cloned().unwrap_or_default();
+        d.timeout = Some(timeout);
+        self.defaults = Some(Arc::new(d));
+        self
+    }
+
+    /// The context a call with `ctx` goes out with: `ctx` and this handle's defaults
+    /// (borrowed, without a copy, in the common cases).
+    fn effective<'a>(&'a self, ctx: &'a CallContext) -> std::borrow::Cow<'a, CallContext> {
+        use std::borrow::Cow;
+        let Some(d) = self.defaults.as_deref() else {
+            return Cow::Borrowed(ctx);
+        };
+        let own = !ctx.metadata().is_empty() || ctx.deadline().is_some();
+        if !own && d.timeout.is_none() {
+            return Cow::Borrowed(&d.context);
+        }
+        let mut ctx = ctx.clone();
+        for (k, v) in d.context.metadata().iter() {
+            if ctx.metadata().get(k).is_none() {
+                ctx.metadata_mut().insert(k, v);
+            }
+        }
+        Cow::Owned(match d.timeout {
+            Some(t) => ctx.with_timeout(t),
+            None => ctx,
+        })
     }
 
     /// A spare open young enough to use, if there is one (older ones are abandoned or closed).
@@ -176,12 +256,43 @@ impl Caller {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let mut resp = self.call_raw(selector, args).await?;
-        resp.receive().await
+        self.call_with(&NO_CONTEXT, selector, args).await
     }
 
-    /// [`Caller::call`] with a deadline: [`Error::Timeout`] when it passes (the channel is
-    /// closed, so the responder sees the call abandoned).
+    /// [`Caller::call`] with metadata and a deadline: the responder receives both; when the
+    /// deadline passes the call fails with [`Error::Timeout`] and its channel is closed (the
+    /// responder sees the call abandoned). A call already past its deadline is not sent.
+    ///
+    /// ```
+    /// # async fn run(caller: qtalk::rpc::Caller) -> Result<(), qtalk::rpc::Error> {
+    /// use qtalk::rpc::CallContext;
+    /// let ctx = CallContext::new()
+    ///     .with_metadata("authorization", "Bearer s3cr3t")
+    ///     .with_timeout(std::time::Duration::from_secs(2));
+    /// let upper: String = caller.call_with(&ctx, "Upper", &["hello"]).await?;
+    /// # let _ = upper; Ok(())
+    /// # }
+    /// ```
+    pub async fn call_with<A, R>(
+        &self,
+        ctx: &CallContext,
+        selector: &str,
+        args: &A,
+    ) -> Result<R, Error>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let ctx = &*self.effective(ctx);
+        let call = async {
+            let ch = self.start(ctx, selector, Some(args)).await?;
+            let mut resp = self.read_response(ch).await?;
+            resp.receive().await
+        };
+        within_deadline(ctx, call).await
+    }
+
+    /// [`Caller::call`] with a deadline `timeout` from now (see [`Caller::call_with`]).
     pub async fn call_timeout<A, R>(
         &self,
         timeout: Duration,
@@ -192,9 +303,8 @@ impl Caller {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        tokio::time::timeout(timeout, self.call(selector, args))
-            .await
-            .unwrap_or(Err(Error::Timeout))
+        let ctx = CallContext::new().with_timeout(timeout);
+        self.call_with(&ctx, selector, args).await
     }
 
     /// Calls `selector` with `args` and returns the [`Response`] once its header arrived:
@@ -203,31 +313,128 @@ impl Caller {
     where
         A: Serialize + ?Sized,
     {
-        let ch = self.start(selector, Some(args)).await?;
-        self.read_response(ch).await
+        self.call_raw_with(&NO_CONTEXT, selector, args).await
+    }
+
+    /// [`Caller::call_raw`] with metadata and a deadline. The deadline bounds the wait for
+    /// the response header; the responder learns it and may stop streaming then.
+    pub async fn call_raw_with<A>(
+        &self,
+        ctx: &CallContext,
+        selector: &str,
+        args: &A,
+    ) -> Result<Response, Error>
+    where
+        A: Serialize + ?Sized,
+    {
+        let ctx = &*self.effective(ctx);
+        let call = async {
+            let ch = self.start(ctx, selector, Some(args)).await?;
+            self.read_response(ch).await
+        };
+        within_deadline(ctx, call).await
     }
 
     /// Starts a call by sending only its header: stream argument values with
     /// [`Request::send`], end them with [`Request::close_write`], then await
     /// [`Request::response`].
     pub async fn request(&self, selector: &str) -> Result<Request, Error> {
-        let ch = self.start::<()>(selector, None).await?;
+        self.request_with(&NO_CONTEXT, selector).await
+    }
+
+    /// [`Caller::request`] with metadata and a deadline, which the responder learns (this
+    /// side does not enforce it past sending the header: the request is in the caller's
+    /// hands).
+    pub async fn request_with(&self, ctx: &CallContext, selector: &str) -> Result<Request, Error> {
+        let ctx = &*self.effective(ctx);
+        let ch = within_deadline(ctx, self.start::<()>(ctx, selector, None)).await?;
         Ok(Request {
             ch,
             caller: self.clone(),
         })
     }
 
+    /// The call of a tower request (see [`Caller::prepare`]).
+    pub(crate) async fn call_outgoing(&self, req: Outgoing) -> Result<Response, Error> {
+        if req.codec_name() != self.codec.name() {
+            return Err(Error::Codec(crate::codec::CodecError::Encode(format!(
+                "arguments prepared for codec {}, but the caller uses {}",
+                req.codec_name(),
+                self.codec.name()
+            ))));
+        }
+        let ctx = &*self.effective(req.context());
+        let call = async {
+            let ch = self
+                .start_encoded(ctx, req.selector(), Some(req.args()))
+                .await?;
+            self.read_response(ch).await
+        };
+        within_deadline(ctx, call).await
+    }
+
     /// Opens the call's channel and sends the header (and the arguments, in the same write).
-    async fn start<A>(&self, selector: &str, args: Option<&A>) -> Result<qtalk_mux::Channel, Error>
+    async fn start<A>(
+        &self,
+        ctx: &CallContext,
+        selector: &str,
+        args: Option<&A>,
+    ) -> Result<qtalk_mux::Channel, Error>
     where
         A: Serialize + ?Sized,
     {
-        let mut buf = BytesMut::with_capacity(SMALL_FRAMES);
-        encode_frame(&*self.codec, &CallHeaderRef { selector }, &mut buf)?;
+        let mut buf = self.encode_header(ctx, selector)?;
         if let Some(args) = args {
             encode_frame(&*self.codec, args, &mut buf)?;
         }
+        self.send_start(buf).await
+    }
+
+    /// [`Caller::start`] with arguments already encoded.
+    async fn start_encoded(
+        &self,
+        ctx: &CallContext,
+        selector: &str,
+        args: Option<&bytes::Bytes>,
+    ) -> Result<qtalk_mux::Channel, Error> {
+        let mut buf = self.encode_header(ctx, selector)?;
+        if let Some(args) = args {
+            let len = u32::try_from(args.len()).map_err(|_| Error::FrameTooLarge {
+                len: u32::MAX,
+                max: u32::MAX,
+            })?;
+            buf.extend_from_slice(&len.to_be_bytes());
+            buf.extend_from_slice(args);
+        }
+        self.send_start(buf).await
+    }
+
+    /// The call header frame: the selector, and the context's metadata and deadline when it
+    /// has them. Refuses metadata over the limit and a call past its deadline.
+    fn encode_header(&self, ctx: &CallContext, selector: &str) -> Result<BytesMut, Error> {
+        let meta = ctx.metadata();
+        let size = meta.size();
+        if size > self.options.max_metadata {
+            return Err(Error::MetadataTooLarge {
+                size,
+                max: self.options.max_metadata,
+            });
+        }
+        let deadline = ctx.wire_deadline();
+        if deadline == Some(0) {
+            return Err(Error::Timeout);
+        }
+        let mut buf = BytesMut::with_capacity(SMALL_FRAMES);
+        let header = CallHeaderRef {
+            selector,
+            meta,
+            deadline,
+        };
+        encode_frame(&*self.codec, &header, &mut buf)?;
+        Ok(buf)
+    }
+
+    async fn send_start(&self, buf: BytesMut) -> Result<qtalk_mux::Channel, Error> {
         let spare = self.take_spare();
         let mut ch = match spare {
             Some(open) => match open.await {
@@ -332,7 +539,7 @@ impl Response {
 
     /// True when the responder kept the channel open after the reply.
     pub fn is_continued(&self) -> bool {
-        self.header.continue_
+        self.header.is_continued()
     }
 
     /// Receives the next value.
@@ -395,7 +602,7 @@ impl Response {
                 codec: self.codec.clone(),
             },
             crate::rpc::Continued {
-                w,
+                w: crate::rpc::io::CallWriter::Channel(w),
                 codec: self.codec,
             },
         )
@@ -496,5 +703,18 @@ impl AsyncWrite for Response {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().ch).poll_shutdown(cx)
+    }
+}
+
+/// `call`, unless the context's deadline passes first ([`Error::Timeout`]).
+async fn within_deadline<T>(
+    ctx: &CallContext,
+    call: impl std::future::Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    match ctx.deadline() {
+        Some(at) => tokio::time::timeout_at(at, call)
+            .await
+            .unwrap_or(Err(Error::Timeout)),
+        None => call.await,
     }
 }

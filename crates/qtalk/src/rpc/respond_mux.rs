@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::rpc::handler::{BoxFuture, Call, Handler, Responder};
+use crate::rpc::handler::{BoxFuture, Handler};
+use crate::rpc::{Call, Responder};
 
 /// Normalizes a selector as the reference does: empty becomes `/`, a leading `/` is added, and
 /// every `.` becomes `/` (`a.b` → `/a/b`).
