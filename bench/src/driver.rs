@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use crate::mixed::Beside;
 use crate::stats::{median, Report};
 use crate::{parse_size, System, Workload, TARPC_VERSION};
 
@@ -28,7 +29,8 @@ pub struct RunArgs {
     /// Warm-up per call run, in milliseconds.
     #[arg(long, default_value_t = 300)]
     pub warmup_ms: u64,
-    /// Workloads to run, comma separated.
+    /// Workloads to run, comma separated (`mixed-up`, `mixed-down`: one caller's calls beside
+    /// bulk data, ours only, see bench/README.md).
     #[arg(
         long,
         value_enum,
@@ -131,6 +133,7 @@ fn one_run(
     system: System,
     workload: Workload,
     callers: usize,
+    beside: Option<Beside>,
     a: &RunArgs,
 ) -> Result<Report, String> {
     let mut cmd = self_command();
@@ -164,6 +167,9 @@ fn one_run(
         "--bytes",
         &a.bytes.to_string(),
     ]);
+    if let Some(b) = beside {
+        cmd.args(["--beside", b.name()]);
+    }
     let result = match Proc::spawn(cmd) {
         Err(e) => Err(format!("spawn client: {e}")),
         Ok(mut client) => {
@@ -195,7 +201,26 @@ fn workload_name(w: Workload) -> &'static str {
         Workload::Open => "open",
         Workload::Up => "up",
         Workload::Down => "down",
+        Workload::MixedUp => "mixed-up",
+        Workload::MixedDown => "mixed-down",
     }
+}
+
+/// The mixed-load cells: each direction asked for, with the first of ours over TCP among the
+/// systems, and ours over QUIC when asked for.
+fn mixed_cells(a: &RunArgs) -> Vec<(Workload, System)> {
+    let tcp = a
+        .systems
+        .iter()
+        .find(|s| matches!(s, System::OursJson | System::OursCbor));
+    let quic = a.systems.iter().find(|s| matches!(s, System::OursQuic));
+    let mut out = Vec::new();
+    for &w in &a.workloads {
+        if matches!(w, Workload::MixedUp | Workload::MixedDown) {
+            out.extend(tcp.iter().chain(quic.iter()).map(|&&s| (w, s)));
+        }
+    }
+    out
 }
 
 /// The cells of the tables: (workload, callers) with the systems taking part, in order.
@@ -251,6 +276,7 @@ fn cells(a: &RunArgs) -> Vec<(Workload, usize, Vec<System>)> {
                 }
                 out.push((w, 1, systems));
             }
+            Workload::MixedUp | Workload::MixedDown => {} // see `mixed_cells`
         }
     }
     out
@@ -280,7 +306,9 @@ pub fn run(a: RunArgs) -> i32 {
     let load_before = loadavg();
     let started = Instant::now();
     let cells = cells(&a);
+    let mixed = mixed_cells(&a);
     let mut results: BTreeMap<(usize, String), Vec<Report>> = BTreeMap::new();
+    let mut mixed_results: BTreeMap<(usize, &'static str), Vec<Report>> = BTreeMap::new();
     let mut failures = 0;
     for round in 0..rounds {
         for (ci, (w, callers, systems)) in cells.iter().enumerate() {
@@ -296,7 +324,7 @@ pub fn run(a: RunArgs) -> i32 {
                     callers,
                     system.name()
                 );
-                match one_run(system, *w, *callers, &a) {
+                match one_run(system, *w, *callers, None, &a) {
                     Ok(r) => {
                         if r.bytes > 0 {
                             eprintln!("{:.0} MB/s", r.mb_per_s);
@@ -308,6 +336,36 @@ pub fn run(a: RunArgs) -> i32 {
                         }
                         results
                             .entry((ci, system.name().into()))
+                            .or_default()
+                            .push(r);
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        eprintln!("failed: {e}");
+                    }
+                }
+            }
+        }
+        for (mi, &(w, system)) in mixed.iter().enumerate() {
+            let k = Beside::ALL.len();
+            for i in 0..k {
+                let beside = Beside::ALL[(i + round) % k];
+                eprint!(
+                    "round {}/{} {} beside={} {} ... ",
+                    round + 1,
+                    rounds,
+                    workload_name(w),
+                    beside.name(),
+                    system.name()
+                );
+                match one_run(system, w, 1, Some(beside), &a) {
+                    Ok(r) => {
+                        eprintln!(
+                            "p50 {:.1} us, p99 {:.1} us, bulk {:.0} MB/s",
+                            r.p50_us, r.p99_us, r.mb_per_s
+                        );
+                        mixed_results
+                            .entry((mi, beside.name()))
                             .or_default()
                             .push(r);
                     }
@@ -490,6 +548,7 @@ pub fn run(a: RunArgs) -> i32 {
         }
         println!();
     }
+    print_mixed(&a, &mixed, &mixed_results);
     println!("Reproduce: `{}`", command_line(&a));
     if failures > 0 {
         println!("\n{failures} run(s) failed (see stderr).");
@@ -497,6 +556,105 @@ pub fn run(a: RunArgs) -> i32 {
     } else {
         0
     }
+}
+
+/// The mixed-load table: per direction, the calls alone, beside bulk on a second connection
+/// (the floor), beside bulk on the same session, and the bulk alone; ratios to the floor.
+fn print_mixed(
+    a: &RunArgs,
+    mixed: &[(Workload, System)],
+    results: &BTreeMap<(usize, &'static str), Vec<Report>>,
+) {
+    if mixed.is_empty() {
+        return;
+    }
+    println!(
+        "### Mixed load: one caller's unary echo calls beside a continued call streaming bulk \
+         data ({} KiB writes), {} s per run\n",
+        crate::CHUNK >> 10,
+        a.secs
+    );
+    println!("| system | bulk | bulk on | call p50 µs | call p99 µs | p50 ÷ floor | p99 ÷ floor | bulk MB/s | bulk ÷ alone | p50, p99 µs of each run | MB/s of each run |");
+    println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |");
+    for (mi, &(w, system)) in mixed.iter().enumerate() {
+        let sys = match system {
+            System::OursQuic => "qtalk over QUIC",
+            _ => "qtalk over qmux",
+        };
+        let dir = match w {
+            Workload::MixedUp => "client → server",
+            _ => "server → client",
+        };
+        let get = |b: Beside| results.get(&(mi, b.name()));
+        let med =
+            |b: Beside, f: fn(&Report) -> f64| get(b).map(|v| median(v.iter().map(f).collect()));
+        let floor_p50 = med(Beside::Second, |r| r.p50_us);
+        let floor_p99 = med(Beside::Second, |r| r.p99_us);
+        let alone = med(Beside::Alone, |r| r.mb_per_s);
+        for b in [Beside::None, Beside::Second, Beside::Same, Beside::Alone] {
+            let on = match b {
+                Beside::None => "— (calls alone)",
+                Beside::Second => "a second connection (floor)",
+                Beside::Same => "**the same session**",
+                Beside::Alone => "— (bulk alone)",
+            };
+            let Some(runs) = get(b) else {
+                println!("| {sys} | {dir} | {on} | failed | | | | | | | |");
+                continue;
+            };
+            let ratio = |x: Option<f64>, base: Option<f64>| match (x, base) {
+                (Some(x), Some(b)) if b > 0.0 => format!("{:.2}×", x / b),
+                _ => String::new(),
+            };
+            let calls = b != Beside::Alone;
+            let bulk = b != Beside::None;
+            let p50 = med(b, |r| r.p50_us);
+            let p99 = med(b, |r| r.p99_us);
+            let mbs = med(b, |r| r.mb_per_s);
+            let cell = |v: Option<f64>, show: bool, digits: usize| match (v, show) {
+                (Some(v), true) => format!("{v:.digits$}"),
+                _ => String::new(),
+            };
+            println!(
+                "| {sys} | {dir} | {on} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                cell(p50, calls, 1),
+                cell(p99, calls, 1),
+                if b == Beside::Same {
+                    ratio(p50, floor_p50)
+                } else {
+                    String::new()
+                },
+                if b == Beside::Same {
+                    ratio(p99, floor_p99)
+                } else {
+                    String::new()
+                },
+                cell(mbs, bulk, 0),
+                if bulk && b != Beside::Alone {
+                    ratio(mbs, alone)
+                } else {
+                    String::new()
+                },
+                if calls {
+                    runs.iter()
+                        .map(|r| format!("{:.0}/{:.0}", r.p50_us, r.p99_us))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                } else {
+                    String::new()
+                },
+                if bulk {
+                    runs.iter()
+                        .map(|r| format!("{:.0}", r.mb_per_s))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                } else {
+                    String::new()
+                },
+            );
+        }
+    }
+    println!();
 }
 
 fn label(s: System, callers: usize) -> &'static str {

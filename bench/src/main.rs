@@ -13,6 +13,7 @@
 mod bare;
 mod driver;
 mod layers;
+mod mixed;
 mod ours;
 mod quic_floor;
 mod quinn_sys;
@@ -86,6 +87,11 @@ pub enum Workload {
     Up,
     /// Bulk bytes from the server to the client.
     Down,
+    /// One caller's unary calls while a continued call streams bulk data from the client to
+    /// the server (ours only; `--beside` says where the bulk goes).
+    MixedUp,
+    /// The same with the bulk from the server to the client.
+    MixedDown,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,6 +148,9 @@ enum Command {
         /// Bytes moved (up, down); suffixes K, M, G (powers of 1024).
         #[arg(long, default_value = "1G", value_parser = parse_size)]
         bytes: u64,
+        /// Mixed loads: where the bulk data goes beside the calls.
+        #[arg(long, value_enum, default_value = "same")]
+        beside: mixed::Beside,
     },
     /// The driver: every system and workload in child processes, interleaved, medians.
     Run(driver::RunArgs),
@@ -219,6 +228,7 @@ fn main() {
             secs,
             warmup_ms,
             bytes,
+            beside,
         } => runtime().block_on(client(
             system,
             &addr,
@@ -227,6 +237,7 @@ fn main() {
             Duration::from_secs_f64(secs),
             Duration::from_millis(warmup_ms),
             bytes,
+            beside,
         )),
         Command::Run(args) => driver::run(args),
         Command::Scale(args) => scale::run(args),
@@ -340,6 +351,7 @@ async fn server(system: System, addr: &str) -> i32 {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn client(
     system: System,
     addr: &str,
@@ -348,6 +360,7 @@ async fn client(
     secs: Duration,
     warmup: Duration,
     bytes: u64,
+    beside: mixed::Beside,
 ) -> i32 {
     let name = system.name();
     let codec = match system {
@@ -357,10 +370,28 @@ async fn client(
         _ => "json",
     };
     let dir = match workload {
-        Workload::Up => Some(Direction::Up),
-        Workload::Down => Some(Direction::Down),
+        Workload::Up | Workload::MixedUp => Some(Direction::Up),
+        Workload::Down | Workload::MixedDown => Some(Direction::Down),
         Workload::Calls | Workload::Open => None,
     };
+    if let (Workload::MixedUp | Workload::MixedDown, Some(d)) = (workload, dir) {
+        let result = match system {
+            System::OursJson | System::OursCbor | System::OursQuic => {
+                mixed::run(name, addr, codec, d, beside, secs, warmup).await
+            }
+            _ => Err("mixed loads: ours only".into()),
+        };
+        return match result {
+            Ok(report) => {
+                println!("{}", serde_json::to_string(&report).expect("json"));
+                0
+            }
+            Err(e) => {
+                eprintln!("xbench client {name}: {e}");
+                1
+            }
+        };
+    }
     if workload == Workload::Open {
         let result = match system {
             System::OursJson | System::OursCbor => ours::open_only(name, addr, secs, warmup).await,

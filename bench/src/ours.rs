@@ -68,7 +68,7 @@ async fn bytes_handler(r: Responder, mut call: Call) {
 }
 
 /// One `CHUNK` of the pattern [`fill`] writes, shared by every write.
-fn block() -> bytes::Bytes {
+pub fn block() -> bytes::Bytes {
     let mut buf = vec![0u8; CHUNK];
     fill(&mut buf);
     bytes::Bytes::from(buf)

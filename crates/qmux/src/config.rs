@@ -36,6 +36,8 @@ pub struct Config {
     pub(crate) idle_timeout: Duration,
     pub(crate) listen_backlog: u32,
     pub(crate) read_buffer_idle: Duration,
+    pub(crate) write_batch: usize,
+    pub(crate) tcp_notsent_lowat: u32,
     pub(crate) connect_attempt_delay: Duration,
     /// The client sockets QUIC and WebTransport connections are dialed from.
     #[cfg(feature = "quic")]
@@ -55,6 +57,8 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(30),
             listen_backlog: 4096,
             read_buffer_idle: Duration::from_secs(1),
+            write_batch: 256 * 1024,
+            tcp_notsent_lowat: 16 * 1024,
             connect_attempt_delay: Duration::from_millis(250),
             #[cfg(feature = "quic")]
             quic_endpoint: crate::quic::Endpoint::new(),
@@ -275,6 +279,26 @@ impl ConfigBuilder {
         self
     }
 
+    /// Bytes of frames the writer takes from the session at a time (default 256 KiB, or one
+    /// frame when larger; at least 1). It writes them, and only then takes the next batch:
+    /// a frame queued meanwhile waits behind one batch, not behind all that is queued, and
+    /// takes its turn among the channels (see
+    /// [`poll_transmit_up_to`](qtalk_mux_proto::Session::poll_transmit_up_to)).
+    pub fn write_batch(mut self, bytes: usize) -> Self {
+        self.config.write_batch = bytes;
+        self
+    }
+
+    /// `TCP_NOTSENT_LOWAT` of the TCP connections this crate makes and accepts (default
+    /// 16 KiB, as HTTP/2 servers commonly use; 0 leaves the system's setting), where the platform has it (Linux, Android):
+    /// the kernel takes more only while less than this is unsent, so that what waits is
+    /// queued in the session, where channels take turns, and not in the kernel, where a
+    /// call's frame would wait behind all the bulk data before it.
+    pub fn tcp_notsent_lowat(mut self, bytes: u32) -> Self {
+        self.config.tcp_notsent_lowat = bytes;
+        self
+    }
+
     /// Over QUIC: how often an idle connection sends a keep-alive (default 10 s).
     pub fn keep_alive(mut self, interval: Duration) -> Self {
         self.config.keep_alive = interval;
@@ -312,6 +336,9 @@ impl ConfigBuilder {
         config.proto = self.proto.build()?;
         if config.max_handshakes == 0 {
             return Err(ConfigError::Zero("max handshakes"));
+        }
+        if config.write_batch == 0 {
+            return Err(ConfigError::Zero("write batch"));
         }
         Ok(config)
     }

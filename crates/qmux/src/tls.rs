@@ -484,7 +484,7 @@ pub(crate) async fn server_session(
     tls: tokio_rustls::TlsAcceptor,
     config: crate::Config,
 ) -> Option<crate::Session> {
-    let _ = stream.set_nodelay(true);
+    crate::transport::tune_tcp(&stream, &config);
     let info = crate::conn_info::tcp_info(crate::TransportKind::Tls, &stream);
     match tokio::time::timeout(config.handshake_timeout, tls.accept(stream)).await {
         Ok(Ok(stream)) => {

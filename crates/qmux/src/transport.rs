@@ -36,7 +36,7 @@ pub async fn connect_tls<A: ToSocketAddrs>(
     config: Config,
 ) -> io::Result<Session> {
     let stream = TcpStream::connect(addr).await?;
-    let _ = stream.set_nodelay(true);
+    tune_tcp(&stream, &config);
     let info = tcp_info(TransportKind::Tls, &stream);
     let stream = crate::tls::client_handshake(stream, server_name, tls).await?;
     let info = info.with_tls(crate::conn_info::tls_info(
@@ -46,9 +46,23 @@ pub async fn connect_tls<A: ToSocketAddrs>(
     Ok(Session::new(stream, config.copying_transport()).with_connection_info(info))
 }
 
-/// Runs a session over an established TCP connection (Nagle disabled; the session batches).
-pub fn over_tcp(stream: TcpStream, config: Config) -> Session {
+/// Sets up a TCP connection for a session: Nagle off (the session batches), and
+/// `TCP_NOTSENT_LOWAT` as configured where the platform has it. Failures leave the system's
+/// settings.
+pub(crate) fn tune_tcp(stream: &TcpStream, config: &Config) {
     let _ = stream.set_nodelay(true);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if config.tcp_notsent_lowat > 0 {
+        let _ = socket2::SockRef::from(stream).set_tcp_notsent_lowat(config.tcp_notsent_lowat);
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = config;
+}
+
+/// Runs a session over an established TCP connection (Nagle disabled, the session batches;
+/// `TCP_NOTSENT_LOWAT` from [`ConfigBuilder::tcp_notsent_lowat`](crate::ConfigBuilder::tcp_notsent_lowat)).
+pub fn over_tcp(stream: TcpStream, config: Config) -> Session {
+    tune_tcp(&stream, &config);
     let info = tcp_info(TransportKind::Tcp, &stream);
     let (r, w) = stream.into_split();
     Session::from_split(r, w, config).with_connection_info(info)

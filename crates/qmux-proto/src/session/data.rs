@@ -1,12 +1,11 @@
 //! Channel data: reads and the window they give back (the adjust policy), writes and what
 //! bounds them, EOF, CLOSE and release.
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 
 use super::channel::{Channel, Phase};
 use super::ids::ChannelId;
 use super::input::Decode;
-use super::outbox::ZERO_COPY_MIN;
 use super::{Event, ReadOutcome, Session};
 use crate::error::ChannelError;
 use crate::frame::Frame;
@@ -124,13 +123,21 @@ impl Session {
         Ok(ch)
     }
 
-    /// How many bytes a write on channel `id` may queue now: the peer's window, capped by the
-    /// room left in the send buffer. Zero means wait for [`Event::Writable`] or for the driver
-    /// to drain the send buffer.
+    /// Room left in the send buffer for a write on channel `id`: what the send buffer has
+    /// left, or for a channel with nothing queued, what is left of an eighth of it kept for
+    /// such channels (so that a small write never waits for another channel's bulk data to
+    /// drain). What waits for the transport never exceeds the send buffer by more than that
+    /// eighth. Zero means wait for the driver to drain the send buffer.
+    pub fn send_room(&self, id: ChannelId) -> usize {
+        self.outbox.room(id, self.config.send_buffer)
+    }
+
+    /// How many bytes a write on channel `id` may queue now: the peer's window, capped by
+    /// [`Session::send_room`]. Zero means wait for [`Event::Writable`] or for the driver to
+    /// drain the send buffer.
     pub fn send_capacity(&self, id: ChannelId) -> Result<usize, ChannelError> {
         let ch = self.writable(id)?;
-        let room = self.config.send_buffer.saturating_sub(self.outbox.unsent());
-        Ok((ch.send_window as usize).min(room))
+        Ok((ch.send_window as usize).min(self.send_room(id)))
     }
 
     /// Queues as much of `data` as [`Session::send_capacity`] allows, as DATA frames no larger
@@ -140,7 +147,7 @@ impl Session {
         let ch = self.chan_mut(id)?;
         ch.send_window -= n as u32;
         let (remote, max) = (ch.remote_id, ch.remote_max_packet as usize);
-        self.outbox.data(remote, max, &data[..n]);
+        self.outbox.data(id, remote, max, &data[..n]);
         Ok(n)
     }
 
@@ -148,16 +155,10 @@ impl Session {
     /// Takes bytes from the front of `data`.
     pub fn send_bytes(&mut self, id: ChannelId, data: &mut Bytes) -> Result<usize, ChannelError> {
         let n = data.len().min(self.send_capacity(id)?);
-        if n < ZERO_COPY_MIN {
-            let k = self.send(id, &data[..n])?;
-            data.advance(k);
-            return Ok(k);
-        }
         let ch = self.chan_mut(id)?;
         ch.send_window -= n as u32;
         let (remote, max) = (ch.remote_id, ch.remote_max_packet as usize);
-        let padding = self.config.alignment_padding;
-        self.outbox.data_bytes(remote, max, data, n, padding);
+        self.outbox.data_bytes(id, remote, max, data, n);
         Ok(n)
     }
 
@@ -174,9 +175,12 @@ impl Session {
         }
         ch.eof_sent = true;
         let remote = ch.remote_id;
-        self.outbox.queue(Frame::Eof {
-            recipient_id: remote,
-        });
+        self.outbox.end(
+            id,
+            Frame::Eof {
+                recipient_id: remote,
+            },
+        );
         Ok(())
     }
 
@@ -193,9 +197,12 @@ impl Session {
         }
         ch.close_sent = true;
         let remote = ch.remote_id;
-        self.outbox.queue(Frame::Close {
-            recipient_id: remote,
-        });
+        self.outbox.end(
+            id,
+            Frame::Close {
+                recipient_id: remote,
+            },
+        );
         self.events.push_back(Event::Writable(id));
         Ok(())
     }

@@ -66,6 +66,8 @@ impl Session {
     }
 
     pub(super) fn release_id(&mut self, id: ChannelId, closed: bool) {
+        // What is queued for the channel leaves before anything of the id's next channel.
+        self.outbox.flush_channel(id);
         if let Slot::Used(ch) = &self.slots[id.index()] {
             self.reserved -= ch.grant as usize;
         }

@@ -308,9 +308,13 @@ impl Session {
                 ch.close_sent = true;
                 let (remote, released) = (ch.remote_id, ch.released);
                 if reply {
-                    self.outbox.queue(Frame::Close {
-                        recipient_id: remote,
-                    });
+                    // Behind our DATA still queued, which the peer may drop.
+                    self.outbox.end(
+                        id,
+                        Frame::Close {
+                            recipient_id: remote,
+                        },
+                    );
                 }
                 if released {
                     self.release_id(id, true);

@@ -127,10 +127,24 @@ impl Session {
         self.ended
     }
 
-    /// Moves every frame waiting to be sent into `out`, in order, and returns their total size.
-    /// Report the bytes once written with [`Session::on_transmitted`].
+    /// Moves every frame waiting to be sent into `out`, in the order they are to be written,
+    /// and returns their total size. Report the bytes once written with
+    /// [`Session::on_transmitted`]. See [`Session::poll_transmit_up_to`] for the order.
     pub fn poll_transmit(&mut self, out: &mut Vec<Bytes>) -> usize {
-        self.outbox.poll_transmit(out)
+        self.poll_transmit_up_to(out, usize::MAX)
+    }
+
+    /// Moves frames waiting to be sent into `out` until at least `max` bytes were moved or
+    /// none are left, and returns how many bytes were moved. Control frames (window adjusts,
+    /// opens and their replies, and the EOF and CLOSE of channels with no data waiting) come
+    /// first; then the channels with DATA waiting take turns, one frame of at most 256 KiB
+    /// each, so that a channel with a little to send never waits behind the bulk data of
+    /// another; a channel's EOF and CLOSE follow its last frame. A driver that takes a batch
+    /// at a time, and the next one once it is written, keeps what a new frame can wait
+    /// behind to one batch.
+    pub fn poll_transmit_up_to(&mut self, out: &mut Vec<Bytes>, max: usize) -> usize {
+        let padding = self.config.alignment_padding;
+        self.outbox.poll_transmit(out, max, padding)
     }
 
     /// True when frames wait to be taken by [`Session::poll_transmit`].

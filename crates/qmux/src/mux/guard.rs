@@ -92,11 +92,13 @@ impl<R: AsyncRead + Unpin> AsyncRead for GuardedRead<R> {
     }
 }
 
-/// Runs `task` to its end; `Err` with the message when one of its polls (or dropping it after
-/// that) panicked. The task is dropped at once after a panic, so that what it owned (the
-/// transport's reading side, say) goes at once.
-pub(super) async fn catch_panic<F: Future<Output = ()>>(task: F) -> Result<(), Arc<str>> {
-    let mut slot = std::pin::pin!(Some(task));
+/// Runs the task in `slot` to its end; `Err` with the message when one of its polls (or
+/// dropping it after that) panicked. The task is dropped at once after a panic, so that what
+/// it owned (the transport's reading side, say) goes at once. The caller pins the task in
+/// place (`std::pin::pin!(Some(task))`), so that it is not stored twice.
+pub(super) async fn catch_panic<F: Future<Output = ()>>(
+    mut slot: Pin<&mut Option<F>>,
+) -> Result<(), Arc<str>> {
     poll_fn(|cx| {
         let polled = catch_unwind(AssertUnwindSafe(|| match slot.as_mut().as_pin_mut() {
             Some(task) => task.poll(cx),

@@ -76,7 +76,9 @@ impl Locked<'_> {
                 // task instead of waking the writer. Polling with a no-op waker is harmless
                 // only then, as it would replace a waiting writer's registration.
                 Some(mut out) if out.is_idle() => {
-                    g.proto.poll_transmit(&mut out.pending);
+                    g.proto
+                        .poll_transmit_up_to(&mut out.pending, self.shared.config.write_batch);
+                    let more = g.proto.has_transmit();
                     drop(g);
                     let mut cx = Context::from_waker(Waker::noop());
                     let (written, res) = out.write_some(&mut cx);
@@ -84,8 +86,9 @@ impl Locked<'_> {
                     if written > 0 {
                         self.shared.transmitted(written, &mut wake);
                     }
-                    if !matches!(res, Poll::Ready(Ok(()))) {
-                        // Full transport or an error: the writer task takes over.
+                    if more || !matches!(res, Poll::Ready(Ok(()))) {
+                        // More than a batch, a full transport or an error: the writer task
+                        // takes over.
                         self.shared.writer.notify_one();
                     }
                 }

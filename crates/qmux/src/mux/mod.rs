@@ -136,7 +136,7 @@ impl Inner {
 
     pub(crate) fn register_write(&mut self, id: ChannelId, cx: &Context<'_>) {
         push_waker(&mut self.wakers(id).write, cx);
-        if self.proto.unsent() >= self.proto.config().send_buffer() {
+        if self.proto.send_room(id) == 0 {
             push_waker_list(&mut self.buffer_wakers, cx);
         }
     }
@@ -315,27 +315,30 @@ where
         config,
     });
     let reader_done = CancellationToken::new();
-    // A panic in a task ends the session as an error would, and the task then does what it
-    // would have done last: the reader marks itself done, the writer releases the transport,
-    // waits for the reader and marks the session finished.
-    let (s, done) = (shared.clone(), reader_done.clone());
-    let reader = guard::GuardedRead::new(reader);
-    tokio::spawn(async move {
-        if let Err(m) = guard::catch_panic(reader::read_loop(s.clone(), reader, done.clone())).await
-        {
-            s.fail(Error::Panicked(m));
-            done.cancel();
-        }
-    });
-    let s = shared.clone();
-    tokio::spawn(async move {
-        if let Err(m) = guard::catch_panic(writer::write_loop(s.clone(), reader_done.clone())).await
-        {
-            s.fail(Error::Panicked(m));
-            s.out().release();
-            reader_done.cancelled().await;
-            s.finished.cancel();
-        }
-    });
+    tokio::spawn(reader_task(shared.clone(), reader, reader_done.clone()));
+    tokio::spawn(writer_task(shared.clone(), reader_done));
     Arc::new(Owner { shared })
+}
+
+// A panic in a task ends the session as an error would, and the task then does what it would
+// have done last: the reader marks itself done; the writer releases the transport, waits for
+// the reader and marks the session finished.
+
+async fn reader_task<R: AsyncRead + Unpin>(s: Arc<Shared>, reader: R, done: CancellationToken) {
+    let reader = guard::GuardedRead::new(reader);
+    let task = std::pin::pin!(Some(reader::read_loop(s.clone(), reader, done.clone())));
+    if let Err(m) = guard::catch_panic(task).await {
+        s.fail(Error::Panicked(m));
+        done.cancel();
+    }
+}
+
+async fn writer_task(s: Arc<Shared>, reader_done: CancellationToken) {
+    let task = std::pin::pin!(Some(writer::write_loop(s.clone(), reader_done.clone())));
+    if let Err(m) = guard::catch_panic(task).await {
+        s.fail(Error::Panicked(m));
+        s.out().release();
+        reader_done.cancelled().await;
+        s.finished.cancel();
+    }
 }

@@ -1,11 +1,15 @@
 //! The reader task: reads the transport, feeds the protocol state, enforces accept deadlines
 //! and flushes the replies the input called for.
 
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +38,6 @@ where
         2 * shared.config.proto.window() as usize
     };
     let mut recycler = Recycler::new(keep);
-    recycler.replace(&mut buf, READ_CHUNK);
     let mut want = READ_CHUNK;
     // The earliest accept deadline. Incoming channels appear only while this task handles
     // input, so it enforces their deadlines itself, with no wake-up of another task per open.
@@ -54,29 +57,14 @@ where
     let bulk_want = (shared.config.proto.max_packet() as usize).clamp(READ_CHUNK, READ_MAX);
     loop {
         let own = buf.is_empty() && payload >= PAYLOAD_OWN_MIN;
-        if own {
-            // Inside a large DATA payload: read the rest of it into a buffer of its own, so
-            // that the slices handed to the channel pin nothing of other frames (what a peer
-            // makes a session hold stays close to what it sent).
-            let exact = payload.min(READ_MAX);
-            if buf.capacity() != exact {
-                recycler.replace(&mut buf, exact);
-            }
-        } else if buf.capacity() - buf.len() < want / 2 {
-            if buf.is_empty() {
-                recycler.replace(&mut buf, want);
-            } else {
-                buf.reserve(want);
-                recycler.forget();
-            }
-        }
+        prepare(&mut buf, &mut recycler, own, payload, want);
         if recycler.holds() && idle.is_none() {
             idle = Some(Box::pin(tokio::time::sleep(linger)));
         }
         let read = tokio::select! {
             biased;
             _ = shared.ended.cancelled() => break,
-            r = reader.read_buf(&mut buf) => Some(r),
+            r = poll_fn(|cx| read_some(&mut reader, &mut buf, &mut recycler, cx, (own, payload, want))) => Some(r),
             _ = &mut timer, if armed => None,
             _ = async {
                 match idle.as_mut() {
@@ -146,6 +134,46 @@ where
     }
     drop(reader);
     done.cancel();
+}
+
+/// Makes room in the read buffer for the next read: inside a large DATA payload (`own`), a
+/// buffer of its own for the rest of it, so that the slices handed to the channel pin nothing
+/// of other frames (what a peer makes a session hold stays close to what it sent); else at
+/// least half of `want`.
+fn prepare(buf: &mut BytesMut, recycler: &mut Recycler, own: bool, payload: usize, want: usize) {
+    if own {
+        let exact = payload.min(READ_MAX);
+        if buf.capacity() != exact {
+            recycler.replace(buf, exact);
+        }
+    } else if buf.capacity() - buf.len() < want / 2 {
+        if buf.is_empty() {
+            recycler.replace(buf, want);
+        } else {
+            buf.reserve(want);
+            recycler.forget();
+        }
+    }
+}
+
+/// Reads what the transport has into `buf`, made ready by [`prepare`] with `next` (own,
+/// payload, want) if it has no room. While nothing comes, an empty buffer is not held: an idle
+/// session keeps no read buffer (a large one goes back to the recycler).
+fn read_some<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    recycler: &mut Recycler,
+    cx: &mut Context<'_>,
+    (own, payload, want): (bool, usize, usize),
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() == buf.len() {
+        prepare(buf, recycler, own, payload, want);
+    }
+    let res = tokio_util::io::poll_read_buf(Pin::new(reader), cx, buf);
+    if res.is_pending() && buf.is_empty() {
+        recycler.release(buf, READ_CHUNK);
+    }
+    res
 }
 
 /// Notes a deadline for the peer's OPENs that arrived waiting in the last input.

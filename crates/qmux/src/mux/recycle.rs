@@ -81,6 +81,25 @@ impl Recycler {
         self.current = 0;
     }
 
+    /// Takes back the reader's empty `buf` while it waits for input, leaving it with none: one
+    /// of at most `small` bytes is freed, a larger one kept for reuse (within the budget).
+    pub(crate) fn release(&mut self, buf: &mut BytesMut, small: usize) {
+        debug_assert!(buf.is_empty());
+        let old = std::mem::take(buf);
+        let alloc = std::mem::replace(&mut self.current, 0);
+        if alloc <= small || alloc > self.budget {
+            return;
+        }
+        while self.kept_bytes + alloc > self.budget {
+            let Some((_, n)) = self.kept.pop_front() else {
+                break;
+            };
+            self.kept_bytes -= n;
+        }
+        self.kept_bytes += alloc;
+        self.kept.push_back((old, alloc));
+    }
+
     /// True while buffers are kept (the reader then checks back for idleness).
     pub(crate) fn holds(&self) -> bool {
         !self.kept.is_empty()

@@ -20,7 +20,11 @@ fn poll_drain(shared: &Shared, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             if out.pending.is_empty() {
                 let mut inner = shared.inner();
-                inner.proto.poll_transmit(&mut out.pending);
+                // One batch at a time: a frame queued meanwhile (a call's, beside bulk data)
+                // waits behind one batch, not behind everything queued.
+                inner
+                    .proto
+                    .poll_transmit_up_to(&mut out.pending, shared.config.write_batch);
                 drop(inner);
                 if out.pending.is_empty() && !out.unflushed {
                     break Poll::Ready(Ok(()));

@@ -65,7 +65,7 @@ const MAX_MESSAGE: usize = 1 << 20;
 pub async fn connect_ws(url: &str, config: Config) -> io::Result<Session> {
     let (request, addr) = client_request(url, false)?;
     let stream = TcpStream::connect(addr.as_str()).await?;
-    let _ = stream.set_nodelay(true);
+    crate::transport::tune_tcp(&stream, &config);
     let info = tcp_info(TransportKind::WebSocket, &stream);
     let (ws, _response) =
         tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config(&config)))
@@ -90,7 +90,7 @@ pub async fn connect_wss(
         .trim_end_matches(']')
         .to_string();
     let stream = TcpStream::connect(addr.as_str()).await?;
-    let _ = stream.set_nodelay(true);
+    crate::transport::tune_tcp(&stream, &config);
     let info = tcp_info(TransportKind::WebSocket, &stream);
     let stream = crate::tls::client_handshake(stream, &host, tls).await?;
     let info = info.with_tls(crate::conn_info::tls_info(stream.get_ref().1, Some(&host)));
@@ -390,7 +390,7 @@ pub(crate) async fn server_session(
     #[cfg(feature = "tls")] tls: Option<tokio_rustls::TlsAcceptor>,
     config: Config,
 ) -> Option<Session> {
-    let _ = stream.set_nodelay(true);
+    crate::transport::tune_tcp(&stream, &config);
     let limit = config.handshake_timeout;
     let info = tcp_info(TransportKind::WebSocket, &stream);
     let handshake = async {
