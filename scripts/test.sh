@@ -95,6 +95,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features --lock
 
 stage "cargo test"
 cargo test --workspace --locked
+# The stages below run the programs this build made (the qtalk command, the examples) rather
+# than building them again with other feature sets.
+export QTALK_BIN="$PWD/target/debug/qtalk"
 
 # The Python bindings' wheel is a release build of about 160 crates. It compiles in the
 # background from here on, beside the stages that follow (the quick start, the JavaScript
@@ -119,9 +122,11 @@ else
 fi
 # ---- end of JavaScript package --------------------------------------------------------------
 
-stage "fuzz targets (30 s each)"
+# In CI each target replays its corpus and explores for 10 s: a regression check that stays
+# cheap. Fuzzing proper runs longer, by hand: FUZZ_SECONDS=600 fuzz/run.sh --merge.
+stage "fuzz targets (${FUZZ_SECONDS:=10} s each)"
 if cargo +nightly --version >/dev/null 2>&1; then
-  bash fuzz/run.sh
+  FUZZ_SECONDS="$FUZZ_SECONDS" bash fuzz/run.sh
 else
   echo "NOTICE: fuzzing SKIPPED: it needs a nightly toolchain (see fuzz/README.md)"
 fi
@@ -135,7 +140,7 @@ wait "$py_wheel_pid" || py_wheel_status=$?
 py_wheel_pid=""
 cat "$py_wheel_log"
 [ "$py_wheel_status" = 0 ] || { echo "FAILED: the Python wheel did not build"; exit 1; }
-EXAMPLES_PROFILE=debug bash bindings/python/test.sh --prebuilt
+EXAMPLES_PROFILE=debug PROGRAMS_BUILT=1 bash bindings/python/test.sh --prebuilt
 
 ran=$(grep -c '^ran ' "$tally" 2>/dev/null || true)
 skipped=$(grep -c '^skipped ' "$tally" 2>/dev/null || true)

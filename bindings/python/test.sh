@@ -12,7 +12,8 @@
 #
 # Environment: PYTHON (interpreter for the venvs, default python3), VENV (the tools venv:
 # maturin, ziglang; default bindings/python/.venv), CARGO_TARGET_DIR (default <repo>/target),
-# EXAMPLES_PROFILE (release or debug, of the Rust examples the tests run; default release),
+# EXAMPLES_PROFILE (release or debug, of the Rust examples the tests run; default release;
+# PROGRAMS_BUILT=1: they are already built, as after the workspace's `cargo test`),
 # QTALK_GO_PEER (the Go reference peer for the cross-checks; they skip without it, or fail with
 # QTALK_REQUIRE_GO_PEER=1), MANYLINUX (the policy the wheel must meet, default manylinux2014,
 # built with zig; "auto" builds with the system's linker and takes the tag its symbols allow).
@@ -114,7 +115,12 @@ fi
 profile="${EXAMPLES_PROFILE:-release}"
 step "the Rust example programs and the qtalk command ($profile)"
 programs=(-p qtalk --example upper_server --example upper_client -p qtalk-cli --bin qtalk)
-if [[ $profile == release ]]; then
+if [[ ${PROGRAMS_BUILT:-0} == 1 ]]; then
+    for p in "examples/upper_server" "examples/upper_client" "qtalk"; do
+        [[ -x "$CARGO_TARGET_DIR/$profile/$p" ]] \
+            || { echo "FAILED: PROGRAMS_BUILT=1 but $CARGO_TARGET_DIR/$profile/$p is missing"; exit 1; }
+    done
+elif [[ $profile == release ]]; then
     (cd "$repo" && cargo build --release --quiet "${programs[@]}")
 else
     (cd "$repo" && cargo build --quiet "${programs[@]}")
