@@ -225,14 +225,17 @@ pub(crate) fn start_server(
             let server = Server::with_options(handler, codec, options);
             let (stop_tx, stopped) = watch::channel(false);
             let serving = server.clone();
-            let task = tokio::spawn(async move {
-                struct Stopped(watch::Sender<bool>);
-                impl Drop for Stopped {
-                    fn drop(&mut self) {
-                        self.0.send_replace(true);
-                    }
+            struct Stopped(watch::Sender<bool>);
+            impl Drop for Stopped {
+                fn drop(&mut self) {
+                    self.0.send_replace(true);
                 }
-                let _stopped = Stopped(stop_tx);
+            }
+            // Made before the task and moved into it: a task aborted before its first poll
+            // (`close()` at once) still drops it, so the server reads as closed.
+            let stopped_guard = Stopped(stop_tx);
+            let task = tokio::spawn(async move {
+                let _stopped = stopped_guard;
                 if let Err(e) = serving.serve(listener).await {
                     tracing::error!("server stopped: {e}");
                 }
