@@ -142,19 +142,6 @@ impl PeerIdentity {
     pub fn certificate(&self) -> &CertificateDer<'static> {
         &self.cert
     }
-
-    fn certified_key(
-        &self,
-        provider: &CryptoProvider,
-    ) -> io::Result<Arc<rustls::sign::CertifiedKey>> {
-        rustls::sign::CertifiedKey::from_der(
-            vec![self.cert.clone()],
-            self.key.clone_key(),
-            provider,
-        )
-        .map(Arc::new)
-        .map_err(tls_error)
-    }
 }
 
 pub(crate) fn provider() -> Arc<CryptoProvider> {
@@ -324,33 +311,17 @@ impl ClientCertVerifier for Pinned {
     }
 }
 
-/// Presents one certificate whenever a server asks.
-#[derive(Debug)]
-struct ClientCert(Arc<rustls::sign::CertifiedKey>);
-
-impl rustls::client::ResolvesClientCert for ClientCert {
-    fn resolve(
-        &self,
-        _root_hint_subjects: &[&[u8]],
-        _sigschemes: &[SignatureScheme],
-    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        Some(self.0.clone())
-    }
-
-    fn has_certs(&self) -> bool {
-        true
-    }
-}
-
 /// Makes `tls` (settings for reaching the rendezvous) present `identity` as its client
 /// certificate, so that the rendezvous learns the fingerprint from the handshake itself.
 pub(crate) fn with_client_cert(
-    mut tls: rustls::ClientConfig,
+    tls: rustls::ClientConfig,
     identity: &PeerIdentity,
 ) -> io::Result<rustls::ClientConfig> {
-    let provider = tls.crypto_provider().clone();
-    tls.client_auth_cert_resolver = Arc::new(ClientCert(identity.certified_key(&provider)?));
-    Ok(tls)
+    qtalk_mux::tls::with_client_certificate(
+        tls,
+        vec![identity.cert.clone()],
+        identity.key.clone_key(),
+    )
 }
 
 /// Client settings that present `identity` and accept only a server whose certificate has
@@ -369,8 +340,11 @@ pub(crate) fn pinned_client(
         allowed: Allowed::One(expected),
         provider: provider.clone(),
     }));
-    tls.client_auth_cert_resolver = Arc::new(ClientCert(identity.certified_key(&provider)?));
-    Ok(tls)
+    qtalk_mux::tls::with_client_certificate(
+        tls,
+        vec![identity.cert.clone()],
+        identity.key.clone_key(),
+    )
 }
 
 /// Server settings presenting `certs`/`key` and requiring a client certificate that
