@@ -6,6 +6,7 @@
 #   fuzz/run.sh                 # 30 s per target
 #   FUZZ_SECONDS=600 fuzz/run.sh session_input
 #   fuzz/run.sh --merge frame_decode
+#   fuzz/run.sh --build-only    # only build the targets
 #
 # The targets are built here with the flags cargo-fuzz passes (libFuzzer's coverage
 # instrumentation and AddressSanitizer; `--target` set so that they skip build scripts and
@@ -15,7 +16,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 merge=0
+build_only=0
 if [ "${1:-}" = "--merge" ]; then merge=1; shift; fi
+if [ "${1:-}" = "--build-only" ]; then build_only=1; shift; fi
 seconds="${FUZZ_SECONDS:-30}"
 jobs="${FUZZ_JOBS:-$(nproc)}"
 targets=("$@")
@@ -30,6 +33,7 @@ RUSTFLAGS+=" --cfg fuzzing -Zsanitizer=address -Ccodegen-units=1"
 export RUSTFLAGS
 cargo +nightly build --quiet --locked --release --target "$host" --bins
 bin="target/$host/release"
+[ "$build_only" = 0 ] || exit 0
 
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT

@@ -103,8 +103,17 @@ export QTALK_BIN="$PWD/target/debug/qtalk"
 # background from here on, beside the stages that follow (the quick start, the JavaScript
 # package, the fuzzers' fixed-length runs), and the Python stage waits for it.
 py_wheel_log="$PWD/target/python-wheel-build.log"
-bash bindings/python/test.sh --build-only >"$py_wheel_log" 2>&1 &
+nice -n 10 bash bindings/python/test.sh --build-only >"$py_wheel_log" 2>&1 &
 py_wheel_pid=$!
+# The fuzz targets (a release build with sanitizers, on nightly) compile beside it, also at a
+# lower priority than the stages in front, which use the time the JavaScript tests spend
+# waiting on their processes.
+fuzz_build_log="$PWD/target/fuzz-build.log"
+fuzz_build_pid=""
+if cargo +nightly --version >/dev/null 2>&1; then
+  nice -n 10 bash fuzz/run.sh --build-only >"$fuzz_build_log" 2>&1 &
+  fuzz_build_pid=$!
+fi
 
 stage "README quick start in a crate of its own (only qtalk and tokio)"
 bash scripts/quickstart.sh
@@ -125,7 +134,11 @@ fi
 # In CI each target replays its corpus and explores for 10 s: a regression check that stays
 # cheap. Fuzzing proper runs longer, by hand: FUZZ_SECONDS=600 fuzz/run.sh --merge.
 stage "fuzz targets (${FUZZ_SECONDS:=10} s each)"
-if cargo +nightly --version >/dev/null 2>&1; then
+if [ -n "$fuzz_build_pid" ]; then
+  fuzz_build_status=0
+  wait "$fuzz_build_pid" || fuzz_build_status=$?
+  fuzz_build_pid=""
+  [ "$fuzz_build_status" = 0 ] || { cat "$fuzz_build_log"; echo "FAILED: the fuzz targets did not build"; exit 1; }
   FUZZ_SECONDS="$FUZZ_SECONDS" bash fuzz/run.sh
 else
   echo "NOTICE: fuzzing SKIPPED: it needs a nightly toolchain (see fuzz/README.md)"
