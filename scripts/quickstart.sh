@@ -30,7 +30,10 @@ qtalk = { path = "$repo/crates/qtalk" }
 tokio = { version = "1", features = ["macros", "rt-multi-thread"] }
 TOML
 cp Cargo.lock "$dir/Cargo.lock"   # the versions the workspace is tested with
-export CARGO_TARGET_DIR="$repo/target/quickstart"
+# The workspace's target directory: what the crate shares with the workspace's debug build
+# (crates with the same features) is not compiled again. Its binaries land in target/debug,
+# apart from the workspace's examples (target/debug/examples).
+export CARGO_TARGET_DIR="$repo/target"
 echo "quickstart: building README's server and client against qtalk alone"
 (cd "$dir" && cargo build -q --bins)
 "$CARGO_TARGET_DIR/debug/upper_server" &
