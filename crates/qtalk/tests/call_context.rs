@@ -454,3 +454,14 @@ async fn a_shutdown_refuses_new_calls_and_lets_running_ones_finish() {
     let err = caller.call::<_, String>("Hold", &()).await.unwrap_err();
     assert!(err.is_session_gone(), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_session_given_to_a_server_shutting_down_is_closed_not_kept() {
+    let server = Server::new(RespondMux::new(), Json);
+    server.shutdown(Duration::ZERO).await;
+    let (a, b) = pipe();
+    server.respond(b.clone());
+    drop(b);
+    // Closed by the server (its list held the last handle before): both sides end.
+    within(5, "the server closes the late session", a.wait()).await;
+}

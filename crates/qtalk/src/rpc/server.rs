@@ -189,6 +189,15 @@ impl Server {
             // Ended sessions are pruned when the list has doubled since the last pruning, so
             // that accepting stays cheap with many sessions.
             let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            // Checked under the lock that a shutdown takes the list with, after cancelling
+            // `draining`: a session accepted as a shutdown begins is either in the list it
+            // closes or closed here, never left open and unserved.
+            if self.draining.is_cancelled() {
+                drop(sessions);
+                tracing::debug!("qtalk server: a session arrived while shutting down; closed");
+                session.close();
+                return;
+            }
             if sessions.list.len() >= sessions.prune_at {
                 sessions.list.retain(|s| !s.is_closed());
                 sessions.prune_at = (2 * sessions.list.len()).max(64);
