@@ -163,7 +163,7 @@ impl Peer {
             options: self.options.clone(),
             tracker: self.tracker.clone(),
             draining: self.draining.clone(),
-            channels: self.channels.clone(),
+            channels: Some(self.channels.clone()),
             calls: None,
         });
         self.channels

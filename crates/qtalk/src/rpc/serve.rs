@@ -90,8 +90,9 @@ pub(crate) struct Serving {
     /// Cancelled when shutting down: calls arriving from then on are refused.
     pub(crate) draining: CancellationToken,
     /// Counts the tasks serving the session's channels, from before their header is read,
-    /// so that what a peer sent before it left can be waited for (see `Peer::shutdown`).
-    pub(crate) channels: TaskTracker,
+    /// so that what a peer sent before it left can be waited for (see `Peer::shutdown`);
+    /// `None` where nothing waits for them (a server's sessions).
+    pub(crate) channels: Option<TaskTracker>,
     /// The server's call limit (none for a peer).
     pub(crate) calls: Option<Arc<Limit>>,
 }
@@ -128,9 +129,11 @@ pub(crate) async fn serve_session(serving: Arc<Serving>, stop: CancellationToken
             tick.as_mut().reset(tokio::time::Instant::now() + period);
             armed = true;
         }
-        serving
-            .channels
-            .spawn(respond_call(ch, serving.clone(), waiting));
+        let call = respond_call(ch, serving.clone(), waiting);
+        match &serving.channels {
+            Some(channels) => drop(channels.spawn(call)),
+            None => drop(tokio::spawn(call)),
+        }
     }
     // Ends the header waits left (a session that ended ends them too, with their channels).
     watch.stop();

@@ -214,7 +214,7 @@ impl Server {
             options: self.options.clone(),
             tracker: self.tracker.clone(),
             draining: self.draining.clone(),
-            channels: TaskTracker::new(),
+            channels: None,
             calls: Some(self.call_limit.clone()),
         });
         let serve = serve_session(serving, self.stop.clone());
