@@ -311,16 +311,31 @@ pub(crate) fn bytes_to_py<'py>(py: Python<'py>, pieces: &VecDeque<Bytes>) -> Bou
     if pieces.len() == 1 {
         return PyBytes::new(py, &pieces[0]);
     }
-    let total = pieces.iter().map(Bytes::len).sum();
-    PyBytes::new_with(py, total, |buf| {
-        let mut at = 0;
+    let total: usize = pieces.iter().map(Bytes::len).sum();
+    // `PyBytes::new_with` zeroes the buffer before it is filled: a second pass over every
+    // byte read. The object is made uninitialized here and filled at once instead.
+    let len = pyo3::ffi::Py_ssize_t::try_from(total).expect("a read is at most MAX_READ bytes");
+    // SAFETY: a null source asks for an uninitialized bytes object of `len` bytes; it is
+    // checked for failure, and owned by the `Bound` made from it.
+    let obj = unsafe {
+        let ptr = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len);
+        Bound::from_owned_ptr_or_err(py, ptr)
+    };
+    let Ok(obj) = obj else {
+        // Out of memory: the slower path raises it properly.
+        return PyBytes::new_with(py, total, |_| Ok(()))
+            .expect("out of memory making a bytes object");
+    };
+    // SAFETY: the object was just made, is not shared yet, and holds `total` bytes; every one
+    // of them is written below before anyone else sees it.
+    unsafe {
+        let mut dst = pyo3::ffi::PyBytes_AsString(obj.as_ptr()).cast::<u8>();
         for p in pieces {
-            buf[at..at + p.len()].copy_from_slice(p);
-            at += p.len();
+            std::ptr::copy_nonoverlapping(p.as_ptr(), dst, p.len());
+            dst = dst.add(p.len());
         }
-        Ok(())
-    })
-    .expect("filling a new bytes object cannot fail")
+        obj.cast_into_unchecked()
+    }
 }
 
 fn item_to_py(py: Python<'_>, item: Item, want: Want, conv: &Conv) -> PyResult<Py<PyAny>> {
