@@ -1,8 +1,9 @@
 //! Receiving from a stream without losing what arrives as the waiter is cancelled.
 //!
 //! A stream (a caller's response, a handler's call) has one [`Recv`]. At most one Rust receive
-//! runs for it at a time. When it completes, its item is queued on the stream (on the event
-//! loop's thread) and the first waiting receive is woken to take it. A receive cancelled while
+//! is under way for it at a time, polled on the event loop's thread: when woken, it queues a
+//! job on the loop that polls it again. When it completes, its item is queued on the stream
+//! and the first waiting receive is woken to take it. A receive cancelled while
 //! waiting (`asyncio.wait_for`, `Task.cancel`) leaves its place; the item, when it comes, goes
 //! to the next receive. So every value and every byte is delivered once, in order, as with
 //! `asyncio.Queue` and `asyncio.StreamReader`.
@@ -10,8 +11,9 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use pyo3::exceptions::{PyEOFError, PyStopAsyncIteration};
@@ -21,7 +23,7 @@ use qtalk::Value;
 use tokio::sync::{watch, Mutex};
 
 use crate::bridge::{
-    is_cancelled, is_done, new_waiter, poll_once, running_queue, runtime, wake_future, Job,
+    is_cancelled, is_done, new_waiter, poll_once, running_queue, runtime, wake_future,
 };
 use crate::convert::Conv;
 use crate::errors::{qtalk_error, Failure};
@@ -179,17 +181,50 @@ fn gather<R: Reader>(reader: &mut R, first: Bytes, n: usize) -> VecDeque<Bytes> 
     pieces
 }
 
+/// Wakes a stream's receive under way: queues a job on the loop that polls it again.
+struct RecvWaker {
+    recv: std::sync::Weak<Recv>,
+    queue: Arc<crate::bridge::Queue>,
+    /// A job is queued already.
+    scheduled: AtomicBool,
+}
+
+impl std::task::Wake for RecvWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.scheduled.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let recv = self.recv.clone();
+        // A closed loop: no one will take it.
+        let _ = self.queue.push(Box::new(move |py| {
+            if let Some(recv) = recv.upgrade() {
+                recv.resume_inflight(py);
+            }
+        }));
+    }
+}
+
 struct Waiter {
     id: u64,
     fut: Py<PyAny>,
     want: Want,
 }
 
+/// The receive under way, polled on the event loop's thread.
+struct InFlight {
+    fut: ItemFuture,
+    waker: Arc<RecvWaker>,
+}
+
 struct RecvState {
     /// Received, not yet taken.
     ready: VecDeque<Item>,
-    /// A receive is running on the runtime.
-    inflight: bool,
+    /// The receive under way, if any (at most one per stream).
+    inflight: Option<InFlight>,
     /// Receives waiting, oldest first.
     waiters: VecDeque<Waiter>,
     next_id: u64,
@@ -207,7 +242,7 @@ impl Recv {
             source,
             st: StdMutex::new(RecvState {
                 ready: VecDeque::new(),
-                inflight: false,
+                inflight: None,
                 waiters: VecDeque::new(),
                 next_id: 0,
             }),
@@ -218,23 +253,43 @@ impl Recv {
         self.st.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs a receive on the runtime; its item is queued on the stream.
-    fn spawn(self: &Arc<Self>, py: Python<'_>, fut: ItemFuture) -> PyResult<()> {
+    /// Polls a new receive; what it does not finish at once it finishes when woken (a job on
+    /// the loop's queue polls it again there), and its item is queued on the stream.
+    fn start_receive(
+        self: &Arc<Self>,
+        py: Python<'_>,
+        st: &mut RecvState,
+        fut: ItemFuture,
+    ) -> PyResult<()> {
         let (_, queue) = running_queue(py)?;
-        let this = self.clone();
-        runtime().spawn(async move {
-            let item = fut.await;
-            let job: Job = Box::new(move |py| this.deliver(py, item));
-            // A closed loop: no one will take it.
-            let _ = queue.push(job);
+        let waker = Arc::new(RecvWaker {
+            recv: Arc::downgrade(self),
+            queue,
+            scheduled: AtomicBool::new(false),
         });
+        st.inflight = Some(InFlight { fut, waker });
+        Recv::poll_inflight(st);
         Ok(())
     }
 
-    fn deliver(self: &Arc<Self>, py: Python<'_>, item: Item) {
+    /// Polls the receive under way; once it is done, its item is queued.
+    fn poll_inflight(st: &mut RecvState) {
+        let Some(f) = st.inflight.as_mut() else {
+            return;
+        };
+        f.waker.scheduled.store(false, Ordering::SeqCst);
+        let waker = Waker::from(f.waker.clone());
+        let _guard = runtime().enter();
+        if let Poll::Ready(item) = f.fut.as_mut().poll(&mut Context::from_waker(&waker)) {
+            st.inflight = None;
+            st.ready.push_back(item);
+        }
+    }
+
+    /// The receive under way was woken: poll it, and hand on what it brought.
+    fn resume_inflight(self: &Arc<Self>, py: Python<'_>) {
         let mut st = self.lock();
-        st.ready.push_back(item);
-        st.inflight = false;
+        Recv::poll_inflight(&mut st);
         self.pump(py, &mut st);
     }
 
@@ -246,13 +301,13 @@ impl Recv {
         let Some(front) = st.waiters.front() else {
             return;
         };
-        if !st.ready.is_empty() {
-            wake_future(py, &front.fut);
-        } else if !st.inflight {
+        if st.ready.is_empty() && st.inflight.is_none() {
             let fut = self.source.clone().receive(front.want);
-            if self.spawn(py, fut).is_ok() {
-                st.inflight = true;
-            }
+            // No running loop: the waiter's next resume tries again.
+            let _ = self.start_receive(py, st, fut);
+        }
+        if let (Some(front), false) = (st.waiters.front(), st.ready.is_empty()) {
+            wake_future(py, &front.fut);
         }
     }
 
@@ -311,16 +366,31 @@ pub(crate) fn bytes_to_py<'py>(py: Python<'py>, pieces: &VecDeque<Bytes>) -> Bou
     if pieces.len() == 1 {
         return PyBytes::new(py, &pieces[0]);
     }
-    let total = pieces.iter().map(Bytes::len).sum();
-    PyBytes::new_with(py, total, |buf| {
-        let mut at = 0;
+    let total: usize = pieces.iter().map(Bytes::len).sum();
+    // `PyBytes::new_with` zeroes the buffer before it is filled: a second pass over every
+    // byte read. The object is made uninitialized here and filled at once instead.
+    let len = pyo3::ffi::Py_ssize_t::try_from(total).expect("a read is at most MAX_READ bytes");
+    // SAFETY: a null source asks for an uninitialized bytes object of `len` bytes; it is
+    // checked for failure, and owned by the `Bound` made from it.
+    let obj = unsafe {
+        let ptr = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len);
+        Bound::from_owned_ptr_or_err(py, ptr)
+    };
+    let Ok(obj) = obj else {
+        // Out of memory: the slower path raises it properly.
+        return PyBytes::new_with(py, total, |_| Ok(()))
+            .expect("out of memory making a bytes object");
+    };
+    // SAFETY: the object was just made, is not shared yet, and holds `total` bytes; every one
+    // of them is written below before anyone else sees it.
+    unsafe {
+        let mut dst = pyo3::ffi::PyBytes_AsString(obj.as_ptr()).cast::<u8>();
         for p in pieces {
-            buf[at..at + p.len()].copy_from_slice(p);
-            at += p.len();
+            std::ptr::copy_nonoverlapping(p.as_ptr(), dst, p.len());
+            dst = dst.add(p.len());
         }
-        Ok(())
-    })
-    .expect("filling a new bytes object cannot fail")
+        obj.cast_into_unchecked()
+    }
 }
 
 fn item_to_py(py: Python<'_>, item: Item, want: Want, conv: &Conv) -> PyResult<Py<PyAny>> {
@@ -377,19 +447,19 @@ impl RecvOp {
             if let Some(v) = Recv::take(&mut st, py, want, &conv) {
                 return Ok(Started::Ready(v));
             }
-            if !st.inflight {
+            if st.inflight.is_none() {
                 // Received already? Then no thread is involved.
                 let mut fut = recv.source.clone().receive(want);
-                match poll_once(&mut fut) {
-                    Poll::Ready(item) => {
-                        st.ready.push_back(item);
-                        let v = Recv::take(&mut st, py, want, &conv).expect("just queued");
-                        return Ok(Started::Ready(v));
-                    }
-                    Poll::Pending => {
-                        recv.spawn(py, fut)?;
-                        st.inflight = true;
-                    }
+                if let Poll::Ready(item) = poll_once(&mut fut) {
+                    st.ready.push_back(item);
+                    let v = Recv::take(&mut st, py, want, &conv).expect("just queued");
+                    return Ok(Started::Ready(v));
+                }
+                // Polled again with a waker that reaches this loop (a wake-up between the two
+                // polls is not lost); it may finish now.
+                recv.start_receive(py, &mut st, fut)?;
+                if let Some(v) = Recv::take(&mut st, py, want, &conv) {
+                    return Ok(Started::Ready(v));
                 }
             }
         }

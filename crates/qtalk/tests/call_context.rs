@@ -465,3 +465,50 @@ async fn a_session_given_to_a_server_shutting_down_is_closed_not_kept() {
     // Closed by the server (its list held the last handle before): both sides end.
     within(5, "the server closes the late session", a.wait()).await;
 }
+
+/// A handler that gives up at the deadline without answering is answered `deadline
+/// exceeded`, not `null` (which would reach a caller whose own timer had not fired yet as a
+/// value); a handler that returns nothing in time is still answered `null`.
+#[tokio::test(start_paused = true)]
+async fn a_handler_that_gives_up_at_the_deadline_is_answered_deadline_exceeded() {
+    let (a, b) = pipe();
+    let peer = Peer::new(b, Json);
+    peer.handle(
+        "Slow",
+        handler_fn(|_r: Responder, call: Call| async move { call.cancelled().await }),
+    )
+    .unwrap();
+    peer.handle("Quick", handler_fn(|_r: Responder, _c: Call| async {}))
+        .unwrap();
+    peer.respond();
+    let caller = Caller::new(a, Json);
+    let ctx = CallContext::new().with_timeout(Duration::from_millis(300));
+
+    // Read as it arrives (a request's response is not bounded by the deadline here).
+    let req = caller.request_with(&ctx, "Slow").await.unwrap();
+    req.close_write().unwrap();
+    let err = within(5, "the answer", req.response()).await.unwrap_err();
+    assert_eq!(err.remote_message(), Some(qtalk::rpc::DEADLINE_EXCEEDED));
+    // A call reports it as a time-out.
+    let ctx = CallContext::new().with_timeout(Duration::from_millis(300));
+    let err = caller
+        .call_with::<_, ()>(&ctx, "Slow", &())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout), "{err:?}");
+    // Nothing returned in time is `null`.
+    let ctx = CallContext::new().with_timeout(Duration::from_secs(5));
+    let v: Option<String> = caller.call_with(&ctx, "Quick", &()).await.unwrap();
+    assert_eq!(v, None);
+
+    // The in-memory harness answers as the server does.
+    let slow = handler_fn(|_r: Responder, call: Call| async move { call.cancelled().await });
+    let reply = qtalk::rpc::testing::TestCall::new("Slow")
+        .timeout(Duration::from_millis(300))
+        .run(&slow)
+        .await;
+    assert_eq!(
+        reply.error().as_deref(),
+        Some(qtalk::rpc::DEADLINE_EXCEEDED)
+    );
+}

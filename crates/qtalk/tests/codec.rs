@@ -1337,3 +1337,32 @@ fn value_display_is_indented_json() {
     );
     assert_eq!(v.to_string(), "{\n  \"a\": 1.5,\n  \"b\": \"AQ==\"\n}");
 }
+
+/// Text strings of every head size decode the same (short ones take a fast path), and bad or
+/// cut-off ones are refused either way.
+#[test]
+fn cbor_text_heads() {
+    for len in [0usize, 1, 23, 24, 25, 255, 256, 70_000] {
+        let s = "é".repeat(len / 2) + &"a".repeat(len % 2);
+        let bytes = enc(&Cbor, &s);
+        assert_eq!(dec::<String>(&Cbor, &bytes), s, "len {len}");
+        // As a map key, an enum tag and inside a sequence (the identifier and `any` paths).
+        let m: BTreeMap<String, u8> = [(s.clone(), 1)].into_iter().collect();
+        assert_eq!(dec::<BTreeMap<String, u8>>(&Cbor, &enc(&Cbor, &m)), m);
+        assert_eq!(dec::<Value>(&Cbor, &bytes), Value::Text(s.clone()));
+    }
+    // A non-minimal head (length 3 in one extra byte) is read as Go reads it.
+    assert_eq!(dec::<String>(&Cbor, &unhex("7803616263")), "abc");
+    // Invalid UTF-8 in short and long text, and text cut short, are errors, not panics.
+    for bad in [
+        "62ff61",
+        "7802ff61",
+        "63616263ff",
+        "6361",
+        "7805616263",
+        "78",
+    ] {
+        assert!(decode::<String>(&Cbor, &unhex(bad)).is_err(), "{bad}");
+        assert!(decode::<Value>(&Cbor, &unhex(bad)).is_err(), "{bad}");
+    }
+}

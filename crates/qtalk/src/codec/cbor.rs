@@ -71,7 +71,7 @@ pub(crate) fn encode<T: serde::Serialize + ?Sized>(
         .serialize(&mut ser::Serializer::new(dst))
         .map_err(|e| {
             dst.truncate(start);
-            CodecError::Encode(e.0)
+            CodecError::Encode(e.into_message())
         })
 }
 

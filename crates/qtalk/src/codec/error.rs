@@ -3,12 +3,21 @@
 use std::fmt;
 
 /// A serde error carrying only a message; turned into a [`super::CodecError`] at the codec edge.
+/// Boxed, so that it is one pointer: every `Result` the decoder passes around stays small
+/// (a `String` made them spill to memory on every item decoded, as serde_json's boxed error
+/// avoids too).
 #[derive(Debug)]
-pub(crate) struct Error(pub(crate) String);
+#[allow(clippy::box_collection)] // one thin pointer, on purpose (above)
+pub(crate) struct Error(Box<String>);
 
 impl Error {
     pub(crate) fn new(msg: impl Into<String>) -> Self {
-        Error(msg.into())
+        Error(Box::new(msg.into()))
+    }
+
+    /// The message.
+    pub(crate) fn into_message(self) -> String {
+        *self.0
     }
 }
 
@@ -22,12 +31,12 @@ impl std::error::Error for Error {}
 
 impl serde::ser::Error for Error {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        Error(msg.to_string())
+        Error::new(msg.to_string())
     }
 }
 
 impl serde::de::Error for Error {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        Error(msg.to_string())
+        Error::new(msg.to_string())
     }
 }

@@ -74,7 +74,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
         }
         Err(e) => {
             dst.truncate(start);
-            Err(CodecError::Encode(e.0))
+            Err(CodecError::Encode(e.into_message()))
         }
     }
 }

@@ -706,15 +706,54 @@ impl AsyncWrite for Response {
     }
 }
 
-/// `call`, unless the context's deadline passes first ([`Error::Timeout`]).
+/// `call`, unless the context's deadline passes first ([`Error::Timeout`]). A failure that
+/// arrives once the deadline passed is a time-out too: the responder gave up at the same
+/// deadline (see [`DEADLINE_EXCEEDED`](crate::rpc::DEADLINE_EXCEEDED)), and its answer may
+/// come in before this side's timer fires.
 async fn within_deadline<T>(
     ctx: &CallContext,
     call: impl std::future::Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
     match ctx.deadline() {
-        Some(at) => tokio::time::timeout_at(at, call)
-            .await
-            .unwrap_or(Err(Error::Timeout)),
+        Some(at) => match tokio::time::timeout_at(at, call).await {
+            Ok(Err(_)) if at <= tokio::time::Instant::now() => Err(Error::Timeout),
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout),
+        },
         None => call.await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_after_the_deadline_are_time_outs() {
+        let passed = CallContext::new().with_deadline(tokio::time::Instant::now());
+        let future = CallContext::new().with_timeout(Duration::from_secs(1));
+        let remote = || std::future::ready(Err::<u8, _>(Error::Remote("x".into())));
+        // An answer and a timer ready together: a failure is the deadline's.
+        assert!(matches!(
+            within_deadline(&passed, remote()).await,
+            Err(Error::Timeout)
+        ));
+        // A value that made it is still delivered.
+        assert_eq!(
+            within_deadline(&passed, std::future::ready(Ok(7u8)))
+                .await
+                .unwrap(),
+            7
+        );
+        // Before the deadline, a failure is what it is.
+        assert!(matches!(
+            within_deadline(&future, remote()).await,
+            Err(Error::Remote(_))
+        ));
+        // No answer at all: the timer.
+        assert!(matches!(
+            within_deadline(&future, std::future::pending::<Result<u8, Error>>()).await,
+            Err(Error::Timeout)
+        ));
     }
 }

@@ -19,12 +19,23 @@ use tokio::time::Instant;
 /// assert_eq!(meta.get("authorization"), Some("Bearer s3cr3t"));
 /// assert_eq!(meta.size(), "authorization".len() + "Bearer s3cr3t".len() + 32);
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct Metadata {
-    /// Sorted by key, keys unique. A list rather than a map: a call carries a few entries,
-    /// and a map's node cost more than their search (it showed when a token came with every
-    /// call).
-    entries: Vec<(String, String)>,
+    /// Every key and its value, back to back: one buffer, so that decoding a call's metadata
+    /// costs two allocations whatever the number of entries (it showed when a token came with
+    /// every call).
+    text: String,
+    /// One per entry, sorted by key, keys unique.
+    entries: Vec<Span>,
+}
+
+/// Where an entry lies in [`Metadata::text`]: its key is `text[key..value]`, its value
+/// `text[value..end]`.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    key: usize,
+    value: usize,
+    end: usize,
 }
 
 /// What [`Metadata::size`] counts per entry besides its key and value (as HTTP/2 counts a
@@ -37,8 +48,43 @@ impl Metadata {
         Metadata::default()
     }
 
+    fn key_of(&self, s: &Span) -> &str {
+        &self.text[s.key..s.value]
+    }
+
+    fn value_of(&self, s: &Span) -> &str {
+        &self.text[s.value..s.end]
+    }
+
     fn find(&self, key: &str) -> Result<usize, usize> {
-        self.entries.binary_search_by(|(k, _)| k.as_str().cmp(key))
+        self.entries.binary_search_by(|s| self.key_of(s).cmp(key))
+    }
+
+    /// Appends `key` and `value` to the text, as an entry not yet in the list.
+    fn push_text(&mut self, key: &str, value: &str) -> Span {
+        let start = self.text.len();
+        self.text.push_str(key);
+        self.text.push_str(value);
+        Span {
+            key: start,
+            value: start + key.len(),
+            end: self.text.len(),
+        }
+    }
+
+    /// Rewrites the text without the bytes no entry refers to any more.
+    fn compact(&mut self) {
+        let mut text = String::with_capacity(self.entries.iter().map(|s| s.end - s.key).sum());
+        for s in &mut self.entries {
+            let start = text.len();
+            text.push_str(&self.text[s.key..s.end]);
+            *s = Span {
+                key: start,
+                value: start + (s.value - s.key),
+                end: text.len(),
+            };
+        }
+        self.text = text;
     }
 
     /// Sets `key` to `value`; returns the value it replaced.
@@ -46,9 +92,15 @@ impl Metadata {
         let key = key.into();
         let value = value.into();
         match self.find(&key) {
-            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+            Ok(i) => {
+                let old = self.value_of(&self.entries[i]).to_string();
+                self.entries[i] = self.push_text(&key, &value);
+                self.compact();
+                Some(old)
+            }
             Err(i) => {
-                self.entries.insert(i, (key, value));
+                let span = self.push_text(&key, &value);
+                self.entries.insert(i, span);
                 None
             }
         }
@@ -56,17 +108,23 @@ impl Metadata {
 
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.find(key).ok().map(|i| self.entries[i].1.as_str())
+        self.find(key).ok().map(|i| self.value_of(&self.entries[i]))
     }
 
     /// Removes `key`; returns its value.
     pub fn remove(&mut self, key: &str) -> Option<String> {
-        self.find(key).ok().map(|i| self.entries.remove(i).1)
+        let i = self.find(key).ok()?;
+        let old = self.value_of(&self.entries[i]).to_string();
+        self.entries.remove(i);
+        self.compact();
+        Some(old)
     }
 
     /// The entries, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.entries
+            .iter()
+            .map(|s| (self.key_of(s), self.value_of(s)))
     }
 
     /// How many entries.
@@ -84,28 +142,76 @@ impl Metadata {
     pub fn size(&self) -> usize {
         self.entries
             .iter()
-            .map(|(k, v)| k.len() + v.len() + ENTRY_OVERHEAD)
+            .map(|s| s.end - s.key + ENTRY_OVERHEAD)
             .sum()
     }
 
-    /// Sorts freshly collected entries; of repeated keys the last wins (as JSON decoders do).
-    fn from_unsorted(mut entries: Vec<(String, String)>) -> Metadata {
+    /// Sorts freshly appended entries; of repeated keys the last wins (as JSON decoders do).
+    fn sort_appended(&mut self) {
+        if self.entries.len() < 2 {
+            return;
+        }
         // Stable: equal keys keep their order, so the last is the one kept.
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<(String, String)> = Vec::with_capacity(entries.len());
-        for e in entries {
-            match out.last_mut() {
-                Some(last) if last.0 == e.0 => *last = e,
-                _ => out.push(e),
+        let text = &self.text;
+        self.entries
+            .sort_by(|a, b| text[a.key..a.value].cmp(&text[b.key..b.value]));
+        let before = self.entries.len();
+        let mut kept: Vec<Span> = Vec::with_capacity(before);
+        for s in self.entries.drain(..) {
+            match kept.last_mut() {
+                Some(last) if text[last.key..last.value] == text[s.key..s.value] => *last = s,
+                _ => kept.push(s),
             }
         }
-        Metadata { entries: out }
+        self.entries = kept;
+        if self.entries.len() != before {
+            self.compact();
+        }
+    }
+}
+
+impl PartialEq for Metadata {
+    fn eq(&self, other: &Metadata) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Metadata {}
+
+impl std::fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
     }
 }
 
 impl Serialize for Metadata {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.entries.iter().map(|(k, v)| (k, v)))
+        s.collect_map(self.iter())
+    }
+}
+
+/// Decodes a text into the end of a buffer (borrowed from the frame when the codec can, so
+/// that no string of its own is allocated).
+struct AppendText<'a>(&'a mut String);
+
+impl<'de> serde::de::DeserializeSeed<'de> for AppendText<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for AppendText<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("text")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.0.push_str(v);
+        Ok(())
     }
 }
 
@@ -123,12 +229,28 @@ impl<'de> Deserialize<'de> for Metadata {
                 self,
                 mut map: A,
             ) -> Result<Metadata, A::Error> {
-                // The frame's size bounds how many there can be; no more is reserved.
-                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(16));
-                while let Some(entry) = map.next_entry::<String, String>()? {
-                    entries.push(entry);
+                // The frame's size bounds how much there can be; no more is reserved.
+                let hint = map.size_hint();
+                let n = hint.unwrap_or(0).min(16);
+                let mut meta = Metadata {
+                    text: String::with_capacity(if hint == Some(0) { 0 } else { 64 }),
+                    entries: Vec::with_capacity(n),
+                };
+                loop {
+                    let start = meta.text.len();
+                    if map.next_key_seed(AppendText(&mut meta.text))?.is_none() {
+                        break;
+                    }
+                    let value = meta.text.len();
+                    map.next_value_seed(AppendText(&mut meta.text))?;
+                    meta.entries.push(Span {
+                        key: start,
+                        value,
+                        end: meta.text.len(),
+                    });
                 }
-                Ok(Metadata::from_unsorted(entries))
+                meta.sort_appended();
+                Ok(meta)
             }
 
             fn visit_unit<E: serde::de::Error>(self) -> Result<Metadata, E> {
@@ -142,11 +264,13 @@ impl<'de> Deserialize<'de> for Metadata {
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Metadata {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        Metadata::from_unsorted(
-            iter.into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        )
+        let mut meta = Metadata::new();
+        for (k, v) in iter {
+            let span = meta.push_text(&k.into(), &v.into());
+            meta.entries.push(span);
+        }
+        meta.sort_appended();
+        meta
     }
 }
 
@@ -305,6 +429,34 @@ mod tests {
         let null: Metadata = serde_json::from_str("null").unwrap();
         assert!(null.is_empty());
         assert!(serde_json::from_str::<Metadata>(r#"{"a":1}"#).is_err());
+    }
+
+    #[test]
+    fn metadata_edits() {
+        let mut m = Metadata::new();
+        assert_eq!(m.insert("k", "v1"), None);
+        assert_eq!(m.insert("a", "x"), None);
+        assert_eq!(m.insert("k", "v2"), Some("v1".to_string()));
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![("a", "x"), ("k", "v2")]);
+        // Replaced values do not stay in the buffer.
+        assert_eq!(m.text.len(), "ax".len() + "kv2".len());
+        assert_eq!(m.size(), 2 + 3 + 2 * ENTRY_OVERHEAD);
+        assert_eq!(m.remove("a"), Some("x".to_string()));
+        assert_eq!(m.remove("a"), None);
+        assert_eq!(m.get("k"), Some("v2"));
+        assert_eq!(m.text, "kv2");
+        assert_eq!(format!("{m:?}"), r#"{"k": "v2"}"#);
+        let cbor = crate::codec::Cbor;
+        let mut buf = bytes::BytesMut::new();
+        crate::codec::encode(&cbor, &m, &mut buf).unwrap();
+        let back: Metadata = crate::codec::decode(&cbor, &buf).unwrap();
+        assert_eq!(back, m);
+        // Keys that are prefixes of each other, and empty ones, stay apart.
+        let m: Metadata = [("ab", ""), ("a", "b"), ("", "z")].into_iter().collect();
+        assert_eq!(
+            m.iter().collect::<Vec<_>>(),
+            vec![("", "z"), ("a", "b"), ("ab", "")]
+        );
     }
 
     #[test]

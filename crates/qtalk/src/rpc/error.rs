@@ -143,3 +143,9 @@ impl Error {
 /// The remote error text of a call that arrived while its server or peer was shutting down
 /// (it never ran).
 pub const SHUTTING_DOWN: &str = "unavailable: shutting down";
+
+/// The remote error text of a call whose handler ended without answering after the call's
+/// deadline passed (instead of the `null` answer of a handler that returned nothing). A caller
+/// of this crate reports it, like any failure that arrives once its deadline passed, as
+/// [`Error::Timeout`].
+pub const DEADLINE_EXCEEDED: &str = "deadline exceeded";

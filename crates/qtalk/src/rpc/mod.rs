@@ -46,7 +46,7 @@ pub use call::{Call, Cancelled};
 pub use callback::Callback;
 pub use caller::{Caller, Request, Response, ResponseReader, ResponseWriter};
 pub use context::{CallContext, Metadata};
-pub use error::{Error, SHUTTING_DOWN};
+pub use error::{Error, DEADLINE_EXCEEDED, SHUTTING_DOWN};
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub use frame::fuzz_read_frames;

@@ -332,6 +332,7 @@ async fn respond_call(ch: qtalk_mux::Channel, serving: Arc<Serving>, waiting: He
         Some(h) => h,
         None => serving.handler.clone(),
     };
+    let deadline = context.deadline();
     let span = tracing::debug_span!("rpc call", selector = %selector, channel = %channel);
     async move {
         let slot = CallState::new(CallWriter::Channel(w), codec.clone());
@@ -352,8 +353,12 @@ async fn respond_call(ch: qtalk_mux::Channel, serving: Arc<Serving>, waiting: He
         match (outcome, unanswered) {
             (Ok(()), None) => tracing::debug!("rpc: responded"),
             (Ok(()), Some(w)) => {
-                tracing::debug!("rpc: handler returned nothing; answering null");
-                Box::pin(respond_fallback(w, &*codec, None)).await;
+                // A handler that gave up at the deadline (its `cancelled()` fired) is not
+                // taken as having returned nothing: the caller learns the deadline passed.
+                let expired = deadline.is_some_and(|d| d <= tokio::time::Instant::now());
+                let answer = expired.then(|| crate::rpc::DEADLINE_EXCEEDED.to_string());
+                tracing::debug!(expired, "rpc: handler returned without answering");
+                Box::pin(respond_fallback(w, &*codec, answer)).await;
             }
             (Err(panic), w) => {
                 let msg = panic_message(&panic);

@@ -303,6 +303,20 @@ where
         let id = self.id;
         let mut service = take_spare(id, &self.service);
         let slot = responder.slot.clone();
+        // Most services are ready at once: asked without a waker first, the call is
+        // dispatched here, and only the service's future is boxed (the call is not copied
+        // into a box of its own). A service that is not ready is asked again below, with
+        // the task's waker, which replaces this one (tower's contract).
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if let Poll::Ready(Ok(())) = service.poll_ready(&mut cx) {
+            let dispatched = service.call(Incoming::new(responder, call));
+            put_spare(id, service);
+            return Box::pin(async move {
+                if let Err(e) = dispatched.await {
+                    answer_service_error(&slot, e).await;
+                }
+            });
+        }
         Box::pin(async move {
             let result = match std::future::poll_fn(|cx| service.poll_ready(cx)).await {
                 Ok(()) => {
@@ -313,12 +327,18 @@ where
                 Err(e) => Err(e),
             };
             if let Err(e) = result {
-                tracing::debug!(error = %e, "rpc: middleware failed the call");
-                if let Some(w) = slot.take_writer() {
-                    respond_fallback(w, &*slot.codec, Some(e.to_string())).await;
-                }
+                answer_service_error(&slot, e).await;
             }
         })
+    }
+}
+
+/// Answers a call that its service failed (an overloaded or timed-out layer) with the
+/// error's text, unless it was answered already.
+async fn answer_service_error(slot: &crate::rpc::responder::Slot, e: impl Display) {
+    tracing::debug!(error = %e, "rpc: middleware failed the call");
+    if let Some(w) = slot.take_writer() {
+        respond_fallback(w, &*slot.codec, Some(e.to_string())).await;
     }
 }
 

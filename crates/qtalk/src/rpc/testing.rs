@@ -190,8 +190,10 @@ impl TestCall {
     }
 
     /// Runs `handler` on the call to its end, answering for it as a server does when it
-    /// did not (`null`, or `panic: ...`), and returns what it answered.
+    /// did not (`null`, `panic: ...`, or [`DEADLINE_EXCEEDED`](crate::rpc::DEADLINE_EXCEEDED)
+    /// once the call's deadline passed), and returns what it answered.
     pub async fn run<H: Handler + ?Sized>(self, handler: &H) -> TestResponse {
+        let deadline = self.context.deadline();
         let (responder, call, output) = self.into_parts();
         let outcome = match AssertUnwindSafe(handler.respond(responder, call))
             .catch_unwind()
@@ -203,6 +205,9 @@ impl TestCall {
         if let Some(w) = output.slot.take_writer() {
             let error = match &outcome {
                 Outcome::Panicked(m) => Some(format!("panic: {m}")),
+                _ if deadline.is_some_and(|d| d <= tokio::time::Instant::now()) => {
+                    Some(crate::rpc::DEADLINE_EXCEEDED.to_string())
+                }
                 _ => None,
             };
             respond_fallback(w, &*output.codec, error).await;

@@ -101,6 +101,26 @@ impl<'de> Deserializer<'de> {
         Ok(Head { major, ai, arg })
     }
 
+    /// The next item when it is a text string of definite length under 256 bytes holding
+    /// UTF-8 (nearly every key, selector and short value), consumed; otherwise `None`, with
+    /// nothing consumed, for the general path to read or refuse.
+    fn short_text(&mut self) -> Option<&'de str> {
+        let b = *self.input.get(self.pos)?;
+        if b >> 5 != MAJOR_TEXT {
+            return None;
+        }
+        let (len, head) = match b & 0x1f {
+            n @ 0..=23 => (usize::from(n), 1),
+            24 => (usize::from(*self.input.get(self.pos + 1)?), 2),
+            _ => return None,
+        };
+        let start = self.pos + head;
+        let body = self.input.get(start..start + len)?;
+        let text = std::str::from_utf8(body).ok()?;
+        self.pos = start + len;
+        Some(text)
+    }
+
     /// Consumes tags in front of the next item, except bignum tags (2, 3), which
     /// [`Self::deserialize_any`] turns into integers.
     fn skip_tags(&mut self) -> Result<()> {
@@ -279,6 +299,9 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
     type Error = Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        if let Some(text) = self.short_text() {
+            return visitor.visit_borrowed_str(text);
+        }
         loop {
             let head = self.read_head()?;
             return match head.major {
@@ -317,6 +340,9 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
 
     /// Text, or a byte string that is UTF-8 (Go's `[]byte` sent where a string is expected).
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        if let Some(text) = self.short_text() {
+            return visitor.visit_borrowed_str(text);
+        }
         self.skip_tags()?;
         if self.peek()? >> 5 != MAJOR_BYTES {
             return self.deserialize_any(visitor);

@@ -57,6 +57,36 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Token positions whose principal a thread keeps.
+const TOKENS_PER_THREAD: usize = 16;
+
+thread_local! {
+    /// Per thread, the principal of each token position: shared by the calls of one thread
+    /// (one shared by every thread would have its reference count bounce between the cores
+    /// serving calls, and a fresh one per call costs an allocation).
+    static TOKEN_PRINCIPALS: std::cell::RefCell<Vec<Arc<Principal>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The principal of the token at position `i`.
+fn token_principal(i: usize) -> Arc<Principal> {
+    if i >= TOKENS_PER_THREAD {
+        return Arc::new(Principal::Token(i));
+    }
+    TOKEN_PRINCIPALS
+        .try_with(|cache| {
+            let mut cache = cache.try_borrow_mut().ok()?;
+            while cache.len() <= i {
+                let next = cache.len();
+                cache.push(Arc::new(Principal::Token(next)));
+            }
+            Some(cache[i].clone())
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Arc::new(Principal::Token(i)))
+}
+
 impl AuthLayer {
     /// A layer without rules: it refuses every call until one is added.
     pub fn new() -> AuthLayer {
@@ -97,9 +127,7 @@ impl AuthLayer {
                 }
             }
             match found {
-                // A fresh value per call: a shared one's reference count would bounce between
-                // the cores serving calls, which costs more than the allocation.
-                Some(i) => Ok(Arc::new(Principal::Token(i))),
+                Some(i) => Ok(token_principal(i)),
                 None => Err(format!("invalid token in metadata {key:?}")),
             }
         })
@@ -259,6 +287,19 @@ where
 #[cfg(test)]
 mod tests {
     use super::same_secret;
+
+    #[test]
+    fn token_principals() {
+        use super::{token_principal, Principal, TOKENS_PER_THREAD};
+        assert_eq!(*token_principal(3), Principal::Token(3));
+        assert_eq!(*token_principal(0), Principal::Token(0));
+        assert!(std::sync::Arc::ptr_eq(
+            &token_principal(3),
+            &token_principal(3)
+        ));
+        let far = TOKENS_PER_THREAD + 5;
+        assert_eq!(*token_principal(far), Principal::Token(far));
+    }
 
     #[test]
     fn secrets() {
