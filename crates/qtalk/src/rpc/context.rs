@@ -352,7 +352,7 @@ impl CallContext {
 
     /// True once the deadline passed.
     pub fn is_expired(&self) -> bool {
-        self.deadline.is_some_and(|d| d <= Instant::now())
+        passed(self.deadline)
     }
 
     /// A context for a call made on behalf of this one: the same deadline, and the metadata
@@ -381,6 +381,18 @@ impl CallContext {
             deadline_ms.and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
         CallContext { metadata, deadline }
     }
+}
+
+/// True when there is a deadline and it passed.
+pub(crate) fn passed(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| d <= Instant::now())
+}
+
+/// What a server answers for a handler that ended without answering: `null` (no error) in
+/// time, [`DEADLINE_EXCEEDED`](crate::rpc::DEADLINE_EXCEEDED) once the call's deadline passed
+/// (a handler that gave up at the deadline did not return nothing).
+pub(crate) fn unanswered_error(deadline: Option<Instant>) -> Option<String> {
+    passed(deadline).then(|| crate::rpc::DEADLINE_EXCEEDED.to_string())
 }
 
 /// Whole milliseconds, rounded up.

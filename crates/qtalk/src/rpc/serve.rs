@@ -353,11 +353,8 @@ async fn respond_call(ch: qtalk_mux::Channel, serving: Arc<Serving>, waiting: He
         match (outcome, unanswered) {
             (Ok(()), None) => tracing::debug!("rpc: responded"),
             (Ok(()), Some(w)) => {
-                // A handler that gave up at the deadline (its `cancelled()` fired) is not
-                // taken as having returned nothing: the caller learns the deadline passed.
-                let expired = deadline.is_some_and(|d| d <= tokio::time::Instant::now());
-                let answer = expired.then(|| crate::rpc::DEADLINE_EXCEEDED.to_string());
-                tracing::debug!(expired, "rpc: handler returned without answering");
+                let answer = crate::rpc::context::unanswered_error(deadline);
+                tracing::debug!(?answer, "rpc: handler returned without answering");
                 Box::pin(respond_fallback(w, &*codec, answer)).await;
             }
             (Err(panic), w) => {

@@ -205,10 +205,7 @@ impl TestCall {
         if let Some(w) = output.slot.take_writer() {
             let error = match &outcome {
                 Outcome::Panicked(m) => Some(format!("panic: {m}")),
-                _ if deadline.is_some_and(|d| d <= tokio::time::Instant::now()) => {
-                    Some(crate::rpc::DEADLINE_EXCEEDED.to_string())
-                }
-                _ => None,
+                _ => crate::rpc::context::unanswered_error(deadline),
             };
             respond_fallback(w, &*output.codec, error).await;
         }
