@@ -37,6 +37,7 @@ pub struct Config {
     pub(crate) listen_backlog: u32,
     pub(crate) read_buffer_idle: Duration,
     pub(crate) write_batch: usize,
+    pub(crate) write_offload: usize,
     pub(crate) tcp_notsent_lowat: u32,
     pub(crate) connect_attempt_delay: Duration,
     /// The client sockets QUIC and WebTransport connections are dialed from.
@@ -58,6 +59,7 @@ impl Default for Config {
             listen_backlog: 4096,
             read_buffer_idle: Duration::from_secs(1),
             write_batch: 256 * 1024,
+            write_offload: 1024 * 1024,
             tcp_notsent_lowat: 16 * 1024,
             connect_attempt_delay: Duration::from_millis(250),
             #[cfg(feature = "quic")]
@@ -286,6 +288,19 @@ impl ConfigBuilder {
     /// [`poll_transmit_up_to`](qtalk_mux_proto::Session::poll_transmit_up_to)).
     pub fn write_batch(mut self, bytes: usize) -> Self {
         self.config.write_batch = bytes;
+        self
+    }
+
+    /// Bytes queued to send from which the writer task, on tokio's multi-thread runtime,
+    /// writes them inside [`tokio::task::block_in_place`] (default 1 MiB; 0 never does).
+    /// A writer moving bulk data keeps its worker thread busy for long stretches; moved off
+    /// it this way, the worker's other tasks (the session's reader, the calls beside the
+    /// bulk data) go on on another thread instead of waiting for it. At most as many
+    /// writers as the machine has cores are moved at once, process-wide (each holds a
+    /// thread of tokio's blocking pool meanwhile); the others write in place. On the
+    /// current-thread runtime writes always happen in place.
+    pub fn write_offload(mut self, bytes: usize) -> Self {
+        self.config.write_offload = bytes;
         self
     }
 
