@@ -159,6 +159,9 @@ mod tests {
     /// Writes that went through `block_in_place`, in this test binary.
     pub(super) static OFFLOADS: AtomicUsize = AtomicUsize::new(0);
 
+    /// Taken by the tests that offload, so that each sees only its own writers.
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     /// Moves `total` bytes of a pattern over one channel between two sessions on an
     /// in-memory pipe, and checks every byte.
     async fn transfer(total: usize) {
@@ -180,12 +183,28 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bulk_writes_move_off_the_worker_and_arrive_whole() {
+        let _serial = SERIAL.lock().await;
         let before = OFFLOADS.load(Ordering::Relaxed);
         transfer(16 << 20).await;
         assert!(
             OFFLOADS.load(Ordering::Relaxed) > before,
             "no write was offloaded"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn more_bulk_sessions_than_cores_all_arrive_whole() {
+        // Past one offloaded writer per core the others write in place; all finish, and
+        // every place is given back.
+        let _serial = SERIAL.lock().await;
+        let sessions = 2 * std::thread::available_parallelism().map_or(1, |n| n.get()) + 1;
+        let transfers: Vec<_> = (0..sessions)
+            .map(|_| tokio::spawn(transfer(8 << 20)))
+            .collect();
+        for t in transfers {
+            t.await.unwrap();
+        }
+        assert_eq!(super::OFFLOADED.load(Ordering::Acquire), 0);
     }
 
     #[tokio::test]
